@@ -1,0 +1,253 @@
+"""Typed configuration: the single source of truth for building models (and, later, training runs).
+
+Dataclass field names equal constructor argument names, so ``build_*`` functions are thin. Loading from a
+mapping (YAML recipe, checkpoint, CLI overrides) is strict: unknown keys are errors with a "did you mean" hint,
+and values are type-checked against the field annotations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, Union
+
+__all__ = [
+    "BackboneConfig",
+    "ConfigError",
+    "DecoderConfig",
+    "EncoderConfig",
+    "ModelConfig",
+    "from_dict",
+    "merge_overrides",
+    "to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the dotted path."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: Literal["presnet", "hgnetv2"] = "presnet"
+    """Backbone family."""
+    depth: int = 50
+    """PResNet depth: 18, 34, 50 or 101."""
+    variant: str = "d"
+    """PResNet variant ('d' = ResNet-vd)."""
+    arch: Literal["L", "X", "H"] = "L"
+    """HGNetv2 architecture."""
+    return_idx: tuple[int, ...] = (1, 2, 3)
+    """Backbone stages fed to the encoder (1, 2, 3 = strides 8, 16, 32)."""
+    freeze_at: int = 0
+    """-1 freezes nothing; k >= 0 freezes the stem and (PResNet) the first k stages."""
+    freeze_norm: bool = True
+    """Replace the backbone's BatchNorm by FrozenBatchNorm2d."""
+    use_lab: bool = False
+    """HGNetv2 learnable affine blocks (False for RT-DETR L/X)."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    in_channels: tuple[int, ...] = (512, 1024, 2048)
+    """Channels of the backbone maps, fine to coarse."""
+    feat_strides: tuple[int, ...] = (8, 16, 32)
+    hidden_dim: int = 256
+    use_encoder_idx: tuple[int, ...] = (2,)
+    """Levels processed by AIFI (the official models use only the stride-32 map)."""
+    num_encoder_layers: int = 1
+    nhead: int = 8
+    dim_feedforward: int = 1024
+    dropout: float = 0.0
+    enc_act: str = "gelu"
+    expansion: float = 1.0
+    """CSPRep hidden width as a fraction of hidden_dim (0.5 for R18/R34/R50-m)."""
+    depth_mult: float = 1.0
+    """RepVGG blocks per CSPRep layer = round(3 * depth_mult)."""
+    act: str = "silu"
+    pe_temperature: int = 10000
+    version: Literal["v1", "v2"] = "v2"
+    """Only changes key names of ``input_proj``: v1 ``input_proj.{i}.0/1``, v2 ``input_proj.{i}.conv/norm``."""
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    feat_channels: tuple[int, ...] = (256, 256, 256)
+    feat_strides: tuple[int, ...] = (8, 16, 32)
+    hidden_dim: int = 256
+    num_levels: int = 3
+    """Feature levels attended; extra levels beyond the encoder outputs get a 3x3 stride-2 projection."""
+    num_queries: int = 300
+    num_layers: int = 6
+    num_points: tuple[int, ...] = (4, 4, 4)
+    """Sampling points per level (RT-DETRv2 allows a different count per level)."""
+    nhead: int = 8
+    dim_feedforward: int = 1024
+    dropout: float = 0.0
+    activation: str = "relu"
+    num_denoising: int = 100
+    label_noise_ratio: float = 0.5
+    box_noise_scale: float = 1.0
+    learn_query_content: bool = False
+    eval_idx: int = -1
+    """Decoder layer whose prediction is returned at inference (-1 = last); later layers are not run."""
+    cross_attn_method: Literal["default", "discrete"] = "default"
+    """Deformable sampling: bilinear ``grid_sample`` or RT-DETRv2's discrete (nearest, gather-based) sampling."""
+    query_select_method: Literal["default", "one2many", "agnostic"] = "default"
+    offset_scale: float = 0.5
+    version: Literal["v1", "v2"] = "v2"
+    """Key names / buffers: v2 has ``enc_output.proj/norm`` and persistent ``anchors``/``valid_mask``/
+    ``num_points_scale`` buffers; v1 has ``enc_output.0/1`` and none of those buffers."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "rtdetr_r50vd"
+    """Variant name this config was built from (informational)."""
+    num_classes: int = 80
+    eval_spatial_size: tuple[int, int] | None = (640, 640)
+    """(height, width) for which anchors are precomputed; any other input size is still handled."""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+    def __post_init__(self) -> None:
+        enc, dec = self.encoder, self.decoder
+        if self.num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+        if len(enc.in_channels) != len(enc.feat_strides):
+            raise ConfigError("encoder.in_channels and encoder.feat_strides must have the same length")
+        if len(self.backbone.return_idx) != len(enc.in_channels):
+            raise ConfigError("backbone.return_idx must select as many maps as encoder.in_channels lists")
+        if any(i >= len(enc.in_channels) for i in enc.use_encoder_idx):
+            raise ConfigError(f"encoder.use_encoder_idx {enc.use_encoder_idx} out of range")
+        if len(dec.feat_channels) != len(enc.in_channels) or any(c != enc.hidden_dim for c in dec.feat_channels):
+            raise ConfigError("decoder.feat_channels must repeat encoder.hidden_dim once per encoder level")
+        if dec.num_levels < len(dec.feat_channels):
+            raise ConfigError("decoder.num_levels must be >= the number of encoder levels")
+        if len(dec.num_points) != dec.num_levels or min(dec.num_points) < 1:
+            raise ConfigError(
+                f"decoder.num_points {dec.num_points} must give >= 1 point for each of {dec.num_levels} levels"
+            )
+        if not -dec.num_layers <= dec.eval_idx < dec.num_layers:
+            raise ConfigError(f"decoder.eval_idx {dec.eval_idx} out of range for {dec.num_layers} layers")
+        if dec.hidden_dim % dec.nhead or enc.hidden_dim % enc.nhead:
+            raise ConfigError("hidden_dim must be divisible by nhead")
+        if self.eval_spatial_size is not None and min(self.eval_spatial_size) < 32:
+            raise ConfigError(f"eval_spatial_size {self.eval_spatial_size} must be >= 32 on each side")
+
+
+T = TypeVar("T")
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return from_dict(hint, value, path)  # type: ignore[arg-type]
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is tuple:
+        if isinstance(value, int | float) and args and args[-1] is Ellipsis:
+            value = (value,)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        if args and args[-1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{path}: expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    if hint is Any:
+        return value
+    raise ConfigError(f"{path}: unsupported field type {hint!r}")
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, strictly.
+
+    Raises:
+        ConfigError: on an unknown key (with a suggestion), a value of the wrong type, or a failed cross-field
+            check; the message names the dotted path of the offending key.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}{_suggest(str(key), names)}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-Python (YAML/JSON/``weights_only``-safe) nested dict of a config dataclass; tuples become lists."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
+
+    result: dict[str, Any] = plain(cfg)
+    return result
+
+
+def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: mappings merge, any other value replaces."""
+    out = dict(base)
+    for k, v in overrides.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge_overrides(out[k], v)
+        else:
+            out[k] = v
+    return out

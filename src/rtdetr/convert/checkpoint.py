@@ -1,0 +1,235 @@
+"""Reading, loading and saving checkpoints: ours, official ``.pth`` and HF safetensors.
+
+Loading is safe by default (``torch.load(weights_only=True)``): a file that needs arbitrary code to unpickle is
+refused with a clear message. Every failure names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rtdetr.config import ConfigError, ModelConfig, from_dict, merge_overrides, to_dict
+from rtdetr.convert.hf import hf_to_official, is_hf_state_dict, model_config_from_hf
+from rtdetr.convert.official import adapt_state_dict, infer_model_config, is_tensor_dict, strip_prefix
+from rtdetr.models.rtdetr import RTDETR, build_model
+from rtdetr.models.variants import create_model, list_models
+
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "extract_state_dict",
+    "load_model",
+    "load_state_dict_into",
+    "read_checkpoint",
+    "save_model",
+]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not fit the model; the message names the file and the problem."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_state_dict_into` did not load."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self, limit: int = 20) -> str:
+        def block(title: str, items: list) -> str:
+            more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
+            return f"  {title} ({len(items)}):\n" + "\n".join(f"    {x}" for x in items[:limit]) + more
+
+        parts = []
+        if self.missing:
+            parts.append(block("missing in checkpoint", self.missing))
+        if self.unexpected:
+            parts.append(block("unexpected in checkpoint", self.unexpected))
+        if self.mismatched:
+            parts.append(block("shape mismatch (key, checkpoint, model)", self.mismatched))
+        return "\n".join(parts)
+
+
+def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict[str, Any]:
+    """Load a ``.pth``/``.pt``/``.bin`` (torch) or ``.safetensors`` file onto the CPU.
+
+    Args:
+        weights_only: refuse pickled code objects (default). Set False only for files you trust.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    if p.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise CheckpointError(
+                f"{p}: reading safetensors needs the 'safetensors' package (pip install 'rtdetr[hf]')"
+            ) from None
+        try:
+            return dict(load_file(str(p), device="cpu"))
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(f"{p}: not a valid safetensors file ({e})") from None
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"{p}: refused to unpickle {found.group(1)!r}: the file holds objects other than tensors and "
+                "containers and could run arbitrary code when loaded. Pass weights_only=False only if you trust it."
+            ) from None
+        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (corrupt or another format)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from None
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{p}: expected a dict checkpoint, found {type(obj).__name__}")
+    return dict(obj)
+
+
+def extract_state_dict(ckpt: Mapping[str, Any], origin: str = "checkpoint") -> tuple[dict[str, Tensor], str]:
+    """Pick the weights out of a checkpoint dict and convert them to the official layout.
+
+    Order: ``ema.module`` (official release files and our EMA), ``model``, ``state_dict``, or the dict itself.
+
+    Returns:
+        ``(state_dict, source)`` with source one of ``"ema"``, ``"model"``, ``"state_dict"``, ``"raw"``, each with
+        ``"+hf"`` appended when HF names were converted.
+    """
+    state: Any
+    ema = ckpt.get("ema")
+    if isinstance(ema, Mapping) and is_tensor_dict(ema.get("module")):
+        state, source = ema["module"], "ema"
+    elif is_tensor_dict(ckpt.get("model")):
+        state, source = ckpt["model"], "model"
+    elif is_tensor_dict(ckpt.get("state_dict")):
+        state, source = ckpt["state_dict"], "state_dict"
+    elif is_tensor_dict(ckpt):
+        state, source = ckpt, "raw"
+    else:
+        raise CheckpointError(
+            f"{origin}: no state dict found (looked for 'ema.module', 'model', 'state_dict' and a "
+            f"plain tensor dict; top-level keys: {sorted(map(str, ckpt))[:10]})"
+        )
+    state = strip_prefix(state, "module.")
+    if is_hf_state_dict(state):
+        try:
+            state = hf_to_official(state)
+        except ValueError as e:
+            raise CheckpointError(f"{origin}: cannot convert HF weights: {e}") from None
+        source += "+hf"
+    return dict(state), source
+
+
+def load_state_dict_into(
+    model: nn.Module, state: Mapping[str, Tensor], strict: bool = True, origin: str = "checkpoint"
+) -> LoadReport:
+    """Load ``state`` (official layout, either key version) into ``model``.
+
+    With ``strict`` any missing, unexpected or mis-shaped key raises :class:`CheckpointError` listing them all;
+    otherwise the loadable subset is loaded and the report says what was skipped (fine-tuning with another
+    number of classes, for example).
+    """
+    target = model.state_dict()
+    state = adapt_state_dict(state, target)
+    report = LoadReport(
+        missing=sorted(k for k in target if k not in state),
+        unexpected=sorted(k for k in state if k not in target),
+        mismatched=sorted(
+            (k, tuple(v.shape), tuple(target[k].shape))
+            for k, v in state.items()
+            if k in target and tuple(v.shape) != tuple(target[k].shape)
+        ),
+    )
+    if strict and not report.ok:
+        raise CheckpointError(f"{origin}: weights do not fit the model:\n{report.describe()}")
+    bad = {k for k, _, _ in report.mismatched} | set(report.unexpected)
+    model.load_state_dict({k: v for k, v in state.items() if k not in bad}, strict=False)
+    return report
+
+
+def _hf_config_beside(path: Path) -> dict | None:
+    cfg = path.with_name("config.json")
+    if cfg.is_file():
+        try:
+            return dict(json.loads(cfg.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{cfg}: unreadable HF config ({e})") from None
+    return None
+
+
+def load_model(
+    source: str | os.PathLike,
+    variant: str | None = None,
+    weights_only: bool = True,
+    strict: bool = True,
+    **overrides: Any,
+) -> RTDETR:
+    """Build a model from a variant name or a checkpoint file, whatever its origin.
+
+    * a registered variant name (``"rtdetr_r18vd"``): random weights;
+    * our checkpoint (carries ``model_config``): rebuilt exactly;
+    * an official ``.pth``: config inferred from the tensors (``variant`` pins the name, e.g. for ``*_dsp``);
+    * HF ``model.safetensors``: config from the ``config.json`` beside it, else inferred after conversion.
+
+    ``overrides`` (e.g. ``num_classes=3``, ``decoder={"eval_idx": 2}``) apply on top; with ``strict=False``
+    mismatching heads are left at their random initialisation.
+    """
+    src = str(source)
+    if src in list_models():
+        return create_model(src, **overrides)
+    path = Path(src)
+    ckpt = read_checkpoint(path, weights_only=weights_only)
+    state, origin = extract_state_dict(ckpt, str(path))
+    try:
+        if isinstance(ckpt.get("model_config"), Mapping):
+            cfg = from_dict(ModelConfig, merge_overrides(ckpt["model_config"], overrides))
+        elif origin.endswith("+hf") and (hf_cfg := _hf_config_beside(path)) is not None:
+            cfg = from_dict(ModelConfig, merge_overrides(to_dict(model_config_from_hf(hf_cfg, variant)), overrides))
+        else:
+            cfg = infer_model_config(state, variant, **overrides)
+    except (ConfigError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: cannot determine the model configuration: {e}") from None
+    model = build_model(cfg)
+    load_state_dict_into(model, state, strict=strict, origin=str(path))
+    return model
+
+
+def save_model(model: RTDETR, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``{"model": state_dict, "model_config": dict, **extra}`` atomically (temp file + rename)."""
+    if model.config is None:
+        raise ValueError("model has no config; build it with build_model/create_model")
+    if model.deployed:
+        raise ValueError("save the model before deploy(): fused weights cannot be reloaded into a trainable model")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model.state_dict(), "model_config": to_dict(model.config), **(extra or {})}
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p

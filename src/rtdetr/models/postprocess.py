@@ -1,0 +1,179 @@
+"""Post-processing: sigmoid scores, top-k over (query x class), boxes scaled to the original image size.
+
+No NMS and no score threshold: the model is end-to-end. Thresholding belongs to the caller (the predictor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtdetr.ops.boxes import box_cxcywh_to_xyxy
+
+__all__ = ["COCO_LABEL_TO_CATEGORY", "PostProcessor"]
+
+# contiguous label 0..79 -> COCO category id (1..90 with gaps)
+COCO_LABEL_TO_CATEGORY: tuple[int, ...] = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    27,
+    28,
+    31,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    38,
+    39,
+    40,
+    41,
+    42,
+    43,
+    44,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    53,
+    54,
+    55,
+    56,
+    57,
+    58,
+    59,
+    60,
+    61,
+    62,
+    63,
+    64,
+    65,
+    67,
+    70,
+    72,
+    73,
+    74,
+    75,
+    76,
+    77,
+    78,
+    79,
+    80,
+    81,
+    82,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
+)
+
+
+class PostProcessor(nn.Module):
+    """Turn raw outputs into detections.
+
+    Args:
+        num_classes: ``C``.
+        num_top_queries: detections kept per image (``K``; at most ``Q * C``).
+        use_focal_loss: sigmoid scores over all classes (RT-DETR); False uses softmax with a background class.
+        label_map: optional ``label -> category id`` table applied to the output labels (e.g.
+            :data:`COCO_LABEL_TO_CATEGORY` for COCO evaluation); vectorised, export-safe.
+    """
+
+    label_map: Tensor | None
+
+    def __init__(
+        self,
+        num_classes: int = 80,
+        num_top_queries: int = 300,
+        use_focal_loss: bool = True,
+        label_map: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_top_queries = num_top_queries
+        self.use_focal_loss = use_focal_loss
+        self.deploy_mode = False
+        if label_map is not None and len(label_map) != num_classes:
+            raise ValueError(f"label_map has {len(label_map)} entries for {num_classes} classes")
+        self.register_buffer(
+            "label_map",
+            torch.tensor(label_map, dtype=torch.int64) if label_map is not None else None,
+            persistent=False,
+        )
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, num_top_queries={self.num_top_queries}"
+
+    def deploy(self) -> PostProcessor:
+        """Make ``forward`` return the ``(labels, boxes, scores)`` tuple (the exported graph's outputs)."""
+        self.deploy_mode = True
+        return self
+
+    def detect(self, outputs: dict[str, Tensor], orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """
+        Args:
+            outputs: ``pred_logits`` ``[B, Q, C]`` and ``pred_boxes`` ``[B, Q, 4]`` (normalised cxcywh).
+            orig_sizes: ``[B, 2]`` original ``(width, height)`` of each image.
+
+        Returns:
+            ``labels`` ``[B, K]`` int64, ``boxes`` ``[B, K, 4]`` absolute xyxy, ``scores`` ``[B, K]``, sorted by
+            descending score.
+        """
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        boxes = box_cxcywh_to_xyxy(boxes) * orig_sizes.to(boxes.dtype).repeat(1, 2).unsqueeze(1)
+        num_classes = logits.shape[-1]
+        if self.use_focal_loss:
+            flat = logits.sigmoid().flatten(1)
+            k = min(self.num_top_queries, flat.shape[1])
+            scores, index = torch.topk(flat, k, dim=-1)
+            query = index // num_classes
+            labels = index - query * num_classes  # == index % num_classes without a Mod op
+        else:
+            probs = F.softmax(logits, dim=-1)[..., :-1]
+            scores, labels = probs.max(-1)
+            k = min(self.num_top_queries, scores.shape[1])
+            scores, query = torch.topk(scores, k, dim=-1)
+            labels = labels.gather(1, query)
+        boxes = boxes.gather(1, query.unsqueeze(-1).expand(-1, -1, 4))
+        if self.label_map is not None:
+            labels = self.label_map[labels]
+        return labels, boxes, scores
+
+    def forward(self, outputs: dict[str, Tensor], orig_sizes: Tensor) -> list[dict[str, Tensor]] | tuple:
+        """Per-image ``{"labels", "boxes", "scores"}`` dicts, or the raw tuple after :meth:`deploy`."""
+        labels, boxes, scores = self.detect(outputs, orig_sizes)
+        if self.deploy_mode:
+            return labels, boxes, scores
+        return [{"labels": lb, "boxes": bx, "scores": sc} for lb, bx, sc in zip(labels, boxes, scores)]

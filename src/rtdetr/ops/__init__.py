@@ -1,0 +1,1 @@
+"""Tensor operations shared by the model, the loss and the data pipeline."""

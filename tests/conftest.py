@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests never download anything: models are randomly initialised, data are generated."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_restore() -> None:
+    torch.manual_seed(0)
+    dtype = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(dtype)
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """``../shared/datasets`` beside the checkout, or ``$RTDETR_SHARED_DATASETS``; skips when absent."""
+    root = Path(os.environ.get("RTDETR_SHARED_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    if not root.is_dir():
+        pytest.skip(f"shared datasets not found at {root} (set RTDETR_SHARED_DATASETS to run this test)")
+    return root
+
+
+def randomize_batchnorm(model: torch.nn.Module) -> None:
+    """Give every BatchNorm non-trivial statistics and affine parameters, so fusion/parity tests can fail."""
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.normal_(0.0, 0.2)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 2.0)
+            elif name.endswith(".weight") and buf.dim() == 1:  # FrozenBatchNorm2d affine buffers
+                buf.uniform_(0.5, 1.5)
+            elif name.endswith(".bias") and buf.dim() == 1:
+                buf.normal_(0.0, 0.1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d) and m.affine:
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)

@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from rtdetr.models.postprocess import COCO_LABEL_TO_CATEGORY, PostProcessor
+
+
+def _outputs() -> dict:
+    logits = torch.full((2, 3, 4), -10.0)
+    logits[0, 1, 2] = 3.0  # best: query 1, class 2
+    logits[0, 0, 0] = 1.0
+    logits[0, 0, 3] = 0.5  # same query, second class
+    logits[1, 2, 1] = 2.0
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.4], [0.25, 0.5, 0.5, 1.0], [0.1, 0.1, 0.1, 0.1]]]).repeat(2, 1, 1)
+    return {"pred_logits": logits, "pred_boxes": boxes}
+
+
+def test_topk_over_queries_and_classes_and_box_scaling() -> None:
+    pp = PostProcessor(num_classes=4, num_top_queries=3)
+    res = pp(_outputs(), torch.tensor([[200, 100], [10, 10]]))
+    r = res[0]
+    assert r["labels"].tolist() == [2, 0, 3]
+    assert r["scores"][0] == pytest.approx(torch.sigmoid(torch.tensor(3.0)).item())
+    assert torch.allclose(r["boxes"][0], torch.tensor([0.0, 0.0, 100.0, 100.0]))  # (w, h) = (200, 100)
+    assert torch.allclose(r["boxes"][1], torch.tensor([80.0, 30.0, 120.0, 70.0]))
+    assert (r["scores"][:-1] >= r["scores"][1:]).all()
+    assert res[1]["labels"][0] == 1
+
+
+def test_label_map_and_deploy_tuple() -> None:
+    pp = PostProcessor(num_classes=4, num_top_queries=2, label_map=[10, 20, 30, 40]).deploy()
+    labels, boxes, scores = pp(_outputs(), torch.tensor([[1, 1], [1, 1]]))
+    assert labels[0].tolist() == [30, 10] and boxes.shape == (2, 2, 4) and scores.shape == (2, 2)
+    assert len(COCO_LABEL_TO_CATEGORY) == 80 and COCO_LABEL_TO_CATEGORY[-1] == 90
+    with pytest.raises(ValueError, match="label_map has 2 entries"):
+        PostProcessor(num_classes=4, label_map=[1, 2])
+
+
+def test_k_larger_than_candidates_is_clipped() -> None:
+    pp = PostProcessor(num_classes=4, num_top_queries=300)
+    assert pp(_outputs(), torch.tensor([[1, 1], [1, 1]]))[0]["scores"].shape == (12,)

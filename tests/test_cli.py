@@ -1,0 +1,53 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtdetr.cli import main
+from rtdetr.convert import load_model
+from rtdetr.models import create_model
+
+
+def test_info_lists_variants(capsys: pytest.CaptureFixture) -> None:
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "rtdetr_r18vd" in out and "rtdetrv2_r101vd" in out and "20.20" in out
+    assert main(["info", "rtdetr_r18*", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["rtdetr_r18vd"]
+
+
+def test_info_unknown_pattern_fails(capsys: pytest.CaptureFixture) -> None:
+    assert main(["info", "yolo*"]) == 1
+    assert "no variant matches 'yolo*'" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["frobnicate"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["convert", "only-one-arg"])
+    assert e.value.code == 2
+
+
+def test_convert_official_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = create_model("rtdetr_r18vd", num_classes=5)
+    official = tmp_path / "rtdetr_r18vd_dec3_6x_coco_from_paddle.pth"
+    torch.save({"ema": {"module": src.state_dict()}}, official)
+    out = tmp_path / "ours.pth"
+    assert main(["convert", str(official), str(out)]) == 0
+    assert "rtdetr_r18vd, 5 classes" in capsys.readouterr().out
+    model = load_model(out)
+    assert torch.equal(model.decoder.dec_score_head[0].weight, src.decoder.dec_score_head[0].weight)
+    assert main(["convert", str(official), str(tmp_path / "three.pth"), "--num-classes", "3"]) == 0
+    assert load_model(tmp_path / "three.pth").config.num_classes == 3
+
+
+def test_convert_bad_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.pth"
+    bad.write_text("garbage")
+    assert main(["convert", str(bad), str(tmp_path / "o.pth")]) == 1
+    err = capsys.readouterr().err
+    assert "bad.pth" in err and "not a readable PyTorch checkpoint" in err
