@@ -1,0 +1,165 @@
+"""RT-DETR set criterion: varifocal loss with IoU-aware targets, L1 and GIoU box losses, applied to the final
+decoder layer, every auxiliary layer, the encoder's top-k proposals and every denoising layer."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtdetr.loss.matcher import HungarianMatcher
+from rtdetr.ops.boxes import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
+
+__all__ = ["RTDETRCriterion", "denoising_indices"]
+
+Indices = list[tuple[Tensor, Tensor]]
+
+
+def denoising_indices(dn_meta: dict, targets: list[dict[str, Tensor]]) -> Indices:
+    """Fixed (query, target) pairs of the positive denoising queries: target ``j`` of every group."""
+    out = []
+    for pos, t in zip(dn_meta["dn_positive_idx"], targets):
+        n = int(t["labels"].numel())
+        device = t["labels"].device
+        if n:
+            gt = torch.arange(n, dtype=torch.int64, device=device).repeat(dn_meta["dn_num_group"])
+            out.append((pos.to(device), gt))
+        else:
+            empty = torch.zeros(0, dtype=torch.int64, device=device)
+            out.append((empty, empty))
+    return out
+
+
+class RTDETRCriterion(nn.Module):
+    """Compute the weighted loss terms from the model's output dict.
+
+    Args:
+        num_classes: ``C``.
+        matcher: the Hungarian matcher.
+        weight_dict: weight per base term (``loss_vfl``, ``loss_bbox``, ``loss_giou``); terms of other groups get
+            a suffix (``_aux_{i}``, ``_enc_0``, ``_dn_{i}``) and the same weight.
+        alpha, gamma: varifocal loss parameters (0.75, 2).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher | None = None,
+        weight_dict: dict[str, float] | None = None,
+        alpha: float = 0.75,
+        gamma: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.matcher = matcher or HungarianMatcher()
+        self.weight_dict = dict(weight_dict or {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0})
+        self.alpha, self.gamma = alpha, gamma
+
+    @staticmethod
+    def _src_idx(indices: Indices) -> tuple[Tensor, Tensor]:
+        batch = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+        return batch, torch.cat([src for src, _ in indices])
+
+    def loss_vfl(
+        self,
+        out: dict[str, Tensor],
+        targets: list[dict[str, Tensor]],
+        indices: Indices,
+        num_boxes: float,
+        num_classes: int | None = None,
+    ) -> Tensor:
+        """Varifocal loss: BCE towards ``IoU * one_hot`` for matched queries (zero elsewhere), negatives weighted
+        by ``alpha * p^gamma``. Summed over batch, queries and classes, divided by ``num_boxes``."""
+        logits = out["pred_logits"]
+        num_classes = num_classes or self.num_classes
+        idx = self._src_idx(indices)
+        src_boxes = out["pred_boxes"][idx]
+        tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src_boxes)
+        if src_boxes.numel():
+            ious = box_iou(box_cxcywh_to_xyxy(src_boxes.detach()), box_cxcywh_to_xyxy(tgt_boxes))[0].diag()
+        else:
+            ious = src_boxes.new_zeros(0)
+        classes = torch.full(logits.shape[:2], num_classes, dtype=torch.int64, device=logits.device)
+        classes[idx] = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
+        onehot = F.one_hot(classes, num_classes + 1)[..., :-1].to(logits.dtype)
+        score = torch.zeros(logits.shape[:2], dtype=logits.dtype, device=logits.device)
+        score[idx] = ious.to(logits.dtype)
+        target = score.unsqueeze(-1) * onehot
+        weight = self.alpha * logits.detach().sigmoid().pow(self.gamma) * (1 - onehot) + target
+        loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
+        return loss.mean(1).sum() * logits.shape[1] / num_boxes
+
+    def loss_boxes(
+        self, out: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float
+    ) -> dict[str, Tensor]:
+        """L1 on normalised cxcywh and ``1 - GIoU`` of matched pairs, each summed and divided by ``num_boxes``."""
+        idx = self._src_idx(indices)
+        src = out["pred_boxes"][idx]
+        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src)
+        if src.numel() == 0:
+            zero = out["pred_boxes"].sum() * 0.0  # keeps the graph (DDP) while contributing nothing
+            return {"loss_bbox": zero, "loss_giou": zero}
+        l1 = F.l1_loss(src, tgt, reduction="sum") / num_boxes
+        giou = (1 - generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)).diag()).sum() / num_boxes
+        return {"loss_bbox": l1, "loss_giou": giou}
+
+    def _group(
+        self,
+        out: dict[str, Tensor],
+        targets: list[dict[str, Tensor]],
+        indices: Indices,
+        num_boxes: float,
+        suffix: str,
+        num_classes: int | None = None,
+    ) -> dict[str, Tensor]:
+        terms = {
+            "loss_vfl": self.loss_vfl(out, targets, indices, num_boxes, num_classes),
+            **self.loss_boxes(out, targets, indices, num_boxes),
+        }
+        return {k + suffix: v * self.weight_dict[k] for k, v in terms.items() if k in self.weight_dict}
+
+    @staticmethod
+    def num_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> float:
+        """Ground-truth boxes per process, averaged over processes (all-reduce), at least 1."""
+        n = torch.tensor([float(sum(int(t["labels"].numel()) for t in targets))], device=device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(n)
+            n = n / dist.get_world_size()
+        return max(float(n.item()), 1.0)
+
+    def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """
+        Args:
+            outputs: the model's training output dict (see :mod:`rtdetr.models.decoder`).
+            targets: per image ``labels`` ``[N_i]`` int64 in ``[0, C)`` and ``boxes`` ``[N_i, 4]`` normalised
+                cxcywh.
+
+        Returns:
+            Weighted loss terms; their sum is the training loss.
+        """
+        for i, t in enumerate(targets):
+            labels = t["labels"]
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise ValueError(
+                    f"target {i} has class ids outside [0, {self.num_classes}): {sorted(set(labels.tolist()))[:10]}"
+                )
+        device = outputs["pred_logits"].device
+        num_boxes = self.num_boxes(targets, device)
+        main = {"pred_logits": outputs["pred_logits"], "pred_boxes": outputs["pred_boxes"]}
+        losses = self._group(main, targets, self.matcher(main, targets), num_boxes, "")
+        for i, aux in enumerate(outputs.get("aux_outputs", [])):
+            losses.update(self._group(aux, targets, self.matcher(aux, targets), num_boxes, f"_aux_{i}"))
+        enc_meta = outputs.get("enc_meta", {})
+        for i, enc in enumerate(outputs.get("enc_aux_outputs", [])):
+            agnostic = bool(enc_meta.get("class_agnostic"))
+            enc_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets] if agnostic else targets
+            indices = self.matcher(enc, enc_targets)
+            losses.update(self._group(enc, enc_targets, indices, num_boxes, f"_enc_{i}", 1 if agnostic else None))
+        if "dn_aux_outputs" in outputs:
+            dn_meta = outputs["dn_meta"]
+            indices = denoising_indices(dn_meta, targets)
+            dn_boxes = num_boxes * dn_meta["dn_num_group"]
+            for i, dn in enumerate(outputs["dn_aux_outputs"]):
+                losses.update(self._group(dn, targets, indices, dn_boxes, f"_dn_{i}"))
+        return losses
