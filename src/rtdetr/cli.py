@@ -61,6 +61,38 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rtdetr.config import load_recipe
+    from rtdetr.engine.trainer import Trainer
+
+    overrides = list(args.overrides)
+    for key, value in (
+        ("data.train", args.data),
+        ("data.val", args.val),
+        ("model.name", args.model),
+        ("train.epochs", args.epochs),
+        ("train.batch_size", args.batch),
+        ("train.output_dir", args.output),
+        ("train.device", args.device),
+        ("init_from", args.init_from),
+        ("resume", args.resume),
+    ):
+        if value is not None:
+            overrides.insert(0, f"{key}={value}")
+    cfg = load_recipe(args.recipe, overrides)
+    result = Trainer(cfg).fit()
+    print(f"best AP {result['best_ap']:.4f} at epoch {result['best_epoch']}; outputs in {result['output_dir']}")
+    return 0
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from rtdetr.data.check import check_dataset
+
+    report = check_dataset(args.path, args.split, args.format, decode=not args.no_decode)
+    print(report.format())
+    return 0 if report.ok or not args.strict else 1
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtdetr", description="RT-DETR real-time object detection.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -80,6 +112,33 @@ def _build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--non-strict", action="store_true", help="load what fits, leave the rest randomly initialised")
     conv.add_argument("--trust", action="store_true", help="allow unpickling arbitrary objects (trusted files only)")
     conv.set_defaults(func=_cmd_convert)
+
+    train = sub.add_parser(
+        "train",
+        help="train a model (recipe YAML and/or key=value overrides)",
+        description="Train RT-DETR. Settings come from an optional recipe YAML, then the "
+        "options below, then dotted overrides such as train.lr=2e-4 model.decoder.num_layers=4.",
+    )
+    train.add_argument("overrides", nargs="*", help="dotted key=value overrides (model.*, data.*, train.*)")
+    train.add_argument("--recipe", "-c", help="recipe YAML (sections: model, data, train)")
+    train.add_argument("--data", help="training set: COCO json, YOLO data.yaml/images folder, or VOC folder")
+    train.add_argument("--val", help="validation set (same forms)")
+    train.add_argument("--model", help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info')")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch", type=int, help="global batch size")
+    train.add_argument("--output", help="output folder (checkpoints, logs, curves)")
+    train.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
+    train.add_argument("--init-from", help="start from this checkpoint (official, HF or ours); new class count OK")
+    train.add_argument("--resume", help="continue a run exactly from its last.pth")
+    train.set_defaults(func=_cmd_train)
+
+    check = sub.add_parser("check-data", help="summarise a dataset and list its problems")
+    check.add_argument("path", help="COCO json, YOLO data.yaml/images folder, or VOC folder")
+    check.add_argument("--split", default="train")
+    check.add_argument("--format", default="auto", choices=["auto", "coco", "yolo", "voc"])
+    check.add_argument("--no-decode", action="store_true", help="skip decoding every image (faster)")
+    check.add_argument("--strict", action="store_true", help="exit 1 when any problem is found")
+    check.set_defaults(func=_cmd_check_data)
     return parser
 
 
@@ -92,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except KeyboardInterrupt:
+        print(f"rtdetr {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, RuntimeError, OSError) as e:
         print(f"rtdetr {args.command}: error: {e}", file=sys.stderr)
         return 1

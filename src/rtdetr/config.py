@@ -13,15 +13,23 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
+
+import yaml
 
 __all__ = [
     "BackboneConfig",
     "ConfigError",
     "DecoderConfig",
     "EncoderConfig",
+    "DataConfig",
     "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_dotted_overrides",
     "from_dict",
+    "load_recipe",
     "merge_overrides",
     "to_dict",
 ]
@@ -141,6 +149,102 @@ class ModelConfig:
             raise ConfigError(f"eval_spatial_size {self.eval_spatial_size} must be >= 32 on each side")
 
 
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = ""
+    """Training set: a COCO json, a YOLO data.yaml or images folder, or a VOC folder (format auto-detected)."""
+    val: str | None = None
+    """Validation set (same forms); None skips evaluation."""
+    format: Literal["auto", "coco", "yolo", "voc"] = "auto"
+    train_split: str = "train"
+    """Split name for YOLO data.yaml / VOC ImageSets / COCO annotation folders."""
+    val_split: str = "val"
+    image_size: tuple[int, int] = (640, 640)
+    """(height, width) of the network input."""
+    augment: bool = True
+    """Photometric distort, zoom-out and IoU crop."""
+    hflip: bool = True
+    """Random horizontal flips in training (turn off for text, arrows or left/right classes)."""
+    multi_scale: bool = True
+    """Resize each training batch to a random size of the official 480..800 list scaled to image_size."""
+    workers: int = 2
+    """DataLoader worker processes (0 = load in the main process)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 72
+    batch_size: int = 16
+    """Global batch size (divided across processes)."""
+    accumulate: int = 1
+    """Gradient accumulation steps per optimizer step."""
+    lr: float = 1e-4
+    backbone_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    no_decay_norm_bias: bool = True
+    """No weight decay on normalisation parameters and biases."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    warmup_iters: int = 2000
+    """Linear warm-up of the learning rate over this many optimizer steps."""
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    milestones: tuple[int, ...] = ()
+    """Epochs at which a 'step' schedule multiplies the LR by ``gamma``."""
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.05
+    """Final LR of the 'cosine' schedule as a fraction of the initial LR."""
+    clip_grad: float = 0.1
+    """Max gradient norm (0 = off)."""
+    ema: bool = True
+    ema_decay: float = 0.9999
+    ema_warmups: int = 2000
+    amp: bool = False
+    """Mixed precision where the device supports it (fp16 + GradScaler on CUDA, bf16 on CPU)."""
+    no_aug_epochs: int = 1
+    """Final epochs without photometric/zoom/crop augmentation and multi-scale (RT-DETRv2 dynamic augmentation)."""
+    freeze_bn_stats: bool = False
+    """Keep BatchNorm layers on their running statistics during training."""
+    sync_bn: bool = False
+    """Synchronise BatchNorm statistics across processes (CUDA only)."""
+    eval_interval: int = 1
+    eval_decoder_depth: int | None = None
+    """Decoder layers used for validation (None = the model's inference depth)."""
+    patience: int = 0
+    """Stop after this many evaluations without a better AP (0 = never)."""
+    max_nan_steps: int = 20
+    """Abort after this many consecutive non-finite losses (each such step is skipped)."""
+    seed: int = 0
+    device: str = "auto"
+    output_dir: str = "runs/train"
+    log_interval: int = 20
+    max_iters_per_epoch: int | None = None
+    """Cut epochs short (quick experiments and tests)."""
+    time_budget_s: float | None = None
+    """Stop (evaluate, checkpoint) once training has used this many seconds (fixed-budget runs)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
+            raise ConfigError("epochs, batch_size and accumulate must be >= 1")
+        if not 0 <= self.no_aug_epochs <= self.epochs:
+            raise ConfigError(f"no_aug_epochs {self.no_aug_epochs} must be within 0..epochs ({self.epochs})")
+        if self.lr <= 0 or self.backbone_lr < 0:
+            raise ConfigError("lr must be > 0 and backbone_lr >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    init_from: str | None = None
+    """Checkpoint to start from (official, HF or ours); heads with another class count are re-initialised."""
+    resume: str | None = None
+    """Training checkpoint (last.pth) to continue exactly."""
+
+
 T = TypeVar("T")
 
 
@@ -193,6 +297,11 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads '1e-4' (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
@@ -251,3 +360,83 @@ def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
         else:
             out[k] = v
     return out
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_dotted_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings (values parsed as YAML scalars/lists) to a nested dict."""
+    out = merge_overrides({}, data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, Mapping) else {}
+            node = node[part]
+        node[parts[-1]] = _parse_scalar(value)
+    return out
+
+
+def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """Build a :class:`RunConfig`; ``model`` may name a registered variant (``name``) plus overrides."""
+    from rtdetr.models.variants import get_model_config, get_variant
+
+    data = dict(data)
+    unknown = set(data) - {"model", "data", "train", "init_from", "resume", "base"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(
+            f"unknown config key {key!r}{_suggest(key, ['model', 'data', 'train', 'init_from', 'resume'])}"
+        )
+    model = dict(data.get("model") or {})
+    name = model.pop("name", "rtdetr_r18vd")
+    try:
+        get_variant(str(name))
+    except ValueError as e:
+        raise ConfigError(f"model.name: {e}") from None
+    model_cfg = get_model_config(str(name), **model)
+    return RunConfig(
+        model=model_cfg,
+        data=from_dict(DataConfig, data.get("data") or {}, "data"),
+        train=from_dict(TrainConfig, data.get("train") or {}, "train"),
+        init_from=data.get("init_from"),
+        resume=data.get("resume"),
+    )
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML training recipe (``yaml.safe_load``; one optional ``base:`` recipe, relative to the file) and
+    apply dotted ``overrides``. Unknown keys anywhere are errors."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{p}: cannot read recipe ({e})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: a recipe must be a mapping with model/data/train sections")
+        if "base" in loaded:
+            base_path = p.parent / str(loaded.pop("base"))
+            base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+            if "base" in base:
+                raise ConfigError(f"{base_path}: a base recipe cannot have its own base")
+            loaded = merge_overrides(base, loaded)
+        data = loaded
+    data = apply_dotted_overrides(data, overrides or [])
+    return run_config_from_dict(data)
+
+
+def run_config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Resolved recipe: the model section holds the full config (its ``name`` is the variant it came from)."""
+    d = to_dict(cfg)
+    return d

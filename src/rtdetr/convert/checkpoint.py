@@ -28,6 +28,7 @@ from rtdetr.models.variants import create_model, list_models
 
 __all__ = [
     "CheckpointError",
+    "atomic_save",
     "LoadReport",
     "extract_state_dict",
     "load_model",
@@ -219,13 +220,19 @@ def save_model(model: RTDETR, path: str | os.PathLike, extra: Mapping[str, Any] 
         raise ValueError("model has no config; build it with build_model/create_model")
     if model.deployed:
         raise ValueError("save the model before deploy(): fused weights cannot be reloaded into a trainable model")
+    payload = {"model": model.state_dict(), "model_config": to_dict(model.config), **(extra or {})}
+    return atomic_save(payload, path)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename: a crash never leaves a
+    truncated checkpoint under ``path``."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"model": model.state_dict(), "model_config": to_dict(model.config), **(extra or {})}
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)

@@ -195,6 +195,8 @@ class RTDETRDecoder(nn.Module):
         self.decoder = TransformerDecoder(layer_kwargs, num_layers, eval_idx)
 
         self.denoising_class_embed = nn.Embedding(num_classes + 1, hidden_dim, padding_idx=num_classes)
+        if num_denoising <= 0:  # kept for checkpoint compatibility; unused, so frozen (DDP needs every grad)
+            self.denoising_class_embed.requires_grad_(False)
         if learn_query_content:
             self.tgt_embed = nn.Embedding(num_queries, hidden_dim)
         self.query_pos_head = MLP(4, 2 * hidden_dim, hidden_dim, 2)

@@ -1,0 +1,85 @@
+"""``rtdetr check-data``: parse a dataset, decode every image, and summarise it and its problems."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rtdetr.data.dataset import load_image
+from rtdetr.data.detect import DatasetFormat, load_index
+from rtdetr.data.records import DatasetIndex
+
+__all__ = ["DataReport", "check_dataset"]
+
+
+@dataclass
+class DataReport:
+    index: DatasetIndex
+    images_ok: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    size_mismatch: list[str] = field(default_factory=list)
+    boxes_per_class: Counter = field(default_factory=Counter)
+    empty_images: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.unreadable or self.index.dropped)
+
+    def format(self, limit: int = 15) -> str:
+        idx = self.index
+        lines = [
+            f"dataset   {idx.source} ({idx.format})",
+            f"images    {len(idx.records)} ({self.images_ok} readable, {len(self.unreadable)} unreadable, "
+            f"{self.empty_images} without boxes)",
+            f"boxes     {idx.num_boxes()} in {idx.num_classes} classes",
+        ]
+        areas = np.concatenate(
+            [(r.boxes[:, 2] - r.boxes[:, 0]) * (r.boxes[:, 3] - r.boxes[:, 1]) for r in idx.records] or [np.zeros(0)]
+        )
+        if len(areas):
+            small = float((areas < 32**2).mean())
+            lines.append(f"box area  median {np.median(areas):.0f} px^2; {small:.0%} small (< 32^2)")
+        width = max((len(n) for n in idx.class_names), default=5)
+        for i, name in enumerate(idx.class_names):
+            lines.append(f"  {i:>3} {name:<{width}} {self.boxes_per_class.get(i, 0):>7}")
+        if idx.dropped:
+            lines.append("dropped while parsing: " + ", ".join(f"{k}: {v}" for k, v in idx.dropped.items()))
+            lines += [f"  {p}" for p in idx.problems[:limit]]
+            if len(idx.problems) > limit:
+                lines.append(f"  ... {len(idx.problems) - limit} more")
+        for title, items in (
+            ("unreadable images", self.unreadable),
+            ("size differs from annotation", self.size_mismatch),
+        ):
+            if items:
+                lines.append(f"{title}: {len(items)}")
+                lines += [f"  {p}" for p in items[:limit]]
+        lines.append("OK" if self.ok else "PROBLEMS FOUND (the loader skips the entries above)")
+        return "\n".join(lines)
+
+
+def check_dataset(
+    path: str | Path, split: str = "train", format: DatasetFormat = "auto", decode: bool = True
+) -> DataReport:
+    """Parse the dataset and (with ``decode``) fully decode every image."""
+    index = load_index(path, split, format)
+    report = DataReport(index)
+    for rec in index.records:
+        report.boxes_per_class.update(rec.labels.tolist())
+        report.empty_images += int(len(rec.labels) == 0)
+        if not decode:
+            continue
+        try:
+            img = load_image(rec.path)
+        except OSError as e:
+            report.unreadable.append(str(e))
+            continue
+        report.images_ok += 1
+        if rec.width and rec.height and img.size != (rec.width, rec.height):
+            report.size_mismatch.append(f"{rec.path}: {img.size[0]}x{img.size[1]}, annotated {rec.width}x{rec.height}")
+    if not decode:
+        report.images_ok = len(index.records)
+    return report

@@ -1,0 +1,103 @@
+"""COCO json (``instances_*.json``): categories are remapped to contiguous labels in sorted-id order."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, finite_number, sanitize_boxes
+
+__all__ = ["load_coco"]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories'")
+    for key in ("images", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{path}: missing or invalid '{key}' list (not a COCO detection file?)")
+    if not isinstance(data.get("annotations", []), list):
+        raise DataError(f"{path}: 'annotations' must be a list")
+    return data
+
+
+def load_coco(ann_file: str | Path, image_dir: str | Path | None = None) -> DatasetIndex:
+    """Parse a COCO detection json.
+
+    Args:
+        ann_file: the json.
+        image_dir: folder of the images (default: guessed from the layout ``<root>/annotations/x.json`` ->
+            ``<root>/<split>`` or ``<root>/images/<split>``, else the json's folder).
+
+    Crowd annotations are skipped; boxes are clipped to the image; degenerate boxes, annotations of unknown
+    images or categories and malformed entries are dropped and listed in ``problems``.
+    """
+    ann_path = Path(ann_file)
+    data = _read_json(ann_path)
+    cats = [c for c in data["categories"] if isinstance(c, dict) and isinstance(c.get("id"), int)]
+    if not cats:
+        raise DataError(f"{ann_path}: no valid categories")
+    cats.sort(key=lambda c: c["id"])
+    cat_to_label = {c["id"]: i for i, c in enumerate(cats)}
+    names = [str(c.get("name", c["id"])) for c in cats]
+    folder = Path(image_dir) if image_dir is not None else _guess_image_dir(ann_path)
+    index = DatasetIndex([], names, "coco", str(ann_path), category_ids=[c["id"] for c in cats])
+
+    images: dict[int, dict] = {}
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not isinstance(img.get("file_name"), str):
+            index.drop("malformed image entry", f"{ann_path}: images[{i}] lacks an integer 'id' or 'file_name'")
+            continue
+        images[img["id"]] = img
+
+    per_image: dict[int, list[tuple[list[float], int]]] = defaultdict(list)
+    for i, ann in enumerate(data.get("annotations", [])):
+        where = f"{ann_path}: annotations[{i}]"
+        if not isinstance(ann, dict):
+            index.drop("malformed annotation", f"{where} is not an object")
+            continue
+        if ann.get("iscrowd", 0):
+            continue
+        img_id, cat = ann.get("image_id"), ann.get("category_id")
+        if img_id not in images:
+            index.drop("unknown image id", f"{where}: image_id {img_id!r} not in 'images'")
+            continue
+        if cat not in cat_to_label:
+            index.drop("unknown category", f"{where}: category_id {cat!r} not in 'categories'")
+            continue
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(finite_number(v) for v in bbox)):
+            index.drop("malformed bbox", f"{where}: bbox {bbox!r} is not 4 finite numbers [x, y, w, h]")
+            continue
+        x, y, bw, bh = (float(v) for v in bbox)
+        per_image[img_id].append(([x, y, x + bw, y + bh], cat_to_label[cat]))
+
+    for img_id, img in images.items():
+        anns = per_image.get(img_id, [])
+        boxes = np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4)
+        labels = np.array([a[1] for a in anns], dtype=np.int64)
+        raw_w, raw_h = img.get("width"), img.get("height")
+        w = int(raw_w) if finite_number(raw_w) and float(raw_w) > 0 else None  # type: ignore[arg-type]
+        h = int(raw_h) if finite_number(raw_h) and float(raw_h) > 0 else None  # type: ignore[arg-type]
+        boxes, labels = sanitize_boxes(boxes, labels, w, h, index, f"{ann_path}: image {img['file_name']}")
+        index.records.append(ImageRecord(folder / img["file_name"], boxes, labels, img_id, w, h))
+    return index
+
+
+def _guess_image_dir(ann_path: Path) -> Path:
+    root = ann_path.parent.parent if ann_path.parent.name == "annotations" else ann_path.parent
+    split = ann_path.stem.split("_", 1)[-1]  # instances_train2017 -> train2017
+    for cand in (root / split, root / "images" / split, root / "images", ann_path.parent / "images", root):
+        if cand.is_dir():
+            return cand
+    return ann_path.parent

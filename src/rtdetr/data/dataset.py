@@ -1,0 +1,144 @@
+"""Torch dataset over a :class:`DatasetIndex`, robust image loading, and the batch collator."""
+
+from __future__ import annotations
+
+import logging
+import random
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from rtdetr.data.records import DatasetIndex, ImageRecord
+from rtdetr.data.transforms import Sample, normalized_cxcywh
+
+__all__ = ["BatchCollator", "DetectionDataset", "load_image"]
+
+log = logging.getLogger(__name__)
+
+Target = dict[str, Tensor]
+
+
+def load_image(path: str | object) -> Image.Image:
+    """Open an image as RGB with its EXIF orientation applied (grayscale, palette, RGBA and 16-bit handled).
+
+    Raises:
+        OSError: (or a subclass) when the file is missing, truncated or not an image; the message names the file.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:  # type: ignore[arg-type]
+                opened.load()
+                im: Image.Image = ImageOps.exif_transpose(opened) or opened
+                if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    arr = np.asarray(im, dtype=np.float32)
+                    im = Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8))
+                return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise OSError(f"{path}: cannot decode image ({e})") from None
+
+
+def image_to_tensor(img: Image.Image) -> Tensor:
+    """PIL RGB -> float ``[3, H, W]`` in ``[0, 1]``."""
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class DetectionDataset(Dataset):
+    """Samples ``(image [3, H, W] float in [0, 1], target)`` with target keys ``boxes`` (normalised cxcywh),
+    ``labels``, ``image_id``, ``orig_size`` (w, h) and ``size`` (h, w after transforms).
+
+    A file that fails to decode is reported once (by name) and replaced by the next readable image, so an epoch
+    never stops on one corrupt file; :attr:`bad_files` lists them (per worker process).
+    """
+
+    def __init__(self, index: DatasetIndex, transforms: Callable[[Sample], Sample] | None = None) -> None:
+        self.index = index
+        self.transforms = transforms
+        self.bad_files: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.index.records)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.index.class_names
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.transforms, "set_epoch"):
+            self.transforms.set_epoch(epoch)  # type: ignore[union-attr]
+
+    def load(self, i: int) -> tuple[Image.Image, ImageRecord]:
+        """The image of record ``i`` (no transforms) and its record; raises OSError for unreadable files."""
+        rec = self.index.records[i]
+        return load_image(rec.path), rec
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Target]:
+        n = len(self)
+        for step in range(n):
+            j = (i + step) % n
+            try:
+                img, rec = self.load(j)
+            except OSError as e:
+                if str(self.index.records[j].path) not in self.bad_files:
+                    self.bad_files.add(str(self.index.records[j].path))
+                    log.warning("skipping unreadable image: %s", e)
+                continue
+            return self._sample(img, rec)
+        raise RuntimeError(f"no readable image in {self.index.source}")
+
+    def _sample(self, img: Image.Image, rec: ImageRecord) -> tuple[Tensor, Target]:
+        w, h = img.size
+        s = Sample(
+            image_to_tensor(img),
+            torch.from_numpy(rec.boxes).float().reshape(-1, 4),
+            torch.from_numpy(rec.labels).long(),
+        )
+        if rec.width and rec.height and (rec.width, rec.height) != (w, h) and len(s.boxes):
+            # annotation made for another size of the same picture (e.g. rotated by EXIF or resized): rescale
+            s.boxes = s.boxes * torch.tensor([w / rec.width, h / rec.height] * 2)
+        if self.transforms is not None:
+            s = self.transforms(s)
+        target = {
+            "boxes": normalized_cxcywh(s).float(),
+            "labels": s.labels,
+            "image_id": torch.tensor(rec.image_id),
+            "orig_size": torch.tensor([w, h]),
+            "size": torch.tensor(s.size),
+        }
+        return s.image, target
+
+
+class BatchCollator:
+    """Stack equally sized images; with ``scales`` every training batch is resized (nearest) to one random square
+    size until ``stop_epoch`` (normalised boxes need no change)."""
+
+    def __init__(self, scales: Sequence[int] | None = None, stop_epoch: int | None = None) -> None:
+        self.scales = list(scales) if scales else None
+        self.stop_epoch = stop_epoch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, batch: list[tuple[Tensor, Target]]) -> tuple[Tensor, list[Target]]:
+        images = [b[0] for b in batch]
+        targets = [b[1] for b in batch]
+        sizes = {tuple(im.shape[-2:]) for im in images}
+        if len(sizes) > 1:
+            hmax = max(s[0] for s in sizes)
+            wmax = max(s[1] for s in sizes)
+            raise ValueError(
+                f"images in a batch differ in size {sorted(sizes)}; resize them to one size "
+                f"(e.g. {hmax}x{wmax}) in the transforms"
+            )
+        x = torch.stack(images)
+        if self.scales and (self.stop_epoch is None or self.epoch < self.stop_epoch):
+            size = random.choice(self.scales)
+            x = F.interpolate(x, size=(size, size))
+        return x, targets

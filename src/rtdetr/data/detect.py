@@ -1,0 +1,74 @@
+"""Find the dataset format from a path: a COCO json, a YOLO data.yaml or images folder, or a VOC folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from rtdetr.data.coco import load_coco
+from rtdetr.data.records import DataError, DatasetIndex, find_images
+from rtdetr.data.voc import load_voc
+from rtdetr.data.yolo import load_yolo
+
+__all__ = ["DatasetFormat", "detect_format", "load_index"]
+
+DatasetFormat = Literal["auto", "coco", "yolo", "voc"]
+
+
+def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
+    """Guess the format of ``path``; raises :class:`DataError` with what was expected."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    if p.is_file():
+        if p.suffix == ".json":
+            return "coco"
+        if p.suffix in (".yaml", ".yml"):
+            return "yolo"
+    else:
+        if (p / "Annotations").is_dir():
+            return "voc"
+        if (p / "annotations").is_dir() and list((p / "annotations").glob("*.json")):
+            return "coco"
+        if (p / "data.yaml").is_file() or (p / "labels").is_dir() or (p.parent / "labels" / p.name).is_dir():
+            return "yolo"
+        if find_images(p) and (p.parent / "labels").is_dir():
+            return "yolo"
+    raise DataError(
+        f"{p}: cannot tell the dataset format; expected a COCO .json (or a folder with annotations/*.json), "
+        "a YOLO data.yaml (or images/ + labels/ folders), or a VOC folder with Annotations/ and JPEGImages/"
+    )
+
+
+def _coco_json_for(root: Path, split: str) -> Path:
+    files = sorted((root / "annotations").glob("*.json"))
+    matching = [f for f in files if split in f.stem]
+    if len(matching) >= 1:
+        return sorted(matching, key=lambda f: (not f.stem.startswith("instances"), len(f.stem)))[0]
+    if len(files) == 1:
+        return files[0]
+    raise DataError(f"{root}/annotations: no json for split {split!r} among {[f.name for f in files]}")
+
+
+def load_index(
+    path: str | Path,
+    split: str = "train",
+    format: DatasetFormat = "auto",
+    image_dir: str | Path | None = None,
+    class_names: list[str] | None = None,
+) -> DatasetIndex:
+    """Parse the dataset at ``path`` (format auto-detected unless given) for ``split``."""
+    p = Path(path)
+    fmt = detect_format(p) if format == "auto" else format
+    if fmt == "coco":
+        ann = p if p.is_file() else _coco_json_for(p, split)
+        return load_coco(ann, image_dir)
+    if fmt == "voc":
+        return load_voc(p, split, class_names)
+    if p.is_dir() and (p / "data.yaml").is_file():
+        return load_yolo(p / "data.yaml", split, class_names)
+    if p.is_dir() and not find_images(p):
+        for cand in (p / "images" / split, p / split):
+            if cand.is_dir():
+                return load_yolo(cand, split, class_names)
+    return load_yolo(p, split, class_names)

@@ -1,0 +1,108 @@
+"""Format-independent dataset index: one record per image with absolute xyxy boxes and contiguous labels.
+
+Parsers never crash on one bad entry: they drop it, count it and describe it in ``problems`` (file and reason),
+so a training run loses only what is broken. A file that cannot be parsed at all raises :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DataError", "DatasetIndex", "ImageRecord", "IMAGE_SUFFIXES", "sanitize_boxes"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """A dataset file is unusable; the message names the file and the problem."""
+
+
+@dataclass
+class ImageRecord:
+    """One image and its ground truth.
+
+    Attributes:
+        path: image file.
+        boxes: ``[N, 4]`` float32 absolute xyxy pixels in the stored image's frame.
+        labels: ``[N]`` int64 contiguous class ids ``0..C-1``.
+        image_id: integer id (COCO id when the source is COCO, else the position).
+        width, height: image size when the annotation states it (None = read from the file).
+    """
+
+    path: Path
+    boxes: np.ndarray
+    labels: np.ndarray
+    image_id: int
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class DatasetIndex:
+    """A parsed dataset: records, class names, and every problem met while parsing."""
+
+    records: list[ImageRecord]
+    class_names: list[str]
+    format: str
+    source: str
+    category_ids: list[int] | None = None
+    """Original category id of each contiguous label (COCO), for writing results in the source's ids."""
+    problems: list[str] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+    """Count of dropped entries by reason."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def num_boxes(self) -> int:
+        return int(sum(len(r.labels) for r in self.records))
+
+    def drop(self, reason: str, detail: str, max_listed: int = 200) -> None:
+        self.dropped[reason] += 1
+        if len(self.problems) < max_listed:
+            self.problems.append(detail)
+
+
+def sanitize_boxes(
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    width: int | None,
+    height: int | None,
+    index: DatasetIndex,
+    where: str,
+    min_size: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clip xyxy boxes to the image, drop non-finite, inverted or smaller-than-``min_size`` ones (counted)."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(boxes) == 0:
+        return boxes, labels
+    finite = np.isfinite(boxes).all(1)
+    for i in np.flatnonzero(~finite):
+        index.drop("non-finite box", f"{where}: box {i} has non-finite coordinates {boxes[i].tolist()}")
+    boxes, labels = boxes[finite], labels[finite]
+    if width is not None and height is not None:
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    ok = (w >= min_size) & (h >= min_size)
+    for i in np.flatnonzero(~ok):
+        index.drop(
+            "degenerate box", f"{where}: box {boxes[i].round(2).tolist()} is smaller than {min_size} px after clipping"
+        )
+    return boxes[ok], labels[ok]
+
+
+def finite_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder`` (sorted)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

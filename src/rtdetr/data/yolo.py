@@ -1,0 +1,146 @@
+"""YOLO txt labels (``class cx cy w h`` normalised per line) with a ``data.yaml`` or an images folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, find_images, sanitize_boxes
+
+__all__ = ["label_dir_for", "load_yolo", "read_data_yaml"]
+
+
+def read_data_yaml(path: str | Path) -> dict[str, Any]:
+    """``data.yaml`` with ``path`` (optional root), ``train``/``val`` (folders) and ``names`` (list or dict)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise DataError(f"{p}: invalid YAML ({e})") from None
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e})") from None
+    if not isinstance(data, dict) or "names" not in data:
+        raise DataError(f"{p}: a YOLO data.yaml needs a 'names' list or mapping")
+    names = data["names"]
+    if isinstance(names, dict):
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise DataError(f"{p}: 'names' keys must be integers") from None
+        if keys != list(range(len(keys))):
+            raise DataError(f"{p}: 'names' ids must be 0..N-1, got {keys[:10]}")
+        data["names"] = [str(names[k]) for k in keys]
+    elif isinstance(names, list):
+        data["names"] = [str(n) for n in names]
+    else:
+        raise DataError(f"{p}: 'names' must be a list or mapping")
+    return data
+
+
+def label_dir_for(image_dir: Path) -> Path:
+    """YOLO convention: ``.../images/<split>`` -> ``.../labels/<split>``; else ``<parent>/labels/<name>``."""
+    parts = list(image_dir.parts)
+    if "images" in parts:
+        i = len(parts) - 1 - parts[::-1].index("images")
+        cand = Path(*parts[:i], "labels", *parts[i + 1 :])
+        if cand.is_dir():
+            return cand
+    for cand in (image_dir.parent / "labels" / image_dir.name, image_dir / "labels", image_dir.parent / "labels"):
+        if cand.is_dir():
+            return cand
+    raise DataError(
+        f"{image_dir}: no YOLO labels folder found (tried images->labels and <parent>/labels/{image_dir.name})"
+    )
+
+
+def load_yolo(source: str | Path, split: str = "train", names: list[str] | None = None) -> DatasetIndex:
+    """Parse a YOLO dataset from a ``data.yaml`` (``split`` selects ``train``/``val``/``test``) or an images folder.
+
+    Images without a label file are background images. Bad lines (wrong field count, non-numbers, class ids out
+    of range) are dropped and reported as ``file:line``.
+    """
+    src = Path(source)
+    if src.suffix in (".yaml", ".yml"):
+        data = read_data_yaml(src)
+        names = data["names"]
+        root = Path(data.get("path") or ".")
+        root = root if root.is_absolute() else (src.parent / root)
+        if split not in data:
+            raise DataError(f"{src}: no '{split}' entry")
+        image_dir = Path(data[split])
+        image_dir = image_dir if image_dir.is_absolute() else root / image_dir
+        if not image_dir.is_dir():  # common: yaml paths follow the upstream layout; try <root>/<basename>
+            alt = root / image_dir.name
+            if alt.is_dir():
+                image_dir = alt
+    else:
+        image_dir = src
+    if not image_dir.is_dir():
+        raise DataError(f"{image_dir}: image folder not found")
+    label_dir = label_dir_for(image_dir)
+    if names is None:
+        for cand in (label_dir.parent.parent / "data.yaml", image_dir.parent / "data.yaml", label_dir / "classes.txt"):
+            if cand.is_file():
+                names = read_data_yaml(cand)["names"] if cand.suffix == ".yaml" else cand.read_text().split("\n")
+                names = [n.strip() for n in names if n.strip()]
+                break
+    if not names:
+        raise DataError(f"{image_dir}: class names unknown; pass a data.yaml with 'names'")
+    index = DatasetIndex([], list(names), "yolo", str(src))
+    for image_id, img_path in enumerate(find_images(image_dir)):
+        boxes, labels = _read_labels(label_dir / f"{img_path.stem}.txt", len(names), index)
+        try:
+            with Image.open(img_path) as im:
+                w, h = im.size
+        except OSError as e:
+            index.drop("unreadable image", f"{img_path}: cannot read image header ({e})")
+            continue
+        xyxy = np.stack(
+            [
+                (boxes[:, 0] - boxes[:, 2] / 2) * w,
+                (boxes[:, 1] - boxes[:, 3] / 2) * h,
+                (boxes[:, 0] + boxes[:, 2] / 2) * w,
+                (boxes[:, 1] + boxes[:, 3] / 2) * h,
+            ],
+            1,
+        )
+        xyxy, labels = sanitize_boxes(xyxy, labels, w, h, index, str(label_dir / f"{img_path.stem}.txt"))
+        index.records.append(ImageRecord(img_path, xyxy, labels, image_id, w, h))
+    if not index.records:
+        raise DataError(f"{image_dir}: no images found")
+    return index
+
+
+def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.ndarray, np.ndarray]:
+    rows: list[list[float]] = []
+    labels: list[int] = []
+    if path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            index.drop("unreadable label file", f"{path}: cannot read ({e})")
+            text = ""
+        for n, line in enumerate(text.splitlines(), 1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f"{path}:{n}"
+            if len(fields) != 5:
+                index.drop("malformed label line", f"{where}: expected 'class cx cy w h', got {len(fields)} fields")
+                continue
+            try:
+                cls_f = float(fields[0])
+                vals = [float(v) for v in fields[1:]]
+            except ValueError:
+                index.drop("malformed label line", f"{where}: non-numeric value in {line.strip()!r}")
+                continue
+            if cls_f != int(cls_f) or not 0 <= int(cls_f) < num_classes:
+                index.drop("class id out of range", f"{where}: class {fields[0]} not in 0..{num_classes - 1}")
+                continue
+            rows.append(vals)
+            labels.append(int(cls_f))
+    return np.array(rows, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64)

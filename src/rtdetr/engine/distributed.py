@@ -1,0 +1,60 @@
+"""torch.distributed helpers for torchrun (gloo on CPU, nccl on CUDA). Single-process runs need none of it."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["barrier", "cleanup", "get_rank", "get_world_size", "init_distributed", "is_main_process"]
+
+
+def init_distributed(device: str) -> tuple[int, int, torch.device]:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1).
+
+    Returns:
+        ``(rank, world_size, device)``; the device is ``cuda:LOCAL_RANK`` on GPUs.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = resolve_device(device)
+    if world <= 1 or (dist.is_available() and dist.is_initialized()):
+        return get_rank(), get_world_size(), dev
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if dev.type == "cuda":
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+    return dist.get_rank(), dist.get_world_size(), dev
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,99 @@
+"""Training logs: CSV (one row per epoch), TensorBoard when installed, and PNG curves."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunLogger", "plot_curves"]
+
+log = logging.getLogger("rtdetr")
+
+
+class RunLogger:
+    """Append epoch rows to ``metrics.csv`` (the header grows as new keys appear) and mirror scalars to
+    TensorBoard under ``tensorboard/`` when the package is available."""
+
+    def __init__(self, out_dir: Path, enabled: bool = True) -> None:
+        self.out_dir = out_dir
+        self.enabled = enabled
+        self.rows: list[dict[str, Any]] = []
+        self.tb: Any = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+            except Exception as e:  # tensorboard missing or broken: CSV still works
+                log.info("TensorBoard logging off (%s)", e)
+
+    def load_existing(self) -> None:
+        """On resume: keep the rows already written."""
+        path = self.out_dir / "metrics.csv"
+        if path.is_file():
+            with path.open() as f:
+                self.rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.tb is not None:
+            self.tb.add_scalar(tag, value, step)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.rows.append(row)
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        tmp = self.out_dir / "metrics.csv.tmp"
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        tmp.replace(self.out_dir / "metrics.csv")
+        for k, v in row.items():
+            if isinstance(v, int | float) and k != "epoch":
+                self.scalar(f"epoch/{k}", float(v), int(row["epoch"]))
+        plot_curves(self.rows, self.out_dir / "curves.png")
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _num(v: str) -> Any:
+    try:
+        return float(v) if v not in ("", None) else math.nan
+    except ValueError:
+        return v
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Loss and metric curves per epoch as one PNG (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key, ax in (("train_loss", axes[0]), ("lr", axes[1])):
+        vals = [r.get(key, math.nan) for r in rows]
+        ax.plot(epochs, vals, marker="o")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+    for key in ("AP", "AP50", "AP75"):
+        vals = [r.get(key, math.nan) for r in rows]
+        if any(isinstance(v, float) and not math.isnan(v) for v in vals):
+            axes[2].plot(epochs, vals, marker="o", label=key)
+    axes[2].set_title("validation")
+    axes[2].set_xlabel("epoch")
+    axes[2].legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

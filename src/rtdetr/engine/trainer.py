@@ -1,0 +1,441 @@
+"""The training loop: one :class:`Trainer` for single-process and torchrun (DDP) runs.
+
+Per optimizer step: forward (autocast when ``amp``) -> criterion in fp32 -> collective finiteness check (a
+non-finite loss skips the step on every process) -> backward -> clip -> step -> LR schedule -> EMA. Per epoch:
+evaluate the EMA weights, write ``last.pth`` (and ``best.pth``) atomically, log CSV/TensorBoard/PNG.
+
+Resume is exact: the RNG is re-seeded from (seed, rank, epoch) at every epoch start, and the checkpoint holds
+model, EMA, optimizer, scheduler, scaler, step and best metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from rtdetr.config import ConfigError, RunConfig, to_dict
+from rtdetr.convert.checkpoint import atomic_save, extract_state_dict, load_state_dict_into, read_checkpoint
+from rtdetr.data import BatchCollator, DetectionDataset, load_index
+from rtdetr.data.records import DatasetIndex
+from rtdetr.data.transforms import build_train_transforms, build_val_transforms, default_scales
+from rtdetr.engine.distributed import barrier, cleanup, init_distributed
+from rtdetr.engine.ema import ModelEMA
+from rtdetr.engine.evaluator import CocoEvaluator, coco_gt_from_index, evaluate_model
+from rtdetr.engine.logger import RunLogger
+from rtdetr.engine.optim import build_optimizer, lr_factor
+from rtdetr.loss import RTDETRCriterion
+from rtdetr.models import PostProcessor, build_model
+from rtdetr.models.rtdetr import RTDETR
+
+__all__ = ["Trainer"]
+
+log = logging.getLogger("rtdetr")
+
+
+def _to(targets: list[dict[str, Tensor]], device: torch.device) -> list[dict[str, Tensor]]:
+    return [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+
+def _float(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.float() if obj.is_floating_point() else obj
+    if isinstance(obj, dict):
+        return {k: _float(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_float(v) for v in obj]
+    return obj
+
+
+class Trainer:
+    """Build everything a run needs from a :class:`RunConfig` and train with :meth:`fit`."""
+
+    def __init__(
+        self, cfg: RunConfig, train_index: DatasetIndex | None = None, val_index: DatasetIndex | None = None
+    ) -> None:
+        self.rank, self.world, self.device = init_distributed(cfg.train.device)
+        self.main = self.rank == 0
+        t = cfg.train
+        self.out_dir = Path(t.output_dir)
+        if self.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            _setup_logging(self.out_dir / "log.txt")
+
+        if train_index is None:
+            if not cfg.data.train:
+                raise ConfigError("data.train is not set: give a COCO json, YOLO data.yaml or VOC folder")
+            train_index = load_index(cfg.data.train, cfg.data.train_split, cfg.data.format)
+        if val_index is None and cfg.data.val:
+            val_index = load_index(
+                cfg.data.val,
+                cfg.data.val_split,
+                cfg.data.format,
+                class_names=train_index.class_names if train_index.format == "voc" else None,
+            )
+        if val_index is not None and val_index.class_names != train_index.class_names:
+            raise ConfigError(
+                f"train and val class names differ: {train_index.class_names[:5]}... vs {val_index.class_names[:5]}..."
+            )
+        for name, idx in (("train", train_index), ("val", val_index)):
+            if idx is not None and self.main:
+                log.info(
+                    "%s: %s (%s) %d images, %d boxes, %d classes%s",
+                    name,
+                    idx.source,
+                    idx.format,
+                    len(idx.records),
+                    idx.num_boxes(),
+                    idx.num_classes,
+                    f"; dropped {dict(idx.dropped)}" if idx.dropped else "",
+                )
+        self.train_index, self.val_index = train_index, val_index
+
+        model_cfg = cfg.model
+        if model_cfg.num_classes != train_index.num_classes:
+            model_cfg = dataclasses.replace(model_cfg, num_classes=train_index.num_classes)
+        self.cfg = dataclasses.replace(cfg, model=model_cfg)
+        if t.batch_size % self.world:
+            raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by {self.world} processes")
+
+        torch.manual_seed(t.seed)  # identical initial weights on every process
+        self.model: RTDETR = build_model(model_cfg)
+        if cfg.init_from and not cfg.resume:
+            self._init_from(cfg.init_from)
+        self.model.to(self.device)
+        self.net: nn.Module = self.model
+        if self.world > 1:
+            if t.sync_bn and self.device.type == "cuda":
+                self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
+            elif t.sync_bn and self.main:
+                log.warning("sync_bn needs CUDA; BatchNorm statistics stay per process on %s", self.device)
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+        self.criterion = RTDETRCriterion(model_cfg.num_classes).to(self.device)
+        self.postprocessor = PostProcessor(model_cfg.num_classes, num_top_queries=model_cfg.decoder.num_queries)
+        self.optimizer = build_optimizer(self.net, t)
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp and self.device.type == "cuda")
+        self.ema = ModelEMA(self.model, t.ema_decay, t.ema_warmups) if t.ema else None
+
+        size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+        self.stop_epoch = t.epochs - t.no_aug_epochs
+        self.train_set = DetectionDataset(
+            train_index, build_train_transforms(size, self.stop_epoch, cfg.data.augment, cfg.data.hflip)
+        )
+        scales = default_scales(max(size)) if cfg.data.multi_scale else None
+        self.collate = BatchCollator(scales, self.stop_epoch)
+        self.sampler: DistributedSampler | RandomSampler
+        self.generator = torch.Generator()
+        if self.world > 1:
+            self.sampler = DistributedSampler(self.train_set, shuffle=True, seed=t.seed, drop_last=True)
+        else:
+            self.sampler = RandomSampler(self.train_set, generator=self.generator)
+        per_rank = t.batch_size // self.world
+        self.train_loader = DataLoader(
+            self.train_set,
+            per_rank,
+            sampler=self.sampler,
+            collate_fn=self.collate,
+            num_workers=cfg.data.workers,
+            drop_last=len(self.train_set) >= t.batch_size,
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.iters_per_epoch = max(1, len(self.train_loader) // t.accumulate)
+        if t.max_iters_per_epoch:
+            self.iters_per_epoch = min(self.iters_per_epoch, t.max_iters_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, t, self.iters_per_epoch)
+        )
+
+        self.val_loader: DataLoader | None = None
+        self.evaluator: CocoEvaluator | None = None
+        if val_index is not None:
+            val_set = DetectionDataset(val_index, build_val_transforms(size))
+            self.val_loader = DataLoader(
+                val_set, per_rank, shuffle=False, collate_fn=BatchCollator(), num_workers=cfg.data.workers
+            )
+            cat_ids = val_index.category_ids or list(range(1, val_index.num_classes + 1))
+            self.evaluator = CocoEvaluator(coco_gt_from_index(val_index), label_to_category=cat_ids)
+
+        self.start_epoch, self.global_step = 0, 0
+        self.train_time_s, self.out_of_time = 0.0, False
+        self.best_ap, self.best_epoch, self.bad_evals = -1.0, -1, 0
+        self.logger = RunLogger(self.out_dir, enabled=self.main)
+        if cfg.resume:
+            self._resume(cfg.resume)
+        if self.main:
+            import yaml
+
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+
+    # ---------------------------------------------------------------------------------------------- set-up
+    def _init_from(self, path: str) -> None:
+        ckpt = read_checkpoint(path)
+        state, origin = extract_state_dict(ckpt, path)
+        report = load_state_dict_into(self.model, state, strict=False, origin=path)
+        if self.main:
+            log.info(
+                "initialised from %s (%s); %d tensors kept at random init: %s",
+                path,
+                origin,
+                len(report.missing) + len(report.mismatched),
+                sorted({k.rsplit(".", 2)[0] for k, _, _ in report.mismatched} | set(report.missing))[:8],
+            )
+
+    def _resume(self, path: str) -> None:
+        ckpt = read_checkpoint(path)
+        for key in ("model", "optimizer", "epoch"):
+            if key not in ckpt:
+                raise ConfigError(f"{path}: not a training checkpoint (no '{key}'); use init_from to fine-tune")
+        load_state_dict_into(self.model, ckpt["model"], strict=True, origin=path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.load_state_dict(ckpt["ema"])
+        self.start_epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
+        self.train_time_s = float(ckpt.get("train_time_s", 0.0))
+        best = ckpt.get("best", {})
+        self.best_ap, self.best_epoch = float(best.get("ap", -1.0)), int(best.get("epoch", -1))
+        self.bad_evals = int(best.get("bad_evals", 0))
+        self.logger.load_existing()
+        if self.main:
+            log.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.global_step)
+
+    def _seed_epoch(self, epoch: int) -> None:
+        seed = self.cfg.train.seed + 1000 * epoch + self.rank
+        random.seed(seed)
+        torch.manual_seed(seed)
+        self.generator.manual_seed(self.cfg.train.seed + epoch)
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        self.collate.set_epoch(epoch)
+
+    # ------------------------------------------------------------------------------------------- training
+    def _train_mode(self) -> None:
+        self.net.train()
+        if self.cfg.train.freeze_bn_stats:
+            for m in self.net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        t = self.cfg.train
+        self._train_mode()
+        sums: dict[str, float] = {}
+        count, nan_streak, skipped = 0, 0, 0
+        it = iter(self.train_loader)
+        total = min(len(self.train_loader), self.iters_per_epoch * t.accumulate)
+        bar = _progress(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress)
+        self.optimizer.zero_grad(set_to_none=True)
+        start = time.time()
+        for i in range(total):
+            if t.time_budget_s is not None and self.train_time_s + time.time() - start >= t.time_budget_s:
+                self.out_of_time = True
+                break
+            images, targets = next(it)
+            images, targets = images.to(self.device, non_blocking=True), _to(targets, self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=t.amp):
+                out = self.net(images, targets)
+            try:
+                losses = self.criterion(_float(out), targets)
+                loss = sum(losses.values())
+                finite = bool(torch.isfinite(loss))
+            except FloatingPointError:
+                losses, loss, finite = {}, torch.zeros((), device=self.device), False
+            if self.world > 1:
+                flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+                finite = bool(flag.item() > 0)
+            if not finite:
+                nan_streak += 1
+                skipped += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.main:
+                    log.warning(
+                        "non-finite loss at epoch %d iter %d: step skipped (%d in a row)", epoch + 1, i, nan_streak
+                    )
+                if nan_streak > t.max_nan_steps:
+                    raise RuntimeError(
+                        f"{nan_streak} consecutive non-finite losses: training diverged "
+                        "(lower the learning rate, turn off amp, or check the data)"
+                    )
+                continue
+            nan_streak = 0
+            self.scaler.scale(loss / t.accumulate).backward()
+            if (i + 1) % t.accumulate == 0:
+                self._optimizer_step()
+            count += 1
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            for k in ("loss_vfl", "loss_bbox", "loss_giou"):
+                if k in losses:
+                    sums[k] = sums.get(k, 0.0) + float(losses[k].detach())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{sums['loss'] / count:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            if self.main and self.global_step % t.log_interval == 0:
+                self.logger.scalar("train/loss", float(loss), self.global_step)
+        if bar is not None:
+            bar.close()
+        self.train_time_s += time.time() - start
+        stats = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+        stats["skipped_steps"] = float(skipped)
+        return stats
+
+    def _optimizer_step(self) -> None:
+        t = self.cfg.train
+        if t.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.net.parameters(), t.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.net)
+        self.global_step += 1
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def eval_model(self) -> nn.Module:
+        """The weights evaluated and exported: the EMA if enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def evaluate(self) -> dict[str, Any] | None:
+        if self.val_loader is None or self.evaluator is None:
+            return None
+        result = None
+        if self.main:
+            result = evaluate_model(
+                self.eval_model(),
+                self.postprocessor,
+                self.val_loader,
+                self.evaluator,
+                self.device,
+                self.cfg.train.eval_decoder_depth,
+            )
+        barrier()
+        return result
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+    def checkpoint(self, epoch: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "train_time_s": self.train_time_s,
+            "best": {"ap": self.best_ap, "epoch": self.best_epoch, "bad_evals": self.bad_evals},
+            "model_config": to_dict(self.cfg.model),
+            "run_config": to_dict(self.cfg),
+            "class_names": list(self.train_index.class_names),
+            "category_ids": list(self.train_index.category_ids or []),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+
+    # ------------------------------------------------------------------------------------------------ fit
+    def fit(self) -> dict[str, Any]:
+        """Train from ``start_epoch`` to ``epochs``; returns the best/last metrics and the output folder."""
+        t = self.cfg.train
+        last_eval: dict[str, Any] | None = None
+        try:
+            for epoch in range(self.start_epoch, t.epochs):
+                self._seed_epoch(epoch)
+                t0 = time.time()
+                stats = self.train_one_epoch(epoch)
+                row: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    **stats,
+                    "time_s": round(time.time() - t0, 1),
+                }
+                is_best = False
+                final = epoch + 1 == t.epochs or self.out_of_time
+                if self.val_loader is not None and ((epoch + 1) % t.eval_interval == 0 or final):
+                    last_eval = self.evaluate()
+                    if last_eval is not None:
+                        row.update(last_eval["stats"])
+                        ap = last_eval["stats"]["AP"]
+                        is_best = ap > self.best_ap
+                        if is_best:
+                            self.best_ap, self.best_epoch, self.bad_evals = ap, epoch + 1, 0
+                        else:
+                            self.bad_evals += 1
+                if self.main:
+                    ckpt = self.checkpoint(epoch + 1)
+                    atomic_save(ckpt, self.out_dir / "last.pth")
+                    if is_best or self.val_loader is None:
+                        atomic_save(ckpt, self.out_dir / "best.pth")
+                    self.logger.epoch(row)
+                    log.info(
+                        "epoch %d: %s", epoch + 1, ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k in _SHOWN)
+                    )
+                stop = t.patience > 0 and self.bad_evals >= t.patience
+                if self.out_of_time:
+                    stop = True
+                    if self.main:
+                        log.info("time budget of %.0f s used: stopping after epoch %d", t.time_budget_s, epoch + 1)
+                if self.world > 1:
+                    flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+                    dist.broadcast(flag, 0)
+                    stop = bool(flag.item())
+                if stop:
+                    if self.main and not self.out_of_time:
+                        log.info("early stop: no AP improvement in %d evaluations", t.patience)
+                    break
+        finally:
+            self.logger.close()
+            cleanup()
+        return {
+            "best_ap": self.best_ap,
+            "best_epoch": self.best_epoch,
+            "last_eval": last_eval,
+            "output_dir": str(self.out_dir),
+        }
+
+
+_SHOWN = ("train_loss", "AP", "AP50", "lr", "time_s", "skipped_steps")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) and not math.isnan(v) else str(v)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+
+
+def _setup_logging(path: Path) -> None:
+    if any(getattr(h, "_rtdetr", False) for h in log.handlers):
+        for h in list(log.handlers):
+            log.removeHandler(h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    for h in (logging.StreamHandler(sys.stdout), logging.FileHandler(path)):
+        h.setFormatter(fmt)
+        setattr(h, "_rtdetr", True)  # noqa: B010
+        log.addHandler(h)

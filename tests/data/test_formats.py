@@ -1,0 +1,113 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from rtdetr.data import DataError, detect_format, load_index
+from rtdetr.data.coco import load_coco
+from rtdetr.data.voc import load_voc
+from rtdetr.data.yolo import load_yolo
+
+
+def test_coco_remaps_drops_and_reports(coco_dir: Path) -> None:
+    idx = load_coco(coco_dir / "annotations" / "instances_train.json")
+    assert idx.class_names == ["dog", "cat"] and idx.category_ids == [3, 7]  # sorted by category id
+    assert [r.path.name for r in idx.records] == ["1.png", "2.png", "3.png"]
+    r1 = idx.records[0]
+    assert r1.labels.tolist() == [1, 0]
+    assert np.allclose(r1.boxes, [[10, 10, 30, 20], [50, 40, 64, 48]])  # second box clipped to the image
+    assert len(idx.records[1].labels) == 0 and len(idx.records[2].labels) == 0  # empty images kept
+    assert idx.dropped == {"degenerate box": 1, "unknown category": 1, "unknown image id": 1, "malformed bbox": 1}
+    assert any("annotations[3]" in p and "category_id 99" in p for p in idx.problems)
+
+
+def test_coco_broken_json_names_file_and_position(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [1, 2,]')
+    with pytest.raises(DataError, match=r"bad.json: invalid JSON at line 1 column"):
+        load_coco(bad)
+    (tmp_path / "x.json").write_text('{"annotations": []}')
+    with pytest.raises(DataError, match="missing or invalid 'images'"):
+        load_coco(tmp_path / "x.json")
+
+
+def test_yolo_data_yaml_and_bad_lines(yolo_dir: Path) -> None:
+    idx = load_yolo(yolo_dir / "data.yaml", "train")
+    assert idx.class_names == ["car", "bus"]
+    a = idx.records[0]
+    assert np.allclose(a.boxes, [[40, 15, 60, 35], [20, 10, 30, 15]])
+    assert len(idx.records[2].labels) == 0  # no label file: background image
+    assert idx.dropped == {"class id out of range": 2, "malformed label line": 2}
+    assert any(p.endswith("b.txt:1: class 5 not in 0..1") for p in idx.problems)
+    assert any("b.txt:2: expected 'class cx cy w h', got 3 fields" in p for p in idx.problems)
+
+
+def test_voc_split_classes_and_broken_xml(voc_dir: Path) -> None:
+    idx = load_voc(voc_dir, "train")
+    assert idx.class_names == ["blob", "cell"]
+    assert len(idx.records) == 2
+    assert idx.dropped["unparsable annotation"] == 1 and idx.dropped["degenerate box"] == 1
+    assert idx.records[1].boxes.tolist() == [[2.0, 5.0, 60.0, 20.0]]
+
+
+def test_detect_and_load_index(coco_dir: Path, yolo_dir: Path, voc_dir: Path, tmp_path: Path) -> None:
+    assert (
+        detect_format(coco_dir) == "coco" and detect_format(coco_dir / "annotations" / "instances_train.json") == "coco"
+    )
+    assert detect_format(yolo_dir / "data.yaml") == "yolo" and detect_format(yolo_dir) == "yolo"
+    assert detect_format(voc_dir) == "voc"
+    assert load_index(coco_dir, "train").format == "coco"
+    assert load_index(yolo_dir, "train").format == "yolo"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="cannot tell the dataset format"):
+        detect_format(empty)
+    with pytest.raises(DataError, match="no such file"):
+        load_index(tmp_path / "nope.json")
+
+
+def test_coco128_json_and_yolo_agree(shared_datasets: Path) -> None:
+    coco = load_index(shared_datasets / "coco128" / "annotations" / "instances_train2017.json")
+    yolo = load_index(shared_datasets / "coco128" / "yolo_classes.yaml", "train")
+    assert len(coco.records) == len(yolo.records) == 128
+    assert coco.num_boxes() == yolo.num_boxes() == 929
+    by_name = {r.path.name: r for r in yolo.records}
+    for r in coco.records:
+        y = by_name[r.path.name]
+        assert len(r.boxes) == len(y.boxes)
+        if len(r.boxes) == 0:
+            continue
+        cost = np.abs(r.boxes[:, None] - y.boxes[None]).sum(-1)
+        rows, cols = linear_sum_assignment(cost)
+        assert cost[rows, cols].max() < 0.01
+        assert (r.labels[rows] == y.labels[cols]).all()
+
+
+def test_bccd_voc(shared_datasets: Path) -> None:
+    train = load_index(shared_datasets / "bccd", "train")
+    val = load_index(shared_datasets / "bccd", "val")
+    assert (len(train.records), len(val.records)) == (205, 87)
+    assert train.class_names == val.class_names == ["Platelets", "RBC", "WBC"]
+    assert train.dropped["degenerate box"] + val.dropped["degenerate box"] <= 2
+
+
+def test_check_data_reports(coco_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from rtdetr.cli import main
+
+    (coco_dir / "images" / "train" / "3.png").write_bytes(b"\x89PNG broken")
+    assert main(["check-data", str(coco_dir), "--strict"]) == 1
+    out = capsys.readouterr().out
+    assert "3 (2 readable, 1 unreadable, 2 without boxes)" in out and "3.png" in out
+    assert "unknown category: 1" in out
+
+
+def test_synthetic_dataset_is_deterministic(tmp_path: Path) -> None:
+    from rtdetr.data.synthetic import make_synthetic_coco
+
+    a = make_synthetic_coco(tmp_path / "a", 4, 2, 64, seed=3)
+    b = make_synthetic_coco(tmp_path / "b", 4, 2, 64, seed=3)
+    ja, jb = json.loads(a["train"].read_text()), json.loads(b["train"].read_text())
+    assert ja["annotations"] == jb["annotations"] and len(ja["images"]) == 4
+    assert load_index(a["val"]).num_classes == 4

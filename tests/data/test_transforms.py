@@ -1,0 +1,70 @@
+import torch
+
+from rtdetr.data.transforms import (
+    Compose,
+    HorizontalFlip,
+    PhotometricDistort,
+    RandomIoUCrop,
+    Resize,
+    Sample,
+    Sanitize,
+    ZoomOut,
+    default_scales,
+    hsv_to_rgb,
+    normalized_cxcywh,
+    rgb_to_hsv,
+)
+
+
+def _sample() -> Sample:
+    return Sample(torch.rand(3, 40, 80), torch.tensor([[10.0, 5.0, 30.0, 25.0]]), torch.tensor([2]))
+
+
+def test_flip_resize_sanitize_geometry() -> None:
+    s = HorizontalFlip(p=1.0)(_sample())
+    assert s.boxes.tolist() == [[50.0, 5.0, 70.0, 25.0]]
+    s = Resize((20, 40))(s)
+    assert s.image.shape == (3, 20, 40) and s.boxes.tolist() == [[25.0, 2.5, 35.0, 12.5]]
+    tiny = Sanitize(min_size=1)(
+        Sample(s.image, torch.tensor([[1.0, 1.0, 1.5, 9.0], [-5.0, 0.0, 10.0, 10.0]]), torch.tensor([0, 1]))
+    )
+    assert tiny.labels.tolist() == [1] and tiny.boxes.tolist() == [[0.0, 0.0, 10.0, 10.0]]
+    assert torch.allclose(normalized_cxcywh(s), torch.tensor([[0.75, 0.375, 0.25, 0.5]]))
+
+
+def test_zoom_out_keeps_content_at_the_boxes() -> None:
+    torch.manual_seed(1)
+    s = _sample()
+    z = ZoomOut(p=1.0, side_range=(2.0, 2.0))(s)
+    assert z.image.shape == (3, 80, 160)
+    x0, y0 = int(z.boxes[0, 0]), int(z.boxes[0, 1])
+    assert torch.equal(z.image[:, y0 : y0 + 20, x0 : x0 + 20], s.image[:, 5:25, 10:30])
+
+
+def test_iou_crop_keeps_centred_boxes_inside() -> None:
+    torch.manual_seed(0)
+    for _ in range(20):
+        c = RandomIoUCrop(p=1.0)(_sample())
+        h, w = c.size
+        assert (c.boxes[:, 0::2] <= w).all() and (c.boxes[:, 1::2] <= h).all() and (c.boxes >= 0).all()
+    empty = Sample(torch.rand(3, 10, 10), torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))
+    assert RandomIoUCrop(p=1.0)(empty) is empty
+
+
+def test_photometric_stays_in_range_and_hsv_round_trip() -> None:
+    img = torch.rand(3, 16, 16)
+    assert torch.allclose(hsv_to_rgb(rgb_to_hsv(img)), img, atol=1e-5)
+    out = PhotometricDistort(p=1.0)(Sample(img, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))).image
+    assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, img)
+
+
+def test_compose_stops_strong_ops() -> None:
+    c = Compose([ZoomOut(p=1.0), Resize((40, 80))], stop_epoch=1)
+    c.set_epoch(1)
+    s = _sample()
+    assert torch.allclose(c(s).boxes, s.boxes)
+
+
+def test_default_scales() -> None:
+    assert default_scales(640) == [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
+    assert all(s % 32 == 0 for s in default_scales(320)) and max(default_scales(320)) == 416  # 400 rounds half up

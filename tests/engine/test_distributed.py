@@ -1,0 +1,87 @@
+"""torchrun with 2 CPU processes (gloo) against one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rtdetr.cli import main as cli_main
+from rtdetr.convert import read_checkpoint
+from tests.engine.conftest import TINY
+
+# Same global batches in both runs: no augmentation, no denoising noise, BatchNorm on running statistics.
+# AdamW with eps=1 makes each update linear in the gradient (like SGD), so rounding-level differences between the
+# all-reduced and the single-process gradient stay rounding-level instead of flipping Adam's g/sqrt(v) signs.
+EXACT = [
+    *TINY,
+    "model.decoder.num_denoising=0",
+    "data.augment=false",
+    "data.hflip=false",
+    "train.freeze_bn_stats=true",
+    "train.batch_size=4",
+    "train.epochs=2",
+    "train.ema=false",
+    "train.eps=1.0",
+    "train.lr=1.0",
+    "train.backbone_lr=1.0",
+    "train.warmup_iters=0",
+]
+
+
+def _torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "rtdetr.cli",
+        "train",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tiny_data: dict, tmp_path: Path) -> None:
+    common = [f"data.train={tiny_data['train']}", *EXACT]
+    from rtdetr.config import load_recipe
+    from rtdetr.convert import save_model
+    from rtdetr.engine.trainer import Trainer
+
+    start = Trainer(load_recipe(None, [*common, f"train.output_dir={tmp_path / 'init'}"]))
+    save_model(start.model, tmp_path / "single" / "init.pth")  # the initial weights every run starts from
+    assert cli_main(["train", *common, f"train.output_dir={tmp_path / 'single'}"]) == 0
+    proc = _torchrun([*common, f"train.output_dir={tmp_path / 'ddp'}"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a = read_checkpoint(tmp_path / "single" / "last.pth")
+    b = read_checkpoint(tmp_path / "ddp" / "last.pth")
+    assert a["global_step"] == b["global_step"] == 4
+    init = read_checkpoint(tmp_path / "single" / "init.pth")["model"]
+    moved = max((a["model"][k].float() - init[k].float()).abs().max().item() for k in init)
+    worst = max((a["model"][k].float() - b["model"][k].float()).abs().max().item() for k in a["model"])
+    assert moved > 1e-3, "the weights barely moved: the comparison would prove nothing"
+    assert worst < 1e-5, f"DDP weights differ from single-process weights by {worst} (moved {moved})"
+
+
+@pytest.mark.slow
+def test_rank_with_only_empty_images_does_not_hang(tmp_path: Path, tiny_data: dict) -> None:
+    data = json.loads(Path(tiny_data["train"]).read_text())
+    keep = data["images"][0]["id"]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] == keep]  # 7 of 8 images empty
+    ann = Path(tiny_data["train"]).parent.parent / "train" / "mostly_empty.json"  # beside its images
+    ann.write_text(json.dumps(data))
+    # global batch 2 = one image per rank: every step at least one rank sees no box at all
+    args = [f"data.train={ann}", *TINY, "train.batch_size=2", "train.epochs=1", f"train.output_dir={tmp_path}"]
+    proc = _torchrun(args, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert read_checkpoint(tmp_path / "last.pth")["global_step"] == 4

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from rtdetr.config import TrainConfig
+from rtdetr.engine.ema import ModelEMA
+from rtdetr.engine.optim import lr_factor, param_groups
+from rtdetr.models import create_model
+
+
+def test_param_groups_backbone_lr_and_no_decay() -> None:
+    model = create_model("rtdetr_r18vd")  # trainable backbone BatchNorm
+    groups = {g["name"]: g for g in param_groups(model, TrainConfig(lr=1e-4, backbone_lr=1e-5))}
+    assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
+    frozen = {g["name"] for g in param_groups(create_model("rtdetr_r50vd"), TrainConfig())}
+    assert "backbone_no_decay" not in frozen  # FrozenBN holds buffers, not parameters
+    assert groups["backbone"]["lr"] == 1e-5 and groups["head"]["lr"] == 1e-4
+    assert groups["head_no_decay"]["weight_decay"] == 0.0 and groups["head"]["weight_decay"] == 1e-4
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in groups.values() for p in g["params"]) == n_trainable
+    ln = model.decoder.decoder.layers[0].norm1.weight
+    assert any(p is ln for p in groups["head_no_decay"]["params"])
+
+
+def test_lr_schedules() -> None:
+    cfg = TrainConfig(epochs=10, warmup_iters=10)
+    assert lr_factor(0, cfg, 100) == pytest.approx(0.1) and lr_factor(500, cfg, 100) == 1.0
+    cos = TrainConfig(epochs=10, warmup_iters=0, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(0, cos, 10) == 1.0 and lr_factor(100, cos, 10) == pytest.approx(0.1)
+    step = TrainConfig(epochs=10, warmup_iters=0, schedule="step", milestones=(2, 4))
+    assert [lr_factor(s, step, 10) for s in (0, 25, 45)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+def test_ema_ramp_and_tracking() -> None:
+    model = torch.nn.Linear(2, 2)
+    ema = ModelEMA(model, decay=0.9, warmups=1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(200):
+        ema.update(model)
+    assert torch.allclose(ema.module.weight, torch.ones(2, 2), atol=1e-4)
+    assert ema.current_decay() == pytest.approx(0.9)
+    restored = ModelEMA(model, 0.9, 1)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == 200

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtdetr.convert import load_model, read_checkpoint
+from rtdetr.engine.trainer import Trainer
+from tests.engine.conftest import tiny_config
+
+
+def test_fit_writes_checkpoints_logs_and_curves(tiny_data: dict, tmp_path: Path) -> None:
+    result = Trainer(tiny_config(tiny_data, tmp_path / "run", "train.epochs=2")).fit()
+    run = Path(result["output_dir"])
+    for name in ("last.pth", "best.pth", "metrics.csv", "curves.png", "config.yaml", "log.txt"):
+        assert (run / name).is_file(), name
+    assert (run / "tensorboard").is_dir()
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and "AP50" in rows[0]
+    ckpt = read_checkpoint(run / "last.pth")
+    assert ckpt["epoch"] == 2 and ckpt["class_names"] == ["circle", "square", "triangle", "cross"]
+    model = load_model(run / "best.pth")  # evaluation weights (EMA) with the embedded config
+    assert model.config.num_classes == 4
+    assert not list(run.glob(".*tmp"))
+
+
+def test_resume_continues_exactly(tiny_data: dict, tmp_path: Path) -> None:
+    straight = Trainer(tiny_config(tiny_data, tmp_path / "a", "train.epochs=2"))
+    straight.fit()
+    # an interrupted run: epoch 1 only, its checkpoint written as fit() writes it
+    cut = Trainer(tiny_config(tiny_data, tmp_path / "b", "train.epochs=2"))
+    cut._seed_epoch(0)
+    cut.train_one_epoch(0)
+    ckpt = cut.checkpoint(1)
+    from rtdetr.convert.checkpoint import atomic_save
+
+    atomic_save(ckpt, tmp_path / "b" / "last.pth")
+    resumed = Trainer(tiny_config(tiny_data, tmp_path / "c", "train.epochs=2", f"resume={tmp_path / 'b' / 'last.pth'}"))
+    assert resumed.start_epoch == 1
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the uninterrupted one"
+    assert straight.global_step == resumed.global_step
+
+
+def test_finetune_with_another_class_count(tiny_data: dict, tmp_path: Path) -> None:
+    from rtdetr.convert import save_model
+    from rtdetr.models import create_model
+
+    base = create_model(
+        "rtdetr_r18vd",
+        num_classes=80,
+        eval_spatial_size=[64, 64],
+        encoder={"hidden_dim": 32, "dim_feedforward": 64, "nhead": 4},
+        decoder={
+            "feat_channels": [32, 32, 32],
+            "hidden_dim": 32,
+            "nhead": 4,
+            "dim_feedforward": 64,
+            "num_queries": 10,
+            "num_layers": 2,
+            "num_denoising": 10,
+        },
+    )
+    src = save_model(base, tmp_path / "coco80.pth")
+    tr = Trainer(tiny_config(tiny_data, tmp_path / "ft", "train.epochs=1", f"init_from={src}"))
+    assert tr.model.decoder.dec_score_head[0].weight.shape[0] == 4
+    assert torch.equal(tr.model.backbone.conv1.conv1_1.conv.weight, base.backbone.conv1.conv1_1.conv.weight)
+    tr.fit()
+
+
+def test_nan_losses_are_skipped_then_abort(tiny_data: dict, tmp_path: Path) -> None:
+    tr = Trainer(tiny_config(tiny_data, tmp_path / "nan", "train.epochs=1", "train.max_nan_steps=1"))
+    real = tr.criterion.forward
+    calls = {"n": 0}
+
+    def flaky(out, targets):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        losses = real(out, targets)
+        if calls["n"] == 1:
+            losses["loss_vfl"] = losses["loss_vfl"] * float("nan")
+        return losses
+
+    tr.criterion.forward = flaky  # type: ignore[method-assign]
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    stats = tr.train_one_epoch(0)
+    assert stats["skipped_steps"] == 1.0
+    assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())  # later steps trained
+    tr.criterion.forward = lambda o, t: {"loss_vfl": torch.tensor(float("nan"), requires_grad=True)}  # type: ignore
+    with pytest.raises(RuntimeError, match="consecutive non-finite losses"):
+        tr.train_one_epoch(0)
+
+
+def test_early_stopping(tiny_data: dict, tmp_path: Path) -> None:
+    tr = Trainer(
+        tiny_config(
+            tiny_data, tmp_path / "es", "train.epochs=5", "train.patience=1", "train.lr=1e-9", "train.backbone_lr=1e-9"
+        )
+    )
+    tr.best_ap = 2.0  # nothing can beat it
+    result = tr.fit()
+    assert len(list(csv.DictReader((Path(result["output_dir"]) / "metrics.csv").open()))) == 1
+
+
+def test_bad_data_path_is_a_clear_error(tmp_path: Path) -> None:
+    from rtdetr.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "missing.json"), "--output", str(tmp_path / "o")]) == 1
