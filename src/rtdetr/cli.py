@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -93,6 +94,129 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0 if report.ok or not args.strict else 1
 
 
+def _cmd_val(args: argparse.Namespace) -> int:
+    from rtdetr.api import RTDETR
+
+    det = RTDETR(args.model, device=args.device)
+    size = (args.size, args.size) if args.size else None
+    res = det.val(args.data, args.split, args.batch, args.decoder_depth, args.conf, size, args.save_dir, args.format)
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "files"}, indent=2))
+        return 0
+    print("  ".join(f"{k} {v:.4f}" for k, v in res["stats"].items()))
+    t = res["threshold"]
+    print(f"at score >= {t['conf']}: precision {t['precision']:.4f}  recall {t['recall']:.4f}  F1 {t['f1']:.4f}")
+    width = max(len(n) for n in res["per_class"])
+    print(f"{'class':<{width}}  {'AP':>7}{'AP50':>8}{'P':>8}{'R':>8}{'F1':>8}")
+    for name, m in res["per_class"].items():
+        print(
+            f"{name:<{width}}  {m['AP']:>7.4f}{m['AP50']:>8.4f}{m['precision']:>8.4f}{m['recall']:>8.4f}{m['f1']:>8.4f}"
+        )
+    for kind, path in res.get("files", {}).items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from rtdetr.api import RTDETR
+
+    det = RTDETR(args.model, device=args.device)
+    size = (args.size, args.size) if args.size else None
+    source = int(args.source) if args.source.isdigit() else args.source
+    save_dir = None if args.no_save else args.save_dir
+    n_images = n_dets = 0
+    for r in det.predict(
+        source,
+        args.conf,
+        args.max_det,
+        args.classes,
+        args.decoder_depth,
+        size,
+        args.batch,
+        stream=True,
+        save_dir=save_dir,
+    ):
+        n_images += 1
+        n_dets += len(r)
+        if args.json:
+            print(r.to_json())
+        else:
+            where = r.path or "image"
+            if r.frame is not None:
+                where += f" frame {r.frame}"
+            found = ", ".join(f"{n} {s:.2f}" for n, s in zip(r.class_names, r.scores.tolist())) or "nothing"
+            print(f"{where}: {found}")
+    if not args.json:
+        print(
+            f"{n_images} images, {n_dets} detections" + (f"; drawn images and JSON in {save_dir}" if save_dir else "")
+        )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from rtdetr.api import RTDETR
+
+    det = RTDETR(args.model, device="cpu")
+    size = (args.size, args.size) if args.size else None
+    report = det.export(
+        args.format,
+        args.output,
+        size,
+        args.opset,
+        args.max_det,
+        args.decoder_depth,
+        args.simplify,
+        check=not args.no_check,
+    )
+    print(
+        f"wrote {report['path']} (opset {report['opset']}, input {report['image_size'][0]}x{report['image_size'][1]})"
+    )
+    if report["max_score_diff"] is not None:
+        print(
+            f"parity vs PyTorch: max |score diff| {report['max_score_diff']:.2e}, max |box diff| "
+            f"{report['max_box_diff_px']:.2e} px, label agreement {report['label_agreement']:.3f}"
+        )
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from rtdetr.api import RTDETR
+    from rtdetr.bench.latency import benchmark_detector
+    from rtdetr.data import load_image
+
+    if args.threads:
+        torch_threads(args.threads)
+    kwargs = {"threads": args.threads} if args.model.endswith(".onnx") and args.threads else {}
+    det = RTDETR(args.model, device=args.device, **kwargs)
+    image = load_image(args.image) if args.image else None
+    if args.decoder_depth and det.onnx is None:
+        det.model.set_decoder_depth(args.decoder_depth)
+    res = benchmark_detector(det, args.batch, args.warmup, args.runs, args.threads, image)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    print(
+        f"{res['backend']}, {res['threads']} threads, input {res['image_size'][0]}x{res['image_size'][1]}, "
+        f"median of {args.runs} runs (p90 in brackets), ms"
+    )
+    print(f"{'batch':>5}{'preprocess':>16}{'model':>18}{'postprocess':>16}{'end-to-end':>18}{'img/s':>9}")
+    for r in res["results"]:
+        cells = {
+            k: f"{r[k]['median_ms']:.1f} ({r[k]['p90_ms']:.1f})"
+            for k in ("preprocess", "model", "postprocess", "end_to_end")
+        }
+        print(
+            f"{r['batch']:>5}{cells['preprocess']:>16}{cells['model']:>18}{cells['postprocess']:>16}"
+            f"{cells['end_to_end']:>18}{r['images_per_s']:>9.2f}"
+        )
+    return 0
+
+
+def torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtdetr", description="RT-DETR real-time object detection.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -131,6 +255,59 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-from", help="start from this checkpoint (official, HF or ours); new class count OK")
     train.add_argument("--resume", help="continue a run exactly from its last.pth")
     train.set_defaults(func=_cmd_train)
+
+    val = sub.add_parser("val", help="COCO metrics, per-class AP, P/R/F1, PR curves and confusion matrix")
+    val.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
+    val.add_argument("--data", required=True, help="COCO json, YOLO data.yaml/images folder, or VOC folder")
+    val.add_argument("--split", default="val")
+    val.add_argument("--format", default="auto", choices=["auto", "coco", "yolo", "voc"])
+    val.add_argument("--batch", type=int, default=8)
+    val.add_argument("--size", type=int, help="square input size (default: the model's)")
+    val.add_argument("--decoder-depth", type=int, help="decoder layers to run (fewer = faster)")
+    val.add_argument("--conf", type=float, default=0.5, help="score threshold for P/R/F1 and the confusion matrix")
+    val.add_argument("--save-dir", help="write predictions.json, per_class.csv, PR curve and confusion matrix")
+    val.add_argument("--device", default="auto")
+    val.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    val.set_defaults(func=_cmd_val)
+
+    pred = sub.add_parser("predict", help="detect objects in images, folders, globs, videos or a camera")
+    pred.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
+    pred.add_argument("source", help="image, folder, glob ('imgs/*.jpg'), video file, camera index or stream URL")
+    pred.add_argument("--conf", type=float, default=0.25, help="minimum score (default 0.25)")
+    pred.add_argument("--max-det", type=int, default=300)
+    pred.add_argument("--classes", type=int, nargs="+", help="keep only these class ids")
+    pred.add_argument("--decoder-depth", type=int, help="decoder layers to run (fewer = faster)")
+    pred.add_argument("--size", type=int, help="square input size (default: the model's)")
+    pred.add_argument("--batch", type=int, default=1)
+    pred.add_argument("--save-dir", default="outputs/predict", help="where drawn images and JSON go")
+    pred.add_argument("--no-save", action="store_true", help="print only")
+    pred.add_argument("--device", default="auto")
+    pred.add_argument("--json", action="store_true", help="print one JSON object per image")
+    pred.set_defaults(func=_cmd_predict)
+
+    exp = sub.add_parser("export", help="export model + post-processor to ONNX (parity-checked against PyTorch)")
+    exp.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
+    exp.add_argument("--format", default="onnx", choices=["onnx"])
+    exp.add_argument("--output", "-o", help="output file (default: <checkpoint stem>.onnx)")
+    exp.add_argument("--size", type=int, help="square input size (default: the model's)")
+    exp.add_argument("--opset", type=int, default=17)
+    exp.add_argument("--max-det", type=int, default=300, help="detections per image in the graph")
+    exp.add_argument("--decoder-depth", type=int, help="bake a truncated decoder into the graph")
+    exp.add_argument("--simplify", action="store_true", help="run onnxslim/onnxsim if installed")
+    exp.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+    exp.set_defaults(func=_cmd_export)
+
+    bench = sub.add_parser("benchmark", help="latency split into preprocess / model / post-process")
+    bench.add_argument("model", help="checkpoint, variant name or exported .onnx")
+    bench.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes to sweep")
+    bench.add_argument("--threads", type=int, help="CPU threads (torch and ONNX Runtime)")
+    bench.add_argument("--runs", type=int, default=10)
+    bench.add_argument("--warmup", type=int, default=3)
+    bench.add_argument("--image", help="image to time with (default: a generated 1280x720 image)")
+    bench.add_argument("--decoder-depth", type=int)
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--json", help="write the results as JSON to this file")
+    bench.set_defaults(func=_cmd_benchmark)
 
     check = sub.add_parser("check-data", help="summarise a dataset and list its problems")
     check.add_argument("path", help="COCO json, YOLO data.yaml/images folder, or VOC folder")

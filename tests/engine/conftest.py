@@ -32,6 +32,22 @@ TINY = [
 ]
 
 
+#: The same tiny model as keyword overrides for create_model / RTDETR(...).
+TINY_MODEL: dict = {
+    "eval_spatial_size": [64, 64],
+    "encoder": {"hidden_dim": 32, "dim_feedforward": 64, "nhead": 4},
+    "decoder": {
+        "feat_channels": [32, 32, 32],
+        "hidden_dim": 32,
+        "nhead": 4,
+        "dim_feedforward": 64,
+        "num_queries": 10,
+        "num_layers": 2,
+        "num_denoising": 10,
+    },
+}
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return make_synthetic_coco(tmp_path_factory.mktemp("synthetic"), num_train=8, num_val=4, size=64, seed=1)

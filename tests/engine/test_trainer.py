@@ -8,7 +8,7 @@ import torch
 
 from rtdetr.convert import load_model, read_checkpoint
 from rtdetr.engine.trainer import Trainer
-from tests.engine.conftest import tiny_config
+from tests.engine.conftest import TINY_MODEL, tiny_config
 
 
 def test_fit_writes_checkpoints_logs_and_curves(tiny_data: dict, tmp_path: Path) -> None:
@@ -49,21 +49,7 @@ def test_finetune_with_another_class_count(tiny_data: dict, tmp_path: Path) -> N
     from rtdetr.convert import save_model
     from rtdetr.models import create_model
 
-    base = create_model(
-        "rtdetr_r18vd",
-        num_classes=80,
-        eval_spatial_size=[64, 64],
-        encoder={"hidden_dim": 32, "dim_feedforward": 64, "nhead": 4},
-        decoder={
-            "feat_channels": [32, 32, 32],
-            "hidden_dim": 32,
-            "nhead": 4,
-            "dim_feedforward": 64,
-            "num_queries": 10,
-            "num_layers": 2,
-            "num_denoising": 10,
-        },
-    )
+    base = create_model("rtdetr_r18vd", num_classes=80, **TINY_MODEL)
     src = save_model(base, tmp_path / "coco80.pth")
     tr = Trainer(tiny_config(tiny_data, tmp_path / "ft", "train.epochs=1", f"init_from={src}"))
     assert tr.model.decoder.dec_score_head[0].weight.shape[0] == 4

@@ -120,7 +120,13 @@ class CocoEvaluator:
         results = self.results if results is None else results
         coco_cls, eval_cls, name = self._select_backend()
         if not results:
-            return {"stats": dict.fromkeys(STAT_NAMES, 0.0), "per_class_ap": {}, "backend": name}
+            return {
+                "stats": dict.fromkeys(STAT_NAMES, 0.0),
+                "per_class_ap": {},
+                "per_class_ap50": {},
+                "precision": None,
+                "backend": name,
+            }
         with contextlib.redirect_stdout(io.StringIO()):
             gt = coco_cls()
             gt.dataset = copy.deepcopy(self.gt)
@@ -132,11 +138,19 @@ class CocoEvaluator:
             ev.summarize()
         stats = {n: float(v) for n, v in zip(STAT_NAMES, ev.stats)}
         precision = np.asarray(ev.eval["precision"])  # [T, R, K, A, M]
-        per_class = {}
+        per_class, per_class50 = {}, {}
         for k, cat in enumerate(ev.params.catIds):
             p = precision[:, :, k, 0, -1]
             per_class[int(cat)] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
-        return {"stats": stats, "per_class_ap": per_class, "backend": name}
+            p50 = precision[0, :, k, 0, -1]
+            per_class50[int(cat)] = float(p50[p50 > -1].mean()) if (p50 > -1).any() else float("nan")
+        return {
+            "stats": stats,
+            "per_class_ap": per_class,
+            "per_class_ap50": per_class50,
+            "precision": precision,
+            "backend": name,
+        }
 
     def _select_backend(self) -> tuple[Any, Any, str]:
         if self.backend == "pycocotools":
@@ -179,3 +193,93 @@ def evaluate_model(
         if decoder_depth is not None and depth is not None:
             model.set_decoder_depth(depth)  # type: ignore[operator]
         model.train(was_training)
+
+
+@torch.no_grad()
+def validate(
+    model: Any,
+    index: DatasetIndex,
+    image_size: tuple[int, int],
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    decoder_depth: int | None = None,
+    conf: float = 0.5,
+    save_dir: str | None = None,
+    workers: int = 0,
+    class_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` (an RTDETR module or an ONNX Runtime detector) on a parsed dataset: COCO stats,
+    per-class AP/AP50, precision/recall/F1 and a confusion
+    matrix at score ``conf``; with ``save_dir`` also the report files (see :func:`rtdetr.engine.metrics.save_report`).
+    """
+    from torch.utils.data import DataLoader
+
+    from rtdetr.data import BatchCollator, DetectionDataset
+    from rtdetr.data.transforms import build_val_transforms
+    from rtdetr.engine.metrics import ThresholdMetrics, save_report
+    from rtdetr.models.postprocess import PostProcessor
+
+    names = class_names or index.class_names
+    onnx = not isinstance(model, torch.nn.Module)
+    num_classes = getattr(model, "num_classes", None) if onnx else getattr(model.config, "num_classes", None)
+    num_classes = num_classes or len(names)
+    if num_classes != index.num_classes:
+        raise ValueError(f"the model predicts {num_classes} classes but {index.source} has {index.num_classes}")
+    cat_ids = index.category_ids or list(range(1, index.num_classes + 1))
+    evaluator = CocoEvaluator(coco_gt_from_index(index), label_to_category=cat_ids)
+    loader = DataLoader(
+        DetectionDataset(index, build_val_transforms(image_size)),
+        batch_size,
+        shuffle=False,
+        collate_fn=BatchCollator(),
+        num_workers=workers,
+    )
+    post = PostProcessor(num_classes)
+    thresholds = ThresholdMetrics(num_classes, conf)
+    records = {int(r.image_id): r for r in index.records}
+    if not onnx:
+        model = model.to(device).eval()
+    depth = getattr(model, "decoder_depth", None)
+    if decoder_depth is not None and onnx:
+        raise ValueError("the decoder depth of an ONNX model is fixed at export")
+    if decoder_depth is not None:
+        model.set_decoder_depth(decoder_depth)
+    try:
+        for images, targets in loader:
+            sizes = torch.stack([t["orig_size"] for t in targets])
+            dets = model.detect(images, sizes) if onnx else post(model(images.to(device)), sizes.to(device))
+            ids = [int(t["image_id"]) for t in targets]
+            evaluator.update(ids, dets)
+            for image_id, det in zip(ids, dets):
+                rec = records[image_id]
+                thresholds.update(
+                    det["boxes"].cpu().numpy(),
+                    det["labels"].cpu().numpy(),
+                    det["scores"].cpu().numpy(),
+                    rec.boxes,
+                    rec.labels,
+                )
+    finally:
+        if decoder_depth is not None and depth is not None:
+            model.set_decoder_depth(depth)
+    coco = evaluator.evaluate()
+    out: dict[str, Any] = {
+        "stats": coco["stats"],
+        "backend": coco["backend"],
+        "threshold": thresholds.overall(),
+        "per_class": {},
+    }
+    pc = thresholds.per_class()
+    for k, (name, cat) in enumerate(zip(names, cat_ids)):
+        out["per_class"][name] = {
+            "AP": coco["per_class_ap"].get(cat, float("nan")),
+            "AP50": coco["per_class_ap50"].get(cat, float("nan")),
+            "precision": float(pc["precision"][k]),
+            "recall": float(pc["recall"][k]),
+            "f1": float(pc["f1"][k]),
+        }
+    if save_dir is not None:
+        from pathlib import Path
+
+        out["files"] = save_report(Path(save_dir), names, cat_ids, coco, thresholds, evaluator.results)
+    return out

@@ -93,7 +93,8 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
             axes[2].plot(epochs, vals, marker="o", label=key)
     axes[2].set_title("validation")
     axes[2].set_xlabel("epoch")
-    axes[2].legend(loc="lower right")
+    if axes[2].lines:
+        axes[2].legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

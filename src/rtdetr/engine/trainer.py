@@ -287,9 +287,11 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + float(losses[k].detach())
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{sums['loss'] / count:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(
+                    loss=f"{sums['loss'] / count:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False
+                )
             if self.main and self.global_step % t.log_interval == 0:
-                self.logger.scalar("train/loss", float(loss), self.global_step)
+                self.logger.scalar("train/loss", float(loss.detach()), self.global_step)
         if bar is not None:
             bar.close()
         self.train_time_s += time.time() - start

@@ -1,0 +1,294 @@
+"""High-level Python API: ``RTDETR("rtdetr_r18vd" | checkpoint).train(...) / .val(...) / .predict(...)``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rtdetr.config import ConfigError, RunConfig, load_recipe, to_dict
+from rtdetr.convert import load_model, read_checkpoint
+from rtdetr.data.coco import COCO_CLASSES
+from rtdetr.engine.distributed import resolve_device
+from rtdetr.engine.predictor import Predictor
+from rtdetr.engine.results import Results
+from rtdetr.export.runtime import OnnxRuntimeDetector
+from rtdetr.models import list_models
+from rtdetr.models.rtdetr import RTDETR as RTDETRModel
+
+__all__ = ["RTDETR"]
+
+
+class RTDETR:
+    """A detector you can train, validate and run.
+
+    Args:
+        model: a variant name (random weights, e.g. ``"rtdetr_r18vd"``) or a checkpoint: ours, an official
+            ``.pth`` or an HF ``model.safetensors``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        class_names: names by label (default: from the checkpoint, COCO for 80-class models, else ``"0"``...).
+        **overrides: model config overrides, e.g. ``num_classes=3``, ``decoder={"num_layers": 4}``.
+
+    Example:
+        >>> det = RTDETR("rtdetr_r18vd")
+        >>> results = det.predict("image.jpg", conf=0.5)
+    """
+
+    def __init__(
+        self,
+        model: str | Path = "rtdetr_r18vd",
+        device: str = "auto",
+        class_names: Sequence[str] | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.checkpoint: Path | None = None
+        self.onnx: OnnxRuntimeDetector | None = None
+        names: list[str] | None = None
+        if str(model).endswith(".onnx"):
+            self.checkpoint = Path(model)
+            self.onnx = OnnxRuntimeDetector(self.checkpoint, threads=overrides.pop("threads", None))
+            if overrides:
+                raise ValueError(f"an ONNX model takes no model overrides, got {sorted(overrides)}")
+            self.class_names = list(class_names or self.onnx.class_names or [])
+            if not self.class_names:
+                raise ValueError(f"{model}: no class names in the file; pass class_names=")
+            return
+        if str(model) in list_models():
+            self.model: RTDETRModel = load_model(str(model), **overrides)
+        else:
+            self.checkpoint = Path(model)
+            strict = "num_classes" not in overrides
+            self.model = load_model(self.checkpoint, strict=strict, **overrides)
+            if self.checkpoint.suffix != ".safetensors":
+                saved = read_checkpoint(self.checkpoint).get("class_names")
+                if isinstance(saved, list) and len(saved) == self.num_classes:
+                    names = [str(n) for n in saved]
+        if class_names is not None:
+            names = list(class_names)
+        if names is None:
+            names = list(COCO_CLASSES) if self.num_classes == 80 else [str(i) for i in range(self.num_classes)]
+        if len(names) != self.num_classes:
+            raise ValueError(f"{len(names)} class names for a {self.num_classes}-class model")
+        self.class_names = names
+        self.model.to(self.device).eval()
+
+    @property
+    def num_classes(self) -> int:
+        if self.onnx is not None:
+            return len(self.class_names)
+        assert self.model.config is not None
+        return self.model.config.num_classes
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        if self.onnx is not None:
+            return self.onnx.image_size or (640, 640)
+        size = self.model.config.eval_spatial_size if self.model.config else None
+        return (int(size[0]), int(size[1])) if size else (640, 640)
+
+    def _require_torch(self, what: str) -> None:
+        if self.onnx is not None:
+            raise ValueError(f"{what} needs the PyTorch model; {self.checkpoint} is an exported ONNX graph")
+
+    def info(self) -> dict[str, Any]:
+        from rtdetr.bench.profile import count_parameters
+
+        if self.onnx is not None:
+            return {"onnx": str(self.checkpoint), "num_classes": self.num_classes, "image_size": self.image_size}
+        assert self.model.config is not None
+        return {
+            "variant": self.model.config.name,
+            "num_classes": self.num_classes,
+            "params_m": round(count_parameters(self.model) / 1e6, 2),
+            "image_size": self.image_size,
+            "decoder_depth": self.model.decoder_depth,
+            "device": str(self.device),
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+        }
+
+    # ------------------------------------------------------------------------------------------------ predict
+    def predictor(
+        self,
+        conf: float = 0.25,
+        max_det: int = 300,
+        classes: Sequence[int] | None = None,
+        decoder_depth: int | None = None,
+        image_size: tuple[int, int] | None = None,
+        batch: int = 1,
+    ) -> Predictor:
+        backend: Any = self.onnx if self.onnx is not None else self.model
+        if self.onnx is not None and image_size is not None and tuple(image_size) != self.image_size:
+            raise ValueError(f"the ONNX graph was exported at {self.image_size}; re-export for {tuple(image_size)}")
+        return Predictor(
+            backend,
+            self.class_names,
+            image_size or self.image_size,
+            self.device,
+            conf,
+            max_det,
+            classes,
+            decoder_depth,
+            batch,
+        )
+
+    def predict(
+        self,
+        source: Any,
+        conf: float = 0.25,
+        max_det: int = 300,
+        classes: Sequence[int] | None = None,
+        decoder_depth: int | None = None,
+        image_size: tuple[int, int] | None = None,
+        batch: int = 1,
+        stream: bool = False,
+        save_dir: str | Path | None = None,
+    ) -> list[Results] | Iterator[Results]:
+        """Detect objects in ``source`` (image, array, tensor, path, folder, glob, video, camera index, URL, or a
+        list). ``stream=True`` returns a generator (use it for videos and cameras). With ``save_dir`` every drawn
+        image and a JSON per image are written there."""
+        pred = self.predictor(conf, max_det, classes, decoder_depth, image_size, batch)
+        gen = pred.stream(source)
+        if save_dir is not None:
+            gen = _saving(gen, Path(save_dir))
+        return gen if stream else list(gen)
+
+    # ---------------------------------------------------------------------------------------------------- val
+    def val(
+        self,
+        data: str | Path,
+        split: str = "val",
+        batch: int = 8,
+        decoder_depth: int | None = None,
+        conf: float = 0.5,
+        image_size: tuple[int, int] | None = None,
+        save_dir: str | Path | None = None,
+        format: str = "auto",
+    ) -> dict[str, Any]:
+        """COCO metrics (12 numbers), per-class AP/AP50, precision/recall/F1 at ``conf`` and a confusion matrix;
+        with ``save_dir`` also predictions.json, per_class.csv, pr_curve.png and confusion_matrix.png."""
+        from rtdetr.data import load_index
+        from rtdetr.engine.evaluator import validate
+
+        index = load_index(data, split, format)  # type: ignore[arg-type]
+        backend: Any = self.onnx if self.onnx is not None else self.model
+        return validate(
+            backend,
+            index,
+            image_size or self.image_size,
+            batch,
+            self.device,
+            decoder_depth,
+            conf,
+            str(save_dir) if save_dir is not None else None,
+            class_names=index.class_names,
+        )
+
+    # -------------------------------------------------------------------------------------------------- train
+    def train(
+        self,
+        data: str | Path | None = None,
+        val: str | Path | None = None,
+        recipe: str | Path | None = None,
+        epochs: int | None = None,
+        batch: int | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        output: str | Path | None = None,
+        **train: Any,
+    ) -> dict[str, Any]:
+        """Train this model (a checkpoint's weights are the starting point; heads are re-initialised for another
+        class count). ``train`` keys go to the ``train`` section (``lr=2e-4``, ``amp=True`` ...). The best
+        weights are loaded into this object afterwards."""
+        from rtdetr.engine.trainer import Trainer
+
+        self._require_torch("train()")
+        overrides = []
+        if data is not None:
+            overrides.append(f"data.train={data}")
+        if val is not None:
+            overrides.append(f"data.val={val}")
+        if epochs is not None:
+            overrides.append(f"train.epochs={epochs}")
+        if batch is not None:
+            overrides.append(f"train.batch_size={batch}")
+        if output is not None:
+            overrides.append(f"train.output_dir={output}")
+        if image_size is not None:
+            h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+            overrides += [f"data.image_size=[{h},{w}]", f"model.eval_spatial_size=[{h},{w}]"]
+        overrides += [f"train.{k}={_yaml(v)}" for k, v in train.items()]
+        cfg: RunConfig = load_recipe(recipe, overrides)
+        if recipe is None:
+            assert self.model.config is not None
+            model_cfg = to_dict(self.model.config)
+            if image_size is not None:
+                model_cfg["eval_spatial_size"] = list(cfg.model.eval_spatial_size or [640, 640])
+            from rtdetr.config import ModelConfig, from_dict
+
+            cfg = dataclasses.replace(cfg, model=from_dict(ModelConfig, model_cfg))
+            if self.checkpoint is not None and cfg.init_from is None:
+                cfg = dataclasses.replace(cfg, init_from=str(self.checkpoint))
+        if not cfg.data.train:
+            raise ConfigError("train(): give data= (COCO json, YOLO data.yaml or VOC folder) or a recipe")
+        result = Trainer(cfg).fit()
+        best = Path(result["output_dir"]) / "best.pth"
+        if best.is_file():
+            self.__init__(best, device=str(self.device))  # type: ignore[misc]
+        return result
+
+    # ------------------------------------------------------------------------------------------------- export
+    def export(
+        self,
+        format: str = "onnx",
+        path: str | Path | None = None,
+        image_size: tuple[int, int] | None = None,
+        opset: int = 17,
+        max_det: int = 300,
+        decoder_depth: int | None = None,
+        simplify: bool = False,
+        check: bool = True,
+    ) -> dict[str, Any]:
+        """Export the fused model with its post-processor (``format="onnx"``); a parity check against PyTorch
+        runs by default. Returns the export report (path, max differences)."""
+        from rtdetr.export.onnx import export_onnx
+
+        self._require_torch("export()")
+        if format != "onnx":
+            raise ValueError(f"unsupported export format {format!r}; supported: onnx")
+        assert self.model.config is not None
+        default = Path(self.checkpoint.stem if self.checkpoint else self.model.config.name).with_suffix(".onnx")
+        report = export_onnx(
+            self.model,
+            path or default,
+            image_size or self.image_size,
+            opset,
+            max_det,
+            check=check,
+            simplify=simplify,
+            decoder_depth=decoder_depth,
+            class_names=self.class_names,
+        )
+        return report.as_dict()
+
+    def __repr__(self) -> str:
+        return f"RTDETR({self.info()})"
+
+
+def _yaml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list | tuple):
+        return "[" + ",".join(str(x) for x in v) + "]"
+    return str(v)
+
+
+def _saving(results: Iterator[Results], folder: Path) -> Iterator[Results]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(results):
+        stem = Path(r.path).stem if r.path else f"image_{i:05d}"
+        if r.frame is not None:
+            stem = f"{stem}_{r.frame:06d}"
+        r.save(folder / f"{stem}.jpg")
+        r.save(folder / f"{stem}.json")
+        yield r

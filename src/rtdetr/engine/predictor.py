@@ -1,0 +1,219 @@
+"""Batched inference over images, lists, folders, globs, videos and camera/stream indices.
+
+Pre-processing matches the official pipeline: RGB, resize to the network size without keeping the aspect ratio
+(PIL bilinear), scale to ``[0, 1]``; boxes are mapped back to each original image.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from rtdetr.data.dataset import load_image
+from rtdetr.data.records import IMAGE_SUFFIXES
+from rtdetr.engine.results import Results
+from rtdetr.models.postprocess import PostProcessor
+
+__all__ = ["VIDEO_SUFFIXES", "Predictor", "iter_source"]
+
+log = logging.getLogger("rtdetr")
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+#: (image, path, frame) items produced from any source
+Item = tuple[Image.Image, str | None, int | None]
+
+
+def _to_pil(obj: Any) -> Image.Image:
+    if isinstance(obj, Image.Image):
+        return obj.convert("RGB")
+    if isinstance(obj, np.ndarray):
+        if obj.ndim == 2:
+            obj = np.stack([obj] * 3, -1)
+        if obj.ndim != 3 or obj.shape[-1] not in (3, 4):
+            raise ValueError(f"expected an HxWx3 RGB array, got shape {obj.shape}")
+        arr = obj if obj.dtype == np.uint8 else (np.clip(obj, 0, 1) * 255).astype(np.uint8)
+        return Image.fromarray(arr[..., :3])
+    if isinstance(obj, Tensor):
+        t = obj.detach().cpu()
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise ValueError(f"expected a [3, H, W] tensor, got shape {tuple(t.shape)}")
+        t = t.float() / 255 if t.dtype == torch.uint8 else t.float()
+        return Image.fromarray((t.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+    raise TypeError(f"unsupported image source type {type(obj).__name__}")
+
+
+def _video_frames(source: str | int, stride: int = 1) -> Iterator[Item]:
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("video and camera input need OpenCV (pip install opencv-python-headless)") from None
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        raise OSError(f"{source}: cannot open video or stream")
+    name = None if isinstance(source, int) else str(source)
+    i = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % stride == 0:
+                yield Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), name, i
+            i += 1
+    finally:
+        cap.release()
+
+
+def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
+    """Expand any supported source into ``(PIL image, path or None, frame or None)`` items.
+
+    Sources: a PIL image, an HxWx3 uint8 RGB array, a ``[3, H, W]`` tensor, an image path, a folder, a glob
+    pattern, a video file, a camera index (int or digit string), a stream URL, or a list of any of these.
+    Unreadable images inside a folder/glob/list are skipped with a warning naming the file.
+    """
+    if isinstance(source, list | tuple):
+        for item in source:
+            yield from iter_source(item, video_stride)
+        return
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        yield from _video_frames(int(source), video_stride)
+        return
+    if isinstance(source, str) and source.split("://", 1)[0] in ("rtsp", "rtmp", "http", "https", "udp", "tcp"):
+        yield from _video_frames(source, video_stride)
+        return
+    if isinstance(source, str | Path):
+        p = Path(source)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            if not files:
+                raise FileNotFoundError(f"{p}: no images or videos in this folder")
+            yield from _files(files, video_stride)
+        elif p.is_file():
+            if p.suffix.lower() in VIDEO_SUFFIXES:
+                yield from _video_frames(str(p), video_stride)
+            else:
+                yield load_image(p), str(p), None
+        elif any(c in str(source) for c in "*?["):
+            files = sorted(Path(f) for f in globlib.glob(str(source), recursive=True))
+            if not files:
+                raise FileNotFoundError(f"{source}: the pattern matches no file")
+            yield from _files(files, video_stride)
+        else:
+            raise FileNotFoundError(f"{source}: no such file, folder or pattern")
+        return
+    yield _to_pil(source), None, None
+
+
+def _files(files: Sequence[Path], video_stride: int) -> Iterator[Item]:
+    for f in files:
+        if f.suffix.lower() in VIDEO_SUFFIXES:
+            yield from _video_frames(str(f), video_stride)
+            continue
+        try:
+            yield load_image(f), str(f), None
+        except OSError as e:
+            log.warning("skipping %s", e)
+
+
+class Predictor:
+    """Run a model over any source.
+
+    Args:
+        model: an :class:`~rtdetr.models.RTDETR` (moved to ``device``, eval mode) or an
+            :class:`~rtdetr.export.runtime.OnnxRuntimeDetector`.
+        class_names: names by label.
+        image_size: network input ``(height, width)``.
+        conf: minimum score kept; max_det: at most this many detections per image; classes: keep only these ids.
+        decoder_depth: decoder layers run (None = the model's setting).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: Sequence[str],
+        image_size: tuple[int, int] = (640, 640),
+        device: str | torch.device = "cpu",
+        conf: float = 0.25,
+        max_det: int = 300,
+        classes: Sequence[int] | None = None,
+        decoder_depth: int | None = None,
+        batch_size: int = 1,
+        keep_images: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.onnx = not isinstance(model, nn.Module)
+        self.model = model if self.onnx else model.to(self.device).eval()
+        self.names = list(class_names)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.conf, self.max_det, self.batch_size, self.keep_images = conf, max_det, max(1, batch_size), keep_images
+        self.classes = set(classes) if classes is not None else None
+        if decoder_depth is not None:
+            if self.onnx:
+                raise ValueError(
+                    "the decoder depth of an ONNX model is fixed at export (rtdetr export --decoder-depth)"
+                )
+            self.model.set_decoder_depth(decoder_depth)  # type: ignore[operator]
+        self.post = PostProcessor(len(self.names), num_top_queries=max_det)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
+        """``[B, 3, H, W]`` network input and ``[B, 2]`` original (w, h)."""
+        h, w = self.image_size
+        batch = [np.asarray(im.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32) for im in images]
+        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).div_(255.0)
+        sizes = torch.tensor([im.size for im in images])
+        return x, sizes
+
+    @torch.inference_mode()
+    def _run(self, items: list[Item]) -> list[Results]:
+        images = [it[0] for it in items]
+        x, sizes = self.preprocess(images)
+        if self.onnx:
+            dets = self.model.detect(x, sizes)  # type: ignore[operator]
+        else:
+            dets = self.post(self.model(x.to(self.device)), sizes.to(self.device))
+        results = []
+        for (img, path, frame), det in zip(items, dets):
+            keep = det["scores"] >= self.conf
+            if self.classes is not None:
+                keep &= torch.tensor(
+                    [int(lb) in self.classes for lb in det["labels"].tolist()], dtype=torch.bool, device=keep.device
+                )
+            results.append(
+                Results(
+                    det["boxes"][keep].cpu(),
+                    det["scores"][keep].cpu(),
+                    det["labels"][keep].cpu(),
+                    self.names,
+                    img.size,
+                    path,
+                    frame,
+                    img if self.keep_images else None,
+                )
+            )
+        return results
+
+    def stream(self, source: Any, video_stride: int = 1) -> Iterator[Results]:
+        """Results one by one (lazily; for videos, cameras and large folders)."""
+        buf: list[Item] = []
+        for item in iter_source(source, video_stride):
+            buf.append(item)
+            if len(buf) == self.batch_size:
+                yield from self._run(buf)
+                buf = []
+        if buf:
+            yield from self._run(buf)
+
+    def __call__(self, source: Any, video_stride: int = 1) -> list[Results]:
+        return list(self.stream(source, video_stride))
+
+    def predict_many(self, sources: Iterable[Any]) -> list[Results]:
+        return [r for s in sources for r in self.stream(s)]

@@ -1,0 +1,116 @@
+"""Typed detection results for one image."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from rtdetr.viz import draw_detections
+
+__all__ = ["Results"]
+
+
+@dataclass
+class Results:
+    """Detections of one image, sorted by descending score.
+
+    Attributes:
+        boxes: ``[N, 4]`` absolute xyxy pixels in the original image.
+        scores: ``[N]`` in ``[0, 1]``.
+        labels: ``[N]`` int64 class ids.
+        names: class names (index = label).
+        orig_size: original ``(width, height)``.
+        path: source file (None for in-memory images).
+        frame: frame index for videos and streams.
+        image: the original image, kept for :meth:`plot`/:meth:`save`.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    names: list[str]
+    orig_size: tuple[int, int]
+    path: str | None = None
+    frame: int | None = None
+    image: Image.Image | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.scores.numel())
+
+    @property
+    def xyxy(self) -> Tensor:
+        return self.boxes
+
+    @property
+    def xyxyn(self) -> Tensor:
+        """xyxy divided by the image width/height."""
+        w, h = self.orig_size
+        return self.boxes / torch.tensor([w, h, w, h], dtype=self.boxes.dtype)
+
+    @property
+    def xywh(self) -> Tensor:
+        """Centre x, centre y, width, height in pixels."""
+        b = self.boxes
+        return torch.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+
+    @property
+    def xywhn(self) -> Tensor:
+        """Normalised centre/size (YOLO label format)."""
+        w, h = self.orig_size
+        return self.xywh / torch.tensor([w, h, w, h], dtype=self.boxes.dtype)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.names[i] if 0 <= i < len(self.names) else str(i) for i in self.labels.tolist()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "frame": self.frame,
+            "width": self.orig_size[0],
+            "height": self.orig_size[1],
+            "detections": [
+                {"label": int(lb), "name": name, "score": round(float(s), 5), "box": [round(float(v), 2) for v in b]}
+                for lb, name, s, b in zip(
+                    self.labels.tolist(), self.class_names, self.scores.tolist(), self.boxes.tolist()
+                )
+            ],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def plot(self) -> Image.Image:
+        """The original image with the detections drawn."""
+        if self.image is None:
+            raise ValueError("this result keeps no image (predict with keep_images=True)")
+        return draw_detections(self.image, self.boxes.tolist(), self.labels.tolist(), self.scores.tolist(), self.names)
+
+    def save(self, path: str | Path) -> Path:
+        """Save the drawn image (``.jpg``/``.png``) or the JSON (``.json``)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p.suffix.lower() == ".json":
+            p.write_text(self.to_json(indent=2))
+        else:
+            self.plot().save(p)
+        return p
+
+    def to_supervision(self) -> Any:
+        """``supervision.Detections`` (needs ``pip install supervision``)."""
+        try:
+            import supervision as sv
+        except ImportError:
+            raise ImportError("to_supervision() needs the 'supervision' package (pip install supervision)") from None
+        return sv.Detections(
+            xyxy=self.boxes.cpu().numpy(),
+            confidence=self.scores.cpu().numpy(),
+            class_id=self.labels.cpu().numpy(),
+            data={"class_name": self.class_names},
+        )

@@ -1,0 +1,64 @@
+"""Running an exported ONNX graph with ONNX Runtime, behind the same interface as the PyTorch model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["OnnxRuntimeDetector"]
+
+
+class OnnxRuntimeDetector:
+    """``(images [N, 3, H, W] float32, sizes [N, 2] int64 (w, h)) -> (labels, boxes, scores)`` numpy arrays.
+
+    Args:
+        path: ONNX file exported by :func:`rtdetr.export.onnx.export_onnx`.
+        threads: intra-op threads (None = ONNX Runtime's default).
+        providers: execution providers (default CPU).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("ONNX Runtime inference needs 'onnxruntime' (pip install 'rtdetr[onnx]')") from None
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such ONNX file")
+        opts = ort.SessionOptions()
+        if threads is not None:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(p), opts, providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for invalid models
+            raise RuntimeError(f"{p}: ONNX Runtime cannot load this model ({e})") from None
+        shape = self.session.get_inputs()[0].shape
+        self.image_size = (int(shape[2]), int(shape[3])) if all(isinstance(d, int) for d in shape[2:]) else None
+        self.path = p
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.class_names: list[str] | None = json.loads(meta["class_names"]) if "class_names" in meta else None
+        self.num_classes = len(self.class_names) if self.class_names else None
+
+    def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        labels, boxes, scores = self.session.run(
+            None,
+            {
+                "images": np.ascontiguousarray(images, dtype=np.float32),
+                "orig_target_sizes": np.ascontiguousarray(sizes, dtype=np.int64),
+            },
+        )
+        return labels, boxes, scores
+
+    def detect(self, images: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
+        """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``."""
+        labels, boxes, scores = self.run(images.cpu().numpy(), sizes.cpu().numpy())
+        return [
+            {"labels": torch.from_numpy(lb), "boxes": torch.from_numpy(bx), "scores": torch.from_numpy(sc)}
+            for lb, bx, sc in zip(labels, boxes, scores)
+        ]

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rtdetr.engine.predictor import Predictor, iter_source
+from rtdetr.engine.results import Results
+from rtdetr.models import create_model
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    model = create_model("rtdetr_r18vd", num_classes=3, eval_spatial_size=[64, 64])
+    return Predictor(model, ["a", "b", "c"], (64, 64), conf=0.0, max_det=5, batch_size=2)
+
+
+def _images(folder: Path, n: int = 3) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"im{i}.png"
+        Image.fromarray((np.random.default_rng(i).random((40 + i, 50, 3)) * 255).astype(np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_sources(tmp_path: Path, predictor: Predictor) -> None:
+    paths = _images(tmp_path / "imgs")
+    assert [r.path for r in predictor(tmp_path / "imgs")] == [str(p) for p in paths]
+    assert len(predictor(str(tmp_path / "imgs" / "*.png"))) == 3
+    assert len(predictor([paths[0], Image.open(paths[1]), np.zeros((20, 30, 3), np.uint8), torch.rand(3, 16, 16)])) == 4
+    r = predictor(paths[2])[0]
+    assert r.orig_size == (50, 42) and len(r) == 5 and r.boxes.shape == (5, 4)
+    assert (r.boxes[:, 2] <= 50 + 1e-3).all() and (r.boxes[:, 3] <= 42 + 1e-3).all()
+
+
+def test_missing_and_bad_sources(tmp_path: Path, predictor: Predictor) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        predictor(tmp_path / "nope.jpg")
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        predictor(str(tmp_path / "*.jpg"))
+    with pytest.raises(TypeError, match="unsupported image source"):
+        predictor(3.5)
+    (tmp_path / "d").mkdir()
+    _images(tmp_path / "d", 1)
+    (tmp_path / "d" / "broken.jpg").write_bytes(b"junk")
+    assert len(predictor(tmp_path / "d")) == 1  # the unreadable file is skipped with a warning
+
+
+def test_video_file_frames(tmp_path: Path, predictor: Predictor) -> None:
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (48, 32))
+    for i in range(6):
+        writer.write(np.full((32, 48, 3), i * 40, np.uint8))
+    writer.release()
+    frames = [r.frame for r in predictor.stream(path, video_stride=2)]
+    assert frames == [0, 2, 4]
+    with pytest.raises(FileNotFoundError, match="missing.mp4: no such file"):
+        list(iter_source(str(tmp_path / "missing.mp4")))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"nope")
+    with pytest.raises(OSError, match="cannot open video"):
+        list(iter_source(bad))
+
+
+def test_conf_and_class_filters(predictor: Predictor) -> None:
+    img = np.zeros((32, 32, 3), np.uint8)
+    all_dets = predictor(img)[0]
+    predictor.classes = {int(all_dets.labels[0])}
+    try:
+        assert set(predictor(img)[0].labels.tolist()) == {int(all_dets.labels[0])}
+    finally:
+        predictor.classes = None
+    predictor.conf = 1.1
+    try:
+        assert len(predictor(img)[0]) == 0
+    finally:
+        predictor.conf = 0.0
+
+
+def test_results_formats_and_save(tmp_path: Path) -> None:
+    r = Results(
+        torch.tensor([[10.0, 20.0, 30.0, 60.0]]),
+        torch.tensor([0.8]),
+        torch.tensor([1]),
+        ["a", "b"],
+        (100, 200),
+        "x.jpg",
+        None,
+        Image.new("RGB", (100, 200)),
+    )
+    assert r.xywh.tolist() == [[20.0, 40.0, 20.0, 40.0]]
+    assert torch.allclose(r.xywhn, torch.tensor([[0.2, 0.2, 0.2, 0.2]]))
+    assert torch.allclose(r.xyxyn, torch.tensor([[0.1, 0.1, 0.3, 0.3]]))
+    d = r.to_dict()
+    assert d["detections"] == [{"label": 1, "name": "b", "score": 0.8, "box": [10.0, 20.0, 30.0, 60.0]}]
+    assert r.save(tmp_path / "o.png").is_file() and r.save(tmp_path / "o.json").read_text().startswith("{")
+    no_image = Results(r.boxes, r.scores, r.labels, r.names, r.orig_size)
+    with pytest.raises(ValueError, match="keeps no image"):
+        no_image.plot()

@@ -1,0 +1,98 @@
+"""The Python facade and the val/predict CLI on a checkpoint trained for one epoch on generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rtdetr import RTDETR
+from rtdetr.cli import main
+from tests.engine.conftest import TINY, TINY_MODEL
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from rtdetr.data.synthetic import make_synthetic_coco
+
+    root = tmp_path_factory.mktemp("api")
+    data = make_synthetic_coco(root / "data", num_train=8, num_val=4, size=64, seed=2)
+    det = RTDETR("rtdetr_r18vd", num_classes=4, **TINY_MODEL)
+    extra = {k.split("=")[0].split(".", 1)[1]: k.split("=")[1] for k in TINY if k.startswith("train.")}
+    det.train(
+        data["train"],
+        val=data["val"],
+        epochs=1,
+        output=root / "run",
+        image_size=64,
+        progress=False,
+        **{k: v for k, v in extra.items() if k != "batch_size"},
+        batch_size=2,
+    )
+    return root / "run" / "best.pth", data
+
+
+def test_facade_after_training(trained: tuple[Path, dict]) -> None:
+    ckpt, data = trained
+    det = RTDETR(ckpt)
+    assert det.class_names == ["circle", "square", "triangle", "cross"] and det.image_size == (64, 64)
+    res = det.predict(np.zeros((50, 70, 3), np.uint8), conf=0.0, max_det=3)
+    assert len(res) == 1 and len(res[0]) == 3 and res[0].orig_size == (70, 50)
+    metrics = det.val(data["val"], split="val", batch=2)
+    assert set(metrics["stats"]) >= {"AP", "AP50"} and set(metrics["per_class"]) == set(det.class_names)
+    assert det.info()["num_classes"] == 4
+
+
+def test_cli_val_writes_report(trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt, data = trained
+    assert main(["val", str(ckpt), "--data", str(data["val"]), "--save-dir", str(tmp_path), "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "AP50" in out and "circle" in out
+    for name in ("metrics.json", "per_class.csv", "predictions.json", "confusion_matrix.png", "pr_curve.png"):
+        assert (tmp_path / name).is_file(), name
+    preds = json.loads((tmp_path / "predictions.json").read_text())
+    assert preds and {"image_id", "category_id", "bbox", "score"} <= set(preds[0])
+
+
+def test_cli_predict(trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt, _ = trained
+    img = tmp_path / "in" / "x.png"
+    img.parent.mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(img)
+    assert (
+        main(
+            [
+                "predict",
+                str(ckpt),
+                str(img.parent),
+                "--conf",
+                "0",
+                "--max-det",
+                "2",
+                "--save-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    assert "1 images, 2 detections" in capsys.readouterr().out
+    assert (tmp_path / "out" / "x.jpg").is_file() and (tmp_path / "out" / "x.json").is_file()
+    assert main(["predict", str(ckpt), str(img), "--json", "--no-save", "--conf", "0", "--max-det", "1"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["detections"]) == 1
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["predict", "rtdetr_r18vd", str(tmp_path / "missing.jpg"), "--no-save"]) == 1
+    assert "missing.jpg: no such file" in capsys.readouterr().err
+    assert main(["val", str(tmp_path / "nope.pth"), "--data", str(tmp_path)]) == 1
+    assert "nope.pth: no such checkpoint file" in capsys.readouterr().err
+    for cmd in ("train", "val", "predict", "info", "convert", "check-data"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "m", "s", "--conf", "high"])
+    assert e.value.code == 2
