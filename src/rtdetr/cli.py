@@ -97,7 +97,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 def _cmd_val(args: argparse.Namespace) -> int:
     from rtdetr.api import RTDETR
 
-    det = RTDETR(args.model, device=args.device)
+    det = RTDETR(args.model, device=args.device, **_fast(args))
     size = (args.size, args.size) if args.size else None
     res = det.val(args.data, args.split, args.batch, args.decoder_depth, args.conf, size, args.save_dir, args.format)
     if args.json:
@@ -120,7 +120,7 @@ def _cmd_val(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from rtdetr.api import RTDETR
 
-    det = RTDETR(args.model, device=args.device)
+    det = RTDETR(args.model, device=args.device, **_fast(args))
     size = (args.size, args.size) if args.size else None
     source = int(args.source) if args.source.isdigit() else args.source
     save_dir = None if args.no_save else args.save_dir
@@ -167,6 +167,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         args.decoder_depth,
         args.simplify,
         check=not args.no_check,
+        int8=args.int8,
+        calibration=args.calib,
     )
     print(
         f"wrote {report['path']} (opset {report['opset']}, input {report['image_size'][0]}x{report['image_size'][1]})"
@@ -176,6 +178,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"parity vs PyTorch: max |score diff| {report['max_score_diff']:.2e}, max |box diff| "
             f"{report['max_box_diff_px']:.2e} px, label agreement {report['label_agreement']:.3f}"
         )
+    for key in ("int8_path", "openvino_path"):
+        if key in report:
+            print(f"wrote {report[key]}")
     return 0
 
 
@@ -187,7 +192,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.threads:
         torch_threads(args.threads)
     kwargs = {"threads": args.threads} if args.model.endswith(".onnx") and args.threads else {}
-    det = RTDETR(args.model, device=args.device, **kwargs)
+    det = RTDETR(args.model, device=args.device, **kwargs, **_fast(args))
     image = load_image(args.image) if args.image else None
     if args.decoder_depth and det.onnx is None:
         det.model.set_decoder_depth(args.decoder_depth)
@@ -209,6 +214,15 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             f"{cells['end_to_end']:>18}{r['images_per_s']:>9.2f}"
         )
     return 0
+
+
+def _fast(args: argparse.Namespace) -> dict:
+    """precision/channels_last for PyTorch models (an exported .onnx has its precision baked in)."""
+    if str(args.model).endswith(".onnx"):
+        if args.precision != "fp32" or args.channels_last:
+            raise ValueError("--precision/--channels-last apply to PyTorch models; an ONNX graph is fixed at export")
+        return {}
+    return {"precision": args.precision, "channels_last": args.channels_last}
 
 
 def torch_threads(n: int) -> None:
@@ -268,6 +282,13 @@ def _build_parser() -> argparse.ArgumentParser:
     val.add_argument("--save-dir", help="write predictions.json, per_class.csv, PR curve and confusion matrix")
     val.add_argument("--device", default="auto")
     val.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    val.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="bf16 autocast is the fast CPU path (AVX512-BF16); fp16 needs CUDA",
+    )
+    val.add_argument("--channels-last", action="store_true", help="NHWC memory layout (pairs well with bf16)")
     val.set_defaults(func=_cmd_val)
 
     pred = sub.add_parser("predict", help="detect objects in images, folders, globs, videos or a camera")
@@ -283,11 +304,20 @@ def _build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--no-save", action="store_true", help="print only")
     pred.add_argument("--device", default="auto")
     pred.add_argument("--json", action="store_true", help="print one JSON object per image")
+    pred.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="bf16 autocast is the fast CPU path (AVX512-BF16); fp16 needs CUDA",
+    )
+    pred.add_argument("--channels-last", action="store_true", help="NHWC memory layout (pairs well with bf16)")
     pred.set_defaults(func=_cmd_predict)
 
     exp = sub.add_parser("export", help="export model + post-processor to ONNX (parity-checked against PyTorch)")
     exp.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
-    exp.add_argument("--format", default="onnx", choices=["onnx"])
+    exp.add_argument("--format", default="onnx", choices=["onnx", "openvino"])
+    exp.add_argument("--int8", action="store_true", help="also write an int8 (QDQ) ONNX graph for ONNX Runtime")
+    exp.add_argument("--calib", help="calibration images for --int8: an image folder or a dataset path")
     exp.add_argument("--output", "-o", help="output file (default: <checkpoint stem>.onnx)")
     exp.add_argument("--size", type=int, help="square input size (default: the model's)")
     exp.add_argument("--opset", type=int, default=17)
@@ -307,6 +337,13 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--decoder-depth", type=int)
     bench.add_argument("--device", default="auto")
     bench.add_argument("--json", help="write the results as JSON to this file")
+    bench.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="bf16 autocast is the fast CPU path (AVX512-BF16); fp16 needs CUDA",
+    )
+    bench.add_argument("--channels-last", action="store_true", help="NHWC memory layout (pairs well with bf16)")
     bench.set_defaults(func=_cmd_benchmark)
 
     check = sub.add_parser("check-data", help="summarise a dataset and list its problems")

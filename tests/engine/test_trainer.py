@@ -12,7 +12,7 @@ from tests.engine.conftest import TINY_MODEL, tiny_config
 
 
 def test_fit_writes_checkpoints_logs_and_curves(tiny_data: dict, tmp_path: Path) -> None:
-    result = Trainer(tiny_config(tiny_data, tmp_path / "run", "train.epochs=2")).fit()
+    result = Trainer(tiny_config(tiny_data, tmp_path / "run", "train.epochs=2", "train.channels_last=true")).fit()
     run = Path(result["output_dir"])
     for name in ("last.pth", "best.pth", "metrics.csv", "curves.png", "config.yaml", "log.txt"):
         assert (run / name).is_file(), name

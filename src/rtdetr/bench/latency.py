@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from rtdetr.bench.profile import measure_latency
 
@@ -49,8 +50,14 @@ def benchmark_detector(
             model = measure_latency(lambda: det.onnx.run(xs, ss), warmup, runs)  # noqa: B023
             post_ms = {"median_ms": 0.0, "p90_ms": 0.0}
         else:
-            model_t = measure_latency(lambda: det.model(x), warmup, runs)  # noqa: B023
-            out = det.model(x)
+            xf = pred.fast.input(x)
+
+            def forward(p: Any = pred, xf: Tensor = xf) -> Any:
+                with p.fast.context():
+                    return p.model(xf)
+
+            model_t = measure_latency(forward, warmup, runs)
+            out = {k: v.float() for k, v in forward().items()}
             post = measure_latency(lambda: pred.post(out, sizes), warmup, max(runs, 20))  # noqa: B023
             model, post_ms = model_t, {"median_ms": post.median_ms, "p90_ms": post.p90_ms}
         items = [(img, None, None)] * bs
@@ -67,6 +74,8 @@ def benchmark_detector(
         )
     return {
         "backend": "onnxruntime" if det.onnx is not None else "pytorch",
+        "precision": "fp32" if det.onnx is not None else det.precision,
+        "channels_last": det.channels_last if det.onnx is None else False,
         "model": det.info(),
         "image_size": det.image_size,
         "threads": threads if threads is not None else torch.get_num_threads(),

@@ -207,6 +207,8 @@ def validate(
     save_dir: str | None = None,
     workers: int = 0,
     class_names: list[str] | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (an RTDETR module or an ONNX Runtime detector) on a parsed dataset: COCO stats,
     per-class AP/AP50, precision/recall/F1 and a confusion
@@ -217,6 +219,7 @@ def validate(
     from rtdetr.data import BatchCollator, DetectionDataset
     from rtdetr.data.transforms import build_val_transforms
     from rtdetr.engine.metrics import ThresholdMetrics, save_report
+    from rtdetr.engine.predictor import FastPath
     from rtdetr.models.postprocess import PostProcessor
 
     names = class_names or index.class_names
@@ -239,6 +242,9 @@ def validate(
     records = {int(r.image_id): r for r in index.records}
     if not onnx:
         model = model.to(device).eval()
+    fast = FastPath(precision, channels_last, device)
+    if not onnx:
+        model = fast.prepare(model)
     depth = getattr(model, "decoder_depth", None)
     if decoder_depth is not None and onnx:
         raise ValueError("the decoder depth of an ONNX model is fixed at export")
@@ -247,7 +253,12 @@ def validate(
     try:
         for images, targets in loader:
             sizes = torch.stack([t["orig_size"] for t in targets])
-            dets = model.detect(images, sizes) if onnx else post(model(images.to(device)), sizes.to(device))
+            if onnx:
+                dets = model.detect(images, sizes)
+            else:
+                with fast.context():
+                    raw = model(fast.input(images))
+                dets = post({k: v.float() for k, v in raw.items()}, sizes.to(device))
             ids = [int(t["image_id"]) for t in targets]
             evaluator.update(ids, dets)
             for image_id, det in zip(ids, dets):

@@ -6,6 +6,7 @@ Pre-processing matches the official pipeline: RGB, resize to the network size wi
 
 from __future__ import annotations
 
+import contextlib
 import glob as globlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ from rtdetr.data.records import IMAGE_SUFFIXES
 from rtdetr.engine.results import Results
 from rtdetr.models.postprocess import PostProcessor
 
-__all__ = ["VIDEO_SUFFIXES", "Predictor", "iter_source"]
+__all__ = ["VIDEO_SUFFIXES", "FastPath", "Predictor", "iter_source"]
 
 log = logging.getLogger("rtdetr")
 
@@ -124,6 +125,35 @@ def _files(files: Sequence[Path], video_stride: int) -> Iterator[Item]:
             log.warning("skipping %s", e)
 
 
+class FastPath:
+    """Inference speed-ups: ``precision="bf16"`` runs under bfloat16 autocast (large gains on CPUs with
+    AVX512-BF16/AMX and on recent GPUs); ``channels_last`` uses NHWC memory, which oneDNN convolutions prefer.
+    Post-processing always runs in fp32."""
+
+    def __init__(
+        self, precision: str = "fp32", channels_last: bool = False, device: torch.device | str = "cpu"
+    ) -> None:
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        self.device = torch.device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 inference needs a CUDA device; use bf16 on the CPU")
+        self.precision, self.channels_last = precision, channels_last
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model  # type: ignore[call-overload]
+
+    def input(self, x: Tensor) -> Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def context(self) -> Any:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+
 class Predictor:
     """Run a model over any source.
 
@@ -148,10 +178,15 @@ class Predictor:
         decoder_depth: int | None = None,
         batch_size: int = 1,
         keep_images: bool = True,
+        precision: str = "fp32",
+        channels_last: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.onnx = not isinstance(model, nn.Module)
         self.model = model if self.onnx else model.to(self.device).eval()
+        self.fast = FastPath(precision, channels_last, self.device)
+        if not self.onnx:
+            self.model = self.fast.prepare(self.model)
         self.names = list(class_names)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.conf, self.max_det, self.batch_size, self.keep_images = conf, max_det, max(1, batch_size), keep_images
@@ -179,7 +214,9 @@ class Predictor:
         if self.onnx:
             dets = self.model.detect(x, sizes)  # type: ignore[operator]
         else:
-            dets = self.post(self.model(x.to(self.device)), sizes.to(self.device))
+            with self.fast.context():
+                out = self.model(self.fast.input(x))
+            dets = self.post({k: v.float() for k, v in out.items()}, sizes.to(self.device))
         results = []
         for (img, path, frame), det in zip(items, dets):
             keep = det["scores"] >= self.conf

@@ -112,6 +112,8 @@ class Trainer:
         if cfg.init_from and not cfg.resume:
             self._init_from(cfg.init_from)
         self.model.to(self.device)
+        if t.channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.net: nn.Module = self.model
         if self.world > 1:
             if t.sync_bn and self.device.type == "cuda":
@@ -250,6 +252,8 @@ class Trainer:
                 break
             images, targets = next(it)
             images, targets = images.to(self.device, non_blocking=True), _to(targets, self.device)
+            if t.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=t.amp):
                 out = self.net(images, targets)
             try:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["OnnxRuntimeDetector"]
+__all__ = ["OnnxRuntimeDetector", "OpenVinoDetector"]
 
 
 class OnnxRuntimeDetector:
@@ -60,5 +60,62 @@ class OnnxRuntimeDetector:
         labels, boxes, scores = self.run(images.cpu().numpy(), sizes.cpu().numpy())
         return [
             {"labels": torch.from_numpy(lb), "boxes": torch.from_numpy(bx), "scores": torch.from_numpy(sc)}
+            for lb, bx, sc in zip(labels, boxes, scores)
+        ]
+
+
+class OpenVinoDetector:
+    """OpenVINO runtime for an IR converted from our ONNX export; same ``run``/``detect`` interface as
+    :class:`OnnxRuntimeDetector`. Class names come from the ``<stem>.json`` written beside the ``.xml``.
+
+    Args:
+        path: the ``.xml`` file.
+        threads: inference threads (None = OpenVINO's default).
+        precision: OpenVINO inference precision hint, e.g. ``"bf16"`` on AVX512-BF16 CPUs (None = default).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, precision: str | None = None) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ImportError("OpenVINO inference needs the 'openvino' package (pip install openvino)") from None
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such OpenVINO model")
+        config: dict[str, str] = {}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = str(threads)
+        if precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        try:
+            self.compiled = ov.Core().compile_model(str(p), "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses with long messages
+            raise RuntimeError(f"{p}: OpenVINO cannot compile this model ({str(e).splitlines()[0]})") from None
+        sidecar = p.with_suffix(".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        self.class_names: list[str] | None = meta.get("class_names")
+        self.num_classes = len(self.class_names) if self.class_names else None
+        size = meta.get("image_size")
+        self.image_size = (int(size[0]), int(size[1])) if size else None
+        self.path = p
+
+    def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        res = self.compiled(
+            {
+                "images": np.ascontiguousarray(images, dtype=np.float32),
+                "orig_target_sizes": np.ascontiguousarray(sizes, dtype=np.int64),
+            }
+        )
+        outs = {o.get_any_name(): v for o, v in res.items()}
+        return outs["labels"], outs["boxes"], outs["scores"]
+
+    def detect(self, images: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
+        labels, boxes, scores = self.run(images.cpu().numpy(), sizes.cpu().numpy())
+        return [
+            {
+                "labels": torch.from_numpy(np.asarray(lb)),
+                "boxes": torch.from_numpy(np.asarray(bx)),
+                "scores": torch.from_numpy(np.asarray(sc)),
+            }
             for lb, bx, sc in zip(labels, boxes, scores)
         ]

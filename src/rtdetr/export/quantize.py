@@ -1,0 +1,109 @@
+"""Post-training int8 quantization of an exported ONNX graph (ONNX Runtime static QDQ, per-channel weights),
+calibrated on real images, and an OpenVINO conversion of the same graph."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["quantize_onnx_int8", "to_openvino"]
+
+log = logging.getLogger("rtdetr")
+
+
+def _calibration_batches(images: Sequence[str | Path | Image.Image], size: tuple[int, int]) -> Iterator[dict]:
+    from rtdetr.data.dataset import load_image
+
+    h, w = size
+    for item in images:
+        img = item if isinstance(item, Image.Image) else load_image(item)
+        arr = np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+        yield {
+            "images": arr.transpose(2, 0, 1)[None],
+            "orig_target_sizes": np.array([[img.width, img.height]], dtype=np.int64),
+        }
+
+
+def quantize_onnx_int8(
+    onnx_path: str | Path,
+    out_path: str | Path,
+    calibration_images: Sequence[Any],
+    image_size: tuple[int, int],
+    per_channel: bool = True,
+) -> Path:
+    """Write an int8 (QDQ) copy of ``onnx_path``: convolutions and matrix products are quantized with activation
+    ranges calibrated on ``calibration_images`` (paths or PIL images, 32-100 is typical); the deformable-sampling,
+    top-k and post-processing ops stay in fp32."""
+    try:
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise ImportError("int8 quantization needs onnxruntime (pip install 'rtdetr[onnx]')") from None
+    if not calibration_images:
+        raise ValueError("int8 quantization needs calibration images (e.g. 64 from the validation set)")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = _calibration_batches(calibration_images, image_size)
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    src, out = Path(onnx_path), Path(out_path)
+    prep = out.with_suffix(".prep.onnx")
+    try:
+        quant_pre_process(str(src), str(prep), skip_symbolic_shape=True)
+    except Exception as e:  # pre-processing is an optimisation; quantize the original if it fails
+        log.warning("ONNX pre-processing for quantization skipped (%s)", e)
+        prep = src
+    quantize_static(
+        str(prep),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    if prep != src:
+        prep.unlink(missing_ok=True)
+    return out
+
+
+def to_openvino(onnx_path: str | Path, out_dir: str | Path) -> Path:
+    """Convert an exported ONNX graph to OpenVINO IR (``<stem>.xml`` + ``.bin``) in ``out_dir``, with a
+    ``<stem>.json`` sidecar holding the class names and input size from the ONNX metadata."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ImportError("OpenVINO export needs the 'openvino' package (pip install openvino)") from None
+    model = ov.convert_model(str(onnx_path))
+    out = Path(out_dir) / f"{Path(onnx_path).stem}.xml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(out))
+    try:
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+        sidecar = {
+            "class_names": json.loads(meta["class_names"]) if "class_names" in meta else None,
+            "image_size": [int(v) for v in meta["image_size"].split(",")] if "image_size" in meta else None,
+        }
+        out.with_suffix(".json").write_text(json.dumps(sidecar))
+    except ImportError:
+        pass
+    return out

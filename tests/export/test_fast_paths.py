@@ -1,0 +1,97 @@
+"""CPU fast paths: bf16 autocast + channels_last, int8 ONNX, OpenVINO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rtdetr.engine.predictor import FastPath, Predictor
+from rtdetr.export import OnnxRuntimeDetector, compare_detections, export_onnx, quantize_onnx_int8
+from tests.export.test_onnx import _model
+
+
+def test_bf16_channels_last_predictions_track_fp32() -> None:
+    model = _model()
+    img = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    ref = Predictor(model, ["a", "b", "c"], (96, 128), conf=0.0, max_det=10)(img)[0]
+    fast = Predictor(model, ["a", "b", "c"], (96, 128), conf=0.0, max_det=10, precision="bf16", channels_last=True)(
+        img
+    )[0]
+    assert fast.scores.dtype == torch.float32 and len(fast) == len(ref) == 10
+    diff = compare_detections(
+        (ref.labels[None].numpy(), ref.boxes[None].numpy(), ref.scores[None].numpy()),
+        (fast.labels[None].numpy(), fast.boxes[None].numpy(), fast.scores[None].numpy()),
+    )
+    assert diff[0] < 0.05  # bf16 keeps ~3 significant digits
+    with pytest.raises(ValueError, match="precision must be"):
+        FastPath("int4")
+    with pytest.raises(ValueError, match="fp16 inference needs a CUDA device"):
+        FastPath("fp16", device="cpu")
+
+
+def test_int8_and_openvino(tmp_path: Path) -> None:
+    model = _model()
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(model, onnx_path, num_top_queries=20, class_names=["a", "b", "c"], check=False)
+    rng = np.random.default_rng(0)
+    calib = [Image.fromarray((rng.random((60, 80, 3)) * 255).astype(np.uint8)) for _ in range(4)]
+    with pytest.raises(ValueError, match="needs calibration images"):
+        quantize_onnx_int8(onnx_path, tmp_path / "q.onnx", [], (96, 128))
+    q = quantize_onnx_int8(onnx_path, tmp_path / "q.onnx", calib, (96, 128))
+    x = rng.random((1, 3, 96, 128), dtype=np.float32)
+    sizes = np.array([[128, 96]], dtype=np.int64)
+    fp32 = OnnxRuntimeDetector(onnx_path).run(x, sizes)
+    int8 = OnnxRuntimeDetector(q).run(x, sizes)
+    assert int8[1].shape == fp32[1].shape == (1, 20, 4)
+    assert q.stat().st_size < 0.6 * onnx_path.stat().st_size  # weights stored as int8
+
+    ov = pytest.importorskip("openvino", reason="OpenVINO tests need the 'openvino' extra")
+    assert ov is not None
+    from rtdetr.export import OpenVinoDetector, to_openvino
+
+    xml = to_openvino(onnx_path, tmp_path / "ov")
+    det = OpenVinoDetector(xml, threads=1, precision="f32")
+    assert det.class_names == ["a", "b", "c"] and det.image_size == (96, 128)
+    ds, db, agree = compare_detections(fp32, det.run(x, sizes))
+    assert ds < 1e-3 and agree == 1.0
+    with pytest.raises(FileNotFoundError, match="no such OpenVINO model"):
+        OpenVinoDetector(tmp_path / "none.xml")
+
+
+def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from rtdetr.cli import main
+    from rtdetr.convert import save_model
+
+    ckpt = save_model(_model(), tmp_path / "m.pth", extra={"class_names": ["a", "b", "c"]})
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray((rng.random((40, 50, 3)) * 255).astype(np.uint8)).save(calib / f"{i}.jpg")
+    assert (
+        main(
+            [
+                "export",
+                str(ckpt),
+                "-o",
+                str(tmp_path / "m.onnx"),
+                "--int8",
+                "--calib",
+                str(calib),
+                "--format",
+                "openvino",
+                "--max-det",
+                "10",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "m_int8.onnx" in out and (tmp_path / "m_int8.onnx").is_file()
+    assert (tmp_path / "m_openvino" / "m.xml").is_file()
+    assert main(["export", str(ckpt), "--int8"]) == 1
+    assert "needs calibration images" in capsys.readouterr().err
