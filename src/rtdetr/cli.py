@@ -231,6 +231,19 @@ def torch_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that run a model: device, decoder depth, precision, memory layout."""
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--decoder-depth", type=int, help="decoder layers to run (fewer = faster)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="bf16 autocast is the fast CPU path (AVX512-BF16); fp16 needs CUDA",
+    )
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout (pairs well with bf16)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtdetr", description="RT-DETR real-time object detection.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -277,18 +290,10 @@ def _build_parser() -> argparse.ArgumentParser:
     val.add_argument("--format", default="auto", choices=["auto", "coco", "yolo", "voc"])
     val.add_argument("--batch", type=int, default=8)
     val.add_argument("--size", type=int, help="square input size (default: the model's)")
-    val.add_argument("--decoder-depth", type=int, help="decoder layers to run (fewer = faster)")
     val.add_argument("--conf", type=float, default=0.5, help="score threshold for P/R/F1 and the confusion matrix")
     val.add_argument("--save-dir", help="write predictions.json, per_class.csv, PR curve and confusion matrix")
-    val.add_argument("--device", default="auto")
     val.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    val.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="bf16 autocast is the fast CPU path (AVX512-BF16); fp16 needs CUDA",
-    )
-    val.add_argument("--channels-last", action="store_true", help="NHWC memory layout (pairs well with bf16)")
+    _add_speed_options(val)
     val.set_defaults(func=_cmd_val)
 
     pred = sub.add_parser("predict", help="detect objects in images, folders, globs, videos or a camera")
@@ -297,20 +302,12 @@ def _build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--conf", type=float, default=0.25, help="minimum score (default 0.25)")
     pred.add_argument("--max-det", type=int, default=300)
     pred.add_argument("--classes", type=int, nargs="+", help="keep only these class ids")
-    pred.add_argument("--decoder-depth", type=int, help="decoder layers to run (fewer = faster)")
     pred.add_argument("--size", type=int, help="square input size (default: the model's)")
     pred.add_argument("--batch", type=int, default=1)
     pred.add_argument("--save-dir", default="outputs/predict", help="where drawn images and JSON go")
     pred.add_argument("--no-save", action="store_true", help="print only")
-    pred.add_argument("--device", default="auto")
     pred.add_argument("--json", action="store_true", help="print one JSON object per image")
-    pred.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="bf16 autocast is the fast CPU path (AVX512-BF16); fp16 needs CUDA",
-    )
-    pred.add_argument("--channels-last", action="store_true", help="NHWC memory layout (pairs well with bf16)")
+    _add_speed_options(pred)
     pred.set_defaults(func=_cmd_predict)
 
     exp = sub.add_parser("export", help="export model + post-processor to ONNX (parity-checked against PyTorch)")
@@ -334,16 +331,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=10)
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--image", help="image to time with (default: a generated 1280x720 image)")
-    bench.add_argument("--decoder-depth", type=int)
-    bench.add_argument("--device", default="auto")
     bench.add_argument("--json", help="write the results as JSON to this file")
-    bench.add_argument(
-        "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="bf16 autocast is the fast CPU path (AVX512-BF16); fp16 needs CUDA",
-    )
-    bench.add_argument("--channels-last", action="store_true", help="NHWC memory layout (pairs well with bf16)")
+    _add_speed_options(bench)
     bench.set_defaults(func=_cmd_benchmark)
 
     check = sub.add_parser("check-data", help="summarise a dataset and list its problems")

@@ -12,6 +12,18 @@ from torch import Tensor
 __all__ = ["OnnxRuntimeDetector", "OpenVinoDetector"]
 
 
+def _per_image(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> list[dict[str, Tensor]]:
+    """Batched runtime outputs -> the PostProcessor's per-image dicts."""
+    return [
+        {
+            "labels": torch.from_numpy(np.asarray(lb)),
+            "boxes": torch.from_numpy(np.asarray(bx)),
+            "scores": torch.from_numpy(np.asarray(sc)),
+        }
+        for lb, bx, sc in zip(labels, boxes, scores)
+    ]
+
+
 class OnnxRuntimeDetector:
     """``(images [N, 3, H, W] float32, sizes [N, 2] int64 (w, h)) -> (labels, boxes, scores)`` numpy arrays.
 
@@ -57,11 +69,7 @@ class OnnxRuntimeDetector:
 
     def detect(self, images: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
         """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``."""
-        labels, boxes, scores = self.run(images.cpu().numpy(), sizes.cpu().numpy())
-        return [
-            {"labels": torch.from_numpy(lb), "boxes": torch.from_numpy(bx), "scores": torch.from_numpy(sc)}
-            for lb, bx, sc in zip(labels, boxes, scores)
-        ]
+        return _per_image(*self.run(images.cpu().numpy(), sizes.cpu().numpy()))
 
 
 class OpenVinoDetector:
@@ -110,12 +118,5 @@ class OpenVinoDetector:
         return outs["labels"], outs["boxes"], outs["scores"]
 
     def detect(self, images: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
-        labels, boxes, scores = self.run(images.cpu().numpy(), sizes.cpu().numpy())
-        return [
-            {
-                "labels": torch.from_numpy(np.asarray(lb)),
-                "boxes": torch.from_numpy(np.asarray(bx)),
-                "scores": torch.from_numpy(np.asarray(sc)),
-            }
-            for lb, bx, sc in zip(labels, boxes, scores)
-        ]
+        """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``."""
+        return _per_image(*self.run(images.cpu().numpy(), sizes.cpu().numpy()))

@@ -61,6 +61,15 @@ class RTDETRCriterion(nn.Module):
         batch = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
         return batch, torch.cat([src for src, _ in indices])
 
+    @staticmethod
+    def _matched_boxes(
+        out: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: Indices, idx: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Predicted and target cxcywh boxes of the matched pairs, ``[M, 4]`` each, in matching order."""
+        src = out["pred_boxes"][idx]
+        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src)
+        return src, tgt
+
     def loss_vfl(
         self,
         out: dict[str, Tensor],
@@ -74,8 +83,7 @@ class RTDETRCriterion(nn.Module):
         logits = out["pred_logits"]
         num_classes = num_classes or self.num_classes
         idx = self._src_idx(indices)
-        src_boxes = out["pred_boxes"][idx]
-        tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src_boxes)
+        src_boxes, tgt_boxes = self._matched_boxes(out, targets, indices, idx)
         if src_boxes.numel():
             ious = box_iou(box_cxcywh_to_xyxy(src_boxes.detach()), box_cxcywh_to_xyxy(tgt_boxes))[0].diag()
         else:
@@ -94,9 +102,7 @@ class RTDETRCriterion(nn.Module):
         self, out: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float
     ) -> dict[str, Tensor]:
         """L1 on normalised cxcywh and ``1 - GIoU`` of matched pairs, each summed and divided by ``num_boxes``."""
-        idx = self._src_idx(indices)
-        src = out["pred_boxes"][idx]
-        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src)
+        src, tgt = self._matched_boxes(out, targets, indices, self._src_idx(indices))
         if src.numel() == 0:
             zero = out["pred_boxes"].sum() * 0.0  # keeps the graph (DDP) while contributing nothing
             return {"loss_bbox": zero, "loss_giou": zero}
