@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from rtdetr.models.deform_attn import MSDeformableAttention
 from rtdetr.models.denoising import DenoisingGroup, build_denoising_group
 from rtdetr.models.layers import MLP, conv_bn, get_activation
-from rtdetr.models.query_selection import generate_anchors, select_topk
+from rtdetr.models.query_selection import gather_tokens, generate_anchors, topk_indices
 from rtdetr.ops.boxes import inverse_sigmoid
 
 __all__ = ["RTDETRDecoder", "TransformerDecoder", "TransformerDecoderLayer"]
@@ -296,10 +296,11 @@ class RTDETRDecoder(nn.Module):
         memory = valid.to(memory.dtype) * memory
         out_memory = self.enc_output(memory)
         enc_logits = self.enc_score_head(out_memory)
-        enc_coords = self.enc_bbox_head(out_memory) + anchors
-        topk_memory, topk_logits, topk_coords = select_topk(
-            out_memory, enc_logits, enc_coords, num_queries, self.query_select_method
-        )
+        # rank tokens by score first, then regress boxes for the selected ones only: identical results to
+        # running the box head over all V tokens (it is per token), at a fraction of the cost
+        idx = topk_indices(enc_logits, num_queries, self.query_select_method)
+        topk_memory, topk_logits = gather_tokens(out_memory, idx), gather_tokens(enc_logits, idx)
+        topk_coords = self.enc_bbox_head(topk_memory) + gather_tokens(anchors, idx)
         enc_topk_boxes = topk_coords.sigmoid()
         content = (
             self.tgt_embed.weight[:num_queries].unsqueeze(0).expand(b, -1, -1)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["generate_anchors", "select_topk"]
+__all__ = ["gather_tokens", "generate_anchors", "select_topk", "topk_indices"]
 
 
 def generate_anchors(
@@ -44,30 +44,29 @@ def generate_anchors(
     return anchors, valid
 
 
+def topk_indices(logits: Tensor, k: int, method: str = "default") -> Tensor:
+    """Indices ``[B, k]`` of the top-``k`` encoder tokens.
+
+    Args:
+        logits: ``[B, V, C]`` encoder class logits (``C == 1`` for ``"agnostic"``).
+        method: ``"default"`` ranks tokens by their best class, ``"one2many"`` ranks (token, class) pairs
+            (a token may be picked more than once), ``"agnostic"`` ranks the single score.
+    """
+    if method in ("default", "agnostic"):
+        return torch.topk(logits.max(-1).values, k, dim=-1).indices
+    if method == "one2many":
+        return torch.topk(logits.flatten(1), k, dim=-1).indices // logits.shape[-1]
+    raise ValueError(f"unknown query selection method {method!r}")
+
+
+def gather_tokens(t: Tensor, idx: Tensor) -> Tensor:
+    """``t`` ``[B or 1, V, X]`` at token indices ``idx`` ``[B, k]`` -> ``[B, k, X]``."""
+    return t.expand(idx.shape[0], -1, -1).gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
+
 def select_topk(
     memory: Tensor, logits: Tensor, coords_unact: Tensor, k: int, method: str = "default"
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gather the top-``k`` encoder tokens.
-
-    Args:
-        memory: ``[B, V, D]`` encoder output after ``enc_output``.
-        logits: ``[B, V, C]`` encoder class logits (``C == 1`` for ``"agnostic"``).
-        coords_unact: ``[B, V, 4]`` box logits (anchor + regression).
-        method: ``"default"`` ranks tokens by their best class, ``"one2many"`` ranks (token, class) pairs
-            (a token may be picked more than once), ``"agnostic"`` ranks the single score.
-
-    Returns:
-        ``(memory [B, k, D], logits [B, k, C], coords_unact [B, k, 4])``.
-    """
-    if method in ("default", "agnostic"):
-        _, idx = torch.topk(logits.max(-1).values, k, dim=-1)
-    elif method == "one2many":
-        _, idx = torch.topk(logits.flatten(1), k, dim=-1)
-        idx = idx // logits.shape[-1]
-    else:
-        raise ValueError(f"unknown query selection method {method!r}")
-
-    def gather(t: Tensor) -> Tensor:
-        return t.gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
-
-    return gather(memory), gather(logits), gather(coords_unact)
+    """Gather the top-``k`` tokens' ``(memory [B, k, D], logits [B, k, C], coords_unact [B, k, 4])``."""
+    idx = topk_indices(logits, k, method)
+    return gather_tokens(memory, idx), gather_tokens(logits, idx), gather_tokens(coords_unact, idx)
