@@ -189,8 +189,6 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from rtdetr.bench.latency import benchmark_detector
     from rtdetr.data import load_image
 
-    if args.threads:
-        torch_threads(args.threads)
     kwargs = {"threads": args.threads} if args.model.endswith(".onnx") and args.threads else {}
     det = RTDETR(args.model, device=args.device, **kwargs, **_fast(args))
     image = load_image(args.image) if args.image else None
@@ -223,12 +221,6 @@ def _fast(args: argparse.Namespace) -> dict:
             raise ValueError("--precision/--channels-last apply to PyTorch models; an ONNX graph is fixed at export")
         return {}
     return {"precision": args.precision, "channels_last": args.channels_last}
-
-
-def torch_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
 
 
 def _add_speed_options(p: argparse.ArgumentParser) -> None:

@@ -436,9 +436,3 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         data = loaded
     data = apply_dotted_overrides(data, overrides or [])
     return run_config_from_dict(data)
-
-
-def run_config_to_dict(cfg: RunConfig) -> dict[str, Any]:
-    """Resolved recipe: the model section holds the full config (its ``name`` is the variant it came from)."""
-    d = to_dict(cfg)
-    return d

@@ -17,14 +17,11 @@ from pathlib import Path
 
 import torch
 
+from rtdetr.api import RTDETR
 from rtdetr.config import load_recipe
-from rtdetr.convert import load_model, read_checkpoint
-from rtdetr.data import DetectionDataset, load_image, load_index
+from rtdetr.data import load_index
 from rtdetr.data.synthetic import make_synthetic_coco
-from rtdetr.data.transforms import build_val_transforms
 from rtdetr.engine.trainer import Trainer
-from rtdetr.models import PostProcessor
-from rtdetr.viz import draw_detections
 
 #: The demo model and schedule (all fields of a normal recipe; see configs/ for full-size ones).
 DEMO_RECIPE = [
@@ -92,21 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     best = Path(result["output_dir"]) / "best.pth"
-    model = load_model(best).eval()
-    names = read_checkpoint(best)["class_names"]
-    post = PostProcessor(len(names), num_top_queries=50)
     pred_dir = out / "predictions"
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    val = DetectionDataset(load_index(data["val"]), build_val_transforms((args.size, args.size)))
-    for i, rec in enumerate(val.index.records[:8]):
-        img = load_image(rec.path)
-        x, target = val[i]
-        with torch.inference_mode():
-            det = post(model(x[None]), target["orig_size"][None])[0]
-        keep = det["scores"] > 0.5
-        draw_detections(
-            img, det["boxes"][keep].tolist(), det["labels"][keep].tolist(), det["scores"][keep].tolist(), names
-        ).save(pred_dir / f"{rec.path.stem}.png")
+    val_images = [r.path for r in load_index(data["val"]).records[:8]]
+    for r in RTDETR(best, device="cpu").predict(val_images, conf=0.5, max_det=50):
+        r.save(pred_dir / f"{Path(r.path or 'image').stem}.png")
     stats = (result["last_eval"] or {}).get("stats", {})
     summary = {
         "best_AP": result["best_ap"],

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rtdetr.config import ModelConfig
+from rtdetr.config import ModelConfig, merge_overrides
 from rtdetr.models.variants import get_model_config
 
 __all__ = ["REGENERABLE", "adapt_state_dict", "infer_model_config"]
@@ -167,8 +167,6 @@ def infer_model_config(state: Mapping[str, Tensor], name: str | None = None, **o
         side = round((n_tokens / per_px) ** 0.5)
         if sum((side // s) ** 2 for s in base.decoder.feat_strides) == n_tokens:
             detected["eval_spatial_size"] = [side, side]
-    from rtdetr.config import merge_overrides
-
     merged = merge_overrides(detected, overrides)
     return get_model_config(name, **merged)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -165,6 +165,37 @@ class CocoEvaluator:
         return _backend()
 
 
+@contextlib.contextmanager
+def _decoder_depth(model: Any, depth: int | None) -> Iterator[None]:
+    """Run with ``depth`` decoder layers, then restore the model's own depth."""
+    saved = getattr(model, "decoder_depth", None)
+    if depth is not None:
+        model.set_decoder_depth(depth)
+    try:
+        yield
+    finally:
+        if depth is not None and saved is not None:
+            model.set_decoder_depth(saved)
+
+
+def iter_detections(
+    model: Any, postprocessor: torch.nn.Module, loader: Iterable, device: torch.device | str = "cpu", fast: Any = None
+) -> Iterator[tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]]:
+    """``(detections, targets)`` per batch of ``loader``; ``model`` is an RTDETR module (optionally run through a
+    :class:`~rtdetr.engine.predictor.FastPath`) or an exported runtime with ``detect(images, sizes)``."""
+    for images, targets in loader:
+        sizes = torch.stack([t["orig_size"] for t in targets])
+        if not isinstance(model, torch.nn.Module):
+            yield model.detect(images, sizes), targets
+            continue
+        if fast is None:
+            out = model(images.to(device))
+        else:
+            with fast.context():
+                out = {k: v.float() for k, v in model(fast.input(images)).items()}
+        yield postprocessor(out, sizes.to(device)), targets
+
+
 @torch.no_grad()
 def evaluate_model(
     model: torch.nn.Module,
@@ -178,20 +209,13 @@ def evaluate_model(
     decoder depth afterwards."""
     was_training = model.training
     model.eval()
-    depth = getattr(model, "decoder_depth", None)
-    if decoder_depth is not None:
-        model.set_decoder_depth(decoder_depth)  # type: ignore[operator]
     evaluator.reset()
     try:
-        for images, targets in loader:
-            out = model(images.to(device))
-            sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
-            dets = postprocessor(out, sizes)
-            evaluator.update([int(t["image_id"]) for t in targets], dets)
+        with _decoder_depth(model, decoder_depth):
+            for dets, targets in iter_detections(model, postprocessor, loader, device):
+                evaluator.update([int(t["image_id"]) for t in targets], dets)
         return evaluator.evaluate()
     finally:
-        if decoder_depth is not None and depth is not None:
-            model.set_decoder_depth(depth)  # type: ignore[operator]
         model.train(was_training)
 
 
@@ -240,25 +264,13 @@ def validate(
     post = PostProcessor(num_classes)
     thresholds = ThresholdMetrics(num_classes, conf)
     records = {int(r.image_id): r for r in index.records}
-    if not onnx:
-        model = model.to(device).eval()
-    fast = FastPath(precision, channels_last, device)
-    if not onnx:
-        model = fast.prepare(model)
-    depth = getattr(model, "decoder_depth", None)
     if decoder_depth is not None and onnx:
         raise ValueError("the decoder depth of an ONNX model is fixed at export")
-    if decoder_depth is not None:
-        model.set_decoder_depth(decoder_depth)
-    try:
-        for images, targets in loader:
-            sizes = torch.stack([t["orig_size"] for t in targets])
-            if onnx:
-                dets = model.detect(images, sizes)
-            else:
-                with fast.context():
-                    raw = model(fast.input(images))
-                dets = post({k: v.float() for k, v in raw.items()}, sizes.to(device))
+    fast = FastPath(precision, channels_last, device)
+    if not onnx:
+        model = fast.prepare(model.to(device).eval())
+    with _decoder_depth(model, decoder_depth):
+        for dets, targets in iter_detections(model, post, loader, device, None if onnx else fast):
             ids = [int(t["image_id"]) for t in targets]
             evaluator.update(ids, dets)
             for image_id, det in zip(ids, dets):
@@ -270,9 +282,6 @@ def validate(
                     rec.boxes,
                     rec.labels,
                 )
-    finally:
-        if decoder_depth is not None and depth is not None:
-            model.set_decoder_depth(depth)
     coco = evaluator.evaluate()
     out: dict[str, Any] = {
         "stats": coco["stats"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob as globlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +251,3 @@ class Predictor:
 
     def __call__(self, source: Any, video_stride: int = 1) -> list[Results]:
         return list(self.stream(source, video_stride))
-
-    def predict_many(self, sources: Iterable[Any]) -> list[Results]:
-        return [r for s in sources for r in self.stream(s)]
