@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, finite_number, sanitize_boxes
+from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, finite_number, image_side, sanitize_boxes
 
 __all__ = ["COCO_CLASSES", "load_coco"]
 
@@ -86,9 +86,9 @@ def load_coco(ann_file: str | Path, image_dir: str | Path | None = None) -> Data
         anns = per_image.get(img_id, [])
         boxes = np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4)
         labels = np.array([a[1] for a in anns], dtype=np.int64)
-        raw_w, raw_h = img.get("width"), img.get("height")
-        w = int(raw_w) if finite_number(raw_w) and float(raw_w) > 0 else None  # type: ignore[arg-type]
-        h = int(raw_h) if finite_number(raw_h) and float(raw_h) > 0 else None  # type: ignore[arg-type]
+        w, h = image_side(img.get("width")), image_side(img.get("height"))
+        if w is None or h is None:
+            w = h = None  # read from the file
         boxes, labels = sanitize_boxes(boxes, labels, w, h, index, f"{ann_path}: image {img['file_name']}")
         index.records.append(ImageRecord(folder / img["file_name"], boxes, labels, img_id, w, h))
     return index

@@ -79,7 +79,8 @@ def sanitize_boxes(
     min_size: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clip xyxy boxes to the image, drop non-finite, inverted or smaller-than-``min_size`` ones (counted)."""
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflowing values become inf and are dropped below
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if len(boxes) == 0:
         return boxes, labels
@@ -97,6 +98,21 @@ def sanitize_boxes(
             "degenerate box", f"{where}: box {boxes[i].round(2).tolist()} is smaller than {min_size} px after clipping"
         )
     return boxes[ok], labels[ok]
+
+
+MAX_SIDE = 1 << 20
+"""Largest plausible image side in pixels; an annotation claiming more is treated as stating no size."""
+
+
+def image_side(x: object) -> int | None:
+    """A stated image width/height (number or numeric string) as an int in ``1..MAX_SIDE``, else None."""
+    if isinstance(x, bool):
+        return None
+    try:
+        v = float(x) if isinstance(x, int | float | str) and str(x).strip() else math.nan
+    except (ValueError, OverflowError):
+        return None
+    return int(v) if math.isfinite(v) and 1 <= v <= MAX_SIDE else None
 
 
 def finite_number(x: object) -> bool:

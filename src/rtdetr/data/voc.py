@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, sanitize_boxes
+from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, image_side, sanitize_boxes
 
 __all__ = ["load_voc"]
 
@@ -72,8 +72,12 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
         filename = _text(node, "filename") or f"{x.stem}.jpg"
         size = node.find("size")
         w_s, h_s = _text(size, "width"), _text(size, "height")
-        w = int(float(w_s)) if w_s and float(w_s) > 0 else None
-        h = int(float(h_s)) if h_s and float(h_s) > 0 else None
+        w, h = image_side(w_s), image_side(h_s)
+        if (w_s or h_s) and (w is None or h is None):
+            index.drop(
+                "bad image size", f"{x}: <size> {w_s!r} x {h_s!r} is not two positive numbers; read from the image"
+            )
+            w = h = None
         boxes, labels = [], []
         for k, obj in enumerate(node.iter("object")):
             name = _text(obj, "name")

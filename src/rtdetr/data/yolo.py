@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.
             except ValueError:
                 index.drop("malformed label line", f"{where}: non-numeric value in {line.strip()!r}")
                 continue
-            if cls_f != int(cls_f) or not 0 <= int(cls_f) < num_classes:
+            if not math.isfinite(cls_f) or cls_f != int(cls_f) or not 0 <= int(cls_f) < num_classes:
                 index.drop("class id out of range", f"{where}: class {fields[0]} not in 0..{num_classes - 1}")
                 continue
             rows.append(vals)

@@ -30,12 +30,14 @@ class RunLogger:
             except Exception as e:  # tensorboard missing or broken: CSV still works
                 log.info("TensorBoard logging off (%s)", e)
 
-    def load_existing(self) -> None:
-        """On resume: keep the rows already written."""
+    def load_existing(self, upto_epoch: int) -> None:
+        """On resume: keep the rows already written for epochs ``1..upto_epoch`` (the checkpoint's epoch); rows
+        of epochs the run is about to redo (killed after logging, before checkpointing) are dropped."""
         path = self.out_dir / "metrics.csv"
         if path.is_file():
             with path.open() as f:
-                self.rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+                rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            self.rows = [r for r in rows if isinstance(r.get("epoch"), float) and r["epoch"] <= upto_epoch]
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.tb is not None:

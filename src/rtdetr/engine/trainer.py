@@ -70,6 +70,8 @@ class Trainer:
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _setup_logging(self.out_dir / "log.txt")
+            for stale in self.out_dir.glob(".*.pth.*.tmp"):  # left by a process killed while saving
+                stale.unlink(missing_ok=True)
 
         if train_index is None:
             if not cfg.data.train:
@@ -98,6 +100,12 @@ class Trainer:
                     idx.num_classes,
                     f"; dropped {dict(idx.dropped)}" if idx.dropped else "",
                 )
+                for problem in idx.problems[:10]:
+                    log.warning("%s data: %s", name, problem)
+                if len(idx.problems) > 10:
+                    log.warning(
+                        "%s data: %d more problems (rtdetr check-data lists them)", name, len(idx.problems) - 10
+                    )
         self.train_index, self.val_index = train_index, val_index
 
         model_cfg = cfg.model
@@ -214,7 +222,7 @@ class Trainer:
         best = ckpt.get("best", {})
         self.best_ap, self.best_epoch = float(best.get("ap", -1.0)), int(best.get("epoch", -1))
         self.bad_evals = int(best.get("bad_evals", 0))
-        self.logger.load_existing()
+        self.logger.load_existing(self.start_epoch)
         if self.main:
             log.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.global_step)
 
@@ -385,11 +393,12 @@ class Trainer:
                         else:
                             self.bad_evals += 1
                 if self.main:
+                    # metrics first: a kill between the two leaves a row that resume drops, never a missing row
+                    self.logger.epoch(row)
                     ckpt = self.checkpoint(epoch + 1)
                     atomic_save(ckpt, self.out_dir / "last.pth")
                     if is_best or self.val_loader is None:
                         atomic_save(ckpt, self.out_dir / "best.pth")
-                    self.logger.epoch(row)
                     log.info(
                         "epoch %d: %s", epoch + 1, ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k in _SHOWN)
                     )

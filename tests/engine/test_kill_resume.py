@@ -1,0 +1,101 @@
+"""A training process killed with SIGKILL (no chance to clean up) loses at most the epoch it was in: the last
+checkpoint stays loadable, ``metrics.csv`` agrees with it, and ``--resume`` finishes the run."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtdetr.convert.checkpoint import read_checkpoint
+from rtdetr.data.synthetic import make_synthetic_coco
+
+from .conftest import TINY
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+
+EPOCHS = 40  # far more than the test lets it run: every kill lands inside a running epoch
+
+
+def _train(data: dict[str, Path], out: Path, epochs: int, *extra: str) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "rtdetr.cli",
+        "train",
+        *TINY,
+        "train.eval_interval=1000",  # eval only at the end: epochs stay short and alike
+        f"--data={data['train']}",
+        f"--val={data['val']}",
+        f"--output={out}",
+        f"--epochs={epochs}",
+        *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_epoch(proc: subprocess.Popen, ckpt: Path, after: int, timeout: float = 120.0) -> int:
+    """Block until ``ckpt`` records an epoch > ``after``; returns that epoch."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"training exited early ({proc.returncode}):\n{proc.stdout.read() if proc.stdout else ''}"
+            )
+        if ckpt.is_file():
+            try:
+                epoch = int(read_checkpoint(ckpt)["epoch"])
+            except Exception:  # being replaced right now: os.replace is atomic, so only a race on open
+                epoch = -1
+            if epoch > after:
+                return epoch
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint after epoch {after} within {timeout} s")
+
+
+def _csv_epochs(out: Path) -> list[int]:
+    with (out / "metrics.csv").open() as f:
+        return [int(float(r["epoch"])) for r in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume(tmp_path: Path) -> None:
+    data = make_synthetic_coco(tmp_path / "data", num_train=48, num_val=4, size=64, seed=3)
+    out = tmp_path / "run"
+    last = out / "last.pth"
+    done = 0
+    for delay in (0.3, 0.05):  # kill shortly after a checkpoint, then right after one (possibly while saving)
+        extra = [f"--resume={last}"] if done else []
+        proc = _train(data, out, EPOCHS, *extra)
+        reached = _wait_for_epoch(proc, last, after=done)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        ckpt = read_checkpoint(last)  # loads: never a truncated file under the real name
+        done = int(ckpt["epoch"])
+        assert done >= reached
+        assert set(ckpt) >= {"model", "optimizer", "scheduler", "epoch", "global_step", "run_config"}
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+        # rows of the epochs the checkpoint holds; at most one row ahead (killed between the two writes)
+        assert _csv_epochs(out)[:done] == list(range(1, done + 1))
+        assert len(_csv_epochs(out)) <= done + 1
+
+    # resume and finish: only the interrupted epoch is redone
+    proc = _train(data, out, done + 1, f"--resume={last}")
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    assert f"at epoch {done}" in log  # "resumed from ... at epoch N"
+    final = read_checkpoint(last)
+    assert int(final["epoch"]) == done + 1
+    assert final["global_step"] == (done + 1) * 24  # 48 images / batch 2: no step repeated or skipped
+    assert _csv_epochs(out) == list(range(1, done + 2))
+    assert not list(out.glob(".*.tmp")), "stale temporary checkpoint files left behind"
