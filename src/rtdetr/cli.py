@@ -216,11 +216,36 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 def _fast(args: argparse.Namespace) -> dict:
     """precision/channels_last for PyTorch models (an exported .onnx has its precision baked in)."""
-    if str(args.model).endswith(".onnx"):
+    if str(args.model).endswith((".onnx", ".xml")):
         if args.precision != "fp32" or args.channels_last:
             raise ValueError("--precision/--channels-last apply to PyTorch models; an ONNX graph is fixed at export")
         return {}
     return {"precision": args.precision, "channels_last": args.channels_last}
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import torch
+
+    from rtdetr.serve import ServeConfig, serve
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in ("max_batch", "max_pending", "max_det", "decode_workers"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_upload_mb <= 0 or args.max_pixels < 1 or args.max_wait_ms < 0:
+        raise ValueError("--max-upload-mb and --max-pixels must be positive, --max-wait-ms >= 0")
+    cfg = ServeConfig(
+        args.max_batch, args.max_wait_ms, args.max_pending, args.max_upload_mb, args.max_pixels,
+        args.decode_workers, args.max_det,
+    )  # fmt: skip
+    kwargs = _fast(args)
+    if args.decoder_depth is not None:
+        kwargs["decoder"] = {"eval_idx": args.decoder_depth - 1}
+    if str(args.model).endswith((".onnx", ".xml")) and args.threads:
+        kwargs["threads"] = args.threads
+    serve(args.model, args.host, args.port, cfg, fuse=not args.no_fuse, device=args.device, **kwargs)
+    return 0
 
 
 def _add_speed_options(p: argparse.ArgumentParser) -> None:
@@ -327,6 +352,22 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_speed_options(bench)
     bench.set_defaults(func=_cmd_benchmark)
 
+    srv = sub.add_parser("serve", help="HTTP service with a web page: POST an image, get JSON detections")
+    srv.add_argument("model", help="checkpoint, variant name (random weights), exported .onnx or OpenVINO .xml")
+    srv.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to listen on every interface)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--threads", type=int, help="CPU threads for inference")
+    srv.add_argument("--max-batch", type=int, default=8, help="images per inference batch")
+    srv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a partial batch waits to fill")
+    srv.add_argument("--max-pending", type=int, default=256, help="requests in flight before 503 (bounds memory)")
+    srv.add_argument("--max-upload-mb", type=float, default=16.0, help="largest request body")
+    srv.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, checked before decoding")
+    srv.add_argument("--decode-workers", type=int, default=2, help="images decoded in parallel")
+    srv.add_argument("--max-det", type=int, default=300, help="most detections per image")
+    srv.add_argument("--no-fuse", action="store_true", help="do not fold Conv+BN/RepVGG before serving")
+    _add_speed_options(srv)
+    srv.set_defaults(func=_cmd_serve)
+
     check = sub.add_parser("check-data", help="summarise a dataset and list its problems")
     check.add_argument("path", help="COCO json, YOLO data.yaml/images folder, or VOC folder")
     check.add_argument("--split", default="train")
@@ -349,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rtdetr {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError, OSError) as e:
+    except (ValueError, RuntimeError, OSError, ImportError) as e:
         print(f"rtdetr {args.command}: error: {e}", file=sys.stderr)
         return 1
 

@@ -17,31 +17,49 @@ from torch.utils.data import Dataset
 from rtdetr.data.records import DatasetIndex, ImageRecord
 from rtdetr.data.transforms import Sample, normalized_cxcywh
 
-__all__ = ["BatchCollator", "DetectionDataset", "load_image"]
+__all__ = ["BatchCollator", "DetectionDataset", "ImageTooLarge", "load_image"]
 
 log = logging.getLogger(__name__)
 
 Target = dict[str, Tensor]
 
 
-def load_image(path: str | object) -> Image.Image:
-    """Open an image as RGB with its EXIF orientation applied (grayscale, palette, RGBA and 16-bit handled).
+class ImageTooLarge(OSError):
+    """The image has more pixels than allowed (decompression-bomb guard)."""
+
+
+def load_image(path: str | object, name: str | None = None, max_pixels: int | None = None) -> Image.Image:
+    """Open an image (a path or a binary file object) as RGB with its EXIF orientation applied (grayscale,
+    palette, RGBA and 16-bit handled).
+
+    Args:
+        name: how messages call the image (default: ``path``).
+        max_pixels: refuse larger images before decoding them (default: Pillow's decompression-bomb limit).
 
     Raises:
+        ImageTooLarge: more than ``max_pixels`` pixels.
         OSError: (or a subclass) when the file is missing, truncated or not an image; the message names the file.
     """
+    name = str(path) if name is None else name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:  # type: ignore[arg-type]
+                w, h = opened.size
+                if max_pixels is not None and w * h > max_pixels:
+                    raise ImageTooLarge(f"{name}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
                 opened.load()
                 im: Image.Image = ImageOps.exif_transpose(opened) or opened
                 if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                     arr = np.asarray(im, dtype=np.float32)
                     im = Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8))
                 return im.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise OSError(f"{path}: cannot decode image ({e})") from None
+    except ImageTooLarge:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLarge(f"{name}: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise OSError(f"{name}: cannot decode image ({e})") from None
 
 
 def image_to_tensor(img: Image.Image) -> Tensor:

@@ -23,7 +23,7 @@ from rtdetr.data.records import IMAGE_SUFFIXES
 from rtdetr.engine.results import Results
 from rtdetr.models.postprocess import PostProcessor
 
-__all__ = ["VIDEO_SUFFIXES", "FastPath", "Predictor", "iter_source"]
+__all__ = ["VIDEO_SUFFIXES", "FastPath", "Predictor", "filter_detections", "iter_source", "to_input"]
 
 log = logging.getLogger("rtdetr")
 
@@ -125,6 +125,23 @@ def _files(files: Sequence[Path], video_stride: int) -> Iterator[Item]:
             log.warning("skipping %s", e)
 
 
+def to_input(images: np.ndarray) -> Tensor:
+    """``[B, H, W, 3]`` uint8 -> ``[B, 3, H, W]`` float in ``[0, 1]``."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def filter_detections(
+    det: dict[str, Tensor], conf: float, classes: set[int] | None = None, max_det: int | None = None
+) -> dict[str, Tensor]:
+    """Keep detections (sorted by score) with ``score >= conf`` and a label in ``classes``; at most ``max_det``.
+    Returns CPU tensors."""
+    keep = det["scores"] >= conf
+    if classes is not None:
+        keep &= torch.tensor([int(lb) in classes for lb in det["labels"].tolist()], dtype=torch.bool).to(keep.device)
+    out = {k: det[k][keep].cpu() for k in ("boxes", "scores", "labels")}
+    return {k: v[:max_det] for k, v in out.items()} if max_det is not None else out
+
+
 class FastPath:
     """Inference speed-ups: ``precision="bf16"`` runs under bfloat16 autocast (large gains on CPUs with
     AVX512-BF16/AMX and on recent GPUs); ``channels_last`` uses NHWC memory, which oneDNN convolutions prefer.
@@ -199,36 +216,45 @@ class Predictor:
             self.model.set_decoder_depth(decoder_depth)  # type: ignore[operator]
         self.post = PostProcessor(len(self.names), num_top_queries=max_det)
 
+    def resize(self, image: Image.Image) -> np.ndarray:
+        """``[H, W, 3]`` uint8 at the network size (PIL bilinear, aspect ratio not kept, as in training)."""
+        h, w = self.image_size
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        return np.asarray(rgb.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
+
     def preprocess(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
         """``[B, 3, H, W]`` network input and ``[B, 2]`` original (w, h)."""
-        h, w = self.image_size
-        batch = [np.asarray(im.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32) for im in images]
-        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).div_(255.0)
-        sizes = torch.tensor([im.size for im in images])
-        return x, sizes
+        x = to_input(np.stack([self.resize(im) for im in images]))
+        return x, torch.tensor([im.size for im in images])
 
     @torch.inference_mode()
+    def infer(self, x: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
+        """Model + post-processing on a prepared batch.
+
+        Args:
+            x: ``[B, 3, H, W]`` float in ``[0, 1]`` at :attr:`image_size`.
+            sizes: ``[B, 2]`` original (w, h) the boxes are scaled to.
+
+        Returns:
+            per image ``{"labels": [K], "boxes": [K, 4] xyxy pixels, "scores": [K]}``, K = max_det, by score.
+        """
+        if self.onnx:
+            return self.model.detect(x, sizes)  # type: ignore[operator]
+        with self.fast.context():
+            out = self.model(self.fast.input(x))
+        return self.post({k: v.float() for k, v in out.items()}, sizes.to(self.device))
+
     def _run(self, items: list[Item]) -> list[Results]:
         images = [it[0] for it in items]
-        x, sizes = self.preprocess(images)
-        if self.onnx:
-            dets = self.model.detect(x, sizes)  # type: ignore[operator]
-        else:
-            with self.fast.context():
-                out = self.model(self.fast.input(x))
-            dets = self.post({k: v.float() for k, v in out.items()}, sizes.to(self.device))
+        dets = self.infer(*self.preprocess(images))
         results = []
         for (img, path, frame), det in zip(items, dets):
-            keep = det["scores"] >= self.conf
-            if self.classes is not None:
-                keep &= torch.tensor(
-                    [int(lb) in self.classes for lb in det["labels"].tolist()], dtype=torch.bool, device=keep.device
-                )
+            det = filter_detections(det, self.conf, self.classes)
             results.append(
                 Results(
-                    det["boxes"][keep].cpu(),
-                    det["scores"][keep].cpu(),
-                    det["labels"][keep].cpu(),
+                    det["boxes"],
+                    det["scores"],
+                    det["labels"],
                     self.names,
                     img.size,
                     path,

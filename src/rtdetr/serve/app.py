@@ -1,0 +1,286 @@
+"""The HTTP service: ``POST /predict`` an image, get JSON detections (and optionally the drawn image).
+
+Endpoints:
+    ``GET /``          the web page (upload or drop an image, threshold and decoder-depth controls).
+    ``GET /health``    liveness and load: ``{"status": "ok", "pending": n, "queued": n, "uptime_s": t}``.
+    ``GET /info``      the model (variant, classes, input size, decoder layers, backend) and the service limits.
+    ``POST /predict``  the image as a multipart file field ``image`` or as the raw body. Query parameters:
+                       ``conf`` (0..1), ``max_det``, ``classes`` (``"0,2"``), ``decoder_depth``, ``draw``.
+
+Every client mistake is a 4xx with ``{"detail": "..."}`` naming the problem: 400 undecodable or empty upload,
+413 too many bytes or pixels, 422 bad query parameter; 503 (with ``Retry-After``) when ``max_pending`` requests
+are already in flight. Boxes are absolute xyxy pixels in the uploaded image.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rtdetr.api import RTDETR
+from rtdetr.data.dataset import ImageTooLarge, load_image
+from rtdetr.engine.predictor import filter_detections, to_input
+from rtdetr.serve.batcher import Busy, MicroBatcher
+from rtdetr.viz import draw_detections
+
+__all__ = ["ServeConfig", "create_app"]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Service limits and batching.
+
+    Attributes:
+        max_batch: images per inference batch; max_wait_ms: how long a partial batch waits to fill.
+        max_pending: requests admitted at once (uploading, decoding, queued or running); more get a 503.
+        max_upload_mb: largest request body; max_pixels: largest image (checked before decoding).
+        decode_workers: images decoded in parallel (bounds the memory of full-size decoded images).
+        max_det: most detections returned per image.
+    """
+
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    max_pending: int = 256
+    max_upload_mb: float = 16.0
+    max_pixels: int = 40_000_000
+    decode_workers: int = 2
+    max_det: int = 300
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes``, by its Content-Length or while it streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            bad = not length.isdigit()
+            if bad or int(length) > self.max_bytes:
+                status, msg = (400, "invalid Content-Length") if bad else (413, self._message(int(length)))
+                await _send_json(send, status, msg)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, self._message(received))
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _message(self, n: int) -> str:
+        return f"request body of {n} bytes is over the limit of {self.max_bytes} bytes"
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
+    """A FastAPI app serving ``detector`` (a PyTorch model or an exported ONNX/OpenVINO graph)."""
+    cfg = config or ServeConfig()
+    predictor = detector.predictor(conf=0.0, max_det=cfg.max_det)
+    torch_model = detector.onnx is None
+    layers = int(detector.model.num_decoder_layers) if torch_model else None
+    default_depth = int(detector.model.decoder_depth) if torch_model else None
+    backend = "pytorch" if torch_model else type(detector.onnx).__name__.replace("Detector", "").lower()
+    info = detector.info()
+
+    def run_batch(images: np.ndarray, sizes: np.ndarray, depth: int | None) -> list[dict[str, torch.Tensor]]:
+        if torch_model:
+            predictor.model.set_decoder_depth(depth or default_depth)  # type: ignore[operator]
+        return predictor.infer(to_input(images), torch.from_numpy(sizes))
+
+    batcher = MicroBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms / 1000, cfg.max_pending)
+    decoding = None  # asyncio.Semaphore, made inside the running loop
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        import asyncio
+
+        nonlocal decoding
+        decoding = asyncio.Semaphore(cfg.decode_workers)
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="rtdetr", version=_version(), lifespan=lifespan)
+    app.add_middleware(_BodyLimit, max_bytes=cfg.max_upload_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        msgs = [f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(msgs)}, status_code=422)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return resources.files("rtdetr.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "pending": batcher.pending,
+            "queued": batcher.queued,
+            "uptime_s": round(time.time() - started, 1),
+        }
+
+    @app.get("/info")
+    async def model_info() -> dict[str, Any]:
+        return {
+            "model": info,
+            "backend": backend,
+            "class_names": detector.class_names,
+            "image_size": list(detector.image_size),
+            "decoder_layers": layers,
+            "decoder_depth": default_depth,
+            "limits": {**asdict(cfg), "max_upload_bytes": cfg.max_upload_bytes},
+            "stats": {"batches": batcher.batches, "images": batcher.images, "pending": batcher.pending},
+        }
+
+    @app.post("/predict")
+    async def predict(
+        request: Request,
+        conf: float = Query(0.25, ge=0.0, le=1.0, description="minimum score"),
+        max_det: int = Query(cfg.max_det, ge=1, le=cfg.max_det, description="most detections returned"),
+        classes: str | None = Query(None, description="comma-separated class ids to keep, e.g. 0,2"),
+        decoder_depth: int | None = Query(None, ge=1, description="decoder layers to run (PyTorch models)"),
+        draw: bool = Query(False, description="also return the drawn image as a JPEG data URL"),
+    ) -> JSONResponse:
+        t0 = time.perf_counter()
+        keep = _parse_classes(classes, len(detector.class_names))
+        if decoder_depth is not None:
+            if not torch_model:
+                raise HTTPException(400, "the decoder depth of an exported graph is fixed at export")
+            if layers is not None and decoder_depth > layers:
+                raise HTTPException(400, f"decoder_depth {decoder_depth} is over the model's {layers} layers")
+        try:
+            async with batcher.admit():
+                data, name = await _read_upload(request)
+                assert decoding is not None
+                async with decoding:
+                    image, prepared = await run_in_threadpool(_decode, data, name, cfg.max_pixels, predictor.resize)
+                del data
+                t1 = time.perf_counter()
+                det = await batcher.submit(prepared, image.size, decoder_depth)
+                t2 = time.perf_counter()
+        except Busy as e:
+            raise HTTPException(503, str(e), headers={"Retry-After": "1"}) from None
+        det = filter_detections(det, conf, keep, max_det)
+        names = detector.class_names
+        body: dict[str, Any] = {
+            "image": {"name": name, "width": image.size[0], "height": image.size[1]},
+            "detections": [
+                {"label": int(lb), "name": names[int(lb)], "score": round(float(s), 5), "box": [round(v, 2) for v in b]}
+                for lb, s, b in zip(det["labels"].tolist(), det["scores"].tolist(), det["boxes"].tolist())
+            ],
+            "conf": conf,
+            "decoder_depth": decoder_depth or default_depth,
+        }
+        if draw:
+            body["drawn"] = await run_in_threadpool(_drawn, image, det, names)
+        body["timing_ms"] = {
+            "decode": round((t1 - t0) * 1000, 2),
+            "queue_and_inference": round((t2 - t1) * 1000, 2),
+            "total": round((time.perf_counter() - t0) * 1000, 2),
+        }
+        return JSONResponse(body)
+
+    return app
+
+
+async def _read_upload(request: Request) -> tuple[bytes, str]:
+    """The image bytes of a multipart field ``image`` (or the only file field) or of the raw body."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        try:
+            form = await request.form(max_files=4, max_fields=16)
+        except HTTPException:
+            raise
+        except Exception as e:  # malformed multipart
+            raise HTTPException(400, f"malformed multipart body ({e})") from None
+        try:
+            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            field = form.get("image")
+            upload = field if isinstance(field, UploadFile) else (files[0] if len(files) == 1 else None)
+            if upload is None:
+                raise HTTPException(400, "multipart upload without a file field 'image'")
+            data, name = await upload.read(), upload.filename or "upload"
+        finally:
+            await form.close()
+    elif ctype.startswith("application/x-www-form-urlencoded"):
+        raise HTTPException(400, "send the image as multipart/form-data (field 'image') or as the raw body")
+    else:
+        data, name = await request.body(), "upload"
+    if not data:
+        raise HTTPException(400, f"{name}: empty upload")
+    return data, name
+
+
+def _decode(data: bytes, name: str, max_pixels: int, resize: Any) -> tuple[Any, np.ndarray]:
+    try:
+        image = load_image(io.BytesIO(data), name=name, max_pixels=max_pixels)
+    except ImageTooLarge as e:
+        raise HTTPException(413, str(e)) from None
+    except OSError as e:
+        raise HTTPException(400, f"{e}; send a JPEG, PNG, BMP, WebP or TIFF image") from None
+    return image, resize(image)
+
+
+def _drawn(image: Any, det: dict[str, torch.Tensor], names: list[str]) -> str:
+    drawn = draw_detections(image, det["boxes"].tolist(), det["labels"].tolist(), det["scores"].tolist(), names)
+    buf = io.BytesIO()
+    drawn.save(buf, "JPEG", quality=88)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _parse_classes(text: str | None, num_classes: int) -> set[int] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        ids = {int(t) for t in text.split(",") if t.strip()}
+    except ValueError:
+        raise HTTPException(400, f"classes must be comma-separated integers, got {text!r}") from None
+    bad = sorted(i for i in ids if not 0 <= i < num_classes)
+    if bad:
+        raise HTTPException(400, f"class ids {bad} are not in 0..{num_classes - 1}")
+    return ids
+
+
+def _version() -> str:
+    from rtdetr import __version__
+
+    return __version__

@@ -1,0 +1,155 @@
+"""The HTTP service through FastAPI's TestClient: results equal the Python API; every bad request is a clear
+4xx, never a 500."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from rtdetr.api import RTDETR
+from rtdetr.serve import ServeConfig, create_app
+
+from .conftest import NAMES, image_bytes
+
+
+@pytest.fixture()
+def client(detector: RTDETR):
+    with TestClient(create_app(detector, ServeConfig(max_upload_mb=1, max_pixels=1_000_000))) as c:
+        yield c
+
+
+def test_health_info_and_page(client: TestClient) -> None:
+    assert client.get("/health").json()["status"] == "ok"
+    info = client.get("/info").json()
+    assert info["class_names"] == NAMES
+    assert info["decoder_layers"] == 2 and info["decoder_depth"] == 2
+    assert info["image_size"] == [64, 64] and info["backend"] == "pytorch"
+    assert info["limits"]["max_upload_bytes"] == 1024 * 1024
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="canvas"' in page.text and "/predict" in page.text
+
+
+def test_predict_matches_the_python_api(client: TestClient, detector: RTDETR) -> None:
+    data = image_bytes()
+    r = client.post("/predict?conf=0", files={"image": ("a.jpg", data, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["image"] == {"name": "a.jpg", "width": 120, "height": 90}
+    ref = detector.predict(Image.open(io.BytesIO(data)), conf=0.0)[0]
+    assert len(body["detections"]) == len(ref) > 0
+    for d, score, box, label in zip(body["detections"], ref.scores.tolist(), ref.boxes.tolist(), ref.labels.tolist()):
+        assert d["label"] == label and d["name"] == NAMES[label]
+        assert d["score"] == pytest.approx(score, abs=1e-4)
+        assert d["box"] == pytest.approx(box, abs=0.02)
+        assert 0 <= d["box"][0] <= d["box"][2] <= 120 and 0 <= d["box"][1] <= d["box"][3] <= 90
+    # the raw body works too, and the filters apply
+    r2 = client.post("/predict?conf=0&max_det=3&classes=0,2", content=data, headers={"content-type": "image/jpeg"})
+    dets = r2.json()["detections"]
+    assert len(dets) <= 3 and all(d["label"] in (0, 2) for d in dets)
+    assert r2.json()["timing_ms"]["total"] > 0
+
+
+def test_draw_and_decoder_depth(client: TestClient) -> None:
+    data = image_bytes("PNG")
+    r = client.post("/predict?conf=0&draw=true&decoder_depth=1", files={"image": ("b.png", data, "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["decoder_depth"] == 1
+    head, b64 = body["drawn"].split(",", 1)
+    assert head == "data:image/jpeg;base64"
+    assert Image.open(io.BytesIO(base64.b64decode(b64))).size == (120, 90)
+    full = client.post("/predict?conf=0", files={"image": ("b.png", data, "image/png")}).json()
+    assert full["decoder_depth"] == 2
+    assert [d["score"] for d in full["detections"]] != [d["score"] for d in body["detections"]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "needle"),
+    [
+        ({"content": b""}, 400, "empty upload"),
+        ({"content": b"hello, not an image", "headers": {"content-type": "text/plain"}}, 400, "cannot decode image"),
+        ({"files": {"image": ("x.jpg", image_bytes()[:300], "image/jpeg")}}, 400, "x.jpg"),
+        ({"files": {"other": ("x.txt", b"abc", "text/plain"), "more": ("y.txt", b"d", "text/plain")}}, 400, "'image'"),
+        ({"data": {"image": "text field"}}, 400, "multipart"),
+        ({"content": b"--xx\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=xx"}}, 400, ""),
+        ({"content": b"\0" * (1024 * 1024 + 1)}, 413, "over the limit"),
+    ],
+)
+def test_bad_uploads_are_4xx_with_a_reason(client: TestClient, kwargs: dict, status: int, needle: str) -> None:
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+
+
+def test_too_many_pixels_refused_before_decoding(client: TestClient) -> None:
+    buf = io.BytesIO()
+    Image.new("L", (1200, 1000)).save(buf, "PNG")  # 1.2 MP > 1 MP limit, yet a tiny file
+    r = client.post("/predict", files={"image": ("big.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 413 and "1200x1000" in r.json()["detail"]
+
+
+def test_streamed_body_over_the_limit_is_413(client: TestClient) -> None:
+    def chunks():
+        for _ in range(20):
+            yield b"\xff" * 100_000
+
+    r = client.post("/predict", content=chunks(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("query", "needle"),
+    [
+        ("conf=1.5", "conf"),
+        ("conf=abc", "conf"),
+        ("max_det=0", "max_det"),
+        ("decoder_depth=0", "decoder_depth"),
+        ("decoder_depth=9", "over the model's 2 layers"),
+        ("classes=1,x", "comma-separated"),
+        ("classes=7", "[7]"),
+    ],
+)
+def test_bad_parameters_are_4xx(client: TestClient, query: str, needle: str) -> None:
+    r = client.post(f"/predict?{query}", files={"image": ("a.jpg", image_bytes(), "image/jpeg")})
+    assert 400 <= r.status_code < 500, r.text
+    assert needle in r.json()["detail"]
+
+
+def test_busy_service_answers_503(detector: RTDETR) -> None:
+    app = create_app(detector, ServeConfig(max_pending=1))
+    with TestClient(app) as c:
+        batcher = next(
+            cell.cell_contents
+            for route in app.routes
+            if getattr(route, "name", "") == "health"
+            for cell in (route.endpoint.__closure__ or ())
+            if type(cell.cell_contents).__name__ == "MicroBatcher"
+        )
+        batcher.pending = 1  # one request in flight
+        r = c.post("/predict", content=image_bytes())
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        batcher.pending = 0
+        assert c.post("/predict", content=image_bytes()).status_code == 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(
+        st.binary(max_size=400),
+        st.builds(lambda cut: image_bytes()[:cut], st.integers(0, 2000)),
+        st.builds(
+            lambda b, pos: b[:pos] + b"\x00\xff" + b[pos + 2 :], st.just(image_bytes("PNG")), st.integers(0, 500)
+        ),
+    ),
+    ctype=st.sampled_from(["image/jpeg", "application/octet-stream", "multipart/form-data", "text/plain", ""]),
+)
+def test_fuzzed_uploads_never_500(client: TestClient, body: bytes, ctype: str) -> None:
+    r = client.post("/predict", content=body, headers={"content-type": ctype} if ctype else {})
+    assert r.status_code in (200, 400, 413), r.text
+    assert ("detections" in r.json()) == (r.status_code == 200)
