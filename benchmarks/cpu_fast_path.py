@@ -5,10 +5,12 @@ Peer: HF transformers' RTDetrForObjectDetection r18vd (random weights, local con
 431-480 ms, ONNX Runtime 309-340 ms against 317-342 ms. The official code itself cannot be fetched here.
 
 Timed (median of --runs after --warmup, torch and ONNX Runtime limited to --threads):
-  ours: eager fp32, deploy()-fused fp32, fused + bf16 autocast + channels_last, ONNX Runtime fp32 and int8,
-        OpenVINO (its default precision on this CPU);
+  ours: eager fp32, deploy()-fused fp32, fused fp32 + channels_last (the default predict path on the CPU),
+        fused + bf16 autocast + channels_last, ONNX Runtime fp32 and int8,
+        OpenVINO (its default precision on this CPU) and OpenVINO running the calibrated int8 graph;
   peer: HF eager fp32 and HF on ONNX Runtime (TorchScript export, opset 17);
-  training step (batch 2, forward + loss + backward + AdamW step): ours vs HF.
+  training step (batch 2, forward + loss + backward + AdamW step): ours (fp32; channels_last; bf16 autocast +
+  channels_last, i.e. train.amp + train.channels_last) vs HF fp32.
 
     python benchmarks/cpu_fast_path.py --runs 10 --json benchmarks/results_cpu_fast_path.json
 """
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from rtdetr.bench.profile import measure_latency
+from rtdetr.engine.trainer import _float
 from rtdetr.export import OnnxRuntimeDetector, OpenVinoDetector, export_onnx, quantize_onnx_int8, to_openvino
 from rtdetr.loss import RTDETRCriterion
 from rtdetr.models import create_model
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         t("ours eager fp32 + channels_last", lambda: eager_cl(x.contiguous(memory_format=torch.channels_last)))
         fast = copy.deepcopy(fused).to(memory_format=torch.channels_last)
         xc = x.contiguous(memory_format=torch.channels_last)
+        t("ours fused fp32 + channels_last", lambda: fast(xc))  # what RTDETR(...).predict runs on the CPU
 
         def bf16() -> object:
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ov = OpenVinoDetector(to_openvino(tmp / "ours.onnx", tmp / "ov"), threads=args.threads)
         t("ours OpenVINO default (+post)", lambda: ov.run(x.numpy(), sizes))
+        ov8 = OpenVinoDetector(to_openvino(tmp / "ours_int8.onnx", tmp / "ov8"), threads=args.threads)
+        t("ours OpenVINO int8 (+post)", lambda: ov8.run(x.numpy(), sizes))
     except ImportError as e:
         print(f"OpenVINO skipped: {e}")
 
@@ -149,6 +155,19 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
 
     t("train step ours (bs 2)", ours_step)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    xb_cl = xb.contiguous(memory_format=torch.channels_last)
+
+    def ours_step_fast(amp: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = model(xb_cl, _targets())
+        losses = crit(_float(out), _targets())  # criterion in fp32, as the trainer does
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+
+    t("train step ours channels_last (bs 2)", lambda: ours_step_fast(False))
+    t("train step ours bf16 AMP + channels_last (bs 2)", lambda: ours_step_fast(True))
     if hf is not None:
         hf.train()
         hopt = torch.optim.AdamW(hf.parameters(), lr=1e-5)
@@ -163,13 +182,18 @@ def main(argv: list[str] | None = None) -> int:
         t("train step peer HF (bs 2)", hf_step)
 
     best = min(res[k] for k in res if k.startswith("ours") and "eager" not in k)
-    eager = min(res["ours eager fp32"], res["ours eager fp32 + channels_last"])
+    eager = min(res[k] for k in res if k.startswith("ours") and "fp32" in k and "ONNX" not in k)
     ratios = {}
     if "peer HF ONNX Runtime fp32" in res:
         ratios["best_cpu_path_vs_peer_onnxruntime"] = round(best / res["peer HF ONNX Runtime fp32"], 3)
         ratios["ours_eager_vs_peer_eager"] = round(res["ours eager fp32"] / res["peer HF eager fp32"], 3)
         ratios["ours_best_eager_fp32_vs_peer_eager"] = round(eager / res["peer HF eager fp32"], 3)
-        ratios["train_step_vs_peer"] = round(res["train step ours (bs 2)"] / res["train step peer HF (bs 2)"], 3)
+        peer_step = res["train step peer HF (bs 2)"]
+        ratios["train_step_vs_peer"] = round(res["train step ours (bs 2)"] / peer_step, 3)
+        ratios["train_step_channels_last_vs_peer"] = round(res["train step ours channels_last (bs 2)"] / peer_step, 3)
+        ratios["train_step_bf16_amp_channels_last_vs_peer"] = round(
+            res["train step ours bf16 AMP + channels_last (bs 2)"] / peer_step, 3
+        )
     print(json.dumps(ratios, indent=2))
     if args.json:
         Path(args.json).write_text(

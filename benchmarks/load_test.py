@@ -133,6 +133,7 @@ async def run_round(url: str, body: bytes, concurrency: int, requests: int, pid:
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0)) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     wall = time.perf_counter() - t0
+    await asyncio.sleep(1.0)  # let the server go idle (it trims freed memory then)
     sampler.cancel()
     after = rss_mb(pid) if pid else None
     ok = statuses.get(200, 0) - errors.get("200 without detections", 0)

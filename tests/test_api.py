@@ -96,3 +96,23 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as e:
         main(["predict", "m", "s", "--conf", "high"])
     assert e.value.code == 2
+
+
+def test_predict_runs_a_fused_copy_kept_in_sync() -> None:
+    import torch
+
+    det = RTDETR("rtdetr_r18vd", num_classes=3, **TINY_MODEL)
+    assert det.channels_last  # the CPU default
+    fused = det.inference_model()
+    assert fused.deployed and not det.model.deployed and det.inference_model() is fused
+    img = np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    a = det.predict(img, conf=0.0)[0]
+    b = RTDETR("rtdetr_r18vd", num_classes=3, fuse=False, channels_last=False, **TINY_MODEL)
+    b.model.load_state_dict(det.model.state_dict())
+    ref = b.predict(img, conf=0.0)[0]
+    torch.testing.assert_close(a.scores, ref.scores, atol=1e-4, rtol=0)
+    det.model.set_decoder_depth(1)  # a new depth reaches the copy
+    assert det.inference_model() is fused and fused.decoder_depth == 1
+    with torch.no_grad():  # new weights rebuild it
+        det.model.decoder.dec_score_head[0].bias.add_(1.0)
+    assert det.inference_model() is not fused

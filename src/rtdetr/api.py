@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,7 +30,10 @@ class RTDETR:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
         class_names: names by label (default: from the checkpoint, COCO for 80-class models, else ``"0"``...).
         precision: ``"fp32"``, ``"bf16"`` (autocast; about 2.6x faster for R18 on AVX512-BF16 CPUs) or ``"fp16"``
-            (CUDA) for predict/val/benchmark; channels_last: NHWC memory for convolutions (pairs well with bf16).
+            (CUDA) for predict/val/benchmark; channels_last: NHWC memory for convolutions (default: on for the
+            CPU, where oneDNN prefers it).
+        fuse: predict with a ``deploy()``-fused copy (Conv+BN folded, RepVGG merged; same outputs, faster). The
+            copy is rebuilt when the weights or the decoder depth of :attr:`model` change.
         **overrides: model config overrides, e.g. ``num_classes=3``, ``decoder={"num_layers": 4}``.
 
     Example:
@@ -43,11 +47,14 @@ class RTDETR:
         device: str = "auto",
         class_names: Sequence[str] | None = None,
         precision: str = "fp32",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
+        fuse: bool = True,
         **overrides: Any,
     ) -> None:
         self.device = resolve_device(device)
-        self.precision, self.channels_last = precision, channels_last
+        self.precision, self.fuse = precision, fuse
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
+        self._fused: tuple[tuple[int, ...], RTDETRModel] | None = None
         self.checkpoint: Path | None = None
         self.onnx: OnnxRuntimeDetector | OpenVinoDetector | None = None  # an exported graph
         names: list[str] | None = None
@@ -119,6 +126,22 @@ class RTDETR:
         }
 
     # ------------------------------------------------------------------------------------------------ predict
+    def inference_model(self) -> RTDETRModel:
+        """The module predict() runs: :attr:`model`, or with ``fuse`` a cached fused copy of it."""
+        self._require_torch("inference_model()")
+        if not self.fuse or self.model.deployed:
+            return self.model
+        key = (
+            id(self.model),
+            *(p._version for p in self.model.parameters()),
+            *(b._version for b in self.model.buffers()),
+        )
+        if self._fused is None or self._fused[0] != key:
+            self._fused = (key, copy.deepcopy(self.model).deploy())
+        fused = self._fused[1]
+        fused.set_decoder_depth(self.model.decoder_depth)
+        return fused
+
     def predictor(
         self,
         conf: float = 0.25,
@@ -128,7 +151,7 @@ class RTDETR:
         image_size: tuple[int, int] | None = None,
         batch: int = 1,
     ) -> Predictor:
-        backend: Any = self.onnx if self.onnx is not None else self.model
+        backend: Any = self.onnx if self.onnx is not None else self.inference_model()
         if self.onnx is not None and image_size is not None and tuple(image_size) != self.image_size:
             raise ValueError(f"the ONNX graph was exported at {self.image_size}; re-export for {tuple(image_size)}")
         return Predictor(
@@ -269,7 +292,8 @@ class RTDETR:
 
         ``format="onnx"`` writes an ONNX graph (parity-checked against PyTorch by default); ``int8=True`` also
         writes ``<stem>_int8.onnx`` calibrated on up to 64 images from ``calibration`` (an image folder or any
-        dataset path). ``format="openvino"`` converts the ONNX graph to OpenVINO IR. Returns the report.
+        dataset path). ``format="openvino"`` converts the ONNX graph to OpenVINO IR, and with ``int8=True`` the
+        int8 graph too (``<stem>_int8_openvino/``). Returns the report.
         """
         from rtdetr.export.onnx import export_onnx
 
@@ -303,6 +327,9 @@ class RTDETR:
             from rtdetr.export.quantize import to_openvino
 
             report["openvino_path"] = str(to_openvino(onnx_path, onnx_path.parent / f"{onnx_path.stem}_openvino"))
+            if int8:  # OpenVINO runs the calibrated QDQ graph in int8: the fastest CPU path measured here
+                q_path = Path(report["int8_path"])
+                report["openvino_int8_path"] = str(to_openvino(q_path, q_path.parent / f"{q_path.stem}_openvino"))
         return report
 
     def __repr__(self) -> str:

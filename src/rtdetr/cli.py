@@ -178,7 +178,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"parity vs PyTorch: max |score diff| {report['max_score_diff']:.2e}, max |box diff| "
             f"{report['max_box_diff_px']:.2e} px, label agreement {report['label_agreement']:.3f}"
         )
-    for key in ("int8_path", "openvino_path"):
+    for key in ("int8_path", "openvino_path", "openvino_int8_path"):
         if key in report:
             print(f"wrote {report[key]}")
     return 0
@@ -258,7 +258,12 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
         choices=["fp32", "bf16", "fp16"],
         help="bf16 autocast is the fast CPU path (AVX512-BF16); fp16 needs CUDA",
     )
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout (pairs well with bf16)")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC memory layout for convolutions (default: on for the CPU)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -330,7 +335,9 @@ def _build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export model + post-processor to ONNX (parity-checked against PyTorch)")
     exp.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
     exp.add_argument("--format", default="onnx", choices=["onnx", "openvino"])
-    exp.add_argument("--int8", action="store_true", help="also write an int8 (QDQ) ONNX graph for ONNX Runtime")
+    exp.add_argument(
+        "--int8", action="store_true", help="also write an int8 (QDQ) ONNX graph; with --format openvino an int8 IR too"
+    )
     exp.add_argument("--calib", help="calibration images for --int8: an image folder or a dataset path")
     exp.add_argument("--output", "-o", help="output file (default: <checkpoint stem>.onnx)")
     exp.add_argument("--size", type=int, help="square input size (default: the model's)")

@@ -93,5 +93,11 @@ def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "m_int8.onnx" in out and (tmp_path / "m_int8.onnx").is_file()
     assert (tmp_path / "m_openvino" / "m.xml").is_file()
+    xml8 = tmp_path / "m_int8_openvino" / "m_int8.xml"  # the int8 graph as OpenVINO IR (runs in int8 there)
+    assert xml8.is_file() and str(xml8) in out
+    from rtdetr.api import RTDETR
+
+    r8 = RTDETR(xml8).predict(np.zeros((40, 50, 3), np.uint8), conf=0.0)[0]
+    assert len(r8) == 10 and r8.names == ["a", "b", "c"]
     assert main(["export", str(ckpt), "--int8"]) == 1
     assert "needs calibration images" in capsys.readouterr().err

@@ -49,12 +49,20 @@ class MicroBatcher:
         max_batch: largest batch.
         max_wait_s: how long a non-full batch waits for more requests.
         max_pending: requests admitted at once (uploading, decoding, queued or running).
+        on_idle: called on the inference thread whenever the queue runs empty after a batch (memory trimming).
     """
 
-    def __init__(self, run_batch: RunBatch, max_batch: int = 8, max_wait_s: float = 0.005, max_pending: int = 256):
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        max_batch: int = 8,
+        max_wait_s: float = 0.005,
+        max_pending: int = 256,
+        on_idle: Callable[[], None] | None = None,
+    ):
         if max_batch < 1 or max_pending < 1 or max_wait_s < 0:
             raise ValueError("max_batch and max_pending must be >= 1 and max_wait_s >= 0")
-        self.run_batch = run_batch
+        self.run_batch, self.on_idle = run_batch, on_idle
         self.max_batch, self.max_wait_s, self.max_pending = max_batch, max_wait_s, max_pending
         self.pending = 0
         self.batches = 0
@@ -141,3 +149,5 @@ class MicroBatcher:
                 for j, r in zip(jobs, results):
                     if not j.future.done():
                         j.future.set_result(r)
+            if self.on_idle is not None and self._queue is not None and self._queue.empty():
+                await loop.run_in_executor(self._executor, self.on_idle)
