@@ -189,12 +189,20 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from rtdetr.bench.latency import benchmark_detector
     from rtdetr.data import load_image
 
-    kwargs = {"threads": args.threads} if args.model.endswith(".onnx") and args.threads else {}
+    kwargs = {"threads": args.threads} if args.model.endswith((".onnx", ".xml")) and args.threads else {}
     det = RTDETR(args.model, device=args.device, **kwargs, **_fast(args))
     image = load_image(args.image) if args.image else None
     if args.decoder_depth and det.onnx is None:
         det.model.set_decoder_depth(args.decoder_depth)
     res = benchmark_detector(det, args.batch, args.warmup, args.runs, args.threads, image)
+    if args.yolo:
+        from rtdetr.bench.latency import _demo_image
+        from rtdetr.bench.yolo import benchmark_yolo
+
+        res["yolo"] = benchmark_yolo(
+            args.yolo, image or _demo_image(), args.yolo_conf, args.warmup, args.runs, args.threads,
+            max(det.image_size),
+        )  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     print(
@@ -211,6 +219,18 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             f"{r['batch']:>5}{cells['preprocess']:>16}{cells['model']:>18}{cells['postprocess']:>16}"
             f"{cells['end_to_end']:>18}{r['images_per_s']:>9.2f}"
         )
+    if "yolo" in res:
+        print(f"YOLO {res['yolo']['model']} (Ultralytics, batch 1; post-processing includes NMS), ms")
+        print(f"{'conf':>7}{'preprocess':>16}{'inference':>18}{'post + NMS':>16}{'end-to-end':>18}{'boxes':>8}")
+        for r in res["yolo"]["results"]:
+            cells = {
+                k: f"{r[k]['median_ms']:.1f} ({r[k]['p90_ms']:.1f})"
+                for k in ("preprocess", "inference", "postprocess_nms", "end_to_end")
+            }
+            print(
+                f"{r['conf']:>7g}{cells['preprocess']:>16}{cells['inference']:>18}{cells['postprocess_nms']:>16}"
+                f"{cells['end_to_end']:>18}{r['detections']:>8}"
+            )
     return 0
 
 
@@ -356,6 +376,10 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--image", help="image to time with (default: a generated 1280x720 image)")
     bench.add_argument("--json", help="write the results as JSON to this file")
+    bench.add_argument("--yolo", help="also time an Ultralytics YOLO .pt/.yaml with its NMS (needs ultralytics)")
+    bench.add_argument(
+        "--yolo-conf", type=float, nargs="+", default=[0.001, 0.25], help="YOLO score thresholds to time"
+    )
     _add_speed_options(bench)
     bench.set_defaults(func=_cmd_benchmark)
 

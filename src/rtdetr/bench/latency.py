@@ -73,7 +73,7 @@ def benchmark_detector(
             }
         )
     return {
-        "backend": "onnxruntime" if det.onnx is not None else "pytorch",
+        "backend": "pytorch" if det.onnx is None else type(det.onnx).__name__.replace("Detector", "").lower(),
         "precision": "fp32" if det.onnx is not None else det.precision,
         "channels_last": det.channels_last if det.onnx is None else False,
         "model": det.info(),

@@ -1,0 +1,93 @@
+"""Optional peer timing: an Ultralytics YOLO model with its NMS, at the confidence thresholds that matter.
+
+A YOLO detector's latency depends on its score threshold, because NMS runs over every box above it: at
+``conf=0.001`` (what mAP evaluation uses) NMS sees thousands of candidates, at ``conf=0.25`` (a typical
+deployment setting) only a few. RT-DETR has no NMS, so its post-processing time does not depend on the threshold.
+This module times both settings through Ultralytics' own ``predict`` (its ``speed`` dictionary splits
+pre-processing, inference and post-processing, which includes NMS).
+
+Ultralytics (AGPL-3.0) is never a dependency of rtdetr: install it yourself to run the comparison.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["benchmark_yolo"]
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"median_ms": round(float(np.median(arr)), 2), "p90_ms": round(float(np.percentile(arr, 90)), 2)}
+
+
+def benchmark_yolo(
+    model: str | Path,
+    image: Image.Image,
+    confs: Sequence[float] = (0.001, 0.25),
+    warmup: int = 3,
+    runs: int = 10,
+    threads: int | None = None,
+    imgsz: int = 640,
+) -> dict[str, Any]:
+    """Time ``ultralytics.YOLO(model).predict`` on ``image`` at each threshold in ``confs`` (CPU, batch 1).
+
+    Args:
+        model: a local ``.pt`` weights file or a model ``.yaml`` (random weights). Nothing is downloaded: a name
+            that is not a local file is refused.
+
+    Returns:
+        ``{"model", "imgsz", "threads", "results": [{"conf", "preprocess", "inference", "postprocess_nms",
+        "end_to_end", "detections"}]}`` with median/p90 milliseconds per stage.
+    """
+    try:
+        from ultralytics import YOLO
+    except ImportError:
+        raise ImportError(
+            "the YOLO comparison needs the ultralytics package (pip install ultralytics; AGPL-3.0, not a "
+            "dependency of rtdetr)"
+        ) from None
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{model}: no such YOLO weights or model yaml (rtdetr never downloads weights)")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    yolo = YOLO(str(path))
+    frame = np.asarray(image.convert("RGB"))[:, :, ::-1].copy()  # Ultralytics takes numpy images as BGR
+    rows = []
+    for conf in confs:
+        stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": [], "wall": []}
+        count = 0
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            res = yolo.predict(frame, conf=conf, imgsz=imgsz, device="cpu", verbose=False)[0]
+            wall = (time.perf_counter() - t0) * 1000
+            if i < warmup:
+                continue
+            for k in ("preprocess", "inference", "postprocess"):
+                stages[k].append(float(res.speed[k]))
+            stages["wall"].append(wall)
+            count = len(res.boxes)
+        rows.append(
+            {
+                "conf": conf,
+                "preprocess": _stats(stages["preprocess"]),
+                "inference": _stats(stages["inference"]),
+                "postprocess_nms": _stats(stages["postprocess"]),
+                "end_to_end": _stats(stages["wall"]),
+                "detections": count,
+            }
+        )
+    return {
+        "model": str(path),
+        "imgsz": imgsz,
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "results": rows,
+    }
