@@ -153,3 +153,15 @@ def test_fuzzed_uploads_never_500(client: TestClient, body: bytes, ctype: str) -
     r = client.post("/predict", content=body, headers={"content-type": ctype} if ctype else {})
     assert r.status_code in (200, 400, 413), r.text
     assert ("detections" in r.json()) == (r.status_code == 200)
+
+
+def test_cli_serve_rejects_bad_settings(capsys: pytest.CaptureFixture) -> None:
+    from rtdetr.cli import main
+
+    assert main(["serve", "rtdetr_r18vd", "--max-batch", "0"]) == 1
+    assert "--max-batch must be >= 1" in capsys.readouterr().err
+    assert main(["serve", "rtdetr_r18vd", "--max-upload-mb", "0"]) == 1
+    assert "--max-upload-mb" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "rtdetr_r18vd", "--port", "http"])
+    assert e.value.code == 2
