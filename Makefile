@@ -41,4 +41,4 @@ bench: install
 	$(BIN)/python benchmarks/model_zoo.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) outputs .pytest_cache .mypy_cache .ruff_cache .hypothesis
