@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class _FakeYOLO:
     def predict(self, frame: np.ndarray, conf: float, imgsz: int, device: str, verbose: bool) -> list:
         assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8
         _FakeYOLO.calls.append({"conf": conf, "imgsz": imgsz, "device": device})
+        time.sleep(0.002)  # a measurable wall time
         n = int((self.scores >= conf).sum())
         res = types.SimpleNamespace(speed={"preprocess": 1.0, "inference": 20.0, "postprocess": n / 100}, boxes=[0] * n)
         return [res]
