@@ -193,16 +193,23 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
                 assert decoding is not None
                 async with decoding:
                     image, prepared = await run_in_threadpool(_decode, data, name, cfg.max_pixels, predictor.resize)
-                del data
+                size = image.size
+                del image  # only the network-size copy waits in the queue; draw=true decodes the upload again
+                if not draw:
+                    del data
                 t1 = time.perf_counter()
-                det = await batcher.submit(prepared, image.size, decoder_depth)
+                det = await batcher.submit(prepared, size, decoder_depth)
                 t2 = time.perf_counter()
+                det = filter_detections(det, conf, keep, max_det)
+                drawn = None
+                if draw:
+                    async with decoding:
+                        drawn = await run_in_threadpool(_drawn, data, name, cfg.max_pixels, det, detector.class_names)
         except Busy as e:
             raise HTTPException(503, str(e), headers={"Retry-After": "1"}) from None
-        det = filter_detections(det, conf, keep, max_det)
         names = detector.class_names
         body: dict[str, Any] = {
-            "image": {"name": name, "width": image.size[0], "height": image.size[1]},
+            "image": {"name": name, "width": size[0], "height": size[1]},
             "detections": [
                 {"label": int(lb), "name": names[int(lb)], "score": round(float(s), 5), "box": [round(v, 2) for v in b]}
                 for lb, s, b in zip(det["labels"].tolist(), det["scores"].tolist(), det["boxes"].tolist())
@@ -210,8 +217,8 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
             "conf": conf,
             "decoder_depth": decoder_depth or default_depth,
         }
-        if draw:
-            body["drawn"] = await run_in_threadpool(_drawn, image, det, names)
+        if drawn is not None:
+            body["drawn"] = drawn
         body["timing_ms"] = {
             "decode": round((t1 - t0) * 1000, 2),
             "queue_and_inference": round((t2 - t1) * 1000, 2),
@@ -260,7 +267,8 @@ def _decode(data: bytes, name: str, max_pixels: int, resize: Any) -> tuple[Any, 
     return image, resize(image)
 
 
-def _drawn(image: Any, det: dict[str, torch.Tensor], names: list[str]) -> str:
+def _drawn(data: bytes, name: str, max_pixels: int, det: dict[str, torch.Tensor], names: list[str]) -> str:
+    image = load_image(io.BytesIO(data), name=name, max_pixels=max_pixels)
     drawn = draw_detections(image, det["boxes"].tolist(), det["labels"].tolist(), det["scores"].tolist(), names)
     buf = io.BytesIO()
     drawn.save(buf, "JPEG", quality=88)
