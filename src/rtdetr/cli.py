@@ -211,10 +211,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     )
     print(f"{'batch':>5}{'preprocess':>16}{'model':>18}{'postprocess':>16}{'end-to-end':>18}{'img/s':>9}")
     for r in res["results"]:
-        cells = {
-            k: f"{r[k]['median_ms']:.1f} ({r[k]['p90_ms']:.1f})"
-            for k in ("preprocess", "model", "postprocess", "end_to_end")
-        }
+        cells = _timing_cells(r, ("preprocess", "model", "postprocess", "end_to_end"))
         print(
             f"{r['batch']:>5}{cells['preprocess']:>16}{cells['model']:>18}{cells['postprocess']:>16}"
             f"{cells['end_to_end']:>18}{r['images_per_s']:>9.2f}"
@@ -223,15 +220,17 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         print(f"YOLO {res['yolo']['model']} (Ultralytics, batch 1; post-processing includes NMS), ms")
         print(f"{'conf':>7}{'preprocess':>16}{'inference':>18}{'post + NMS':>16}{'end-to-end':>18}{'boxes':>8}")
         for r in res["yolo"]["results"]:
-            cells = {
-                k: f"{r[k]['median_ms']:.1f} ({r[k]['p90_ms']:.1f})"
-                for k in ("preprocess", "inference", "postprocess_nms", "end_to_end")
-            }
+            cells = _timing_cells(r, ("preprocess", "inference", "postprocess_nms", "end_to_end"))
             print(
                 f"{r['conf']:>7g}{cells['preprocess']:>16}{cells['inference']:>18}{cells['postprocess_nms']:>16}"
                 f"{cells['end_to_end']:>18}{r['detections']:>8}"
             )
     return 0
+
+
+def _timing_cells(row: dict, stages: Sequence[str]) -> dict[str, str]:
+    """``"median (p90)"`` per stage of one benchmark row."""
+    return {k: f"{row[k]['median_ms']:.1f} ({row[k]['p90_ms']:.1f})" for k in stages}
 
 
 def _fast(args: argparse.Namespace) -> dict:

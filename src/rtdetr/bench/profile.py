@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -51,6 +51,15 @@ class LatencyStats:
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
+    @classmethod
+    def of(cls, times: Sequence[float]) -> LatencyStats:
+        """Statistics of measured milliseconds (p90 by nearest rank)."""
+        if not times:
+            raise ValueError("no timings")
+        ordered = sorted(times)
+        p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+        return cls(statistics.median(ordered), p90, ordered[0], ordered[-1], statistics.fmean(ordered), len(ordered))
+
 
 def measure_latency(
     fn: Callable[[], object], warmup: int = 3, runs: int = 10, sync: Callable[[], None] | None = None
@@ -69,6 +78,4 @@ def measure_latency(
         if sync:
             sync()
         times.append((time.perf_counter() - t0) * 1e3)
-    ordered = sorted(times)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return LatencyStats(statistics.median(times), p90, ordered[0], ordered[-1], statistics.fmean(times), runs)
+    return LatencyStats.of(times)

@@ -20,12 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from rtdetr.bench.profile import LatencyStats
+
 __all__ = ["benchmark_yolo"]
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    return {"median_ms": round(float(np.median(arr)), 2), "p90_ms": round(float(np.percentile(arr, 90)), 2)}
+    """median/p90 as :func:`rtdetr.bench.profile.measure_latency` reports them for our own stages."""
+    st = LatencyStats.of(values)
+    return {"median_ms": round(st.median_ms, 2), "p90_ms": round(st.p90_ms, 2)}
 
 
 def benchmark_yolo(
