@@ -259,11 +259,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.decode_workers, args.max_det,
     )  # fmt: skip
     kwargs = _fast(args)
-    if args.decoder_depth is not None:
-        kwargs["decoder"] = {"eval_idx": args.decoder_depth - 1}
     if str(args.model).endswith((".onnx", ".xml")) and args.threads:
         kwargs["threads"] = args.threads
-    serve(args.model, args.host, args.port, cfg, fuse=not args.no_fuse, device=args.device, **kwargs)
+    serve(
+        args.model, args.host, args.port, cfg, fuse=not args.no_fuse, decoder_depth=args.decoder_depth,
+        device=args.device, **kwargs,
+    )  # fmt: skip
     return 0
 
 

@@ -162,6 +162,8 @@ def test_cli_serve_rejects_bad_settings(capsys: pytest.CaptureFixture) -> None:
     assert "--max-batch must be >= 1" in capsys.readouterr().err
     assert main(["serve", "rtdetr_r18vd", "--max-upload-mb", "0"]) == 1
     assert "--max-upload-mb" in capsys.readouterr().err
+    assert main(["serve", "rtdetr_r18vd", "--decoder-depth", "9"]) == 1  # checked before the server starts
+    assert "decoder depth must be in 1..3" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["serve", "rtdetr_r18vd", "--port", "http"])
     assert e.value.code == 2
