@@ -29,6 +29,7 @@ from rtdetr.models.variants import create_model, list_models
 __all__ = [
     "CheckpointError",
     "atomic_save",
+    "remove_stale_saves",
     "LoadReport",
     "extract_state_dict",
     "load_model",
@@ -222,6 +223,13 @@ def save_model(model: RTDETR, path: str | os.PathLike, extra: Mapping[str, Any] 
         raise ValueError("save the model before deploy(): fused weights cannot be reloaded into a trainable model")
     payload = {"model": model.state_dict(), "model_config": to_dict(model.config), **(extra or {})}
     return atomic_save(payload, path)
+
+
+def remove_stale_saves(folder: str | os.PathLike) -> None:
+    """Delete the temporary files :func:`atomic_save` leaves when its process is killed mid-write."""
+    for stale in Path(folder).glob(".*.tmp"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

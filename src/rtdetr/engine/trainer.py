@@ -25,7 +25,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from rtdetr.config import ConfigError, RunConfig, to_dict
-from rtdetr.convert.checkpoint import atomic_save, extract_state_dict, load_state_dict_into, read_checkpoint
+from rtdetr.convert.checkpoint import (
+    atomic_save,
+    extract_state_dict,
+    load_state_dict_into,
+    read_checkpoint,
+    remove_stale_saves,
+)
 from rtdetr.data import BatchCollator, DetectionDataset, load_index
 from rtdetr.data.records import DatasetIndex
 from rtdetr.data.transforms import build_train_transforms, build_val_transforms, default_scales
@@ -70,8 +76,7 @@ class Trainer:
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _setup_logging(self.out_dir / "log.txt")
-            for stale in self.out_dir.glob(".*.pth.*.tmp"):  # left by a process killed while saving
-                stale.unlink(missing_ok=True)
+            remove_stale_saves(self.out_dir)  # left by a process killed while saving
 
         if train_index is None:
             if not cfg.data.train:
