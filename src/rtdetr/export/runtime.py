@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,19 @@ def _per_image(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> lis
     ]
 
 
-class OnnxRuntimeDetector:
+class _GraphDetector(ABC):
+    """``detect`` on top of a backend's ``run`` (the exported graph includes post-processing)."""
+
+    @abstractmethod
+    def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(labels [N, K], boxes [N, K, 4] xyxy pixels, scores [N, K])`` for images ``[N, 3, H, W]``."""
+
+    def detect(self, images: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
+        """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``."""
+        return _per_image(*self.run(images.cpu().numpy(), sizes.cpu().numpy()))
+
+
+class OnnxRuntimeDetector(_GraphDetector):
     """``(images [N, 3, H, W] float32, sizes [N, 2] int64 (w, h)) -> (labels, boxes, scores)`` numpy arrays.
 
     Args:
@@ -67,12 +80,8 @@ class OnnxRuntimeDetector:
         )
         return labels, boxes, scores
 
-    def detect(self, images: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
-        """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``."""
-        return _per_image(*self.run(images.cpu().numpy(), sizes.cpu().numpy()))
 
-
-class OpenVinoDetector:
+class OpenVinoDetector(_GraphDetector):
     """OpenVINO runtime for an IR converted from our ONNX export; same ``run``/``detect`` interface as
     :class:`OnnxRuntimeDetector`. Class names come from the ``<stem>.json`` written beside the ``.xml``.
 
@@ -116,7 +125,3 @@ class OpenVinoDetector:
         )
         outs = {o.get_any_name(): v for o, v in res.items()}
         return outs["labels"], outs["boxes"], outs["scores"]
-
-    def detect(self, images: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
-        """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``."""
-        return _per_image(*self.run(images.cpu().numpy(), sizes.cpu().numpy()))
