@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rtdetr.models import create_model
-from rtdetr.models.query_selection import generate_anchors, select_topk
+from rtdetr.models.query_selection import gather_tokens, generate_anchors, topk_indices
 
 
 def test_decoder_depth_selectable_at_inference() -> None:
@@ -50,17 +50,32 @@ def test_cached_anchors_equal_generated_and_other_sizes_work() -> None:
         assert model(torch.rand(1, 3, 128, 256))["pred_boxes"].shape == (1, 300, 4)
 
 
-def test_select_topk_methods() -> None:
-    memory = torch.arange(5.0).view(1, 5, 1).expand(1, 5, 2)
+def test_topk_indices_methods_and_gather() -> None:
     logits = torch.tensor([[[0.1, 0.9], [0.8, 0.7], [0.0, 0.0], [0.95, 0.0], [0.2, 0.3]]])
-    coords = torch.zeros(1, 5, 4)
-    m, lg, _ = select_topk(memory, logits, coords, 2, "default")
-    assert m[0, :, 0].tolist() == [3.0, 0.0]
-    m, _, _ = select_topk(memory, logits, coords, 3, "one2many")
-    assert m[0, :, 0].tolist() == [3.0, 0.0, 1.0]
-    assert lg.shape == (1, 2, 2)
+    assert topk_indices(logits, 2, "default")[0].tolist() == [3, 0]  # by each token's best class
+    # (token, class) pairs: 0.95 (t3), 0.9 (t0), 0.8 (t1) -- token 1 beats token 0's second class 0.1
+    assert topk_indices(logits, 3, "one2many")[0].tolist() == [3, 0, 1]
+    assert topk_indices(logits, 4, "one2many")[0].tolist() == [3, 0, 1, 1]  # a token may be picked twice
+    assert topk_indices(logits[..., 1:], 2, "agnostic")[0].tolist() == [0, 1]
+    memory = torch.arange(10.0).view(1, 5, 2)
+    assert gather_tokens(memory, torch.tensor([[3, 0], [1, 1]])).tolist() == [[[6, 7], [0, 1]], [[2, 3], [2, 3]]]
     with pytest.raises(ValueError, match="unknown query selection"):
-        select_topk(memory, logits, coords, 2, "best")
+        topk_indices(logits, 2, "best")
+
+
+def test_decoder_attends_to_unmasked_memory() -> None:
+    """The valid mask gates query selection only: a change to a border token of the stride-8 map (masked for
+    selection) must still reach the decoder's output through cross-attention."""
+    model = create_model("rtdetrv2_r18vd", num_classes=3, decoder={"num_layers": 1}).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.decoder.decoder.layers[0].cross_attn.sampling_offsets.parameters():
+            p.normal_(0.0, 3.0)  # spread sampling points over the whole map, borders included
+        feats = [torch.randn(1, 256, s, s) for s in (64, 32, 16)]  # >50 rows: the outer ring is invalid
+        base = model.decoder(feats)
+        feats[0][:, :, 0, :] += 5.0  # the top row of stride-8 tokens: invalid anchors
+        moved = model.decoder(feats)
+    assert (moved["pred_logits"] - base["pred_logits"]).abs().max() > 1e-3
 
 
 def test_extra_level_and_learned_queries() -> None:

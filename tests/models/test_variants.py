@@ -47,11 +47,26 @@ def test_variant_forward_backward_every_param_gets_grad(name: str) -> None:
     assert ((pred["pred_boxes"] >= 0) & (pred["pred_boxes"] <= 1)).all()
 
 
+# The official READMEs' parameter counts (millions, truncated): R18/R34/R50-m/R50/R101 and HGNetv2-L/X.
+PUBLISHED_PARAMS_M = {
+    "r18vd": 20,
+    "r34vd": 31,
+    "r50vd_m": 36,
+    "r50vd": 42,
+    "r101vd": 76,
+    "hgnetv2_l": 32,
+    "hgnetv2_x": 67,
+}
+
+
 @pytest.mark.parametrize("name", list_models())
-def test_parameter_count_matches_published_table(name: str) -> None:
-    spec = get_variant(name)
+def test_parameter_count_matches_official_readme(name: str) -> None:
+    arch = name.split("_", 1)[1].removesuffix("_dsp")
     params = count_parameters(create_model(name)) / 1e6
-    assert params == pytest.approx(spec.params_m, abs=0.06), f"{name}: {params:.2f}M vs table {spec.params_m}M"
+    assert int(params) == PUBLISHED_PARAMS_M[arch], (
+        f"{name}: {params:.2f}M, official README {PUBLISHED_PARAMS_M[arch]}M"
+    )
+    assert get_variant(name).params_m == PUBLISHED_PARAMS_M[arch]
 
 
 def test_frozen_parts_follow_official_settings() -> None:

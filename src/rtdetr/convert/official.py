@@ -5,6 +5,8 @@ matching variant. This module only bridges what legitimately differs between off
 
 * v1 vs v2 spellings: ``encoder.input_proj.{i}.0/1`` vs ``.conv/norm`` and ``decoder.enc_output.0/1`` vs
   ``.proj/norm`` (and the ``encoder_output`` spelling of one HF draft);
+* the HGNetv2 stem of official rtdetrv2 files, ``backbone.stem.stem2{a,b}.conv.1.weight``, which is
+  ``...conv.weight`` here (and in D-FINE/DEIM files);
 * regenerable buffers: ``decoder.anchors``/``valid_mask`` and ``cross_attn.num_points_scale`` (v2 only), and the
   never-saved AIFI ``pos_embed*``;
 * ``num_batches_tracked`` (absent in FrozenBN checkpoints).
@@ -22,49 +24,54 @@ from torch import Tensor
 from rtdetr.config import ModelConfig, merge_overrides
 from rtdetr.models.variants import get_model_config
 
-__all__ = ["REGENERABLE", "adapt_state_dict", "infer_model_config"]
+__all__ = ["REGENERABLE", "adapt_state_dict", "infer_model_config", "official_keys_to_ours"]
 
 #: Buffers computed from the config; a checkpoint may omit them or carry them for another input size.
 REGENERABLE = re.compile(r"(^decoder\.(anchors|valid_mask)$)|(\.num_points_scale$)|(\.num_batches_tracked$)")
 _DROP = re.compile(r"(^encoder\.pos_embed\d+$)")
 
-_SPELLINGS: tuple[tuple[re.Pattern[str], tuple[str, str]], ...] = (
-    # (pattern with one group for the variable part, (v1 spelling, v2 spelling))
+_SPELLINGS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    # (pattern with named groups, every spelling of the same tensor); a key is renamed to whichever spelling the
+    # target model has
     (
-        re.compile(r"^encoder\.input_proj\.(\d+)\.(0|conv)\.(.+)$"),
-        ("encoder.input_proj.{}.0.{}", "encoder.input_proj.{}.conv.{}"),
+        re.compile(r"^encoder\.input_proj\.(?P<i>\d+)\.(0|conv)\.(?P<leaf>.+)$"),
+        ("encoder.input_proj.{i}.0.{leaf}", "encoder.input_proj.{i}.conv.{leaf}"),
     ),
     (
-        re.compile(r"^encoder\.input_proj\.(\d+)\.(1|norm)\.(.+)$"),
-        ("encoder.input_proj.{}.1.{}", "encoder.input_proj.{}.norm.{}"),
+        re.compile(r"^encoder\.input_proj\.(?P<i>\d+)\.(1|norm)\.(?P<leaf>.+)$"),
+        ("encoder.input_proj.{i}.1.{leaf}", "encoder.input_proj.{i}.norm.{leaf}"),
     ),
     (
-        re.compile(r"^decoder\.(enc_output|encoder_output)\.(0|proj)\.(.+)$"),
-        ("decoder.enc_output.0.{}", "decoder.enc_output.proj.{}"),
+        re.compile(r"^decoder\.(enc_output|encoder_output)\.(0|proj)\.(?P<leaf>.+)$"),
+        ("decoder.enc_output.0.{leaf}", "decoder.enc_output.proj.{leaf}"),
     ),
     (
-        re.compile(r"^decoder\.(enc_output|encoder_output)\.(1|norm)\.(.+)$"),
-        ("decoder.enc_output.1.{}", "decoder.enc_output.norm.{}"),
+        re.compile(r"^decoder\.(enc_output|encoder_output)\.(1|norm)\.(?P<leaf>.+)$"),
+        ("decoder.enc_output.1.{leaf}", "decoder.enc_output.norm.{leaf}"),
+    ),
+    # rtdetrv2 HGNetv2 stems pad 'same' through nn.Sequential(ZeroPad2d, Conv2d); D-FINE/DEIM-style code and
+    # ours pad in forward, so the 2x2 stem convolutions are ``conv.weight`` here
+    (
+        re.compile(r"^backbone\.stem\.(?P<conv>stem2[ab])\.conv\.(1\.)?weight$"),
+        ("backbone.stem.{conv}.conv.weight", "backbone.stem.{conv}.conv.1.weight"),
     ),
 )
 
 
 def _respell(key: str, target_keys: set[str]) -> str:
-    """Map ``key`` to whichever spelling (v1/v2) exists among ``target_keys``."""
+    """Map ``key`` to whichever of its spellings exists among ``target_keys``."""
     if key in target_keys:
         return key
-    for pattern, (v1, v2) in _SPELLINGS:
+    for pattern, spellings in _SPELLINGS:
         m = pattern.match(key)
-        if not m:
-            continue
-        if v1.startswith("encoder.input_proj"):
-            cands = [v1.format(m.group(1), m.group(3)), v2.format(m.group(1), m.group(3))]
-        else:
-            cands = [v1.format(m.group(3)), v2.format(m.group(3))]
-        for c in cands:
-            if c in target_keys:
-                return c
+        if m:
+            return next((c for c in (t.format(**m.groupdict()) for t in spellings) if c in target_keys), key)
     return key
+
+
+def official_keys_to_ours(keys: Mapping[str, Any], model_keys: set[str]) -> dict[str, Any]:
+    """Rename every key of ``keys`` (official spellings, any version) to the spelling in ``model_keys``."""
+    return {_respell(k, model_keys): v for k, v in keys.items()}
 
 
 def adapt_state_dict(state: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:

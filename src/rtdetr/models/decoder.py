@@ -293,8 +293,9 @@ class RTDETRDecoder(nn.Module):
             )
 
         anchors, valid = self._anchors(shapes, memory)
-        memory = valid.to(memory.dtype) * memory
-        out_memory = self.enc_output(memory)
+        # the valid mask applies to query selection only: cross-attention reads the unmasked memory, as in the
+        # official code (a masked copy here zeroes the border tokens that sampling points near the edge read)
+        out_memory = self.enc_output(valid.to(memory.dtype) * memory)
         enc_logits = self.enc_score_head(out_memory)
         # rank tokens by score first, then regress boxes for the selected ones only: identical results to
         # running the box head over all V tokens (it is per token), at a fraction of the cost

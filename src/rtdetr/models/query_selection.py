@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["gather_tokens", "generate_anchors", "select_topk", "topk_indices"]
+__all__ = ["gather_tokens", "generate_anchors", "topk_indices"]
 
 
 def generate_anchors(
@@ -63,10 +63,3 @@ def gather_tokens(t: Tensor, idx: Tensor) -> Tensor:
     """``t`` ``[B or 1, V, X]`` at token indices ``idx`` ``[B, k]`` -> ``[B, k, X]``."""
     return t.expand(idx.shape[0], -1, -1).gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
 
-
-def select_topk(
-    memory: Tensor, logits: Tensor, coords_unact: Tensor, k: int, method: str = "default"
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Gather the top-``k`` tokens' ``(memory [B, k, D], logits [B, k, C], coords_unact [B, k, 4])``."""
-    idx = topk_indices(logits, k, method)
-    return gather_tokens(memory, idx), gather_tokens(logits, idx), gather_tokens(coords_unact, idx)

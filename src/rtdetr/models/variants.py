@@ -1,14 +1,14 @@
 """The model zoo: one table of how variants differ from the R50 base, and the registry built from it.
 
-    variant          | backbone       | encoder hidden/ffn/expansion | decoder layers | params / GFLOPs@640
+    variant          | backbone       | encoder hidden/ffn/expansion | decoder layers | params / GFLOPs@640 (as published)
     -----------------+----------------+------------------------------+----------------+--------------------
-    rtdetr_r18vd     | PResNet-18 vd  | 256 / 1024 / 0.5             | 3              | 20.2M / 60
-    rtdetr_r34vd     | PResNet-34 vd  | 256 / 1024 / 0.5             | 4              | 31.4M / 92
-    rtdetr_r50vd_m   | PResNet-50 vd  | 256 / 1024 / 0.5             | 6 (eval at 3)  | 36.6M / 100
-    rtdetr_r50vd     | PResNet-50 vd  | 256 / 1024 / 1.0             | 6              | 42.9M / 136
-    rtdetr_r101vd    | PResNet-101 vd | 384 / 2048 / 1.0             | 6              | 76.6M / 259
-    rtdetr_hgnetv2_l | HGNetv2-L      | 256 / 1024 / 1.0             | 6              | 32.9M / 110
-    rtdetr_hgnetv2_x | HGNetv2-X      | 384 / 2048 / 1.0             | 6              | 67.4M / 234
+    rtdetr_r18vd     | PResNet-18 vd  | 256 / 1024 / 0.5             | 3              | 20M / 60
+    rtdetr_r34vd     | PResNet-34 vd  | 256 / 1024 / 0.5             | 4              | 31M / 92
+    rtdetr_r50vd_m   | PResNet-50 vd  | 256 / 1024 / 0.5             | 6 (eval at 3)  | 36M / 100
+    rtdetr_r50vd     | PResNet-50 vd  | 256 / 1024 / 1.0             | 6              | 42M / 136
+    rtdetr_r101vd    | PResNet-101 vd | 384 / 2048 / 1.0             | 6              | 76M / 259
+    rtdetr_hgnetv2_l | HGNetv2-L      | 256 / 1024 / 1.0             | 6              | 32M / 110
+    rtdetr_hgnetv2_x | HGNetv2-X      | 384 / 2048 / 1.0             | 6              | 67M / 234
 
 ``rtdetrv2_*`` variants share the architecture and differ in checkpoint key names/buffers (``version="v2"``);
 ``*_dsp`` variants use RT-DETRv2 discrete sampling. R18/R34 train all BatchNorms; R50/R101/HGNetv2 freeze the
@@ -31,7 +31,8 @@ __all__ = ["VariantSpec", "create_model", "get_model_config", "get_variant", "li
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """A registered variant: its config plus the published reference numbers (COCO val2017, 640x640)."""
+    """A registered variant: its config plus the numbers the official READMEs publish (COCO val2017, 640x640;
+    parameters in millions, truncated as published)."""
 
     name: str
     config: ModelConfig
@@ -94,13 +95,13 @@ _WIDE_DEC = {"feat_channels": (384, 384, 384)}
 
 _TABLE: dict[str, tuple[dict, dict, dict, float, float, dict[str, float | None]]] = {
     # name: (backbone, encoder, decoder, params M, GFLOPs, {"v1": AP, "v2": AP})
-    "r18vd": ({"depth": 18, **_R_SMALL_BACKBONE}, _SMALL_ENC, {"num_layers": 3}, 20.2, 60.7, {"v1": 46.5, "v2": 47.9}),
-    "r34vd": ({"depth": 34, **_R_SMALL_BACKBONE}, _SMALL_ENC, {"num_layers": 4}, 31.4, 92.7, {"v1": 48.9, "v2": 49.9}),
-    "r50vd_m": ({"depth": 50}, {"expansion": 0.5}, {"eval_idx": 2}, 36.6, 100.1, {"v1": 51.3, "v2": 51.9}),
-    "r50vd": ({"depth": 50}, {}, {}, 42.9, 136.0, {"v1": 53.1, "v2": 53.4}),
-    "r101vd": ({"depth": 101}, _WIDE_ENC, _WIDE_DEC, 76.6, 259.0, {"v1": 54.3, "v2": 54.3}),
-    "hgnetv2_l": ({"name": "hgnetv2", "arch": "L"}, {}, {}, 32.9, 110.0, {"v1": 53.0, "v2": None}),
-    "hgnetv2_x": ({"name": "hgnetv2", "arch": "X"}, _WIDE_ENC, _WIDE_DEC, 67.4, 234.0, {"v1": 54.8, "v2": None}),
+    "r18vd": ({"depth": 18, **_R_SMALL_BACKBONE}, _SMALL_ENC, {"num_layers": 3}, 20, 60, {"v1": 46.5, "v2": 47.9}),
+    "r34vd": ({"depth": 34, **_R_SMALL_BACKBONE}, _SMALL_ENC, {"num_layers": 4}, 31, 92, {"v1": 48.9, "v2": 49.9}),
+    "r50vd_m": ({"depth": 50}, {"expansion": 0.5}, {"eval_idx": 2}, 36, 100, {"v1": 51.3, "v2": 51.9}),
+    "r50vd": ({"depth": 50}, {}, {}, 42, 136, {"v1": 53.1, "v2": 53.4}),
+    "r101vd": ({"depth": 101}, _WIDE_ENC, _WIDE_DEC, 76, 259, {"v1": 54.3, "v2": 54.3}),
+    "hgnetv2_l": ({"name": "hgnetv2", "arch": "L"}, {}, {}, 32, 110, {"v1": 53.0, "v2": None}),
+    "hgnetv2_x": ({"name": "hgnetv2", "arch": "X"}, _WIDE_ENC, _WIDE_DEC, 67, 234, {"v1": 54.8, "v2": None}),
 }
 _DSP_AP = {"r18vd": 47.4, "r34vd": 49.2, "r50vd_m": 51.4, "r50vd": 52.9}
 
