@@ -1,6 +1,6 @@
 """The model zoo: one table of how variants differ from the R50 base, and the registry built from it.
 
-    variant          | backbone       | encoder hidden/ffn/expansion | decoder layers | params / GFLOPs@640 (as published)
+    variant          | backbone       | encoder hidden/ffn/expansion | decoder layers | published params / GFLOPs
     -----------------+----------------+------------------------------+----------------+--------------------
     rtdetr_r18vd     | PResNet-18 vd  | 256 / 1024 / 0.5             | 3              | 20M / 60
     rtdetr_r34vd     | PResNet-34 vd  | 256 / 1024 / 0.5             | 4              | 31M / 92
