@@ -62,4 +62,3 @@ def topk_indices(logits: Tensor, k: int, method: str = "default") -> Tensor:
 def gather_tokens(t: Tensor, idx: Tensor) -> Tensor:
     """``t`` ``[B or 1, V, X]`` at token indices ``idx`` ``[B, k]`` -> ``[B, k, X]``."""
     return t.expand(idx.shape[0], -1, -1).gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
-
