@@ -1,86 +1,303 @@
-"""Parity against HF transformers' RT-DETR and RT-DETRv2 (the in-repo oracle), litgpt style: build the
-reference with random weights from a local config, convert its weights with our converter, compare outputs.
-Nothing is downloaded."""
+"""Adversarial parity against HF transformers' RT-DETR and RT-DETRv2 (the in-repo oracle), litgpt style: build
+the reference with random weights from a local config, convert its weights with our converter, compare outputs.
+Nothing is downloaded.
+
+Default initialisation hides bugs (zero-initialised heads, sampling points that never leave the reference box),
+so every parameter and buffer is perturbed, sampling offsets and reference boxes are made large enough that the
+sampling points cross all four image borders (asserted), and the encoder scores are spread so that the top-k
+query selection has no near-tie at its cut (asserted: a tie there is not a model property). Predictions are
+compared after pairing queries one-to-one (Hungarian on row distance), since query order at equal scores is not
+a model property either. ``test_broken_copy_fails`` shows that a one-line bug (the decoder reading the masked
+memory) fails the same comparison.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
 
+import rtdetr.models.decoder as decoder_module
+import rtdetr.models.deform_attn as deform_module
 from rtdetr.convert import hf_to_official, load_model, load_state_dict_into, model_config_from_hf
+from rtdetr.loss import RTDETRCriterion
 from rtdetr.models import build_model
+from rtdetr.models.query_selection import generate_anchors
 
 transformers = pytest.importorskip("transformers", reason="HF parity tests need the 'hf-parity' extra")
 pytestmark = pytest.mark.parity
 
 TOL = 1e-4
+NUM_CLASSES = 7
+# HF ResNet layouts of every PResNet-vd depth HF can build (hidden sizes of R18/R34 are the basic-block ones)
+_BACKBONES = {
+    "r18vd": dict(hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic"),
+    "r34vd": dict(hidden_sizes=[64, 128, 256, 512], depths=[3, 4, 6, 3], layer_type="basic"),
+    "r50vd_m": dict(),
+    "r50vd": dict(),
+    "r101vd": dict(depths=[3, 4, 23, 3]),
+}
+_MODEL = {  # the official variants' encoder/decoder settings, in HF's names
+    "r18vd": dict(encoder_in_channels=[128, 256, 512], hidden_expansion=0.5, decoder_layers=3),
+    "r34vd": dict(encoder_in_channels=[128, 256, 512], hidden_expansion=0.5, decoder_layers=4),
+    "r50vd_m": dict(hidden_expansion=0.5),
+    "r50vd": dict(),
+    "r101vd": dict(encoder_hidden_dim=384, encoder_ffn_dim=2048, decoder_in_channels=[384, 384, 384]),
+}
 
 
-def _hf_model(version: str, depth: int, **extra):  # noqa: ANN003, ANN202
-    backbone = {
-        18: dict(hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic"),
-        50: dict(),
-    }[depth]
-    bb = transformers.RTDetrResNetConfig(out_features=["stage2", "stage3", "stage4"], **backbone)
-    kw = dict(encoder_in_channels=[128, 256, 512], hidden_expansion=0.5, decoder_layers=3) if depth == 18 else {}
+def _hf_model(version: str, arch: str, seed: int = 0, **extra):  # noqa: ANN003, ANN202
+    bb = transformers.RTDetrResNetConfig(out_features=["stage2", "stage3", "stage4"], **_BACKBONES[arch])
     cfg_cls, model_cls = {
         "v1": (transformers.RTDetrConfig, transformers.RTDetrForObjectDetection),
         "v2": (transformers.RTDetrV2Config, transformers.RTDetrV2ForObjectDetection),
     }[version]
-    cfg = cfg_cls(backbone_config=bb, use_pretrained_backbone=False, num_labels=7, **kw, **extra)
+    kw = {**_MODEL[arch], **extra}
+    cfg = cfg_cls(backbone_config=bb, use_pretrained_backbone=False, num_labels=NUM_CLASSES, **kw)
+    torch.manual_seed(seed)
     model = model_cls(cfg).eval()
-    with torch.no_grad():  # move every weight and statistic off its structured init so mistakes show
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-        for name, b in model.named_buffers():
-            if name.endswith("running_var"):
-                b.uniform_(0.5, 1.5)
-            elif name.endswith("running_mean"):
-                b.normal_(0.0, 0.1)
+    _perturb(model)
     return model
 
 
-def _compare(hf, ours, x: torch.Tensor) -> tuple[float, float]:  # noqa: ANN001
+@torch.no_grad()
+def _perturb(model: torch.nn.Module) -> None:
+    """Redraw every parameter and statistic away from its structured initialisation (weights at a scale that
+    keeps activations of order one through 100 layers), then make boxes and sampling offsets large: reference
+    boxes of a third of the image and more, sampling offsets of several box sizes."""
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            p.normal_(0.0, p[0].numel() ** -0.5)
+        elif name.endswith("weight"):  # BatchNorm / LayerNorm scales
+            p.uniform_(0.5, 1.5)
+        else:
+            p.normal_(0.0, 0.1)
+        if "sampling_offsets.weight" in name:
+            p.normal_(0.0, 0.15)
+        if ("bbox_head" in name or "bbox_embed" in name) and name.endswith("layers.2.bias"):
+            p[2:].add_(1.5)  # width/height logits
+        if name.endswith("enc_score_head.weight"):
+            p.mul_(8.0)  # spread the encoder scores: no near-tie at the top-k cut
+    for name, b in model.named_buffers():
+        if name.endswith("running_var"):
+            b.uniform_(0.5, 1.5)
+        elif name.endswith("running_mean"):
+            b.normal_(0.0, 0.1)
+        elif name.endswith(("weight", "bias")) and b.dim() == 1:  # frozen BatchNorm affine buffers
+            b.uniform_(0.5, 1.5) if name.endswith("weight") else b.normal_(0.0, 0.1)
+
+
+def _ours_from(hf) -> torch.nn.Module:  # noqa: ANN001
+    ours = build_model(model_config_from_hf(hf.config.to_dict())).train(hf.training)
+    report = load_state_dict_into(ours, hf_to_official(hf.state_dict()))
+    assert report.ok, report.describe()  # strict: every tensor of ours came from HF, none left over
+    return ours
+
+
+@contextmanager
+def _record_sampling() -> Iterator[list[torch.Tensor]]:
+    """Collect the sampling locations ``[B, Q, H, S, 2]`` our deformable attention is called with."""
+    seen: list[torch.Tensor] = []
+    original = deform_module.deformable_attention_core
+
+    def recording(value, shapes, locations, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(locations.detach())
+        return original(value, shapes, locations, *args, **kwargs)
+
+    deform_module.deformable_attention_core = recording
+    try:
+        yield seen
+    finally:
+        deform_module.deformable_attention_core = original
+
+
+def _paired_max_diff(ref_logits, ref_boxes, logits, boxes) -> tuple[float, float]:  # noqa: ANN001
+    """Largest logit and box difference after pairing each image's queries one-to-one by row distance."""
+    worst_l = worst_b = 0.0
+    for rl, rb, ol, ob in zip(ref_logits, ref_boxes, logits, boxes):
+        rows_ref, rows_out = torch.cat([rl, rb], -1), torch.cat([ol, ob], -1)
+        i, j = linear_sum_assignment(torch.cdist(rows_ref, rows_out, p=1).numpy())
+        worst_l = max(worst_l, (rl[i] - ol[j]).abs().max().item())
+        worst_b = max(worst_b, (rb[i] - ob[j]).abs().max().item())
+    return worst_l, worst_b
+
+
+class _Stop(Exception):
+    pass
+
+
+def _cut_gap(ours, x: torch.Tensor) -> float:  # noqa: ANN001
+    """Smallest distance, over the images, from the last selected encoder score to any other score value (the
+    forward stops once the encoder scores exist)."""
+
+    def stop(module, inputs, output) -> None:  # noqa: ANN001
+        raise _Stop(output.detach())
+
+    handle = ours.decoder.enc_score_head.register_forward_hook(stop)
+    try:
+        with torch.no_grad():
+            ours(x)
+    except _Stop as e:
+        scores = e.args[0]
+    finally:
+        handle.remove()
+    k = min(ours.decoder.num_queries, scores.shape[1])
+    best = scores.max(-1).values.sort(-1, descending=True).values
+    cut = best[:, k - 1 : k]
+    # exact ties are the invalid border tokens: their memory is masked to zero, so they are identical queries
+    # and which of them is picked changes nothing
+    other = torch.where(best == cut, torch.inf, (best - cut).abs())
+    return other.min().item()
+
+
+def _untied_input(ours, *shape: int, gap: float = 1e-6) -> torch.Tensor:  # noqa: ANN001
+    """A random image batch whose top-k query selection has no near-tie at its cut: tokens scored within
+    ``gap`` of each other there may swap between two correct implementations (float64 rounding is ~1e-12)."""
+    for _ in range(20):
+        x = torch.rand(*shape, dtype=next(ours.parameters()).dtype)
+        if _cut_gap(ours, x) > gap:
+            return x
+    raise AssertionError("no input without a near-tie at the top-k cut in 20 draws")
+
+
+def _compare(hf, ours, x: torch.Tensor, check_coverage: bool = True) -> tuple[float, float]:  # noqa: ANN001
     with torch.no_grad():
         ref = hf(pixel_values=x)
-        out = ours(x)
-    return (
-        (ref.logits - out["pred_logits"]).abs().max().item(),
-        (ref.pred_boxes - out["pred_boxes"]).abs().max().item(),
-    )
+        with _record_sampling() as locations:
+            out = ours(x)
+    if check_coverage:
+        loc = torch.cat([t.flatten(0, -2) for t in locations])
+        assert (loc < 0).any(0).all() and (loc > 1).any(0).all(), "sampling points must cross all four borders"
+    return _paired_max_diff(ref.logits, ref.pred_boxes, out["pred_logits"], out["pred_boxes"])
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-@pytest.mark.parametrize("depth", [18, 50])
-def test_converted_weights_match_hf(version: str, depth: int) -> None:
-    hf = _hf_model(version, depth)
-    cfg = model_config_from_hf(hf.config.to_dict())
-    assert cfg.name == f"{'rtdetrv2' if version == 'v2' else 'rtdetr'}_r{depth}vd" and cfg.num_classes == 7
-    ours = build_model(cfg).eval()
-    assert load_state_dict_into(ours, hf_to_official(hf.state_dict())).ok
-    for size in [(320, 320), (256, 352)]:  # square and non-square
-        dl, db = _compare(hf, ours, torch.rand(2, 3, *size))
+@pytest.mark.parametrize("arch", list(_BACKBONES))
+def test_adversarial_weights_match_hf(version: str, arch: str) -> None:
+    hf = _hf_model(version, arch)
+    ours = _ours_from(hf).eval()
+    assert ours.config.name == f"{'rtdetrv2' if version == 'v2' else 'rtdetr'}_{arch}"
+    assert ours.num_decoder_layers == hf.config.decoder_layers
+    # HF has no eval_idx: its R50-m runs all 6 layers, where the official model (and ours) evaluates layer 3
+    ours.set_decoder_depth(hf.config.decoder_layers)
+    # float64 on both sides: fp32 rounding through R101 and 6 refinement steps reaches 5e-5, float64 1e-12, so
+    # anything near the tolerance is a real difference
+    hf.double(), ours.double()
+    torch.manual_seed(1)
+    # square and non-square, both past 400 px so that the outer stride-8 anchors are invalid (masked for query
+    # selection): what the decoder reads there must still agree
+    for batch, size in [(2, (416, 416)), (1, (288, 448))]:
+        dl, db = _compare(hf, ours, _untied_input(ours, batch, 3, *size))
         assert dl < TOL and db < TOL, (size, dl, db)
 
 
-def test_v2_discrete_sampling_matches_hf() -> None:
-    hf = _hf_model("v2", 18, decoder_method="discrete", decoder_n_points=3)
-    cfg = model_config_from_hf(hf.config.to_dict())
-    assert cfg.decoder.cross_attn_method == "discrete" and cfg.decoder.num_points == (3, 3, 3)
-    ours = build_model(cfg).eval()
-    load_state_dict_into(ours, hf_to_official(hf.state_dict()))
-    dl, db = _compare(hf, ours, torch.rand(1, 3, 288, 352))
+def test_v2_discrete_sampling_match_hf() -> None:
+    hf = _hf_model("v2", "r18vd", decoder_method="discrete", decoder_n_points=3)
+    ours = _ours_from(hf).eval()
+    assert ours.config.decoder.cross_attn_method == "discrete" and ours.config.decoder.num_points == (3, 3, 3)
+    hf.double(), ours.double()
+    dl, db = _compare(hf, ours, _untied_input(ours, 1, 3, 288, 352))
     assert dl < TOL and db < TOL
 
 
+def _with_old_masked_memory(model: torch.nn.Module) -> None:
+    """The bug this suite must catch: cross-attention reading the memory after the valid-anchor mask."""
+    inner = model.decoder.decoder
+    forward = inner.forward
+
+    def masked(target, ref_unact, memory, shapes, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        _, valid = generate_anchors(shapes, eps=model.decoder.eps)
+        return forward(target, ref_unact, valid.to(memory.dtype) * memory, shapes, *args, **kwargs)
+
+    inner.forward = masked
+
+
+def test_broken_copy_fails() -> None:
+    hf = _hf_model("v1", "r18vd")
+    ours = _ours_from(hf).eval()
+    hf.double(), ours.double()
+    x = _untied_input(ours, 1, 3, 448, 448)  # > 400 px: the outer ring of stride-8 anchors is invalid
+    dl, db = _compare(hf, ours, x)
+    assert dl < TOL and db < TOL
+    _with_old_masked_memory(ours)
+    dl, db = _compare(hf, ours, x, check_coverage=False)
+    assert max(dl, db) > 10 * TOL, "the parity check cannot see a wrong cross-attention input"
+
+
+# -------------------------------------------------------------------------------------------------- training
+
+
+@contextmanager
+def _same_denoising_groups(version: str, seed: int = 123) -> Iterator[None]:
+    """Both models draw their denoising queries from one generator (ours, seeded), so their losses can agree."""
+    module = {
+        "v1": transformers.models.rt_detr.modeling_rt_detr,
+        "v2": transformers.models.rt_detr_v2.modeling_rt_detr_v2,
+    }[version]
+    hf_original, ours_original = module.get_contrastive_denoising_training_group, decoder_module.build_denoising_group
+
+    def ours_seeded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        torch.manual_seed(seed)
+        return ours_original(*args, **kwargs)
+
+    def hf_seeded(
+        targets, num_classes, num_queries, class_embed, num_denoising_queries, label_noise_ratio, box_noise_scale
+    ):  # noqa: ANN001, ANN202, E501
+        ts = [{"labels": t["class_labels"], "boxes": t["boxes"]} for t in targets]
+        torch.manual_seed(seed)
+        dn = ours_original(
+            ts, num_classes, num_queries, class_embed, num_denoising_queries, label_noise_ratio, box_noise_scale
+        )
+        mask = torch.zeros(dn.attn_mask.shape).masked_fill(dn.attn_mask, float("-inf"))
+        return dn.content, dn.ref_unact, mask, dn.meta()
+
+    module.get_contrastive_denoising_training_group = hf_seeded
+    decoder_module.build_denoising_group = ours_seeded
+    try:
+        yield
+    finally:
+        module.get_contrastive_denoising_training_group = hf_original
+        decoder_module.build_denoising_group = ours_original
+
+
+TARGETS = [
+    {
+        "labels": torch.tensor([1, 0, 6]),
+        "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2], [0.5, 0.5, 0.6, 0.7]]),
+    },
+    {"labels": torch.tensor([2]), "boxes": torch.tensor([[0.05, 0.94, 0.1, 0.12]])},  # at a corner
+]
+
+
+@pytest.mark.parametrize(("version", "arch"), [("v1", "r18vd"), ("v2", "r50vd")])
+def test_training_losses_with_denoising_match_hf(version: str, arch: str) -> None:
+    hf = _hf_model(version, arch).train()
+    ours = _ours_from(hf).train()
+    x = torch.rand(2, 3, 320, 320)
+    with _same_denoising_groups(version):
+        theirs = hf(pixel_values=x, labels=[{"class_labels": t["labels"], "boxes": t["boxes"]} for t in TARGETS])
+        out = ours(x, TARGETS)
+    assert "dn_aux_outputs" in out and theirs.loss_dict is not None
+    mine = RTDETRCriterion(NUM_CLASSES)(out, TARGETS)
+    n = ours.num_decoder_layers
+    renamed = {k.replace("_enc_0", f"_aux_{n - 1}"): v for k, v in mine.items()}  # HF appends the encoder as aux
+    assert set(renamed) == set(theirs.loss_dict) and any("_dn_" in k for k in renamed)
+    for k, v in theirs.loss_dict.items():
+        assert torch.allclose(renamed[k], v, atol=TOL, rtol=TOL), (k, renamed[k].item(), v.item())
+    grads = torch.autograd.grad(sum(mine.values()), [p for p in ours.parameters() if p.requires_grad])
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
 def test_safetensors_directory_loads_end_to_end(tmp_path: Path) -> None:
-    hf = _hf_model("v2", 18)
+    hf = _hf_model("v2", "r18vd")
     hf.save_pretrained(tmp_path)
     ours = load_model(tmp_path / "model.safetensors").eval()
     assert ours.config.name == "rtdetrv2_r18vd"
-    dl, db = _compare(hf, ours, torch.rand(1, 3, 320, 320))
+    dl, db = _compare(hf, ours, _untied_input(ours, 1, 3, 320, 320))
     assert dl < TOL and db < TOL
 
 
