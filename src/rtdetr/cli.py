@@ -103,6 +103,7 @@ def _cmd_val(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "files"}, indent=2))
         return 0
+    print(res["ground_truth"])
     print("  ".join(f"{k} {v:.4f}" for k, v in res["stats"].items()))
     t = res["threshold"]
     print(f"at score >= {t['conf']}: precision {t['precision']:.4f}  recall {t['recall']:.4f}  F1 {t['f1']:.4f}")

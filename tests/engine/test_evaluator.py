@@ -76,3 +76,104 @@ def test_threshold_metrics_confusion_matrix() -> None:
     assert pc["precision"][0] == pytest.approx(0.5) and pc["recall"][0] == pytest.approx(1.0)
     assert pc["recall"][1] == 0.0
     assert m.overall()["precision"] == pytest.approx(1 / 3)
+
+
+def _pycocotools_stats(gt_path: Path, dets: list[dict]) -> list[float]:
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_path))
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    return [float(v) for v in ev.stats]
+
+
+@pytest.mark.parametrize("backend", ["faster_coco_eval", "pycocotools"])
+def test_coco_json_ground_truth_is_the_file_itself(shared_datasets: Path, backend: str) -> None:
+    """A COCO json is evaluated as pycocotools evaluates it: crowds are ignore regions and the size buckets use
+    the annotations' own (segmentation) areas. The rebuilt ground truth (what YOLO/VOC sets get) differs on this
+    file, so the test can tell the two apart."""
+    from rtdetr.data.coco import load_coco
+    from rtdetr.engine.evaluator import coco_gt_from_index, ground_truth_for
+
+    ref = shared_datasets / "coco_eval_reference"
+    gt_path = ref / "instances_val2014_100.json"
+    raw = json.loads(gt_path.read_text())
+    assert any(a["iscrowd"] for a in raw["annotations"])
+    assert any(abs(a["area"] - a["bbox"][2] * a["bbox"][3]) > 1 for a in raw["annotations"])
+    dets = json.loads((ref / "instances_val2014_fakebbox100_results.json").read_text())
+    index = load_coco(gt_path)
+    gt, note = ground_truth_for(index)
+    assert "as given" in note
+    ours = list(CocoEvaluator(gt, backend=backend).evaluate(dets)["stats"].values())
+    theirs = _pycocotools_stats(gt_path, dets)
+    assert ours == pytest.approx(theirs, abs=1e-9)
+    rebuilt = list(CocoEvaluator(coco_gt_from_index(index), backend=backend).evaluate(dets)["stats"].values())
+    assert max(abs(a - b) for a, b in zip(rebuilt, theirs)) > 1e-3  # what validation computed before
+
+
+class _FixedDetector:
+    """A stand-in exported model: returns given detections, batch after batch, in dataset order."""
+
+    def __init__(self, per_image: list[dict[str, torch.Tensor]], num_classes: int) -> None:
+        self.per_image, self.num_classes = list(per_image), num_classes
+
+    def detect(self, images: torch.Tensor, sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        out, self.per_image = self.per_image[: len(images)], self.per_image[len(images) :]
+        return out
+
+
+def test_validate_on_coco_json_equals_pycocotools(tmp_path: Path) -> None:
+    """``rtdetr val``'s evaluation path on a COCO json with crowd annotations and segmentation areas unlike the
+    box areas gives pycocotools' numbers on that json."""
+    from PIL import Image
+
+    from rtdetr.data.coco import load_coco
+    from rtdetr.engine.evaluator import validate
+
+    rng = np.random.default_rng(0)
+    images, anns, per_image = [], [], []
+    for i in range(6):
+        name = f"{i}.jpg"
+        Image.new("RGB", (96, 64), (i * 30, 80, 120)).save(tmp_path / name)
+        images.append({"id": 100 + i, "file_name": name, "width": 96, "height": 64})
+        boxes, labels, scores = [], [], []
+        for j in range(4):
+            x, y = rng.uniform(0, 60), rng.uniform(0, 30)
+            w, h = rng.uniform(6, 34), rng.uniform(6, 32)
+            cat = [3, 7][j % 2]
+            crowd = int(j == 3 and i % 2 == 0)
+            # segmentation areas: between 0.3 and 0.9 of the box, so some objects change size bucket
+            area = float(w * h * rng.uniform(0.3, 0.9))
+            anns.append(
+                dict(id=len(anns) + 1, image_id=100 + i, category_id=cat, bbox=[x, y, w, h], area=area, iscrowd=crowd)
+            )
+            jit = rng.normal(0, 2, 4)
+            boxes.append([x + jit[0], y + jit[1], x + w + jit[2], y + h + jit[3]])
+            labels.append(j % 2)
+            scores.append(float(rng.uniform(0.2, 1.0)))
+        boxes.append([1.0, 1.0, 20.0, 20.0]), labels.append(0), scores.append(0.95)  # a false positive
+        per_image.append({"boxes": torch.tensor(boxes), "labels": torch.tensor(labels), "scores": torch.tensor(scores)})
+    gt_path = tmp_path / "instances_val.json"
+    cats = [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}]
+    gt_path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+
+    index = load_coco(gt_path, tmp_path)
+    res = validate(_FixedDetector(per_image, 2), index, (64, 64), batch_size=4)
+    assert "as given" in res["ground_truth"]
+    dets = [
+        {
+            "image_id": 100 + i,
+            "category_id": [3, 7][int(lb)],
+            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+            "score": s,
+        }
+        for i, d in enumerate(per_image)
+        for b, lb, s in zip(d["boxes"].tolist(), d["labels"].tolist(), d["scores"].tolist())
+    ]
+    theirs = _pycocotools_stats(gt_path, dets)
+    assert list(res["stats"].values()) == pytest.approx(theirs, abs=1e-9)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from rtdetr.data.records import DatasetIndex
 
-__all__ = ["STAT_NAMES", "CocoEvaluator", "coco_gt_from_index"]
+__all__ = ["STAT_NAMES", "CocoEvaluator", "coco_gt_from_index", "ground_truth_for"]
 
 STAT_NAMES = (
     "AP",
@@ -59,6 +59,23 @@ def coco_gt_from_index(index: DatasetIndex) -> dict[str, Any]:
             )
     cats = [{"id": c, "name": n} for c, n in zip(cat_ids, index.class_names)]
     return {"images": images, "annotations": anns, "categories": cats}
+
+
+def ground_truth_for(index: DatasetIndex) -> tuple[dict[str, Any], str]:
+    """The COCO ground truth to evaluate ``index`` against, and a line saying which it is.
+
+    A COCO json is used as given (crowd regions, annotation areas and ids as in the file), so the numbers are
+    pycocotools' on that json. YOLO and VOC sets have no such file: their ground truth is rebuilt from the parsed
+    boxes (:func:`coco_gt_from_index`: no crowd regions, area = box area).
+    """
+    if index.format == "coco":
+        import json
+
+        with open(index.source, encoding="utf-8") as f:
+            gt = json.load(f)
+        gt.setdefault("annotations", [])
+        return gt, f"ground truth: {index.source} as given (crowds and areas from the file)"
+    return coco_gt_from_index(index), f"ground truth: rebuilt from the {index.format} boxes (no crowds, box areas)"
 
 
 def _backend() -> tuple[Any, Any, str]:
@@ -253,7 +270,8 @@ def validate(
     if num_classes != index.num_classes:
         raise ValueError(f"the model predicts {num_classes} classes but {index.source} has {index.num_classes}")
     cat_ids = index.category_ids or list(range(1, index.num_classes + 1))
-    evaluator = CocoEvaluator(coco_gt_from_index(index), label_to_category=cat_ids)
+    gt, gt_note = ground_truth_for(index)
+    evaluator = CocoEvaluator(gt, label_to_category=cat_ids)
     loader = DataLoader(
         DetectionDataset(index, build_val_transforms(image_size)),
         batch_size,
@@ -286,6 +304,7 @@ def validate(
     out: dict[str, Any] = {
         "stats": coco["stats"],
         "backend": coco["backend"],
+        "ground_truth": gt_note,
         "threshold": thresholds.overall(),
         "per_class": {},
     }

@@ -37,7 +37,7 @@ from rtdetr.data.records import DatasetIndex
 from rtdetr.data.transforms import build_train_transforms, build_val_transforms, default_scales
 from rtdetr.engine.distributed import barrier, cleanup, init_distributed
 from rtdetr.engine.ema import ModelEMA
-from rtdetr.engine.evaluator import CocoEvaluator, coco_gt_from_index, evaluate_model
+from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
 from rtdetr.engine.logger import RunLogger
 from rtdetr.engine.optim import build_optimizer, lr_factor
 from rtdetr.loss import RTDETRCriterion
@@ -183,7 +183,7 @@ class Trainer:
                 val_set, per_rank, shuffle=False, collate_fn=BatchCollator(), num_workers=cfg.data.workers
             )
             cat_ids = val_index.category_ids or list(range(1, val_index.num_classes + 1))
-            self.evaluator = CocoEvaluator(coco_gt_from_index(val_index), label_to_category=cat_ids)
+            self.evaluator = CocoEvaluator(ground_truth_for(val_index)[0], label_to_category=cat_ids)
 
         self.start_epoch, self.global_step = 0, 0
         self.train_time_s, self.out_of_time = 0.0, False
