@@ -54,7 +54,12 @@ def test_finetune_with_another_class_count(tiny_data: dict, tmp_path: Path) -> N
     tr = Trainer(tiny_config(tiny_data, tmp_path / "ft", "train.epochs=1", f"init_from={src}"))
     assert tr.model.decoder.dec_score_head[0].weight.shape[0] == 4
     assert torch.equal(tr.model.backbone.conv1.conv1_1.conv.weight, base.backbone.conv1.conv1_1.conv.weight)
-    tr.fit()
+    head = tr.model.decoder.dec_score_head[0].weight.detach().clone()
+    result = tr.fit()
+    assert not torch.equal(tr.model.decoder.dec_score_head[0].weight, head)  # the new head trained
+    tuned = load_model(Path(result["output_dir"]) / "best.pth")
+    assert tuned.config.num_classes == 4 and tuned.decoder.dec_score_head[0].weight.shape == (4, 32)
+    assert read_checkpoint(Path(result["output_dir"]) / "best.pth")["class_names"][0] == "circle"
 
 
 def test_nan_losses_are_skipped_then_abort(tiny_data: dict, tmp_path: Path) -> None:
