@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from scipy.optimize import linear_sum_assignment
 
 import rtdetr.models.decoder as decoder_module
 import rtdetr.models.deform_attn as deform_module
@@ -27,6 +26,7 @@ from rtdetr.convert import hf_to_official, load_model, load_state_dict_into, mod
 from rtdetr.loss import RTDETRCriterion
 from rtdetr.models import build_model
 from rtdetr.models.query_selection import generate_anchors
+from rtdetr.ops.compare import max_query_set_diff, randomize_for_parity, untied_input
 
 transformers = pytest.importorskip("transformers", reason="HF parity tests need the 'hf-parity' extra")
 pytestmark = pytest.mark.parity
@@ -60,35 +60,8 @@ def _hf_model(version: str, arch: str, seed: int = 0, **extra):  # noqa: ANN003,
     cfg = cfg_cls(backbone_config=bb, use_pretrained_backbone=False, num_labels=NUM_CLASSES, **kw)
     torch.manual_seed(seed)
     model = model_cls(cfg).eval()
-    _perturb(model)
+    randomize_for_parity(model)
     return model
-
-
-@torch.no_grad()
-def _perturb(model: torch.nn.Module) -> None:
-    """Redraw every parameter and statistic away from its structured initialisation (weights at a scale that
-    keeps activations of order one through 100 layers), then make boxes and sampling offsets large: reference
-    boxes of a third of the image and more, sampling offsets of several box sizes."""
-    for name, p in model.named_parameters():
-        if p.dim() >= 2:
-            p.normal_(0.0, p[0].numel() ** -0.5)
-        elif name.endswith("weight"):  # BatchNorm / LayerNorm scales
-            p.uniform_(0.5, 1.5)
-        else:
-            p.normal_(0.0, 0.1)
-        if "sampling_offsets.weight" in name:
-            p.normal_(0.0, 0.15)
-        if ("bbox_head" in name or "bbox_embed" in name) and name.endswith("layers.2.bias"):
-            p[2:].add_(1.5)  # width/height logits
-        if name.endswith("enc_score_head.weight"):
-            p.mul_(8.0)  # spread the encoder scores: no near-tie at the top-k cut
-    for name, b in model.named_buffers():
-        if name.endswith("running_var"):
-            b.uniform_(0.5, 1.5)
-        elif name.endswith("running_mean"):
-            b.normal_(0.0, 0.1)
-        elif name.endswith(("weight", "bias")) and b.dim() == 1:  # frozen BatchNorm affine buffers
-            b.uniform_(0.5, 1.5) if name.endswith("weight") else b.normal_(0.0, 0.1)
 
 
 def _ours_from(hf) -> torch.nn.Module:  # noqa: ANN001
@@ -115,56 +88,7 @@ def _record_sampling() -> Iterator[list[torch.Tensor]]:
         deform_module.deformable_attention_core = original
 
 
-def _paired_max_diff(ref_logits, ref_boxes, logits, boxes) -> tuple[float, float]:  # noqa: ANN001
-    """Largest logit and box difference after pairing each image's queries one-to-one by row distance."""
-    worst_l = worst_b = 0.0
-    for rl, rb, ol, ob in zip(ref_logits, ref_boxes, logits, boxes):
-        rows_ref, rows_out = torch.cat([rl, rb], -1), torch.cat([ol, ob], -1)
-        i, j = linear_sum_assignment(torch.cdist(rows_ref, rows_out, p=1).numpy())
-        worst_l = max(worst_l, (rl[i] - ol[j]).abs().max().item())
-        worst_b = max(worst_b, (rb[i] - ob[j]).abs().max().item())
-    return worst_l, worst_b
-
-
-class _Stop(Exception):
-    pass
-
-
-def _cut_gap(ours, x: torch.Tensor) -> float:  # noqa: ANN001
-    """Smallest distance, over the images, from the last selected encoder score to any other score value (the
-    forward stops once the encoder scores exist)."""
-
-    def stop(module, inputs, output) -> None:  # noqa: ANN001
-        raise _Stop(output.detach())
-
-    handle = ours.decoder.enc_score_head.register_forward_hook(stop)
-    try:
-        with torch.no_grad():
-            ours(x)
-    except _Stop as e:
-        scores = e.args[0]
-    finally:
-        handle.remove()
-    k = min(ours.decoder.num_queries, scores.shape[1])
-    best = scores.max(-1).values.sort(-1, descending=True).values
-    cut = best[:, k - 1 : k]
-    # exact ties are the invalid border tokens: their memory is masked to zero, so they are identical queries
-    # and which of them is picked changes nothing
-    other = torch.where(best == cut, torch.inf, (best - cut).abs())
-    return other.min().item()
-
-
-def _untied_input(ours, *shape: int, gap: float = 1e-6) -> torch.Tensor:  # noqa: ANN001
-    """A random image batch whose top-k query selection has no near-tie at its cut: tokens scored within
-    ``gap`` of each other there may swap between two correct implementations (float64 rounding is ~1e-12)."""
-    for _ in range(20):
-        x = torch.rand(*shape, dtype=next(ours.parameters()).dtype)
-        if _cut_gap(ours, x) > gap:
-            return x
-    raise AssertionError("no input without a near-tie at the top-k cut in 20 draws")
-
-
-def _compare(hf, ours, x: torch.Tensor, check_coverage: bool = True) -> tuple[float, float]:  # noqa: ANN001
+def _compare(hf, ours, x: torch.Tensor, check_coverage: bool = True) -> float:  # noqa: ANN001
     with torch.no_grad():
         ref = hf(pixel_values=x)
         with _record_sampling() as locations:
@@ -172,7 +96,7 @@ def _compare(hf, ours, x: torch.Tensor, check_coverage: bool = True) -> tuple[fl
     if check_coverage:
         loc = torch.cat([t.flatten(0, -2) for t in locations])
         assert (loc < 0).any(0).all() and (loc > 1).any(0).all(), "sampling points must cross all four borders"
-    return _paired_max_diff(ref.logits, ref.pred_boxes, out["pred_logits"], out["pred_boxes"])
+    return max_query_set_diff({"pred_logits": ref.logits, "pred_boxes": ref.pred_boxes}, out)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
@@ -191,8 +115,8 @@ def test_adversarial_weights_match_hf(version: str, arch: str) -> None:
     # square and non-square, both past 400 px so that the outer stride-8 anchors are invalid (masked for query
     # selection): what the decoder reads there must still agree
     for batch, size in [(2, (416, 416)), (1, (288, 448))]:
-        dl, db = _compare(hf, ours, _untied_input(ours, batch, 3, *size))
-        assert dl < TOL and db < TOL, (size, dl, db)
+        diff = _compare(hf, ours, untied_input(ours, (batch, 3, *size)))
+        assert diff < TOL, (size, diff)
 
 
 def test_v2_discrete_sampling_match_hf() -> None:
@@ -200,8 +124,7 @@ def test_v2_discrete_sampling_match_hf() -> None:
     ours = _ours_from(hf).eval()
     assert ours.config.decoder.cross_attn_method == "discrete" and ours.config.decoder.num_points == (3, 3, 3)
     hf.double(), ours.double()
-    dl, db = _compare(hf, ours, _untied_input(ours, 1, 3, 288, 352))
-    assert dl < TOL and db < TOL
+    assert _compare(hf, ours, untied_input(ours, (1, 3, 288, 352))) < TOL
 
 
 def _with_old_masked_memory(model: torch.nn.Module) -> None:
@@ -220,12 +143,12 @@ def test_broken_copy_fails() -> None:
     hf = _hf_model("v1", "r18vd")
     ours = _ours_from(hf).eval()
     hf.double(), ours.double()
-    x = _untied_input(ours, 1, 3, 448, 448)  # > 400 px: the outer ring of stride-8 anchors is invalid
-    dl, db = _compare(hf, ours, x)
-    assert dl < TOL and db < TOL
+    x = untied_input(ours, (1, 3, 448, 448))  # > 400 px: the outer ring of stride-8 anchors is invalid
+    assert _compare(hf, ours, x) < TOL
     _with_old_masked_memory(ours)
-    dl, db = _compare(hf, ours, x, check_coverage=False)
-    assert max(dl, db) > 10 * TOL, "the parity check cannot see a wrong cross-attention input"
+    assert _compare(hf, ours, x, check_coverage=False) > 10 * TOL, (
+        "the parity check cannot see a wrong cross-attention input"
+    )
 
 
 # -------------------------------------------------------------------------------------------------- training
@@ -297,8 +220,7 @@ def test_safetensors_directory_loads_end_to_end(tmp_path: Path) -> None:
     hf.save_pretrained(tmp_path)
     ours = load_model(tmp_path / "model.safetensors").eval()
     assert ours.config.name == "rtdetrv2_r18vd"
-    dl, db = _compare(hf, ours, _untied_input(ours, 1, 3, 320, 320))
-    assert dl < TOL and db < TOL
+    assert _compare(hf, ours, untied_input(ours, (1, 3, 320, 320))) < TOL
 
 
 def test_hf_converter_rejects_unknown_keys() -> None:
