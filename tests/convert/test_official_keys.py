@@ -93,3 +93,9 @@ def test_official_state_dict_loads_strictly(name: str, official: dict, tmp_path:
             assert torch.equal(ours[k], v), k
     if "hgnetv2" in name:
         assert torch.equal(ours["backbone.stem.stem2a.conv.weight"], state["backbone.stem.stem2a.conv.1.weight"])
+    from rtdetr.cli import main
+
+    assert main(["convert", str(path), str(tmp_path / "ours.pth")]) == 0  # writes our format, config embedded
+    again = load_model(tmp_path / "ours.pth")
+    assert again.config == model.config
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in ours.items())

@@ -54,8 +54,9 @@ class HungarianMatcher(nn.Module):
             return [(empty, empty) for _ in targets]
         if not (torch.isfinite(logits).all() and torch.isfinite(boxes).all()):
             raise FloatingPointError("non-finite predictions reached the matcher")
-        prob = logits.flatten(0, 1).float().sigmoid()  # [B*Q, C]
-        out_bbox = boxes.flatten(0, 1).float()  # [B*Q, 4]
+        dtype = torch.promote_types(logits.dtype, torch.float32)  # fp16/bf16 (AMP) costs in fp32, fp64 stays
+        prob = logits.flatten(0, 1).to(dtype).sigmoid()  # [B*Q, C]
+        out_bbox = boxes.flatten(0, 1).to(dtype)  # [B*Q, 4]
         tgt_ids = torch.cat([t["labels"] for t in targets])
         tgt_bbox = torch.cat([t["boxes"] for t in targets]).to(out_bbox)
 

@@ -1,0 +1,207 @@
+"""Parity with the official RT-DETR code, run side by side: for each official variant, build the official model
+from its config, redraw every weight and statistic (``rtdetr.ops.compare.randomize_for_parity``: large sampling
+offsets and boxes, spread encoder scores), save it as an official release file, load that file with our
+``load_model`` and compare
+
+* inference outputs (float64, queries paired one-to-one; the input is drawn so that the top-k cut has no
+  near-tie; at 640 px the outer stride-8 anchors are invalid), and
+* training losses on a batch with denoising (both models draw the same denoising groups), every term.
+
+The official code needs torchvision, which the CPU torch build here lacks, so this is a script for a separate
+environment, not a CI test::
+
+    python -m venv /tmp/peer && /tmp/peer/bin/pip install torch torchvision scipy pyyaml pillow
+    PYTHONPATH=src /tmp/peer/bin/python benchmarks/official_parity.py \
+        --official ../shared/peers/rtdetr_official --out benchmarks/results_official_parity.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from rtdetr.convert import load_model
+from rtdetr.loss import RTDETRCriterion
+from rtdetr.models.denoising import build_denoising_group
+from rtdetr.ops.compare import max_query_set_diff, randomize_for_parity, untied_input
+
+# variant -> (code folder, config) as in ../shared/reference/official_state_dict_keys.json
+VARIANTS = {
+    "rtdetr_r18vd": ("rtdetr_pytorch", "configs/rtdetr/rtdetr_r18vd_6x_coco.yml"),
+    "rtdetr_r34vd": ("rtdetr_pytorch", "configs/rtdetr/rtdetr_r34vd_6x_coco.yml"),
+    "rtdetr_r50vd_m": ("rtdetr_pytorch", "configs/rtdetr/rtdetr_r50vd_m_6x_coco.yml"),
+    "rtdetr_r50vd": ("rtdetr_pytorch", "configs/rtdetr/rtdetr_r50vd_6x_coco.yml"),
+    "rtdetr_r101vd": ("rtdetr_pytorch", "configs/rtdetr/rtdetr_r101vd_6x_coco.yml"),
+    "rtdetrv2_r18vd": ("rtdetrv2_pytorch", "configs/rtdetrv2/rtdetrv2_r18vd_120e_coco.yml"),
+    "rtdetrv2_r18vd_dsp": ("rtdetrv2_pytorch", "configs/rtdetrv2/rtdetrv2_r18vd_dsp_3x_coco.yml"),
+    "rtdetrv2_r34vd": ("rtdetrv2_pytorch", "configs/rtdetrv2/rtdetrv2_r34vd_120e_coco.yml"),
+    "rtdetrv2_r50vd_m": ("rtdetrv2_pytorch", "configs/rtdetrv2/rtdetrv2_r50vd_m_7x_coco.yml"),
+    "rtdetrv2_r50vd": ("rtdetrv2_pytorch", "configs/rtdetrv2/rtdetrv2_r50vd_6x_coco.yml"),
+    "rtdetrv2_r101vd": ("rtdetrv2_pytorch", "configs/rtdetrv2/rtdetrv2_r101vd_6x_coco.yml"),
+    "rtdetrv2_hgnetv2_l": ("rtdetrv2_pytorch", "configs/rtdetrv2/rtdetrv2_hgnetv2_l_6x_coco.yml"),
+    "rtdetrv2_hgnetv2_x": ("rtdetrv2_pytorch", "configs/rtdetrv2/rtdetrv2_hgnetv2_x_6x_coco.yml"),
+}
+TARGETS = [
+    {
+        "labels": torch.tensor([1, 0, 79]),
+        "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2], [0.5, 0.5, 0.6, 0.7]]),
+    },
+    {"labels": torch.tensor([2]), "boxes": torch.tensor([[0.05, 0.94, 0.1, 0.12]])},
+]
+
+
+@contextlib.contextmanager
+def official_code(root: Path) -> Iterator[types.ModuleType]:
+    """Import the official package ``src`` of ``root`` (v1 and v2 both call it ``src``); the data package is
+    stubbed (only the model, criterion and matcher are needed)."""
+    for name in [m for m in sys.modules if m == "src" or m.startswith("src.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(root))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        if root.name == "rtdetr_pytorch":
+            sys.modules["src.data"] = types.ModuleType("src.data")
+        import src  # noqa: F401  (registers the official modules)
+        from src.core import YAMLConfig
+
+        yield types.SimpleNamespace(YAMLConfig=YAMLConfig)  # type: ignore[misc]
+    finally:
+        os.chdir(cwd)
+        sys.path.remove(str(root))
+
+
+@contextlib.contextmanager
+def same_denoising_groups(seed: int = 7) -> Iterator[None]:
+    """The official decoders and ours draw their denoising queries from one seeded generator (ours)."""
+    decoders = [m for n, m in sys.modules.items() if n.endswith(("rtdetr_decoder", "rtdetrv2_decoder"))]
+    import rtdetr.models.decoder as ours
+
+    def seeded(
+        targets, num_classes, num_queries, class_embed, num_denoising=100, label_noise_ratio=0.5, box_noise_scale=1.0
+    ):  # noqa: ANN001, ANN202, E501
+        torch.manual_seed(seed)
+        dn = build_denoising_group(
+            targets, num_classes, num_queries, class_embed, num_denoising, label_noise_ratio, box_noise_scale
+        )  # noqa: E501
+        return (None, None, None, None) if dn is None else (dn.content, dn.ref_unact, dn.attn_mask, dn.meta())
+
+    def ours_seeded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        torch.manual_seed(seed)
+        return build_denoising_group(*args, **kwargs)
+
+    saved = [m.get_contrastive_denoising_training_group for m in decoders]
+    for m in decoders:
+        m.get_contrastive_denoising_training_group = seeded
+    ours.build_denoising_group = ours_seeded
+    try:
+        yield
+    finally:
+        for m, f in zip(decoders, saved):
+            m.get_contrastive_denoising_training_group = f
+        ours.build_denoising_group = build_denoising_group
+
+
+def compare_variant(name: str, official_root: Path, size: int, seed: int) -> dict:
+    folder, config = VARIANTS[name]
+    t0 = time.time()
+    with official_code(official_root / folder) as off:
+        backbone = "HGNetv2" if "hgnetv2" in name else "PResNet"
+        cfg = off.YAMLConfig(config, **{backbone: {"pretrained": False}})
+        torch.manual_seed(seed)
+        model, criterion = cfg.model, cfg.criterion
+        if hasattr(model, "multi_scale"):
+            model.multi_scale = None  # v1 resizes its training input at random
+        randomize_for_parity(model)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.pth"
+            torch.save({"ema": {"module": model.state_dict(), "updates": 1}, "last_epoch": 71}, path)
+            ours = load_model(path, variant=name if name.endswith("_dsp") else None)
+        row: dict = {"variant": name, "config": f"{folder}/{config}", "our_config": ours.config.name}
+
+        model.eval().double(), ours.eval().double()
+        # gap 1e-3: parts of the official code stay float32 (its cached position embeddings), ~1e-6 at these scores
+        x = untied_input(ours, (2, 3, size, size), gap=1e-3)
+        with torch.no_grad():
+            ref, out = model(x), ours(x)
+        row["inference_max_diff"] = max_query_set_diff(ref, out)
+        row["inference_max_diff_unpaired"] = max(
+            float((ref[k] - out[k]).abs().max()) for k in ("pred_logits", "pred_boxes")
+        )
+
+        model.train(), ours.train()
+        xt = untied_input(ours, (2, 3, size, size), gap=1e-3)
+        with same_denoising_groups():
+            targets = [{k: v.double() if v.is_floating_point() else v for k, v in t.items()} for t in TARGETS]
+            theirs = {k: v.detach() for k, v in criterion(model(xt, targets), targets).items()}
+            mine = {
+                k: v.detach() for k, v in RTDETRCriterion(ours.config.num_classes)(ours(xt, targets), targets).items()
+            }
+        n = ours.num_decoder_layers
+        if set(mine) != set(theirs):  # v1 appends the encoder proposals as the last auxiliary output
+            mine = {k.replace("_enc_0", f"_aux_{n - 1}"): v for k, v in mine.items()}
+        if os.environ.get("PARITY_DEBUG"):
+            for k in sorted(theirs):
+                print(k, float(theirs[k]), float(mine.get(k, float("nan"))))
+        row["loss_terms"] = len(theirs)
+        row["loss_keys_equal"] = set(mine) == set(theirs)
+        row["loss_max_rel_diff"] = max(
+            float((mine[k] - v).abs() / v.abs().clamp_min(1e-12)) for k, v in theirs.items() if k in mine
+        )
+        row["total_loss_official"] = float(sum(theirs.values()))
+        row["total_loss_ours"] = float(sum(mine.values()))
+    row["seconds"] = round(time.time() - t0, 1)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official", type=Path, default=Path("../shared/peers/rtdetr_official"))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--size", type=int, default=640, help="input side (the official eval caches 640 buffers)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
+    args = parser.parse_args()
+    official = args.official.resolve()
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows = []
+    print(f"{'variant':<22}{'infer diff':>12}{'unpaired':>12}{'loss terms':>12}{'loss rel diff':>15}{'s':>7}")
+    for name in args.variants:
+        row = compare_variant(name, official, args.size, args.seed)
+        row["ok"] = (
+            row["inference_max_diff"] < args.tol and row["loss_keys_equal"] and row["loss_max_rel_diff"] < args.tol
+        )
+        rows.append(row)
+        print(
+            f"{name:<22}{row['inference_max_diff']:>12.2e}{row['inference_max_diff_unpaired']:>12.2e}"
+            f"{row['loss_terms']:>12}{row['loss_max_rel_diff']:>15.2e}{row['seconds']:>7}  "
+            f"{'ok' if row['ok'] else 'DIFFERS'}",
+            flush=True,
+        )
+    if args.out:
+        meta = {
+            "what": "ours (load_model of an official release file) vs the official code on the same weights",
+            "official": "lyuwenyu/RT-DETR at ../shared/peers/rtdetr_official",
+            "input": f"2x3x{args.size}x{args.size}, float64; losses in training mode with denoising",
+            "tolerance": args.tol,
+            "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+        }
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
