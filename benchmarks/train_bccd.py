@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from rtdetr.config import load_recipe
 from rtdetr.engine.trainer import Trainer
+from rtdetr.recipe import load_recipe
 
 
 def main(argv: list[str] | None = None) -> int:

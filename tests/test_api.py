@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from rtdetr import RTDETR
@@ -21,7 +22,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("api")
     data = make_synthetic_coco(root / "data", num_train=8, num_val=4, size=64, seed=2)
     det = RTDETR("rtdetr_r18vd", num_classes=4, **TINY_MODEL)
-    extra = {k.split("=")[0].split(".", 1)[1]: k.split("=")[1] for k in TINY if k.startswith("train.")}
+    extra = {k.split("=")[0].split(".", 1)[1]: yaml.safe_load(k.split("=")[1]) for k in TINY if k.startswith("train.")}
     det.train(
         data["train"],
         val=data["val"],

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rtdetr.config import ConfigError, RunConfig, load_recipe
+from rtdetr.config import ConfigError, RunConfig
+from rtdetr.recipe import load_recipe
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rtdetr.config import ConfigError, RunConfig, load_recipe, to_dict
+from rtdetr.config import ConfigError, RunConfig, to_dict
 from rtdetr.convert import load_model, read_checkpoint
 from rtdetr.data.coco import COCO_CLASSES
 from rtdetr.engine.distributed import resolve_device
@@ -17,6 +17,7 @@ from rtdetr.engine.results import Results
 from rtdetr.export.runtime import OnnxRuntimeDetector, OpenVinoDetector
 from rtdetr.models import list_models
 from rtdetr.models.rtdetr import RTDETR as RTDETRModel
+from rtdetr.recipe import load_recipe
 
 __all__ = ["RTDETR"]
 
@@ -240,38 +241,34 @@ class RTDETR:
         from rtdetr.engine.trainer import Trainer
 
         self._require_torch("train()")
-        overrides = []
-        if data is not None:
-            overrides.append(f"data.train={data}")
-        if val is not None:
-            overrides.append(f"data.val={val}")
-        if epochs is not None:
-            overrides.append(f"train.epochs={epochs}")
-        if batch is not None:
-            overrides.append(f"train.batch_size={batch}")
-        if output is not None:
-            overrides.append(f"train.output_dir={output}")
+        updates: dict[str, Any] = {"data": {}, "train": dict(train)}
+        for section, key, value in (
+            ("data", "train", data),
+            ("data", "val", val),
+            ("train", "epochs", epochs),
+            ("train", "batch_size", batch),
+            ("train", "output_dir", output),
+        ):
+            if value is not None:
+                updates[section][key] = str(value) if isinstance(value, Path) else value
         if image_size is not None:
-            h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-            overrides += [f"data.image_size=[{h},{w}]", f"model.eval_spatial_size=[{h},{w}]"]
-        overrides += [f"train.{k}={_yaml(v)}" for k, v in train.items()]
-        cfg: RunConfig = load_recipe(recipe, overrides)
-        if recipe is None:
+            updates["data"]["image_size"] = [image_size] * 2 if isinstance(image_size, int) else list(image_size)
+        if recipe is None:  # this model's own architecture, at the run's input size (RunConfig derives it)
             assert self.model.config is not None
-            model_cfg = to_dict(self.model.config)
-            if image_size is not None:
-                model_cfg["eval_spatial_size"] = list(cfg.model.eval_spatial_size or [640, 640])
-            from rtdetr.config import ModelConfig, from_dict
-
-            cfg = dataclasses.replace(cfg, model=from_dict(ModelConfig, model_cfg))
-            if self.checkpoint is not None and cfg.init_from is None:
-                cfg = dataclasses.replace(cfg, init_from=str(self.checkpoint))
+            updates["model"] = to_dict(self.model.config)
+        cfg: RunConfig = load_recipe(recipe, updates=updates)
+        if self.checkpoint is not None and cfg.init_from is None:  # the loaded weights are the starting point
+            cfg = dataclasses.replace(cfg, init_from=str(self.checkpoint))
         if not cfg.data.train:
             raise ConfigError("train(): give data= (COCO json, YOLO data.yaml or VOC folder) or a recipe")
         result = Trainer(cfg).fit()
         best = Path(result["output_dir"]) / "best.pth"
-        if best.is_file():
-            self.__init__(best, device=str(self.device))  # type: ignore[misc]
+        if best.is_file():  # keep this object's settings (device, precision, fuse...); take the trained weights
+            self.model = load_model(best).to(self.device).eval()
+            self.checkpoint = best
+            names = read_checkpoint(best).get("class_names")
+            if isinstance(names, list) and len(names) == self.num_classes:
+                self.class_names = [str(n) for n in names]
         return result
 
     # ------------------------------------------------------------------------------------------------- export
@@ -349,14 +346,6 @@ def _calibration_images(source: str | Path, limit: int = 64) -> list[Path]:
         raise ValueError(f"{source}: no calibration images found")
     step = max(1, len(files) // limit)
     return files[::step][:limit]
-
-
-def _yaml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list | tuple):
-        return "[" + ",".join(str(x) for x in v) + "]"
-    return str(v)
 
 
 def _saving(results: Iterator[Results], folder: Path) -> Iterator[Results]:

@@ -4,6 +4,7 @@ one-line message naming the problem."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -63,24 +64,24 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rtdetr.config import load_recipe
     from rtdetr.engine.trainer import Trainer
+    from rtdetr.recipe import load_recipe
 
-    overrides = list(args.overrides)
-    for key, value in (
-        ("data.train", args.data),
-        ("data.val", args.val),
-        ("model.name", args.model),
-        ("train.epochs", args.epochs),
-        ("train.batch_size", args.batch),
-        ("train.output_dir", args.output),
-        ("train.device", args.device),
-        ("init_from", args.init_from),
-        ("resume", args.resume),
+    updates: dict = {"data": {}, "model": {}, "train": {}}
+    for section, key, value in (
+        ("data", "train", args.data),
+        ("data", "val", args.val),
+        ("model", "name", args.model),
+        ("train", "epochs", args.epochs),
+        ("train", "batch_size", args.batch),
+        ("train", "output_dir", args.output),
+        ("train", "device", args.device),
+        (None, "init_from", args.init_from),
+        (None, "resume", args.resume),
     ):
         if value is not None:
-            overrides.insert(0, f"{key}={value}")
-    cfg = load_recipe(args.recipe, overrides)
+            (updates[section] if section else updates)[key] = value
+    cfg = load_recipe(args.recipe, list(args.overrides), updates)
     result = Trainer(cfg).fit()
     print(f"best AP {result['best_ap']:.4f} at epoch {result['best_epoch']}; outputs in {result['output_dir']}")
     return 0
@@ -250,15 +251,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    for name in ("max_batch", "max_pending", "max_det", "decode_workers"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.max_upload_mb <= 0 or args.max_pixels < 1 or args.max_wait_ms < 0:
-        raise ValueError("--max-upload-mb and --max-pixels must be positive, --max-wait-ms >= 0")
-    cfg = ServeConfig(
-        args.max_batch, args.max_wait_ms, args.max_pending, args.max_upload_mb, args.max_pixels,
-        args.decode_workers, args.max_det,
-    )  # fmt: skip
+    fields = [f.name for f in dataclasses.fields(ServeConfig)]
+    try:
+        cfg = ServeConfig(**{f: getattr(args, f) for f in fields})
+    except ValueError as e:  # name the option as typed
+        name = str(e).split(" ", 1)[0]
+        raise ValueError(f"--{name.replace('_', '-')} {str(e).split(' ', 1)[1]}") from None
     kwargs = _fast(args)
     if str(args.model).endswith((".onnx", ".xml")) and args.threads:
         kwargs["threads"] = args.threads

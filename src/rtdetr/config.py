@@ -13,7 +13,6 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
@@ -29,7 +28,6 @@ __all__ = [
     "TrainConfig",
     "apply_dotted_overrides",
     "from_dict",
-    "load_recipe",
     "merge_overrides",
     "to_dict",
 ]
@@ -118,7 +116,8 @@ class ModelConfig:
     """Variant name this config was built from (informational)."""
     num_classes: int = 80
     eval_spatial_size: tuple[int, int] | None = (640, 640)
-    """(height, width) for which anchors are precomputed; any other input size is still handled."""
+    """(height, width) for which anchors are precomputed and at which val/predict/export run; any other input
+    size is still handled. In a training run it is always ``data.image_size``."""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -246,6 +245,13 @@ class RunConfig:
     resume: str | None = None
     """Training checkpoint (last.pth) to continue exactly."""
 
+    def __post_init__(self) -> None:
+        # one input size per run: the network is trained at data.image_size, and the checkpoint's
+        # eval_spatial_size (what val, predict, export and serve run at) is that size, whatever the entry point
+        size = (int(self.data.image_size[0]), int(self.data.image_size[1]))
+        if self.model.eval_spatial_size != size:
+            object.__setattr__(self, "model", dataclasses.replace(self.model, eval_spatial_size=size))
+
 
 T = TypeVar("T")
 
@@ -364,15 +370,39 @@ def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     return out
 
 
-def _parse_scalar(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+def _field_hint(cls: Any, parts: list[str]) -> Any:
+    """The annotation of the dotted field ``parts`` under dataclass ``cls`` (None if there is no such field)."""
+    hint: Any = cls
+    for part in parts:
+        if not (dataclasses.is_dataclass(hint) and isinstance(hint, type)):
+            return None
+        hints = typing.get_type_hints(hint)
+        if part not in hints:
+            return None
+        hint = hints[part]
+    return hint
 
 
-def apply_dotted_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` strings (values parsed as YAML scalars/lists) to a nested dict."""
+def _is_text(hint: Any) -> bool:
+    """Whether a field holds text: ``str``, ``str | None`` or a Literal of strings."""
+    if hint is str:
+        return True
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return any(_is_text(a) for a in args if a is not type(None)) and all(
+            _is_text(a) or a is type(None) for a in args
+        )
+    return typing.get_origin(hint) is Literal and all(isinstance(a, str) for a in args)
+
+
+def apply_dotted_overrides(data: dict[str, Any], overrides: list[str], schema: Any = None) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings to a nested dict.
+
+    The value's type comes from the field it sets in ``schema`` (a config dataclass, default :class:`RunConfig`):
+    text fields (paths, names, choices) take the text exactly as written, so ``my data #2``, ``2024`` or ``null``
+    stay strings; every other field's value is read as YAML (numbers, booleans, lists).
+    """
+    schema = RunConfig if schema is None else schema
     out = merge_overrides({}, data)
     for item in overrides:
         if "=" not in item:
@@ -384,55 +414,18 @@ def apply_dotted_overrides(data: dict[str, Any], overrides: list[str]) -> dict[s
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, Mapping) else {}
             node = node[part]
-        node[parts[-1]] = _parse_scalar(value)
+        hint = _field_hint(schema, parts)
+        node[parts[-1]] = value if _is_text(hint) else _parse_scalar(value, hint)
     return out
 
 
-def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
-    """Build a :class:`RunConfig`; ``model`` may name a registered variant (``name``) plus overrides."""
-    from rtdetr.models.variants import get_model_config, get_variant
-
-    data = dict(data)
-    unknown = set(data) - {"model", "data", "train", "init_from", "resume", "base"}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ConfigError(
-            f"unknown config key {key!r}{_suggest(key, ['model', 'data', 'train', 'init_from', 'resume'])}"
-        )
-    model = dict(data.get("model") or {})
-    name = model.pop("name", "rtdetr_r18vd")
-    try:
-        get_variant(str(name))
-    except ValueError as e:
-        raise ConfigError(f"model.name: {e}") from None
-    model_cfg = get_model_config(str(name), **model)
-    return RunConfig(
-        model=model_cfg,
-        data=from_dict(DataConfig, data.get("data") or {}, "data"),
-        train=from_dict(TrainConfig, data.get("train") or {}, "train"),
-        init_from=data.get("init_from"),
-        resume=data.get("resume"),
-    )
-
-
-def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML training recipe (``yaml.safe_load``; one optional ``base:`` recipe, relative to the file) and
-    apply dotted ``overrides``. Unknown keys anywhere are errors."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
+def _parse_scalar(text: str, hint: Any = None) -> Any:
+    if hint is float or (typing.get_origin(hint) in (Union, types.UnionType) and float in typing.get_args(hint)):
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{p}: cannot read recipe ({e})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: a recipe must be a mapping with model/data/train sections")
-        if "base" in loaded:
-            base_path = p.parent / str(loaded.pop("base"))
-            base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
-            if "base" in base:
-                raise ConfigError(f"{base_path}: a base recipe cannot have its own base")
-            loaded = merge_overrides(base, loaded)
-        data = loaded
-    data = apply_dotted_overrides(data, overrides or [])
-    return run_config_from_dict(data)
+            return float(text)  # YAML 1.1 would read '2e-4' (no dot) as text
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from rtdetr.api import RTDETR
-from rtdetr.config import load_recipe
 from rtdetr.data import load_index
 from rtdetr.data.synthetic import make_synthetic_coco
 from rtdetr.engine.trainer import Trainer
+from rtdetr.recipe import load_recipe
 
 #: The demo model and schedule (all fields of a normal recipe; see configs/ for full-size ones).
 DEMO_RECIPE = [

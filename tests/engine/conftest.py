@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from rtdetr.config import RunConfig, load_recipe
+from rtdetr.config import RunConfig
 from rtdetr.data.synthetic import make_synthetic_coco
+from rtdetr.recipe import load_recipe
 
 TINY = [
     "model.name=rtdetr_r18vd",

@@ -54,9 +54,9 @@ def _torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProces
 @pytest.mark.slow
 def test_two_processes_match_one_process(tiny_data: dict, tmp_path: Path) -> None:
     common = [f"data.train={tiny_data['train']}", *EXACT]
-    from rtdetr.config import load_recipe
     from rtdetr.convert import save_model
     from rtdetr.engine.trainer import Trainer
+    from rtdetr.recipe import load_recipe
 
     start = Trainer(load_recipe(None, [*common, f"train.output_dir={tmp_path / 'init'}"]))
     save_model(start.model, tmp_path / "single" / "init.pth")  # the initial weights every run starts from

@@ -60,6 +60,15 @@ class ServeConfig:
     decode_workers: int = 2
     max_det: int = 300
 
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_pending", "max_det", "decode_workers", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_upload_mb <= 0:
+            raise ValueError(f"max_upload_mb must be > 0, got {self.max_upload_mb}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)

@@ -1,0 +1,79 @@
+"""Training recipes: YAML files (``yaml.safe_load``) plus overrides, resolved into a :class:`RunConfig`.
+
+Kept apart from :mod:`rtdetr.config` (the torch-free schema) because a recipe names its model by variant, and
+the variant table lives with the models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rtdetr.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    _suggest,
+    apply_dotted_overrides,
+    from_dict,
+    merge_overrides,
+)
+from rtdetr.models.variants import get_model_config, get_variant
+
+__all__ = ["load_recipe", "run_config_from_dict"]
+
+
+def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """Build a :class:`RunConfig`; ``model`` may name a registered variant (``name``) plus overrides."""
+    data = dict(data)
+    unknown = set(data) - {"model", "data", "train", "init_from", "resume", "base"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(
+            f"unknown config key {key!r}{_suggest(key, ['model', 'data', 'train', 'init_from', 'resume'])}"
+        )
+    model = dict(data.get("model") or {})
+    name = model.pop("name", "rtdetr_r18vd")
+    try:
+        get_variant(str(name))
+    except ValueError as e:
+        raise ConfigError(f"model.name: {e}") from None
+    model_cfg = get_model_config(str(name), **model)
+    return RunConfig(
+        model=model_cfg,
+        data=from_dict(DataConfig, data.get("data") or {}, "data"),
+        train=from_dict(TrainConfig, data.get("train") or {}, "train"),
+        init_from=data.get("init_from"),
+        resume=data.get("resume"),
+    )
+
+
+def load_recipe(
+    path: str | Path | None, overrides: list[str] | None = None, updates: Mapping[str, Any] | None = None
+) -> RunConfig:
+    """Load a YAML training recipe (one optional ``base:`` recipe, relative to the file), merge the nested
+    ``updates`` (values used as they are: paths stay paths), then apply dotted ``overrides`` (``key.sub=value``
+    text, typed by the field they set). Unknown keys anywhere are errors."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{p}: cannot read recipe ({e})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: a recipe must be a mapping with model/data/train sections")
+        if "base" in loaded:
+            base_path = p.parent / str(loaded.pop("base"))
+            base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+            if "base" in base:
+                raise ConfigError(f"{base_path}: a base recipe cannot have its own base")
+            loaded = merge_overrides(base, loaded)
+        data = loaded
+    data = merge_overrides(data, updates or {})
+    data = apply_dotted_overrides(data, overrides or [])
+    return run_config_from_dict(data)
