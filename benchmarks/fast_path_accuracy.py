@@ -79,20 +79,7 @@ def _r(x: Any) -> float:
 
 
 def _ap(det: RTDETR, index: Any) -> dict[str, float]:
-    torch_model = det.onnx is None
-    res = validate(
-        det.inference_model() if torch_model else det.onnx,
-        index,
-        det.image_size,
-        8,
-        det.device,
-        None,
-        0.5,
-        None,
-        class_names=index.class_names,
-        precision=det.precision if torch_model else "fp32",
-        channels_last=det.channels_last if torch_model else False,
-    )
+    res = validate(det.backend, index, det.image_size, 8, class_names=index.class_names)
     return {"AP": round(res["stats"]["AP"], 4), "AP50": round(res["stats"]["AP50"], 4)}
 
 

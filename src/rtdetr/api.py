@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from rtdetr.config import ConfigError, RunConfig, to_dict
-from rtdetr.convert import load_model, read_checkpoint
 from rtdetr.data.coco import COCO_CLASSES
+from rtdetr.engine.backend import Detector, TorchDetector, open_detector
 from rtdetr.engine.distributed import resolve_device
 from rtdetr.engine.predictor import Predictor
 from rtdetr.engine.results import Results
-from rtdetr.export.runtime import OnnxRuntimeDetector, OpenVinoDetector
 from rtdetr.models import list_models
 from rtdetr.models.rtdetr import RTDETR as RTDETRModel
 from rtdetr.recipe import load_recipe
@@ -50,98 +48,82 @@ class RTDETR:
         precision: str = "fp32",
         channels_last: bool | None = None,
         fuse: bool = True,
+        threads: int | None = None,
         **overrides: Any,
     ) -> None:
         self.device = resolve_device(device)
-        self.precision, self.fuse = precision, fuse
-        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
-        self._fused: tuple[tuple[int, ...], RTDETRModel] | None = None
-        self.checkpoint: Path | None = None
-        self.onnx: OnnxRuntimeDetector | OpenVinoDetector | None = None  # an exported graph
-        names: list[str] | None = None
-        if str(model).endswith((".onnx", ".xml")):
-            self.checkpoint = Path(model)
-            threads = overrides.pop("threads", None)
-            self.onnx = (
-                OpenVinoDetector(self.checkpoint, threads)
-                if str(model).endswith(".xml")
-                else OnnxRuntimeDetector(self.checkpoint, threads=threads)
-            )
-            if overrides:
-                raise ValueError(f"an ONNX model takes no model overrides, got {sorted(overrides)}")
-            self.class_names = list(class_names or self.onnx.class_names or [])
-            if not self.class_names:
-                raise ValueError(f"{model}: no class names in the file; pass class_names=")
-            return
-        if str(model) in list_models():
-            self.model: RTDETRModel = load_model(str(model), **overrides)
-        else:
-            self.checkpoint = Path(model)
-            strict = "num_classes" not in overrides
-            self.model = load_model(self.checkpoint, strict=strict, **overrides)
-            if self.checkpoint.suffix != ".safetensors":
-                saved = read_checkpoint(self.checkpoint).get("class_names")
-                if isinstance(saved, list) and len(saved) == self.num_classes:
-                    names = [str(n) for n in saved]
-        if class_names is not None:
-            names = list(class_names)
+        graph = str(model).endswith((".onnx", ".xml"))
+        if channels_last is None:
+            channels_last = self.device.type == "cpu" and not graph
+        self.backend: Detector = open_detector(
+            model, self.device, precision, channels_last, fuse, threads if graph else None, **overrides
+        )
+        self.checkpoint: Path | None = None if str(model) in list_models() else Path(model)
+        self._set_class_names(class_names)
+
+    def _set_class_names(self, given: Sequence[str] | None) -> None:
+        n = self.backend.num_classes
+        names = list(given) if given is not None else self.backend.class_names
         if names is None:
-            names = list(COCO_CLASSES) if self.num_classes == 80 else [str(i) for i in range(self.num_classes)]
-        if len(names) != self.num_classes:
-            raise ValueError(f"{len(names)} class names for a {self.num_classes}-class model")
-        self.class_names = names
-        self.model.to(self.device).eval()
+            if n is None:
+                raise ValueError(f"{self.checkpoint}: no class names in the file; pass class_names=")
+            names = list(COCO_CLASSES) if n == 80 else [str(i) for i in range(n)]
+        if n is not None and len(names) != n:
+            raise ValueError(f"{len(names)} class names for a {n}-class model")
+        self.class_names = [str(x) for x in names]
+
+    @property
+    def precision(self) -> str:
+        return self.backend.precision
+
+    @property
+    def channels_last(self) -> bool:
+        return self.backend.channels_last
+
+    @property
+    def fuse(self) -> bool:
+        return bool(getattr(self.backend, "fuse", False))
+
+    def _torch(self, what: str) -> TorchDetector:
+        if not isinstance(self.backend, TorchDetector):
+            kind = self.backend.kind
+            raise ValueError(f"{what} needs the PyTorch model; {self.checkpoint} is an exported {kind} graph")
+        return self.backend
+
+    @property
+    def model(self) -> RTDETRModel:
+        """The PyTorch module (not available for an exported graph: use :attr:`backend`)."""
+        return self._torch("RTDETR.model").model  # type: ignore[return-value]
 
     @property
     def num_classes(self) -> int:
-        if self.onnx is not None:
-            return len(self.class_names)
-        assert self.model.config is not None
-        return self.model.config.num_classes
+        return self.backend.num_classes or len(self.class_names)
 
     @property
     def image_size(self) -> tuple[int, int]:
-        if self.onnx is not None:
-            return self.onnx.image_size or (640, 640)
-        size = self.model.config.eval_spatial_size if self.model.config else None
-        return (int(size[0]), int(size[1])) if size else (640, 640)
-
-    def _require_torch(self, what: str) -> None:
-        if self.onnx is not None:
-            raise ValueError(f"{what} needs the PyTorch model; {self.checkpoint} is an exported ONNX graph")
+        return self.backend.image_size or (640, 640)
 
     def info(self) -> dict[str, Any]:
         from rtdetr.bench.profile import count_parameters
 
-        if self.onnx is not None:
-            return {"onnx": str(self.checkpoint), "num_classes": self.num_classes, "image_size": self.image_size}
-        assert self.model.config is not None
-        return {
-            "variant": self.model.config.name,
+        info: dict[str, Any] = {
+            "backend": self.backend.kind,
             "num_classes": self.num_classes,
-            "params_m": round(count_parameters(self.model) / 1e6, 2),
             "image_size": self.image_size,
-            "decoder_depth": self.model.decoder_depth,
+            "decoder_depth": self.backend.decoder_depth,
             "device": str(self.device),
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
         }
+        if self.backend.decoder_layers is not None:  # a PyTorch model
+            assert self.model.config is not None
+            info["variant"] = self.model.config.name
+            info["params_m"] = round(count_parameters(self.model) / 1e6, 2)
+        return info
 
     # ------------------------------------------------------------------------------------------------ predict
     def inference_model(self) -> RTDETRModel:
         """The module predict() runs: :attr:`model`, or with ``fuse`` a cached fused copy of it."""
-        self._require_torch("inference_model()")
-        if not self.fuse or self.model.deployed:
-            return self.model
-        key = (
-            id(self.model),
-            *(p._version for p in self.model.parameters()),
-            *(b._version for b in self.model.buffers()),
-        )
-        if self._fused is None or self._fused[0] != key:
-            self._fused = (key, copy.deepcopy(self.model).deploy())
-        fused = self._fused[1]
-        fused.set_decoder_depth(self.model.decoder_depth)
-        return fused
+        return self._torch("inference_model()").module()  # type: ignore[return-value]
 
     def predictor(
         self,
@@ -152,22 +134,13 @@ class RTDETR:
         image_size: tuple[int, int] | None = None,
         batch: int = 1,
     ) -> Predictor:
-        backend: Any = self.onnx if self.onnx is not None else self.inference_model()
-        if self.onnx is not None and image_size is not None and tuple(image_size) != self.image_size:
-            raise ValueError(f"the ONNX graph was exported at {self.image_size}; re-export for {tuple(image_size)}")
+        fixed = self.backend.image_size if self.backend.decoder_layers is None else None
+        if fixed is not None and image_size is not None and tuple(image_size) != fixed:
+            raise ValueError(f"the graph was exported at {fixed}; re-export for {tuple(image_size)}")
         return Predictor(
-            backend,
-            self.class_names,
-            image_size or self.image_size,
-            self.device,
-            conf,
-            max_det,
-            classes,
-            decoder_depth,
-            batch,
-            precision=self.precision,
-            channels_last=self.channels_last,
-        )
+            self.backend, self.class_names, image_size or self.image_size, self.device, conf, max_det, classes,
+            decoder_depth, batch,
+        )  # fmt: skip
 
     def predict(
         self,
@@ -208,20 +181,8 @@ class RTDETR:
         from rtdetr.engine.evaluator import validate
 
         index = load_index(data, split, format)  # type: ignore[arg-type]
-        backend: Any = self.onnx if self.onnx is not None else self.model
-        return validate(
-            backend,
-            index,
-            image_size or self.image_size,
-            batch,
-            self.device,
-            decoder_depth,
-            conf,
-            str(save_dir) if save_dir is not None else None,
-            class_names=index.class_names,
-            precision=self.precision if self.onnx is None else "fp32",
-            channels_last=self.channels_last,
-        )
+        save = str(save_dir) if save_dir is not None else None
+        return validate(self.backend, index, image_size or self.image_size, batch, decoder_depth, conf, save)
 
     # -------------------------------------------------------------------------------------------------- train
     def train(
@@ -240,7 +201,7 @@ class RTDETR:
         weights are loaded into this object afterwards."""
         from rtdetr.engine.trainer import Trainer
 
-        self._require_torch("train()")
+        model = self._torch("train()").model
         updates: dict[str, Any] = {"data": {}, "train": dict(train)}
         for section, key, value in (
             ("data", "train", data),
@@ -254,8 +215,8 @@ class RTDETR:
         if image_size is not None:
             updates["data"]["image_size"] = [image_size] * 2 if isinstance(image_size, int) else list(image_size)
         if recipe is None:  # this model's own architecture, at the run's input size (RunConfig derives it)
-            assert self.model.config is not None
-            updates["model"] = to_dict(self.model.config)
+            assert model.config is not None
+            updates["model"] = to_dict(model.config)
         cfg: RunConfig = load_recipe(recipe, updates=updates)
         if self.checkpoint is not None and cfg.init_from is None:  # the loaded weights are the starting point
             cfg = dataclasses.replace(cfg, init_from=str(self.checkpoint))
@@ -264,11 +225,9 @@ class RTDETR:
         result = Trainer(cfg).fit()
         best = Path(result["output_dir"]) / "best.pth"
         if best.is_file():  # keep this object's settings (device, precision, fuse...); take the trained weights
-            self.model = load_model(best).to(self.device).eval()
+            self.backend = open_detector(best, self.device, self.precision, self.channels_last, self.fuse)
             self.checkpoint = best
-            names = read_checkpoint(best).get("class_names")
-            if isinstance(names, list) and len(names) == self.num_classes:
-                self.class_names = [str(n) for n in names]
+            self._set_class_names(None)
         return result
 
     # ------------------------------------------------------------------------------------------------- export
@@ -294,7 +253,7 @@ class RTDETR:
         """
         from rtdetr.export.onnx import export_onnx
 
-        self._require_torch("export()")
+        self._torch("export()")
         if format not in ("onnx", "openvino"):
             raise ValueError(f"unsupported export format {format!r}; supported: onnx, openvino")
         if int8 and calibration is None:

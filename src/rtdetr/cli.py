@@ -191,11 +191,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from rtdetr.bench.latency import benchmark_detector
     from rtdetr.data import load_image
 
-    kwargs = {"threads": args.threads} if args.model.endswith((".onnx", ".xml")) and args.threads else {}
-    det = RTDETR(args.model, device=args.device, **kwargs, **_fast(args))
+    det = RTDETR(args.model, device=args.device, threads=args.threads, **_fast(args))
     image = load_image(args.image) if args.image else None
-    if args.decoder_depth and det.onnx is None:
-        det.model.set_decoder_depth(args.decoder_depth)
+    det.backend.set_decoder_depth(args.decoder_depth)
     res = benchmark_detector(det, args.batch, args.warmup, args.runs, args.threads, image)
     if args.yolo:
         from rtdetr.bench.latency import _demo_image
@@ -236,11 +234,7 @@ def _timing_cells(row: dict, stages: Sequence[str]) -> dict[str, str]:
 
 
 def _fast(args: argparse.Namespace) -> dict:
-    """precision/channels_last for PyTorch models (an exported .onnx has its precision baked in)."""
-    if str(args.model).endswith((".onnx", ".xml")):
-        if args.precision != "fp32" or args.channels_last:
-            raise ValueError("--precision/--channels-last apply to PyTorch models; an ONNX graph is fixed at export")
-        return {}
+    """precision/channels_last as given (an exported graph refuses anything but the defaults)."""
     return {"precision": args.precision, "channels_last": args.channels_last}
 
 
@@ -257,9 +251,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as e:  # name the option as typed
         name = str(e).split(" ", 1)[0]
         raise ValueError(f"--{name.replace('_', '-')} {str(e).split(' ', 1)[1]}") from None
-    kwargs = _fast(args)
-    if str(args.model).endswith((".onnx", ".xml")) and args.threads:
-        kwargs["threads"] = args.threads
+    kwargs = {**_fast(args), "threads": args.threads}
     serve(
         args.model, args.host, args.port, cfg, fuse=not args.no_fuse, decoder_depth=args.decoder_depth,
         device=args.device, **kwargs,

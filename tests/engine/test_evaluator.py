@@ -117,12 +117,17 @@ def test_coco_json_ground_truth_is_the_file_itself(shared_datasets: Path, backen
 
 
 class _FixedDetector:
-    """A stand-in exported model: returns given detections, batch after batch, in dataset order."""
+    """A stand-in backend: returns given detections, batch after batch, in dataset order."""
+
+    decoder_depth = None
 
     def __init__(self, per_image: list[dict[str, torch.Tensor]], num_classes: int) -> None:
         self.per_image, self.num_classes = list(per_image), num_classes
 
-    def detect(self, images: torch.Tensor, sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    def set_decoder_depth(self, depth: int | None) -> None:
+        assert depth is None
+
+    def detect(self, images: torch.Tensor, sizes: torch.Tensor, max_det: int = 300) -> list[dict[str, torch.Tensor]]:
         out, self.per_image = self.per_image[: len(images)], self.per_image[len(images) :]
         return out
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rtdetr.engine.predictor import FastPath, Predictor
+from rtdetr.engine.backend import FastPath
+from rtdetr.engine.predictor import Predictor
 from rtdetr.export import OnnxRuntimeDetector, compare_detections, export_onnx, quantize_onnx_int8
 from tests.export.test_onnx import _model
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from rtdetr.data.records import DatasetIndex
+from rtdetr.engine.backend import Detector, TorchDetector
 
 __all__ = ["STAT_NAMES", "CocoEvaluator", "coco_gt_from_index", "ground_truth_for"]
 
@@ -183,53 +184,44 @@ class CocoEvaluator:
 
 
 @contextlib.contextmanager
-def _decoder_depth(model: Any, depth: int | None) -> Iterator[None]:
-    """Run with ``depth`` decoder layers, then restore the model's own depth."""
-    saved = getattr(model, "decoder_depth", None)
-    if depth is not None:
-        model.set_decoder_depth(depth)
+def _decoder_depth(detector: Detector, depth: int | None) -> Iterator[None]:
+    """Run with ``depth`` decoder layers, then restore the detector's own depth."""
+    saved = detector.decoder_depth
+    detector.set_decoder_depth(depth)
     try:
         yield
     finally:
         if depth is not None and saved is not None:
-            model.set_decoder_depth(saved)
+            detector.set_decoder_depth(saved)
 
 
 def iter_detections(
-    model: Any, postprocessor: torch.nn.Module, loader: Iterable, device: torch.device | str = "cpu", fast: Any = None
+    detector: Detector, loader: Iterable, max_det: int = 300
 ) -> Iterator[tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]]:
-    """``(detections, targets)`` per batch of ``loader``; ``model`` is an RTDETR module (optionally run through a
-    :class:`~rtdetr.engine.predictor.FastPath`) or an exported runtime with ``detect(images, sizes)``."""
+    """``(detections, targets)`` per batch of ``loader`` (batches of ``(images, targets)``)."""
     for images, targets in loader:
         sizes = torch.stack([t["orig_size"] for t in targets])
-        if not isinstance(model, torch.nn.Module):
-            yield model.detect(images, sizes), targets
-            continue
-        if fast is None:
-            out = model(images.to(device))
-        else:
-            with fast.context():
-                out = {k: v.float() for k, v in model(fast.input(images)).items()}
-        yield postprocessor(out, sizes.to(device)), targets
+        yield detector.detect(images, sizes, max_det), targets
 
 
 @torch.no_grad()
 def evaluate_model(
     model: torch.nn.Module,
-    postprocessor: torch.nn.Module,
     loader: Iterable,
     evaluator: CocoEvaluator,
     device: torch.device | str = "cpu",
     decoder_depth: int | None = None,
+    max_det: int = 300,
 ) -> dict[str, Any]:
-    """Run ``model`` over ``loader`` (batches of ``(images, targets)``) and evaluate; restores the model's mode and
-    decoder depth afterwards."""
+    """Run ``model`` (an RTDETR module, e.g. during training) over ``loader`` and evaluate the top ``max_det``
+    detections per image; restores the model's mode and decoder depth afterwards."""
     was_training = model.training
     model.eval()
     evaluator.reset()
     try:
-        with _decoder_depth(model, decoder_depth):
-            for dets, targets in iter_detections(model, postprocessor, loader, device):
+        detector = TorchDetector(model, device)
+        with _decoder_depth(detector, decoder_depth):
+            for dets, targets in iter_detections(detector, loader, max_det):
                 evaluator.update([int(t["image_id"]) for t in targets], dets)
         return evaluator.evaluate()
     finally:
@@ -238,35 +230,28 @@ def evaluate_model(
 
 @torch.no_grad()
 def validate(
-    model: Any,
+    detector: Detector,
     index: DatasetIndex,
     image_size: tuple[int, int],
     batch_size: int = 8,
-    device: torch.device | str = "cpu",
     decoder_depth: int | None = None,
     conf: float = 0.5,
     save_dir: str | None = None,
     workers: int = 0,
     class_names: list[str] | None = None,
-    precision: str = "fp32",
-    channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` (an RTDETR module or an ONNX Runtime detector) on a parsed dataset: COCO stats,
-    per-class AP/AP50, precision/recall/F1 and a confusion
-    matrix at score ``conf``; with ``save_dir`` also the report files (see :func:`rtdetr.engine.metrics.save_report`).
+    """Evaluate ``detector`` (any backend) on a parsed dataset: COCO stats, per-class AP/AP50,
+    precision/recall/F1 and a confusion matrix at score ``conf``; with ``save_dir`` also the report files (see
+    :func:`rtdetr.engine.metrics.save_report`).
     """
     from torch.utils.data import DataLoader
 
     from rtdetr.data import BatchCollator, DetectionDataset
     from rtdetr.data.transforms import build_val_transforms
     from rtdetr.engine.metrics import ThresholdMetrics, save_report
-    from rtdetr.engine.predictor import FastPath
-    from rtdetr.models.postprocess import PostProcessor
 
     names = class_names or index.class_names
-    onnx = not isinstance(model, torch.nn.Module)
-    num_classes = getattr(model, "num_classes", None) if onnx else getattr(model.config, "num_classes", None)
-    num_classes = num_classes or len(names)
+    num_classes = detector.num_classes or len(names)
     if num_classes != index.num_classes:
         raise ValueError(f"the model predicts {num_classes} classes but {index.source} has {index.num_classes}")
     cat_ids = index.category_ids or list(range(1, index.num_classes + 1))
@@ -279,16 +264,10 @@ def validate(
         collate_fn=BatchCollator(),
         num_workers=workers,
     )
-    post = PostProcessor(num_classes)
     thresholds = ThresholdMetrics(num_classes, conf)
     records = {int(r.image_id): r for r in index.records}
-    if decoder_depth is not None and onnx:
-        raise ValueError("the decoder depth of an ONNX model is fixed at export")
-    fast = FastPath(precision, channels_last, device)
-    if not onnx:
-        model = fast.prepare(model.to(device).eval())
-    with _decoder_depth(model, decoder_depth):
-        for dets, targets in iter_detections(model, post, loader, device, None if onnx else fast):
+    with _decoder_depth(detector, decoder_depth):
+        for dets, targets in iter_detections(detector, loader):
             ids = [int(t["image_id"]) for t in targets]
             evaluator.update(ids, dets)
             for image_id, det in zip(ids, dets):

@@ -6,7 +6,6 @@ Pre-processing matches the official pipeline: RGB, resize to the network size wi
 
 from __future__ import annotations
 
-import contextlib
 import glob as globlib
 import logging
 from collections.abc import Iterator, Sequence
@@ -16,14 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
 from rtdetr.data.dataset import load_image
 from rtdetr.data.records import IMAGE_SUFFIXES
+from rtdetr.engine.backend import as_detector
 from rtdetr.engine.results import Results
-from rtdetr.models.postprocess import PostProcessor
 
-__all__ = ["VIDEO_SUFFIXES", "FastPath", "Predictor", "filter_detections", "iter_source", "to_input"]
+__all__ = ["VIDEO_SUFFIXES", "Predictor", "filter_detections", "iter_source", "to_input"]
 
 log = logging.getLogger("rtdetr")
 
@@ -142,41 +141,12 @@ def filter_detections(
     return {k: v[:max_det] for k, v in out.items()} if max_det is not None else out
 
 
-class FastPath:
-    """Inference speed-ups: ``precision="bf16"`` runs under bfloat16 autocast (large gains on CPUs with
-    AVX512-BF16/AMX and on recent GPUs); ``channels_last`` uses NHWC memory, which oneDNN convolutions prefer.
-    Post-processing always runs in fp32."""
-
-    def __init__(
-        self, precision: str = "fp32", channels_last: bool = False, device: torch.device | str = "cpu"
-    ) -> None:
-        if precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-        self.device = torch.device(device)
-        if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("fp16 inference needs a CUDA device; use bf16 on the CPU")
-        self.precision, self.channels_last = precision, channels_last
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model  # type: ignore[call-overload]
-
-    def input(self, x: Tensor) -> Tensor:
-        x = x.to(self.device)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def context(self) -> Any:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
-
 class Predictor:
-    """Run a model over any source.
+    """Run a detector over any source.
 
     Args:
-        model: an :class:`~rtdetr.models.RTDETR` (moved to ``device``, eval mode) or an
-            :class:`~rtdetr.export.runtime.OnnxRuntimeDetector`.
+        detector: a :class:`~rtdetr.engine.backend.Detector` (PyTorch, ONNX Runtime, OpenVINO), or an
+            :class:`~rtdetr.models.RTDETR` module, wrapped with ``device``/``precision``/``channels_last``.
         class_names: names by label.
         image_size: network input ``(height, width)``.
         conf: minimum score kept; max_det: at most this many detections per image; classes: keep only these ids.
@@ -185,7 +155,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: nn.Module,
+        detector: Any,
         class_names: Sequence[str],
         image_size: tuple[int, int] = (640, 640),
         device: str | torch.device = "cpu",
@@ -198,23 +168,12 @@ class Predictor:
         precision: str = "fp32",
         channels_last: bool = False,
     ) -> None:
-        self.device = torch.device(device)
-        self.onnx = not isinstance(model, nn.Module)
-        self.model = model if self.onnx else model.to(self.device).eval()
-        self.fast = FastPath(precision, channels_last, self.device)
-        if not self.onnx:
-            self.model = self.fast.prepare(self.model)
+        self.detector = as_detector(detector, device, precision=precision, channels_last=channels_last)
         self.names = list(class_names)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.conf, self.max_det, self.batch_size, self.keep_images = conf, max_det, max(1, batch_size), keep_images
         self.classes = set(classes) if classes is not None else None
-        if decoder_depth is not None:
-            if self.onnx:
-                raise ValueError(
-                    "the decoder depth of an ONNX model is fixed at export (rtdetr export --decoder-depth)"
-                )
-            self.model.set_decoder_depth(decoder_depth)  # type: ignore[operator]
-        self.post = PostProcessor(len(self.names), num_top_queries=max_det)
+        self.detector.set_decoder_depth(decoder_depth)
 
     def resize(self, image: Image.Image) -> np.ndarray:
         """``[H, W, 3]`` uint8 at the network size (PIL bilinear, aspect ratio not kept, as in training)."""
@@ -238,11 +197,7 @@ class Predictor:
         Returns:
             per image ``{"labels": [K], "boxes": [K, 4] xyxy pixels, "scores": [K]}``, K = max_det, by score.
         """
-        if self.onnx:
-            return self.model.detect(x, sizes)  # type: ignore[operator]
-        with self.fast.context():
-            out = self.model(self.fast.input(x))
-        return self.post({k: v.float() for k, v in out.items()}, sizes.to(self.device))
+        return self.detector.detect(x, sizes, self.max_det)
 
     def _run(self, items: list[Item]) -> list[Results]:
         images = [it[0] for it in items]

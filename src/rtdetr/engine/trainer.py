@@ -41,7 +41,7 @@ from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_
 from rtdetr.engine.logger import RunLogger
 from rtdetr.engine.optim import build_optimizer, lr_factor
 from rtdetr.loss import RTDETRCriterion
-from rtdetr.models import PostProcessor, build_model
+from rtdetr.models import build_model
 from rtdetr.models.rtdetr import RTDETR
 
 __all__ = ["Trainer"]
@@ -138,7 +138,6 @@ class Trainer:
             )
 
         self.criterion = RTDETRCriterion(model_cfg.num_classes).to(self.device)
-        self.postprocessor = PostProcessor(model_cfg.num_classes, num_top_queries=model_cfg.decoder.num_queries)
         self.optimizer = build_optimizer(self.net, t)
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp and self.device.type == "cuda")
@@ -341,11 +340,11 @@ class Trainer:
         if self.main:
             result = evaluate_model(
                 self.eval_model(),
-                self.postprocessor,
                 self.val_loader,
                 self.evaluator,
                 self.device,
                 self.cfg.train.eval_decoder_depth,
+                max_det=self.cfg.model.decoder.num_queries,
             )
         barrier()
         return result

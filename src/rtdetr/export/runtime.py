@@ -26,25 +26,59 @@ def _per_image(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> lis
 
 
 class _GraphDetector(ABC):
-    """``detect`` on top of a backend's ``run`` (the exported graph includes post-processing)."""
+    """An exported graph (post-processing included) behind :class:`rtdetr.engine.backend.Detector`: ``infer``
+    runs the graph, ``postprocess`` unpacks it. Precision, memory layout, decoder depth and the number of
+    detections are fixed at export."""
+
+    kind = "graph"
+    precision = "fp32"
+    channels_last = False
+    decoder_layers = None
+    decoder_depth = None
+    class_names: list[str] | None
+    image_size: tuple[int, int] | None
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names else None
 
     @abstractmethod
     def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(labels [N, K], boxes [N, K, 4] xyxy pixels, scores [N, K])`` for images ``[N, 3, H, W]``."""
 
-    def detect(self, images: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
+    def set_decoder_depth(self, depth: int | None) -> None:
+        if depth is not None:
+            raise ValueError(
+                "the decoder depth of an exported graph is fixed at export (rtdetr export --decoder-depth)"
+            )
+
+    def infer(self, images: Tensor, sizes: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.run(images.cpu().numpy(), sizes.cpu().numpy())
+
+    def postprocess(
+        self, raw: tuple[np.ndarray, np.ndarray, np.ndarray], sizes: Tensor, max_det: int = 300
+    ) -> list[dict[str, Tensor]]:
+        labels, boxes, scores = raw
+        return _per_image(labels[:, :max_det], boxes[:, :max_det], scores[:, :max_det])
+
+    def detect(self, images: Tensor, sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]:
         """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``."""
-        return _per_image(*self.run(images.cpu().numpy(), sizes.cpu().numpy()))
+        return self.postprocess(self.infer(images, sizes), sizes, max_det)
+
+    def synchronize(self) -> None:  # noqa: B027 (graphs run synchronously on the CPU: nothing to wait for)
+        return None
 
 
 class OnnxRuntimeDetector(_GraphDetector):
-    """``(images [N, 3, H, W] float32, sizes [N, 2] int64 (w, h)) -> (labels, boxes, scores)`` numpy arrays.
+    """ONNX Runtime: ``(images [N, 3, H, W] float32, sizes [N, 2] int64 (w, h)) -> (labels, boxes, scores)``.
 
     Args:
         path: ONNX file exported by :func:`rtdetr.export.onnx.export_onnx`.
         threads: intra-op threads (None = ONNX Runtime's default).
         providers: execution providers (default CPU).
     """
+
+    kind = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> None:
         try:
@@ -67,8 +101,7 @@ class OnnxRuntimeDetector(_GraphDetector):
         self.image_size = (int(shape[2]), int(shape[3])) if all(isinstance(d, int) for d in shape[2:]) else None
         self.path = p
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.class_names: list[str] | None = json.loads(meta["class_names"]) if "class_names" in meta else None
-        self.num_classes = len(self.class_names) if self.class_names else None
+        self.class_names = json.loads(meta["class_names"]) if "class_names" in meta else None
 
     def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         labels, boxes, scores = self.session.run(
@@ -91,6 +124,8 @@ class OpenVinoDetector(_GraphDetector):
         precision: OpenVINO inference precision hint, e.g. ``"bf16"`` on AVX512-BF16 CPUs (None = default).
     """
 
+    kind = "openvino"
+
     def __init__(self, path: str | Path, threads: int | None = None, precision: str | None = None) -> None:
         try:
             import openvino as ov
@@ -110,8 +145,7 @@ class OpenVinoDetector(_GraphDetector):
             raise RuntimeError(f"{p}: OpenVINO cannot compile this model ({str(e).splitlines()[0]})") from None
         sidecar = p.with_suffix(".json")
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        self.class_names: list[str] | None = meta.get("class_names")
-        self.num_classes = len(self.class_names) if self.class_names else None
+        self.class_names = meta.get("class_names")
         size = meta.get("image_size")
         self.image_size = (int(size[0]), int(size[1])) if size else None
         self.path = p

@@ -40,13 +40,8 @@ def serve(
 
     limit_malloc_arenas()
     detector = RTDETR(model, fuse=fuse, **detector_kwargs)
-    if decoder_depth is not None:
-        if detector.onnx is not None:
-            raise ValueError(
-                "the decoder depth of an exported graph is fixed at export (rtdetr export --decoder-depth)"
-            )
-        detector.model.set_decoder_depth(decoder_depth)
-    if detector.onnx is None and detector.checkpoint is None:
+    detector.backend.set_decoder_depth(decoder_depth)
+    if detector.checkpoint is None:
         log.warning("serving %s with RANDOM weights (pass a checkpoint to get real detections)", model)
     cfg = config or ServeConfig()
     app = create_app(detector, cfg)

@@ -121,15 +121,12 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
     """A FastAPI app serving ``detector`` (a PyTorch model or an exported ONNX/OpenVINO graph)."""
     cfg = config or ServeConfig()
     predictor = detector.predictor(conf=0.0, max_det=cfg.max_det)
-    torch_model = detector.onnx is None
-    layers = int(detector.model.num_decoder_layers) if torch_model else None
-    default_depth = int(detector.model.decoder_depth) if torch_model else None
-    backend = "pytorch" if torch_model else type(detector.onnx).__name__.replace("Detector", "").lower()
+    model = predictor.detector
+    layers, default_depth, backend = model.decoder_layers, model.decoder_depth, model.kind
     info = detector.info()
 
     def run_batch(images: np.ndarray, sizes: np.ndarray, depth: int | None) -> list[dict[str, torch.Tensor]]:
-        if torch_model:
-            predictor.model.set_decoder_depth(depth or default_depth)  # type: ignore[operator]
+        model.set_decoder_depth(depth or default_depth)
         return predictor.infer(to_input(images), torch.from_numpy(sizes))
 
     batcher = MicroBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms / 1000, cfg.max_pending, _memory_trimmer())
@@ -192,9 +189,9 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
         t0 = time.perf_counter()
         keep = _parse_classes(classes, len(detector.class_names))
         if decoder_depth is not None:
-            if not torch_model:
+            if layers is None:
                 raise HTTPException(400, "the decoder depth of an exported graph is fixed at export")
-            if layers is not None and decoder_depth > layers:
+            if decoder_depth > layers:
                 raise HTTPException(400, f"decoder_depth {decoder_depth} is over the model's {layers} layers")
         try:
             async with batcher.admit():

@@ -1,0 +1,227 @@
+"""One interface for every way of running a detector: the PyTorch model, an ONNX Runtime session, an OpenVINO
+compiled model. Callers (predictor, evaluator, service, benchmark, Python API) use :class:`Detector` and never
+ask which backend they hold.
+
+Every backend maps a prepared batch (``images`` ``[B, 3, H, W]`` float in ``[0, 1]``, ``sizes`` ``[B, 2]``
+original (w, h)) to per image ``{"labels": [K], "boxes": [K, 4] xyxy pixels, "scores": [K]}`` sorted by score,
+in two timed steps: :meth:`Detector.infer` (the network; an exported graph includes its post-processing) and
+:meth:`Detector.postprocess` (top-k and scaling for PyTorch, unpacking for a graph).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from rtdetr.models.postprocess import PostProcessor
+
+__all__ = ["Detector", "FastPath", "TorchDetector", "as_detector", "open_detector"]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What every backend offers."""
+
+    kind: str
+    """``"pytorch"``, ``"onnxruntime"`` or ``"openvino"``."""
+    precision: str
+    channels_last: bool
+    class_names: list[str] | None
+    """Names stored with the model (None when it has none)."""
+
+    @property
+    def num_classes(self) -> int | None: ...
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """The input ``(height, width)`` the model was built or exported for (None: not fixed)."""
+
+    @property
+    def decoder_layers(self) -> int | None:
+        """Decoder layers available (None: an exported graph, whose depth was fixed at export)."""
+
+    @property
+    def decoder_depth(self) -> int | None: ...
+
+    def set_decoder_depth(self, depth: int | None) -> None:
+        """Run ``depth`` decoder layers (None keeps the current depth); ValueError where it cannot change."""
+
+    def infer(self, images: Tensor, sizes: Tensor) -> Any: ...
+
+    def postprocess(self, raw: Any, sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]: ...
+
+    def detect(self, images: Tensor, sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]: ...
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (CUDA), so that timings measure the work and not its launch."""
+
+
+class FastPath:
+    """Inference precision (fp32, bf16/fp16 autocast) and memory layout for a PyTorch model."""
+
+    def __init__(
+        self, precision: str = "fp32", channels_last: bool = False, device: torch.device | str = "cpu"
+    ) -> None:
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        self.device = torch.device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 inference needs a CUDA device; use bf16 on the CPU")
+        self.precision, self.channels_last = precision, channels_last
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model  # type: ignore[call-overload]
+
+    def input(self, x: Tensor) -> Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def context(self) -> Any:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+
+class TorchDetector:
+    """A PyTorch :class:`~rtdetr.models.RTDETR` behind the :class:`Detector` interface.
+
+    Args:
+        model: the model (moved to ``device``; its mode is left as it is, so a training loop can evaluate it).
+        fuse: run a ``deploy()``-fused copy (Conv+BN folded, RepVGG merged: same outputs, faster). The copy is
+            rebuilt whenever a parameter or buffer of ``model`` changes, and follows its decoder depth.
+        precision, channels_last: see :class:`FastPath`.
+    """
+
+    kind = "pytorch"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        fuse: bool = False,
+        class_names: list[str] | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.fast = FastPath(precision, channels_last, self.device)
+        self.precision, self.channels_last, self.fuse = precision, channels_last, fuse
+        self.class_names = class_names
+        self._fused: tuple[tuple[int, ...], nn.Module] | None = None
+        self._post: dict[int, PostProcessor] = {}
+
+    @property
+    def config(self) -> Any:
+        return getattr(self.model, "config", None)
+
+    @property
+    def num_classes(self) -> int | None:
+        return int(self.config.num_classes) if self.config is not None else None
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        size = self.config.eval_spatial_size if self.config is not None else None
+        return (int(size[0]), int(size[1])) if size else None
+
+    @property
+    def decoder_layers(self) -> int:
+        return int(self.model.num_decoder_layers)  # type: ignore[arg-type]
+
+    @property
+    def decoder_depth(self) -> int:
+        return int(self.model.decoder_depth)  # type: ignore[arg-type]
+
+    def set_decoder_depth(self, depth: int | None) -> None:
+        if depth is not None:
+            self.model.set_decoder_depth(depth)  # type: ignore[operator]
+
+    def module(self) -> nn.Module:
+        """The module :meth:`infer` runs: the model, or with ``fuse`` its cached fused copy."""
+        if not self.fuse or getattr(self.model, "deployed", False):
+            return self.fast.prepare(self.model)
+        key = (
+            id(self.model),
+            *(p._version for p in self.model.parameters()),
+            *(b._version for b in self.model.buffers()),
+        )
+        if self._fused is None or self._fused[0] != key:
+            fused = copy.deepcopy(self.model).eval().deploy()  # type: ignore[operator]
+            self._fused = (key, self.fast.prepare(fused))
+        fused = self._fused[1]
+        fused.set_decoder_depth(self.decoder_depth)  # type: ignore[operator]
+        return fused
+
+    def infer(self, images: Tensor, sizes: Tensor) -> dict[str, Tensor]:
+        """Raw outputs ``pred_logits`` ``[B, Q, C]``, ``pred_boxes`` ``[B, Q, 4]`` (cxcywh in ``[0, 1]``), fp32."""
+        module = self.module()
+        with self.fast.context():
+            out = module(self.fast.input(images))
+        return {k: v.float() for k, v in out.items() if k in ("pred_logits", "pred_boxes")}
+
+    def postprocess(self, raw: dict[str, Tensor], sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]:
+        if max_det not in self._post:
+            self._post[max_det] = PostProcessor(int(raw["pred_logits"].shape[-1]), num_top_queries=max_det)
+        return self._post[max_det](raw, sizes.to(self.device))
+
+    def detect(self, images: Tensor, sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]:
+        return self.postprocess(self.infer(images, sizes), sizes, max_det)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def as_detector(model: Any, device: torch.device | str = "cpu", **kwargs: Any) -> Detector:
+    """``model`` itself when it already is a :class:`Detector`, else a :class:`TorchDetector` around it."""
+    if isinstance(model, nn.Module):
+        return TorchDetector(model, device, **kwargs)
+    if not isinstance(model, Detector):
+        raise TypeError(f"expected an RTDETR model or a Detector, got {type(model).__name__}")
+    return model
+
+
+def open_detector(
+    source: str | Path,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    fuse: bool = True,
+    threads: int | None = None,
+    **overrides: Any,
+) -> Detector:
+    """Open any model file or variant name: ``.onnx`` (ONNX Runtime), ``.xml`` (OpenVINO), else a PyTorch
+    checkpoint (ours, official ``.pth``, HF ``.safetensors``) or a variant name (random weights).
+
+    ``overrides`` are model-config overrides (PyTorch only; with ``num_classes`` mismatching heads load
+    non-strictly). ``threads`` sets an exported graph's thread count.
+    """
+    from rtdetr.convert import load_model, read_checkpoint
+    from rtdetr.export.runtime import OnnxRuntimeDetector, OpenVinoDetector
+    from rtdetr.models import list_models
+
+    text = str(source)
+    if text.endswith((".onnx", ".xml")):
+        if overrides:
+            raise ValueError(f"an exported graph takes no model overrides, got {sorted(overrides)}")
+        if precision != "fp32" or channels_last:
+            raise ValueError("precision and channels_last apply to PyTorch models; a graph is fixed at export")
+        if text.endswith(".xml"):
+            return OpenVinoDetector(text, threads)
+        return OnnxRuntimeDetector(text, threads=threads)
+    names: list[str] | None = None
+    if text in list_models():
+        model = load_model(text, **overrides)
+    else:
+        model = load_model(Path(text), strict="num_classes" not in overrides, **overrides)
+        if Path(text).suffix != ".safetensors":
+            saved = read_checkpoint(text).get("class_names")
+            if isinstance(saved, list) and len(saved) == model.config.num_classes:  # type: ignore[union-attr]
+                names = [str(n) for n in saved]
+    return TorchDetector(model.eval(), device, precision, channels_last, fuse, names)
