@@ -51,3 +51,12 @@ def test_convert_bad_file_is_a_clear_error(tmp_path: Path, capsys: pytest.Captur
     assert main(["convert", str(bad), str(tmp_path / "o.pth")]) == 1
     err = capsys.readouterr().err
     assert "bad.pth" in err and "not a readable PyTorch checkpoint" in err
+
+
+def test_version_and_load_model_export(capsys: pytest.CaptureFixture) -> None:
+    import rtdetr
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"rtdetr {rtdetr.__version__}"
+    assert rtdetr.load_model is load_model  # the README's `from rtdetr import load_model`

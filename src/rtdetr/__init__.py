@@ -2,6 +2,7 @@
 
 from rtdetr.api import RTDETR
 from rtdetr.config import ModelConfig
+from rtdetr.convert import load_model
 from rtdetr.engine.results import Results
 from rtdetr.models import PostProcessor, build_model, create_model, get_model_config, list_models
 
@@ -17,4 +18,5 @@ __all__ = [
     "create_model",
     "get_model_config",
     "list_models",
+    "load_model",
 ]

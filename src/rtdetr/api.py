@@ -15,6 +15,7 @@ from rtdetr.engine.predictor import Predictor
 from rtdetr.engine.results import Results
 from rtdetr.models import list_models
 from rtdetr.models.rtdetr import RTDETR as RTDETRModel
+from rtdetr.options import InferenceOptions
 from rtdetr.recipe import load_recipe
 
 __all__ = ["RTDETR"]
@@ -127,30 +128,37 @@ class RTDETR:
 
     def predictor(
         self,
-        conf: float = 0.25,
-        max_det: int = 300,
-        classes: Sequence[int] | None = None,
-        decoder_depth: int | None = None,
-        image_size: tuple[int, int] | None = None,
-        batch: int = 1,
+        conf: float = InferenceOptions.conf,
+        max_det: int = InferenceOptions.max_det,
+        classes: Sequence[int] | None = InferenceOptions.classes,
+        decoder_depth: int | None = InferenceOptions.decoder_depth,
+        image_size: tuple[int, int] | None = InferenceOptions.image_size,
+        batch: int = InferenceOptions.batch,
     ) -> Predictor:
+        """A :class:`Predictor` with these options (see :class:`rtdetr.options.InferenceOptions`; a value out of
+        range, a class id past the model's classes or a depth past its decoder raise ValueError)."""
+        opts = InferenceOptions(
+            conf, max_det, tuple(classes) if classes is not None else None, decoder_depth,
+            tuple(image_size) if image_size is not None else None, batch,  # type: ignore[arg-type]
+        )  # fmt: skip
+        opts.check_model(self.backend.num_classes, self.backend.decoder_layers)
         fixed = self.backend.image_size if self.backend.decoder_layers is None else None
-        if fixed is not None and image_size is not None and tuple(image_size) != fixed:
-            raise ValueError(f"the graph was exported at {fixed}; re-export for {tuple(image_size)}")
+        if fixed is not None and opts.image_size is not None and opts.image_size != fixed:
+            raise ValueError(f"the graph was exported at {fixed}; re-export for {opts.image_size}")
         return Predictor(
-            self.backend, self.class_names, image_size or self.image_size, self.device, conf, max_det, classes,
-            decoder_depth, batch,
+            self.backend, self.class_names, opts.image_size or self.image_size, self.device, opts.conf, opts.max_det,
+            opts.classes, opts.decoder_depth, opts.batch,
         )  # fmt: skip
 
     def predict(
         self,
         source: Any,
-        conf: float = 0.25,
-        max_det: int = 300,
-        classes: Sequence[int] | None = None,
-        decoder_depth: int | None = None,
-        image_size: tuple[int, int] | None = None,
-        batch: int = 1,
+        conf: float = InferenceOptions.conf,
+        max_det: int = InferenceOptions.max_det,
+        classes: Sequence[int] | None = InferenceOptions.classes,
+        decoder_depth: int | None = InferenceOptions.decoder_depth,
+        image_size: tuple[int, int] | None = InferenceOptions.image_size,
+        batch: int = InferenceOptions.batch,
         stream: bool = False,
         save_dir: str | Path | None = None,
     ) -> list[Results] | Iterator[Results]:
@@ -237,7 +245,7 @@ class RTDETR:
         path: str | Path | None = None,
         image_size: tuple[int, int] | None = None,
         opset: int = 17,
-        max_det: int = 300,
+        max_det: int = InferenceOptions.max_det,
         decoder_depth: int | None = None,
         simplify: bool = False,
         check: bool = True,

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args
+
 __all__ = ["main"]
 
 
@@ -122,22 +124,12 @@ def _cmd_val(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from rtdetr.api import RTDETR
 
+    opts = from_args(args, InferenceOptions)
     det = RTDETR(args.model, device=args.device, **_fast(args))
-    size = (args.size, args.size) if args.size else None
     source = int(args.source) if args.source.isdigit() else args.source
     save_dir = None if args.no_save else args.save_dir
     n_images = n_dets = 0
-    for r in det.predict(
-        source,
-        args.conf,
-        args.max_det,
-        args.classes,
-        args.decoder_depth,
-        size,
-        args.batch,
-        stream=True,
-        save_dir=save_dir,
-    ):
+    for r in det.predict(source, **dataclasses.asdict(opts), stream=True, save_dir=save_dir):
         n_images += 1
         n_dets += len(r)
         if args.json:
@@ -241,16 +233,11 @@ def _fast(args: argparse.Namespace) -> dict:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
-    from rtdetr.serve import ServeConfig, serve
+    from rtdetr.serve import serve
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    fields = [f.name for f in dataclasses.fields(ServeConfig)]
-    try:
-        cfg = ServeConfig(**{f: getattr(args, f) for f in fields})
-    except ValueError as e:  # name the option as typed
-        name = str(e).split(" ", 1)[0]
-        raise ValueError(f"--{name.replace('_', '-')} {str(e).split(' ', 1)[1]}") from None
+    cfg = from_args(args, ServeConfig)
     kwargs = {**_fast(args), "threads": args.threads}
     serve(
         args.model, args.host, args.port, cfg, fuse=not args.no_fuse, decoder_depth=args.decoder_depth,
@@ -279,6 +266,9 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtdetr", description="RT-DETR real-time object detection.")
+    from rtdetr import __version__
+
+    parser.add_argument("--version", action="version", version=f"rtdetr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     info = sub.add_parser("info", help="list model variants with parameters and GFLOPs")
@@ -332,11 +322,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="detect objects in images, folders, globs, videos or a camera")
     pred.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
     pred.add_argument("source", help="image, folder, glob ('imgs/*.jpg'), video file, camera index or stream URL")
-    pred.add_argument("--conf", type=float, default=0.25, help="minimum score (default 0.25)")
-    pred.add_argument("--max-det", type=int, default=300)
-    pred.add_argument("--classes", type=int, nargs="+", help="keep only these class ids")
-    pred.add_argument("--size", type=int, help="square input size (default: the model's)")
-    pred.add_argument("--batch", type=int, default=1)
+    add_arguments(pred, InferenceOptions, ("conf", "max_det", "classes", "image_size", "batch"))
     pred.add_argument("--save-dir", default="outputs/predict", help="where drawn images and JSON go")
     pred.add_argument("--no-save", action="store_true", help="print only")
     pred.add_argument("--json", action="store_true", help="print one JSON object per image")
@@ -353,7 +339,7 @@ def _build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--output", "-o", help="output file (default: <checkpoint stem>.onnx)")
     exp.add_argument("--size", type=int, help="square input size (default: the model's)")
     exp.add_argument("--opset", type=int, default=17)
-    exp.add_argument("--max-det", type=int, default=300, help="detections per image in the graph")
+    exp.add_argument("--max-det", type=int, default=InferenceOptions.max_det, help="detections per image in the graph")
     exp.add_argument("--decoder-depth", type=int, help="bake a truncated decoder into the graph")
     exp.add_argument("--simplify", action="store_true", help="run onnxslim/onnxsim if installed")
     exp.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
@@ -379,13 +365,7 @@ def _build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to listen on every interface)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--threads", type=int, help="CPU threads for inference")
-    srv.add_argument("--max-batch", type=int, default=8, help="images per inference batch")
-    srv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a partial batch waits to fill")
-    srv.add_argument("--max-pending", type=int, default=256, help="requests in flight before 503 (bounds memory)")
-    srv.add_argument("--max-upload-mb", type=float, default=16.0, help="largest request body")
-    srv.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, checked before decoding")
-    srv.add_argument("--decode-workers", type=int, default=2, help="images decoded in parallel")
-    srv.add_argument("--max-det", type=int, default=300, help="most detections per image")
+    add_arguments(srv, ServeConfig)
     srv.add_argument("--no-fuse", action="store_true", help="do not fold Conv+BN/RepVGG before serving")
     _add_speed_options(srv)
     srv.set_defaults(func=_cmd_serve)

@@ -218,6 +218,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     output_dir: str = "runs/train"
+    """Where the run writes; if an earlier run left checkpoints or metrics there, a fresh ``<dir>2``, ``<dir>3``,
+    ... is used instead (unless ``exist_ok``; a resumed run writes into its own folder)."""
+    exist_ok: bool = False
+    """Write into ``output_dir`` even if an earlier run left files there (they are replaced)."""
     log_interval: int = 20
     max_iters_per_epoch: int | None = None
     """Cut epochs short (quick experiments and tests)."""

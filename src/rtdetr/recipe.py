@@ -52,12 +52,34 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     )
 
 
+def _run_of(checkpoint: str) -> dict[str, Any]:
+    """The run config saved in a training checkpoint, set to write into the checkpoint's folder."""
+    from rtdetr.convert.checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        run = read_checkpoint(checkpoint).get("run_config")
+    except CheckpointError as e:
+        raise ConfigError(f"resume: {e}") from None
+    if not isinstance(run, Mapping):
+        raise ConfigError(
+            f"resume: {checkpoint} holds no run config (not a last.pth written by rtdetr train); "
+            "pass the recipe or --data the run was started with"
+        )
+    run = merge_overrides(run, {"train": {"output_dir": str(Path(checkpoint).parent)}})
+    run.pop("init_from", None)  # the checkpoint itself is the starting point
+    return {**run, "resume": checkpoint}
+
+
 def load_recipe(
     path: str | Path | None, overrides: list[str] | None = None, updates: Mapping[str, Any] | None = None
 ) -> RunConfig:
     """Load a YAML training recipe (one optional ``base:`` recipe, relative to the file), merge the nested
     ``updates`` (values used as they are: paths stay paths), then apply dotted ``overrides`` (``key.sub=value``
-    text, typed by the field they set). Unknown keys anywhere are errors."""
+    text, typed by the field they set). Unknown keys anywhere are errors.
+
+    With ``resume`` set (in ``updates`` or ``overrides``) and no recipe, the run config saved in that checkpoint
+    is the base, writing into the checkpoint's folder: ``rtdetr train --resume runs/x/last.pth`` alone continues
+    exactly that run; flags given beside it (e.g. ``--epochs``) still apply."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -74,6 +96,11 @@ def load_recipe(
                 raise ConfigError(f"{base_path}: a base recipe cannot have its own base")
             loaded = merge_overrides(base, loaded)
         data = loaded
+    resume = (updates or {}).get("resume") or next(
+        (o.split("=", 1)[1] for o in overrides or [] if o.startswith("resume=")), None
+    )
+    if resume and path is None:  # continue that run: its own settings, in its own folder
+        data = _run_of(str(resume))
     data = merge_overrides(data, updates or {})
     data = apply_dotted_overrides(data, overrides or [])
     return run_config_from_dict(data)

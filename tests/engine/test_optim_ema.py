@@ -42,3 +42,25 @@ def test_ema_ramp_and_tracking() -> None:
     restored = ModelEMA(model, 0.9, 1)
     restored.load_state_dict(ema.state_dict())
     assert restored.updates == 200
+
+
+def test_warmups_scale_to_short_runs() -> None:
+    """160 images at batch 16 for 72 epochs is 720 steps: the official 2000-step warm-up would never end."""
+    from rtdetr.config import TrainConfig
+    from rtdetr.engine.optim import effective_warmups, lr_factor
+
+    cfg = TrainConfig(epochs=72)  # warmup_iters = ema_warmups = 2000, as official
+    assert effective_warmups(cfg, 10) == (72, 144)  # 10% and 20% of 720 steps
+    assert lr_factor(9, cfg, 10) < 0.2 and lr_factor(71, cfg, 10) == 1.0 and lr_factor(700, cfg, 10) == 1.0
+    assert effective_warmups(cfg, 7330) == (2000, 2000)  # COCO-sized runs keep the official schedule
+    assert effective_warmups(TrainConfig(epochs=1, warmup_iters=0), 5) == (0, 1)
+
+
+def test_short_run_warns(tiny_data: dict, tmp_path) -> None:  # noqa: ANN001
+    from rtdetr.engine.trainer import Trainer
+    from tests.engine.conftest import tiny_config
+
+    Trainer(tiny_config(tiny_data, tmp_path / "short", "train.epochs=2", "train.warmup_iters=2000"))
+    text = (tmp_path / "short" / "log.txt").read_text()
+    assert "8 optimizer steps (2 epochs x 4); lr warm-up 1 steps" in text
+    assert "too short to train a detector from scratch" in text

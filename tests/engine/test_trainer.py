@@ -99,3 +99,47 @@ def test_bad_data_path_is_a_clear_error(tmp_path: Path) -> None:
     from rtdetr.cli import main
 
     assert main(["train", "--data", str(tmp_path / "missing.json"), "--output", str(tmp_path / "o")]) == 1
+
+
+def test_best_holds_eval_weights_only(tiny_data: dict, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    result = Trainer(tiny_config(tiny_data, tmp_path / "slim", "train.epochs=1")).fit()
+    run = Path(result["output_dir"])
+    best, last = read_checkpoint(run / "best.pth"), read_checkpoint(run / "last.pth")
+    assert "optimizer" in last and not {"optimizer", "scheduler", "ema"} & set(best)
+    ema = last["ema"]["module"]
+    assert all(torch.equal(best["model"][k], v) for k, v in ema.items())  # the EMA weights, as evaluated
+    assert (run / "best.pth").stat().st_size < 0.6 * (run / "last.pth").stat().st_size
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((run / "best.pth").stat().st_mode) == 0o666 & ~mask
+
+
+def test_runs_never_overwrite_each_other(tiny_data: dict, tmp_path: Path) -> None:
+    first = Trainer(tiny_config(tiny_data, tmp_path / "run", "train.epochs=1")).fit()
+    stamp = (tmp_path / "run" / "last.pth").stat().st_mtime_ns
+    second = Trainer(tiny_config(tiny_data, tmp_path / "run", "train.epochs=1")).fit()
+    assert first["output_dir"] == str(tmp_path / "run") and second["output_dir"] == str(tmp_path / "run2")
+    assert (tmp_path / "run" / "last.pth").stat().st_mtime_ns == stamp
+    reused = Trainer(tiny_config(tiny_data, tmp_path / "run", "train.epochs=1", "train.exist_ok=true")).fit()
+    assert reused["output_dir"] == str(tmp_path / "run")
+
+
+def test_cli_resume_alone_continues_the_run_in_its_folder(
+    tiny_data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rtdetr.cli import main
+    from rtdetr.convert.checkpoint import atomic_save
+
+    run = tmp_path / "my run #1"
+    cut = Trainer(tiny_config(tiny_data, run, "train.epochs=2", "train.progress=false"))
+    cut._seed_epoch(0)
+    cut.train_one_epoch(0)
+    atomic_save(cut.checkpoint(1), run / "last.pth")
+    monkeypatch.chdir(tmp_path)  # a default runs/train here would show up
+    assert main(["train", "--resume", str(run / "last.pth")]) == 0
+    assert read_checkpoint(run / "last.pth")["epoch"] == 2 and (run / "best.pth").is_file()
+    assert not (tmp_path / "runs").exists()
+    assert main(["train", "--resume", str(tmp_path / "nothing.pth")]) == 1

@@ -46,9 +46,26 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     )
 
 
+#: Warm-ups never take more than these fractions of a run's optimizer steps.
+WARMUP_FRACTION, EMA_WARMUP_FRACTION = 0.1, 0.2
+#: Fewer optimizer steps than this rarely train a detector from scratch: the trainer warns.
+SHORT_RUN_STEPS = 300
+
+
+def effective_warmups(cfg: TrainConfig, iters_per_epoch: int) -> tuple[int, int]:
+    """``(lr warm-up steps, EMA warm-up steps)`` for a run: the configured counts (official: 2000 each), capped
+    at 10% and 20% of the run's optimizer steps so that a short run on a small dataset leaves warm-up."""
+    total = max(1, cfg.epochs * iters_per_epoch)
+    lr = min(cfg.warmup_iters, max(1, math.ceil(WARMUP_FRACTION * total))) if cfg.warmup_iters > 0 else 0
+    ema = min(cfg.ema_warmups, max(1, math.ceil(EMA_WARMUP_FRACTION * total)))
+    return lr, ema
+
+
 def lr_factor(step: int, cfg: TrainConfig, iters_per_epoch: int) -> float:
-    """Multiplier of every group's base LR at optimizer step ``step`` (0-based)."""
-    warm = min(1.0, (step + 1) / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
+    """Multiplier of every group's base LR at optimizer step ``step`` (0-based); warm-up as
+    :func:`effective_warmups` gives it."""
+    warmup = effective_warmups(cfg, iters_per_epoch)[0]
+    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     epoch = step / max(1, iters_per_epoch)
     if cfg.schedule == "cosine":
         total = max(1, cfg.epochs * iters_per_epoch)

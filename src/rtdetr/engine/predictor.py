@@ -21,6 +21,7 @@ from rtdetr.data.dataset import load_image
 from rtdetr.data.records import IMAGE_SUFFIXES
 from rtdetr.engine.backend import as_detector
 from rtdetr.engine.results import Results
+from rtdetr.options import InferenceOptions
 
 __all__ = ["VIDEO_SUFFIXES", "Predictor", "filter_detections", "iter_source", "to_input"]
 
@@ -159,8 +160,8 @@ class Predictor:
         class_names: Sequence[str],
         image_size: tuple[int, int] = (640, 640),
         device: str | torch.device = "cpu",
-        conf: float = 0.25,
-        max_det: int = 300,
+        conf: float = InferenceOptions.conf,
+        max_det: int = InferenceOptions.max_det,
         classes: Sequence[int] | None = None,
         decoder_depth: int | None = None,
         batch_size: int = 1,

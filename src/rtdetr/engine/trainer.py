@@ -39,7 +39,14 @@ from rtdetr.engine.distributed import barrier, cleanup, init_distributed
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
 from rtdetr.engine.logger import RunLogger
-from rtdetr.engine.optim import build_optimizer, lr_factor
+from rtdetr.engine.optim import (
+    EMA_WARMUP_FRACTION,
+    SHORT_RUN_STEPS,
+    WARMUP_FRACTION,
+    build_optimizer,
+    effective_warmups,
+    lr_factor,
+)
 from rtdetr.loss import RTDETRCriterion
 from rtdetr.models import build_model
 from rtdetr.models.rtdetr import RTDETR
@@ -63,6 +70,26 @@ def _float(obj: Any) -> Any:
     return obj
 
 
+RUN_FILES = ("last.pth", "best.pth", "metrics.csv")
+
+
+def fresh_output_dir(path: Path) -> Path:
+    """``path`` if no run has written there yet, else the first of ``<path>2``, ``<path>3``, ... that is free."""
+    candidate, i = path, 1
+    while any((candidate / name).exists() for name in RUN_FILES):
+        i += 1
+        candidate = path.with_name(f"{path.name}{i}")
+    return candidate
+
+
+def _weights_only(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """``best.pth``: the evaluation weights (EMA when on) with config, class names and metrics, and no optimizer,
+    scheduler or raw training weights (``last.pth`` keeps those for ``--resume``): about a third of the size."""
+    weights = ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"]
+    drop = ("model", "ema", "optimizer", "scheduler", "scaler")
+    return {"model": weights, **{k: v for k, v in ckpt.items() if k not in drop}}
+
+
 class Trainer:
     """Build everything a run needs from a :class:`RunConfig` and train with :meth:`fit`."""
 
@@ -71,12 +98,17 @@ class Trainer:
     ) -> None:
         self.rank, self.world, self.device = init_distributed(cfg.train.device)
         self.main = self.rank == 0
+        if not cfg.resume and not cfg.train.exist_ok:  # never overwrite an earlier run
+            fresh = str(fresh_output_dir(Path(cfg.train.output_dir)))
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=fresh))
+        barrier()  # every rank has chosen the folder before the first one creates it
         t = cfg.train
         self.out_dir = Path(t.output_dir)
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _setup_logging(self.out_dir / "log.txt")
             remove_stale_saves(self.out_dir)  # left by a process killed while saving
+            log.info("run folder: %s", self.out_dir.resolve())
 
         if train_index is None:
             if not cfg.data.train:
@@ -141,7 +173,6 @@ class Trainer:
         self.optimizer = build_optimizer(self.net, t)
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp and self.device.type == "cuda")
-        self.ema = ModelEMA(self.model, t.ema_decay, t.ema_warmups) if t.ema else None
 
         size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
         self.stop_epoch = t.epochs - t.no_aug_epochs
@@ -173,6 +204,20 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, t, self.iters_per_epoch)
         )
+        warmup, ema_warmup = effective_warmups(t, self.iters_per_epoch)
+        self.ema = ModelEMA(self.model, t.ema_decay, ema_warmup) if t.ema else None
+        total = t.epochs * self.iters_per_epoch
+        if self.main:
+            log.info(
+                "%d optimizer steps (%d epochs x %d); lr warm-up %d steps, EMA warm-up %d (capped at %d%% / %d%% of "
+                "the run)", total, t.epochs, self.iters_per_epoch, warmup, ema_warmup, 100 * WARMUP_FRACTION,
+                100 * EMA_WARMUP_FRACTION,
+            )  # fmt: skip
+            if total < SHORT_RUN_STEPS:
+                log.warning(
+                    "only %d optimizer steps: too short to train a detector from scratch (a few thousand are "
+                    "typical); raise epochs or lower the batch size", total,
+                )  # fmt: skip
 
         self.val_loader: DataLoader | None = None
         self.evaluator: CocoEvaluator | None = None
@@ -402,7 +447,7 @@ class Trainer:
                     ckpt = self.checkpoint(epoch + 1)
                     atomic_save(ckpt, self.out_dir / "last.pth")
                     if is_best or self.val_loader is None:
-                        atomic_save(ckpt, self.out_dir / "best.pth")
+                        atomic_save(_weights_only(ckpt), self.out_dir / "best.pth")
                     log.info(
                         "epoch %d: %s", epoch + 1, ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k in _SHOWN)
                     )

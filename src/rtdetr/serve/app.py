@@ -18,7 +18,7 @@ import base64
 import io
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import resources
 from typing import Any
 
@@ -34,44 +34,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rtdetr.api import RTDETR
 from rtdetr.data.dataset import ImageTooLarge, load_image
 from rtdetr.engine.predictor import filter_detections, to_input
+from rtdetr.options import InferenceOptions, ServeConfig
 from rtdetr.serve.batcher import Busy, MicroBatcher
 from rtdetr.viz import draw_detections
 
 __all__ = ["ServeConfig", "create_app", "limit_malloc_arenas"]
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Service limits and batching.
-
-    Attributes:
-        max_batch: images per inference batch; max_wait_ms: how long a partial batch waits to fill.
-        max_pending: requests admitted at once (uploading, decoding, queued or running); more get a 503.
-        max_upload_mb: largest request body; max_pixels: largest image (checked before decoding).
-        decode_workers: images decoded in parallel (bounds the memory of full-size decoded images).
-        max_det: most detections returned per image.
-    """
-
-    max_batch: int = 8
-    max_wait_ms: float = 5.0
-    max_pending: int = 256
-    max_upload_mb: float = 16.0
-    max_pixels: int = 40_000_000
-    decode_workers: int = 2
-    max_det: int = 300
-
-    def __post_init__(self) -> None:
-        for name in ("max_batch", "max_pending", "max_det", "decode_workers", "max_pixels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_upload_mb <= 0:
-            raise ValueError(f"max_upload_mb must be > 0, got {self.max_upload_mb}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
 
 
 class _BodyLimit:
@@ -180,7 +147,7 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
     @app.post("/predict")
     async def predict(
         request: Request,
-        conf: float = Query(0.25, ge=0.0, le=1.0, description="minimum score"),
+        conf: float = Query(InferenceOptions.conf, ge=0.0, le=1.0, description="minimum score"),
         max_det: int = Query(cfg.max_det, ge=1, le=cfg.max_det, description="most detections returned"),
         classes: str | None = Query(None, description="comma-separated class ids to keep, e.g. 0,2"),
         decoder_depth: int | None = Query(None, ge=1, description="decoder layers to run (PyTorch models)"),

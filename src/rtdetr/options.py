@@ -1,0 +1,128 @@
+"""The options of the commands that run a model, in one table: name, default, allowed range and help.
+
+The Python API takes these names with these defaults, the CLI builds its flags from the same fields
+(:func:`add_arguments`), the service uses the same defaults, and every value is checked in one place
+(``__post_init__``), with a message naming the option and its allowed range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["InferenceOptions", "ServeConfig", "add_arguments", "from_args"]
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """What ``predict`` (API, CLI, service) filters and runs with."""
+
+    conf: float = _opt(0.25, "minimum score kept, 0..1")
+    max_det: int = _opt(300, "most detections per image, >= 1")
+    classes: tuple[int, ...] | None = _opt(None, "keep only these class ids")
+    decoder_depth: int | None = _opt(None, "decoder layers to run (fewer = faster; default: the model's)")
+    image_size: tuple[int, int] | None = _opt(None, "square input side (default: the model's)", flag="--size")
+    batch: int = _opt(1, "images per forward pass, >= 1")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.conf <= 1.0:
+            raise ValueError(f"conf must be within 0..1, got {self.conf}")
+        if self.max_det < 1:
+            raise ValueError(f"max_det must be >= 1, got {self.max_det}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if self.decoder_depth is not None and self.decoder_depth < 1:
+            raise ValueError(f"decoder_depth must be >= 1, got {self.decoder_depth}")
+        if self.image_size is not None and min(self.image_size) < 32:
+            raise ValueError(f"image_size must be >= 32 on each side, got {tuple(self.image_size)}")
+        if self.classes is not None and min(self.classes, default=0) < 0:
+            raise ValueError(f"classes must be class ids >= 0, got {list(self.classes)}")
+
+    def check_model(self, num_classes: int | None, decoder_layers: int | None) -> None:
+        """Reject what does not fit the model: class ids past its classes, a depth past its decoder."""
+        if num_classes is not None and self.classes and max(self.classes) >= num_classes:
+            raise ValueError(f"classes must be within 0..{num_classes - 1} for this {num_classes}-class model")
+        if self.decoder_depth is not None and decoder_layers is not None and self.decoder_depth > decoder_layers:
+            raise ValueError(f"decoder_depth must be within 1..{decoder_layers} for this model")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Service limits and batching (``rtdetr serve``)."""
+
+    max_batch: int = _opt(8, "images per inference batch")
+    max_wait_ms: float = _opt(5.0, "how long a partial batch waits to fill")
+    max_pending: int = _opt(256, "requests admitted at once (uploading, decoding, queued, running); more get a 503")
+    max_upload_mb: float = _opt(16.0, "largest request body")
+    max_pixels: int = _opt(40_000_000, "largest image, checked before decoding")
+    decode_workers: int = _opt(2, "images decoded in parallel (bounds the memory of decoded images)")
+    max_det: int = _opt(InferenceOptions.max_det, "most detections returned per image")
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_pending", "max_det", "decode_workers", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_upload_mb <= 0:
+            raise ValueError(f"max_upload_mb must be > 0, got {self.max_upload_mb}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return str(f.metadata.get("flag", "--" + f.name.replace("_", "-")))
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: Any, names: typing.Sequence[str] | None = None) -> None:
+    """Add one flag per field of dataclass ``cls`` (``names`` selects), with its default and help; tuples take
+    several values, and a ``--size`` field takes one side (a square)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if names is not None and f.name not in names:
+            continue
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        base = args[0]
+        kw: dict[str, Any] = {"dest": f.name, "default": f.default, "help": f.metadata.get("help", "")}
+        if typing.get_origin(base) is tuple:
+            kw["type"] = int
+            if _flag(f) != "--size":
+                kw["nargs"] = "+"
+        elif base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = base
+        if f.default is not None and base is not bool:
+            kw["help"] += f" (default {f.default})"
+        parser.add_argument(_flag(f), **kw)
+
+
+def from_args(args: argparse.Namespace, cls: Any) -> Any:
+    """Build ``cls`` from the parsed flags :func:`add_arguments` added (a ``--size`` side becomes a square); a
+    ValueError names the flag."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        if _flag(f) == "--size" and isinstance(value, int):
+            value = (value, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    try:
+        return cls(**values)
+    except ValueError as e:
+        name, _, rest = str(e).partition(" ")
+        flag = next((_flag(f) for f in dataclasses.fields(cls) if f.name == name), name)
+        raise ValueError(f"{flag} {rest}") from None

@@ -1,0 +1,85 @@
+"""One table of options: the CLI's flags and the API's defaults come from it, and out-of-range values are
+refused with one line naming the option and its range, through both entry points."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+
+import numpy as np
+import pytest
+
+from rtdetr import RTDETR
+from rtdetr.cli import _build_parser, main
+from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args
+from tests.engine.conftest import TINY_MODEL
+
+
+def test_cli_and_api_share_the_defaults() -> None:
+    args = _build_parser().parse_args(["predict", "m.pth", "img.jpg"])
+    opts = from_args(args, InferenceOptions)
+    assert opts == InferenceOptions()
+    api = inspect.signature(RTDETR.predict).parameters
+    for f in dataclasses.fields(InferenceOptions):
+        assert api[f.name].default == f.default, f.name
+    serve = _build_parser().parse_args(["serve", "m.pth"])
+    assert from_args(serve, ServeConfig) == ServeConfig()
+    assert ServeConfig().max_det == InferenceOptions().max_det
+
+
+def test_flags_are_typed_and_named_from_the_table() -> None:
+    p = argparse.ArgumentParser()
+    add_arguments(p, InferenceOptions)
+    opts = from_args(
+        p.parse_args(["--conf", "0.4", "--classes", "0", "2", "--size", "320", "--batch", "4"]), InferenceOptions
+    )
+    assert opts.conf == 0.4 and opts.classes == (0, 2) and opts.image_size == (320, 320) and opts.batch == 4
+    with pytest.raises(ValueError, match=r"^--size must be >= 32"):
+        from_args(p.parse_args(["--size", "0"]), InferenceOptions)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--conf", "2.0"], "--conf must be within 0..1, got 2.0"),
+        (["--conf", "-1"], "--conf must be within 0..1"),
+        (["--max-det", "0"], "--max-det must be >= 1"),
+        (["--batch", "0"], "--batch must be >= 1"),
+        (["--size", "0"], "--size must be >= 32"),
+        (["--classes", "5"], "classes must be within 0..2 for this 3-class model"),
+        (["--decoder-depth", "7"], "decoder_depth must be within 1..2"),
+    ],
+)
+def test_out_of_range_predict_options_are_refused(
+    flags: list[str],
+    message: str,
+    tmp_path,
+    capsys: pytest.CaptureFixture,  # noqa: ANN001
+) -> None:
+    from rtdetr.convert import save_model
+    from rtdetr.models import create_model
+
+    ckpt = save_model(create_model("rtdetr_r18vd", num_classes=3, **TINY_MODEL), tmp_path / "m.pth")
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(image)
+    assert main(["predict", str(ckpt), str(image), "--no-save", *flags]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1  # one line, no traceback
+
+
+def test_out_of_range_api_options_are_refused() -> None:
+    det = RTDETR("rtdetr_r18vd", num_classes=3, **TINY_MODEL)
+    img = np.zeros((30, 40, 3), np.uint8)
+    for kwargs, message in [
+        ({"conf": 2.0}, "conf must be within 0..1"),
+        ({"max_det": 0}, "max_det must be >= 1"),
+        ({"batch": 0}, "batch must be >= 1"),
+        ({"classes": [3]}, "classes must be within 0..2"),
+        ({"image_size": (0, 0)}, "image_size must be >= 32"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            det.predict(img, **kwargs)
+    assert len(det.predict(img, conf=0.0, max_det=2)[0]) == 2
