@@ -130,3 +130,32 @@ def test_ddp_prefix_and_plain_state_dict(tmp_path: Path) -> None:
     path = tmp_path / "ddp.pth"
     torch.save(collections.OrderedDict((f"module.{k}", v) for k, v in src.state_dict().items()), path)
     assert _same_weights(load_model(path), src)
+
+
+@pytest.mark.parametrize("content", [b"just some text\n", bytes(range(256)) * 40, b"\x80\x02}q\x00X\x01"])
+def test_corrupt_files_are_one_line_errors_everywhere(
+    content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Text, random bytes and a truncated pickle: a CheckpointError naming the file from the API, exit 1 with one
+    line from every command that opens a model."""
+    from rtdetr import RTDETR
+    from rtdetr.cli import main
+
+    bad = tmp_path / "model.pth"
+    bad.write_bytes(content)
+    with pytest.raises(CheckpointError, match="model.pth: not a readable PyTorch checkpoint"):
+        RTDETR(bad)
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(image)
+    for cmd in (
+        ["predict", str(bad), str(image), "--no-save"],
+        ["val", str(bad), "--data", str(tmp_path / "x.json")],
+        ["export", str(bad)],
+        ["convert", str(bad), str(tmp_path / "o.pth")],
+        ["serve", str(bad)],
+    ):
+        assert main(cmd) == 1, cmd
+        err = capsys.readouterr().err
+        assert "model.pth: not a readable PyTorch checkpoint" in err and err.count("\n") == 1, (cmd, err)

@@ -102,6 +102,8 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict[
         raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (corrupt or another format)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from None
+    except Exception as e:  # unpickling arbitrary bytes fails in many ways (KeyError, IndexError, ...)
+        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{p}: expected a dict checkpoint, found {type(obj).__name__}")
     return dict(obj)
