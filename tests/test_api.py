@@ -117,3 +117,18 @@ def test_predict_runs_a_fused_copy_kept_in_sync() -> None:
     with torch.no_grad():  # new weights rebuild it
         det.model.decoder.dec_score_head[0].bias.add_(1.0)
     assert det.inference_model() is not fused
+
+
+def test_variant_name_warns_about_random_weights() -> None:
+    import logging
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("rtdetr")
+    logger.addHandler(handler)
+    try:
+        RTDETR("rtdetr_r18vd", num_classes=2, **TINY_MODEL)
+    finally:
+        logger.removeHandler(handler)
+    assert any("RANDOM weights" in m for m in seen)

@@ -83,3 +83,9 @@ def test_out_of_range_api_options_are_refused() -> None:
         with pytest.raises(ValueError, match=message):
             det.predict(img, **kwargs)
     assert len(det.predict(img, conf=0.0, max_det=2)[0]) == 2
+
+
+def test_serve_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "rtdetr_r18vd", "--port", "99999"])
+    assert e.value.code == 2 and "--port: 99999 is out of range; a port is within 1..65535" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from rtdetr.options import InferenceOptions
 from rtdetr.recipe import load_recipe
 
 __all__ = ["RTDETR"]
+
+log = logging.getLogger("rtdetr")
 
 
 class RTDETR:
@@ -60,6 +63,8 @@ class RTDETR:
             model, self.device, precision, channels_last, fuse, threads if graph else None, **overrides
         )
         self.checkpoint: Path | None = None if str(model) in list_models() else Path(model)
+        if self.checkpoint is None:
+            log.warning("%s has RANDOM weights: pass a checkpoint to get real detections", model)
         self._set_class_names(class_names)
 
     def _set_class_names(self, given: Sequence[str] | None) -> None:

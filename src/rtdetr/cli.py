@@ -264,6 +264,16 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range; a port is within 1..65535")
+    return port
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtdetr", description="RT-DETR real-time object detection.")
     from rtdetr import __version__
@@ -363,7 +373,7 @@ def _build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="HTTP service with a web page: POST an image, get JSON detections")
     srv.add_argument("model", help="checkpoint, variant name (random weights), exported .onnx or OpenVINO .xml")
     srv.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to listen on every interface)")
-    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--port", type=_port, default=8000, help="TCP port, 1..65535 (default 8000)")
     srv.add_argument("--threads", type=int, help="CPU threads for inference")
     add_arguments(srv, ServeConfig)
     srv.add_argument("--no-fuse", action="store_true", help="do not fold Conv+BN/RepVGG before serving")

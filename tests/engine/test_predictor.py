@@ -103,3 +103,16 @@ def test_results_formats_and_save(tmp_path: Path) -> None:
     no_image = Results(r.boxes, r.scores, r.labels, r.names, r.orig_size)
     with pytest.raises(ValueError, match="keeps no image"):
         no_image.plot()
+
+
+def test_boxes_are_clipped_to_the_image() -> None:
+    from rtdetr.engine.predictor import filter_detections
+
+    det = {
+        "boxes": torch.tensor([[-5.0, -2.0, 30.0, 50.0], [10.0, 10.0, 20.0, 20.0]]),
+        "scores": torch.tensor([0.9, 0.8]),
+        "labels": torch.tensor([0, 1]),
+    }
+    out = filter_detections(det, 0.5, image_size=(25, 40))
+    assert out["boxes"].tolist() == [[0.0, 0.0, 25.0, 40.0], [10.0, 10.0, 20.0, 20.0]]
+    assert filter_detections(det, 0.95, image_size=(25, 40))["boxes"].shape == (0, 4)

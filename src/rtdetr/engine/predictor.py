@@ -131,14 +131,25 @@ def to_input(images: np.ndarray) -> Tensor:
 
 
 def filter_detections(
-    det: dict[str, Tensor], conf: float, classes: set[int] | None = None, max_det: int | None = None
+    det: dict[str, Tensor],
+    conf: float,
+    classes: set[int] | None = None,
+    max_det: int | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> dict[str, Tensor]:
-    """Keep detections (sorted by score) with ``score >= conf`` and a label in ``classes``; at most ``max_det``.
+    """Keep detections (sorted by score) with ``score >= conf`` and a label in ``classes``; at most ``max_det``;
+    with ``image_size`` ``(width, height)`` boxes are clipped to the image (the model may predict past its edge).
     Returns CPU tensors."""
     keep = det["scores"] >= conf
     if classes is not None:
         keep &= torch.tensor([int(lb) in classes for lb in det["labels"].tolist()], dtype=torch.bool).to(keep.device)
     out = {k: det[k][keep].cpu() for k in ("boxes", "scores", "labels")}
+    if image_size is not None:
+        w, h = image_size
+        out["boxes"] = torch.stack(
+            [out["boxes"][:, 0].clamp(0, w), out["boxes"][:, 1].clamp(0, h), out["boxes"][:, 2].clamp(0, w),
+             out["boxes"][:, 3].clamp(0, h)], -1,
+        ) if len(out["boxes"]) else out["boxes"]  # fmt: skip
     return {k: v[:max_det] for k, v in out.items()} if max_det is not None else out
 
 
@@ -205,7 +216,7 @@ class Predictor:
         dets = self.infer(*self.preprocess(images))
         results = []
         for (img, path, frame), det in zip(items, dets):
-            det = filter_detections(det, self.conf, self.classes)
+            det = filter_detections(det, self.conf, self.classes, image_size=img.size)
             results.append(
                 Results(
                     det["boxes"],

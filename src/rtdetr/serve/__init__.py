@@ -41,8 +41,6 @@ def serve(
     limit_malloc_arenas()
     detector = RTDETR(model, fuse=fuse, **detector_kwargs)
     detector.backend.set_decoder_depth(decoder_depth)
-    if detector.checkpoint is None:
-        log.warning("serving %s with RANDOM weights (pass a checkpoint to get real detections)", model)
     cfg = config or ServeConfig()
     app = create_app(detector, cfg)
     log.info("serving %s on http://%s:%d (web page at /, API at /predict, docs at /docs)", model, host, port)

@@ -173,7 +173,7 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
                 t1 = time.perf_counter()
                 det = await batcher.submit(prepared, size, decoder_depth)
                 t2 = time.perf_counter()
-                det = filter_detections(det, conf, keep, max_det)
+                det = filter_detections(det, conf, keep, max_det, image_size=size)
                 drawn = None
                 if draw:
                     async with decoding:
