@@ -222,6 +222,9 @@ class TrainConfig:
     ... is used instead (unless ``exist_ok``; a resumed run writes into its own folder)."""
     exist_ok: bool = False
     """Write into ``output_dir`` even if an earlier run left files there (they are replaced)."""
+    partial_init: bool = False
+    """Let ``init_from`` load a checkpoint of another architecture, leaving what does not fit at random init
+    (by default only the class heads may differ, for a new class count)."""
     log_interval: int = 20
     max_iters_per_epoch: int | None = None
     """Cut epochs short (quick experiments and tests)."""

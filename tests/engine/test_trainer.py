@@ -143,3 +143,22 @@ def test_cli_resume_alone_continues_the_run_in_its_folder(
     assert read_checkpoint(run / "last.pth")["epoch"] == 2 and (run / "best.pth").is_file()
     assert not (tmp_path / "runs").exists()
     assert main(["train", "--resume", str(tmp_path / "nothing.pth")]) == 1
+
+
+def test_init_from_another_variant_is_refused_unless_partial(tiny_data: dict, tmp_path: Path) -> None:
+    from rtdetr.config import ConfigError
+    from rtdetr.convert import save_model
+    from rtdetr.models import create_model
+
+    other = save_model(create_model("rtdetr_r34vd", num_classes=4, **TINY_MODEL), tmp_path / "r34.pth")
+    with pytest.raises(ConfigError, match=r"tensors this model lacks \(another variant\?\)"):
+        Trainer(tiny_config(tiny_data, tmp_path / "a", "train.epochs=1", f"init_from={other}"))
+    tr = Trainer(
+        tiny_config(tiny_data, tmp_path / "b", "train.epochs=1", f"init_from={other}", "train.partial_init=true")
+    )
+    log = (tmp_path / "b" / "log.txt").read_text()
+    assert "tensors kept at random init" in log and "checkpoint tensors unused" in log
+    assert torch.equal(
+        tr.model.encoder.lateral_convs[0].conv.weight.cpu(),
+        read_checkpoint(other)["model"]["encoder.lateral_convs.0.conv.weight"],
+    )

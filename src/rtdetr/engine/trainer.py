@@ -245,14 +245,24 @@ class Trainer:
         ckpt = read_checkpoint(path)
         state, origin = extract_state_dict(ckpt, path)
         report = load_state_dict_into(self.model, state, strict=False, origin=path)
-        if self.main:
-            log.info(
-                "initialised from %s (%s); %d tensors kept at random init: %s",
-                path,
-                origin,
-                len(report.missing) + len(report.mismatched),
-                sorted({k.rsplit(".", 2)[0] for k, _, _ in report.mismatched} | set(report.missing))[:8],
+        left = sorted(set(report.missing) | {k for k, _, _ in report.mismatched})
+        # a new class count re-initialises the class heads and the denoising label embedding, nothing else
+        heads = ("decoder.dec_score_head.", "decoder.enc_score_head.", "decoder.denoising_class_embed.")
+        others = [k for k in left if not k.startswith(heads)]
+        if (others or report.unexpected) and not self.cfg.train.partial_init:
+            raise ConfigError(
+                f"init_from {path}: {len(others)} model tensors do not fit and the checkpoint has "
+                f"{len(report.unexpected)} tensors this model lacks (another variant?), e.g. "
+                f"{(others + report.unexpected)[:3]}; set train.partial_init=true to start from what fits"
             )
+        if self.main and (left or report.unexpected):
+            log.warning(
+                "initialised from %s (%s): %d tensors kept at random init (%d class-head tensors for the new class "
+                "count), e.g. %s; %d checkpoint tensors unused", path, origin, len(left), len(left) - len(others),
+                left[:4], len(report.unexpected),
+            )  # fmt: skip
+        elif self.main:
+            log.info("initialised from %s (%s): every tensor loaded", path, origin)
 
     def _resume(self, path: str) -> None:
         ckpt = read_checkpoint(path)
