@@ -45,6 +45,7 @@ class DataReport:
         width = max((len(n) for n in idx.class_names), default=5)
         for i, name in enumerate(idx.class_names):
             lines.append(f"  {i:>3} {name:<{width}} {self.boxes_per_class.get(i, 0):>7}")
+        lines += [f"note: {n}" for n in idx.notes]
         if idx.dropped:
             lines.append("dropped while parsing: " + ", ".join(f"{k}: {v}" for k, v in idx.dropped.items()))
             lines += [f"  {p}" for p in idx.problems[:limit]]

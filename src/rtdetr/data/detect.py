@@ -30,13 +30,16 @@ def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
             return "voc"
         if (p / "annotations").is_dir() and list((p / "annotations").glob("*.json")):
             return "coco"
+        if (p / "annotations").is_dir() and list((p / "annotations").glob("*.xml")):
+            return "voc"  # the lowercase annotations/ + images/ export layout
         if (p / "data.yaml").is_file() or (p / "labels").is_dir() or (p.parent / "labels" / p.name).is_dir():
             return "yolo"
         if find_images(p) and (p.parent / "labels").is_dir():
             return "yolo"
     raise DataError(
         f"{p}: cannot tell the dataset format; expected a COCO .json (or a folder with annotations/*.json), "
-        "a YOLO data.yaml (or images/ + labels/ folders), or a VOC folder with Annotations/ and JPEGImages/"
+        "a YOLO data.yaml (or images/ + labels/ folders), or a VOC folder with Annotations/ and JPEGImages/ "
+        "(or annotations/*.xml and images/)"
     )
 
 

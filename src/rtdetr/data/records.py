@@ -55,6 +55,8 @@ class DatasetIndex:
     problems: list[str] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
     """Count of dropped entries by reason."""
+    notes: list[str] = field(default_factory=list)
+    """What the parser decided for the user (a split it made, files it did not use, likely typos)."""
 
     @property
     def num_classes(self) -> int:

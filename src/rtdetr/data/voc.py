@@ -1,13 +1,15 @@
-"""Pascal VOC: ``Annotations/*.xml`` + ``JPEGImages`` + optional ``ImageSets/Main/<split>.txt``."""
+"""Pascal VOC: ``Annotations/*.xml`` + ``JPEGImages`` (or the lowercase ``annotations/`` + ``images/`` export
+layout) + optional ``ImageSets/Main/<split>.txt``."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, image_side, sanitize_boxes
+from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, find_images, image_side, sanitize_boxes
 
 __all__ = ["load_voc"]
 
@@ -17,12 +19,39 @@ def _text(node: ET.Element | None, tag: str) -> str | None:
     return child.text.strip() if child is not None and child.text else None
 
 
+def _subdir(root: Path, *names: str) -> Path | None:
+    return next((root / n for n in names if (root / n).is_dir()), None)
+
+
+#: Without ImageSets lists, one image in VAL_EVERY goes to validation (chosen by a hash of its file name).
+VAL_EVERY = 5
+
+
+def _split_without_lists(xml_files: list[Path], split: str, root: Path, index: DatasetIndex) -> list[Path]:
+    """A deterministic split when the dataset has no ImageSets lists: validation takes every file whose name
+    hashes to 0 modulo :data:`VAL_EVERY` (about 20%, the same on every machine), training the rest."""
+    is_val = {x: zlib.crc32(x.stem.encode()) % VAL_EVERY == 0 for x in xml_files}
+    if split in ("val", "valid", "validation", "test"):
+        chosen = [x for x in xml_files if is_val[x]]
+    elif split == "train":
+        chosen = [x for x in xml_files if not is_val[x]]
+    else:
+        raise DataError(f"{root}: no ImageSets/Main/{split}.txt (without lists only train/val splits are made)")
+    index.notes.append(
+        f"no ImageSets/Main lists: split {split!r} is a fixed ~{100 // VAL_EVERY}% (val) / "
+        f"{100 - 100 // VAL_EVERY}% (train) division of the {len(xml_files)} annotation files by name hash, "
+        f"{len(chosen)} files; add ImageSets/Main/{split}.txt to choose"
+    )
+    return chosen
+
+
 def load_voc(root: str | Path, split: str | None = "train", class_names: list[str] | None = None) -> DatasetIndex:
     """Parse a VOC dataset.
 
     Args:
         root: folder holding ``Annotations`` and ``JPEGImages``.
-        split: name of an ``ImageSets/Main/<split>.txt`` list; None (or a missing list) takes every xml.
+        split: name of an ``ImageSets/Main/<split>.txt`` list. Without lists, ``train``/``val`` are a fixed
+            division by file-name hash (:func:`_split_without_lists`, stated in ``notes``); None takes every xml.
         class_names: fixed class order; default ``label_list.txt`` in ``root`` if present, else the sorted names
             found in the annotations of all splits (so train and val agree).
 
@@ -30,21 +59,32 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
     reported.
     """
     root = Path(root)
-    ann_dir, img_dir = root / "Annotations", root / "JPEGImages"
-    if not ann_dir.is_dir():
-        raise DataError(f"{root}: not a VOC dataset (no Annotations folder)")
-    if split is not None and (root / "ImageSets" / "Main" / f"{split}.txt").is_file():
-        ids = [
-            s.split()[0] for s in (root / "ImageSets" / "Main" / f"{split}.txt").read_text().splitlines() if s.strip()
-        ]
+    ann_dir, img_dir = _subdir(root, "Annotations", "annotations"), _subdir(root, "JPEGImages", "images")
+    if ann_dir is None:
+        raise DataError(
+            f"{root}: not a VOC dataset (no Annotations/ or annotations/ folder of .xml files; "
+            "images go in JPEGImages/ or images/)"
+        )
+    img_dir = img_dir or root / "JPEGImages"
+    index = DatasetIndex([], [], "voc", str(root))
+    lists = root / "ImageSets" / "Main"
+    if split is not None and (lists / f"{split}.txt").is_file():
+        ids = [s.split()[0] for s in (lists / f"{split}.txt").read_text().splitlines() if s.strip()]
         xml_files = [ann_dir / f"{i}.xml" for i in ids]
-    elif split is not None and (root / "ImageSets" / "Main").is_dir():
+    elif split is not None and lists.is_dir():
         raise DataError(f"{root}: no ImageSets/Main/{split}.txt")
+    elif split is not None:
+        xml_files = _split_without_lists(sorted(ann_dir.glob("*.xml")), split, root, index)
     else:
         xml_files = sorted(ann_dir.glob("*.xml"))
+    annotated = {x.stem for x in ann_dir.glob("*.xml")}
+    orphans = sorted(p.name for p in find_images(img_dir) if p.stem not in annotated) if img_dir.is_dir() else []
+    if orphans:
+        index.notes.append(
+            f"{len(orphans)} images in {img_dir} have no annotation file and are not used (e.g. {orphans[:3]})"
+        )
 
     parsed: list[tuple[Path, ET.Element | None]] = []
-    index = DatasetIndex([], [], "voc", str(root))
     for x in xml_files:
         try:
             parsed.append((x, ET.parse(x).getroot()))
@@ -55,13 +95,21 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
         if label_list.is_file():
             class_names = [s.strip() for s in label_list.read_text().splitlines() if s.strip()]
         else:
-            found: set[str] = set()
+            files_of: dict[str, list[str]] = {}
             for x in sorted(ann_dir.glob("*.xml")):
                 try:
-                    found.update(_text(o, "name") or "" for o in ET.parse(x).getroot().iter("object"))
+                    names = {_text(o, "name") or "" for o in ET.parse(x).getroot().iter("object")}
                 except (ET.ParseError, OSError):
                     continue
-            class_names = sorted(n for n in found if n)
+                for n in names - {""}:
+                    files_of.setdefault(n, []).append(x.name)
+            class_names = sorted(files_of)
+            rare = [n for n, files in files_of.items() if len(files) == 1 and len(annotated) >= 20]
+            for n in sorted(rare):
+                index.notes.append(
+                    f"class {n!r} appears in one file only ({files_of[n][0]}): a typo? Pin the class list in "
+                    f"{root / 'label_list.txt'} (one name per line) and other names are reported as unknown"
+                )
     if not class_names:
         raise DataError(f"{root}: no object classes found")
     index.class_names = list(class_names)

@@ -137,6 +137,8 @@ class Trainer:
                     idx.num_classes,
                     f"; dropped {dict(idx.dropped)}" if idx.dropped else "",
                 )
+                for note in idx.notes:
+                    log.warning("%s data: %s", name, note)
                 for problem in idx.problems[:10]:
                     log.warning("%s data: %s", name, problem)
                 if len(idx.problems) > 10:

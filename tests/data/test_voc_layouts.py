@@ -1,0 +1,58 @@
+"""VOC as users export it: lowercase folders, no ImageSets lists, a class-name typo, images without xml. Every
+decision the parser takes is stated (``notes``), through the library and ``rtdetr check-data``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtdetr.cli import main
+from rtdetr.data import load_index
+from tests.data.conftest import write_image
+
+_XML = """<annotation><filename>{name}.jpg</filename><size><width>64</width><height>48</height></size>
+<object><name>{cls}</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object>
+</annotation>"""
+
+
+def _export(root: Path, n: int, ann: str = "annotations", img: str = "images", typo_at: int | None = None) -> Path:
+    (root / ann).mkdir(parents=True)
+    for i in range(n):
+        cls = "platelet" if typo_at == i else ("cell" if i % 2 else "rbc")
+        (root / ann / f"img{i:03d}.xml").write_text(_XML.format(name=f"img{i:03d}", cls=cls))
+        write_image(root / img / f"img{i:03d}.jpg")
+    return root
+
+
+def test_lowercase_export_layout_with_a_fixed_split(tmp_path: Path) -> None:
+    root = _export(tmp_path / "export", 40)
+    train, val = load_index(root, "train"), load_index(root, "val")
+    assert train.format == val.format == "voc"
+    names_t = {r.path.name for r in train.records}
+    names_v = {r.path.name for r in val.records}
+    assert names_t.isdisjoint(names_v) and len(names_t) + len(names_v) == 40  # validation is not training
+    assert 3 <= len(names_v) <= 15
+    assert all(r.path.is_file() for r in val.records)
+    assert any("no ImageSets/Main lists" in n for n in val.notes)
+    assert {r.path.name for r in load_index(root, "val").records} == names_v  # the same split every time
+    with pytest.raises(Exception, match="only train/val splits"):
+        load_index(root, "holdout")
+
+
+def test_typo_and_unannotated_images_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = _export(tmp_path / "voc", 24, "Annotations", "JPEGImages", typo_at=7)
+    write_image(root / "JPEGImages" / "extra.jpg")
+    idx = load_index(root, None)  # type: ignore[arg-type]
+    assert "platelet" in idx.class_names
+    assert any("'platelet' appears in one file only (img007.xml)" in n for n in idx.notes)
+    assert any("1 images in" in n and "extra.jpg" in n for n in idx.notes)
+    (root / "label_list.txt").write_text("cell\nrbc\n")  # pinned: the typo is an unknown class, reported
+    pinned = load_index(root, "train")
+    assert (
+        pinned.class_names == ["cell", "rbc"]
+        and pinned.dropped.get("unknown class", 0) + len(load_index(root, "val").problems) >= 1
+    )
+    main(["check-data", str(root), "--split", "train", "--no-decode"])
+    out = capsys.readouterr().out
+    assert "note: no ImageSets/Main lists" in out and "note: 1 images" in out
