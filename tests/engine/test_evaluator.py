@@ -182,3 +182,13 @@ def test_validate_on_coco_json_equals_pycocotools(tmp_path: Path) -> None:
     ]
     theirs = _pycocotools_stats(gt_path, dets)
     assert list(res["stats"].values()) == pytest.approx(theirs, abs=1e-9)
+
+
+def test_precision_without_detections_is_zero_not_nan() -> None:
+    """A class with objects but nothing above the threshold has precision 0 (val used to print nan)."""
+    m = ThresholdMetrics(num_classes=3, conf=0.5)
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=np.float32)
+    m.update(gt[:1], np.array([0]), np.array([0.9]), gt, np.array([0, 1]))
+    pc = m.per_class()
+    assert pc["precision"][0] == 1.0 and pc["precision"][1] == 0.0 and pc["recall"][1] == 0.0
+    assert np.isnan(pc["precision"][2])  # no objects and no detections: undefined

@@ -78,12 +78,13 @@ class ThresholdMetrics:
                 self.matrix[bg, det_labels[d]] += 1
 
     def per_class(self) -> dict[str, np.ndarray]:
-        """Precision, recall and F1 per class (a class with no support and no detection gets NaN)."""
+        """Precision, recall and F1 per class. Precision is 0 for a class with support but no detection at the
+        threshold (as Ultralytics reports it); a class with neither support nor detection gets NaN (undefined)."""
         tp = np.diag(self.matrix)[:-1].astype(np.float64)
         fp = self.matrix[:, :-1].sum(0) - tp
         fn = self.matrix[:-1, :].sum(1) - tp
         with np.errstate(invalid="ignore", divide="ignore"):
-            precision = tp / (tp + fp)
+            precision = np.where(tp + fp > 0, tp / (tp + fp), np.where(fn > 0, 0.0, np.nan))
             recall = tp / (tp + fn)
             f1 = 2 * precision * recall / (precision + recall)
         return {
