@@ -56,6 +56,14 @@ def test_cli_val_writes_report(trained: tuple[Path, dict], tmp_path: Path, capsy
         assert (tmp_path / name).is_file(), name
     preds = json.loads((tmp_path / "predictions.json").read_text())
     assert preds and {"image_id", "category_id", "bbox", "score"} <= set(preds[0])
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "per_class.csv").open()))
+    # both ids, named: predict's 0-based label and the dataset's category id (the generated COCO set starts at 1)
+    assert [(r["label"], r["class"], r["category_id"]) for r in rows][:2] == [
+        ("0", "circle", "1"),
+        ("1", "square", "2"),
+    ]
 
 
 def test_cli_predict(trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

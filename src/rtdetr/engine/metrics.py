@@ -191,10 +191,12 @@ def save_report(
     files = {}
     with (save_dir / "per_class.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["class", "category_id", "AP", "AP50", "precision", "recall", "f1", "tp", "fp", "fn"])
+        # label: the 0-based id predict returns; category_id: the dataset's own id (COCO json, or label + 1)
+        w.writerow(["label", "class", "category_id", "AP", "AP50", "precision", "recall", "f1", "tp", "fp", "fn"])
         for k, (name, cat) in enumerate(zip(names, category_ids)):
             w.writerow(
                 [
+                    k,
                     name,
                     cat,
                     _r(coco["per_class_ap"].get(cat)),
