@@ -94,7 +94,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
     report = check_dataset(args.path, args.split, args.format, decode=not args.no_decode)
     print(report.format())
-    return 0 if report.ok or not args.strict else 1
+    return 0 if report.usable and (report.ok or not args.strict) else 1
 
 
 def _cmd_val(args: argparse.Namespace) -> int:
@@ -398,10 +398,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.non_strict = True
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         print(f"rtdetr {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`rtdetr check-data ... | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, RuntimeError, OSError, ImportError) as e:
         print(f"rtdetr {args.command}: error: {e}", file=sys.stderr)
         return 1

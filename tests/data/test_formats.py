@@ -111,3 +111,37 @@ def test_synthetic_dataset_is_deterministic(tmp_path: Path) -> None:
     ja, jb = json.loads(a["train"].read_text()), json.loads(b["train"].read_text())
     assert ja["annotations"] == jb["annotations"] and len(ja["images"]) == 4
     assert load_index(a["val"]).num_classes == 4
+
+
+def test_check_data_states_split_and_refuses_unusable_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The split read is named; a json without 'annotations' is noted; every image missing exits 1 even without
+    --strict."""
+    from rtdetr.cli import main
+
+    ann = tmp_path / "instances_val.json"
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 32, "height": 32} for i in range(3)]
+    ann.write_text(json.dumps({"images": images, "categories": [{"id": 1, "name": "a"}]}))
+    assert main(["check-data", str(ann), "--split", "val"]) == 1
+    out = capsys.readouterr().out
+    assert "(coco, split 'val')" in out and "no 'annotations' list" in out and "NO USABLE IMAGES" in out
+
+
+def test_broken_pipe_is_quiet(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    """``rtdetr info | head -n 1``: the reader closes the pipe; the command stops quietly with exit 0."""
+    import os
+    import sys
+
+    from rtdetr.cli import main
+
+    read, write = os.pipe()
+    os.close(read)
+    saved = os.dup(1)
+    os.dup2(write, 1)  # fd 1 is now a pipe nobody reads
+    os.close(write)
+    try:
+        monkeypatch.setattr(sys, "stdout", os.fdopen(os.dup(1), "w"))
+        assert main(["info"]) == 0
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert "Broken pipe" not in capfd.readouterr().err

@@ -23,15 +23,21 @@ class DataReport:
     size_mismatch: list[str] = field(default_factory=list)
     boxes_per_class: Counter = field(default_factory=Counter)
     empty_images: int = 0
+    split: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """At least one readable image: training or validating on this data can start."""
+        return self.images_ok > 0
 
     @property
     def ok(self) -> bool:
-        return not (self.unreadable or self.index.dropped)
+        return self.usable and not (self.unreadable or self.index.dropped)
 
     def format(self, limit: int = 15) -> str:
         idx = self.index
         lines = [
-            f"dataset   {idx.source} ({idx.format})",
+            f"dataset   {idx.source} ({idx.format}, split {self.split!r})",
             f"images    {len(idx.records)} ({self.images_ok} readable, {len(self.unreadable)} unreadable, "
             f"{self.empty_images} without boxes)",
             f"boxes     {idx.num_boxes()} in {idx.num_classes} classes",
@@ -58,7 +64,10 @@ class DataReport:
             if items:
                 lines.append(f"{title}: {len(items)}")
                 lines += [f"  {p}" for p in items[:limit]]
-        lines.append("OK" if self.ok else "PROBLEMS FOUND (the loader skips the entries above)")
+        if not self.usable:
+            lines.append("NO USABLE IMAGES: nothing to train or validate on")
+        else:
+            lines.append("OK" if self.ok else "PROBLEMS FOUND (the loader skips the entries above)")
         return "\n".join(lines)
 
 
@@ -67,7 +76,7 @@ def check_dataset(
 ) -> DataReport:
     """Parse the dataset and (with ``decode``) fully decode every image."""
     index = load_index(path, split, format)
-    report = DataReport(index)
+    report = DataReport(index, split=split)
     for rec in index.records:
         report.boxes_per_class.update(rec.labels.tolist())
         report.empty_images += int(len(rec.labels) == 0)

@@ -53,6 +53,8 @@ def load_coco(ann_file: str | Path, image_dir: str | Path | None = None) -> Data
     folder = Path(image_dir) if image_dir is not None else _guess_image_dir(ann_path)
     index = DatasetIndex([], names, "coco", str(ann_path), category_ids=[c["id"] for c in cats])
 
+    if "annotations" not in data:
+        index.notes.append(f"{ann_path} has no 'annotations' list: every image counts as having no objects")
     images: dict[int, dict] = {}
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not isinstance(img.get("file_name"), str):
