@@ -167,3 +167,32 @@ def test_cli_serve_rejects_bad_settings(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as e:
         main(["serve", "rtdetr_r18vd", "--port", "http"])
     assert e.value.code == 2
+
+
+def test_curl_data_binary_upload_is_sniffed(client: TestClient) -> None:
+    """`curl --data-binary @img.jpg` (the README's raw-body example) sends a form content type: the bytes decide."""
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    assert client.post("/predict", content=image_bytes(), headers=form).status_code == 200
+    r = client.post("/predict", content=b"a=1&b=2", headers=form)
+    assert r.status_code == 400 and "multipart/form-data" in r.json()["detail"]
+
+
+def test_error_details_name_the_upload_not_an_object(client: TestClient) -> None:
+    r = client.post("/predict", content=b"hello, not an image", headers={"content-type": "image/jpeg"})
+    assert r.status_code == 400 and "object at 0x" not in r.json()["detail"]
+
+
+def test_huge_header_reports_our_pixel_limit() -> None:
+    """A PNG header claiming more pixels than Pillow's own bomb limit: the message states the caller's limit."""
+    import struct
+    import zlib
+
+    from rtdetr.data.dataset import ImageTooLarge, load_image
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0))  # 1.6 G pixels
+    png = b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b"")
+    with pytest.raises(ImageTooLarge, match="more pixels than the limit of 1000000"):
+        load_image(io.BytesIO(png), name="huge.png", max_pixels=1_000_000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -57,9 +58,12 @@ def load_image(path: str | object, name: str | None = None, max_pixels: int | No
     except ImageTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        if max_pixels is not None:  # our limit is the one the caller set, whatever Pillow's own is
+            raise ImageTooLarge(f"{name}: more pixels than the limit of {max_pixels}") from None
         raise ImageTooLarge(f"{name}: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise OSError(f"{name}: cannot decode image ({e})") from None
+        reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the upload", str(e))  # no object reprs
+        raise OSError(f"{name}: cannot decode image ({reason})") from None
 
 
 def image_to_tensor(img: Image.Image) -> Tensor:

@@ -43,5 +43,9 @@ def serve(
     detector.backend.set_decoder_depth(decoder_depth)
     cfg = config or ServeConfig()
     app = create_app(detector, cfg)
-    log.info("serving %s on http://%s:%d (web page at /, API at /predict, docs at /docs)", model, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=cfg.max_pending * 2)
+    print(
+        f"rtdetr serve: {model} ({detector.backend.kind}) on http://{host}:{port} - web page at /, API at /predict, "
+        "docs at /docs; Ctrl+C stops",
+        flush=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True, limit_concurrency=cfg.max_pending * 2)

@@ -221,13 +221,22 @@ async def _read_upload(request: Request) -> tuple[bytes, str]:
             data, name = await upload.read(), upload.filename or "upload"
         finally:
             await form.close()
-    elif ctype.startswith("application/x-www-form-urlencoded"):
-        raise HTTPException(400, "send the image as multipart/form-data (field 'image') or as the raw body")
     else:
         data, name = await request.body(), "upload"
+        # `curl --data-binary @img.jpg` labels the body as a form: accept it when the bytes are an image
+        if ctype.startswith("application/x-www-form-urlencoded") and not _looks_like_image(data):
+            raise HTTPException(400, "send the image as multipart/form-data (field 'image') or as the raw body")
     if not data:
         raise HTTPException(400, f"{name}: empty upload")
     return data, name
+
+
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _looks_like_image(data: bytes) -> bool:
+    """JPEG, PNG, GIF, BMP, TIFF or WebP by their first bytes."""
+    return data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 def _decode(data: bytes, name: str, max_pixels: int, resize: Any) -> tuple[Any, np.ndarray]:
