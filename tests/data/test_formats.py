@@ -145,3 +145,25 @@ def test_broken_pipe_is_quiet(monkeypatch: pytest.MonkeyPatch, capfd: pytest.Cap
         os.dup2(saved, 1)
         os.close(saved)
     assert "Broken pipe" not in capfd.readouterr().err
+
+
+def test_clipped_and_inverted_boxes_are_reported_by_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from rtdetr.cli import main
+    from tests.data.conftest import write_image
+
+    write_image(tmp_path / "a.jpg", (64, 48))
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [50, 10, 30, 20]},  # reaches past x = 64
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [10, 10, -5, 8]},  # negative width: inverted
+        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10]},
+    ]
+    doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}], "annotations": anns,
+           "categories": [{"id": 1, "name": "x"}]}  # fmt: skip
+    (tmp_path / "instances_train.json").write_text(json.dumps(doc))
+    idx = load_index(tmp_path / "instances_train.json")
+    assert idx.adjusted["box clipped to the image"] == 1 and idx.dropped["inverted box"] == 1
+    assert idx.num_boxes() == 2
+    main(["check-data", str(tmp_path / "instances_train.json"), "--no-decode"])
+    out = capsys.readouterr().out
+    assert "changed while parsing: box clipped to the image: 1" in out and "inverted box: 1" in out
+    assert "reaches past the 64x48 image; clipped to [50.0, 10.0, 64.0, 30.0]" in out

@@ -48,7 +48,9 @@ json_value = st.recursive(
 def _check_index(index: DatasetIndex) -> None:
     c = index.num_classes
     assert c > 0
-    assert sum(index.dropped.values()) >= len(index.problems) or len(index.problems) == 200
+    assert (
+        sum(index.dropped.values()) + sum(index.adjusted.values()) >= len(index.problems) or len(index.problems) == 200
+    )
     for rec in index.records:
         b, lb = rec.boxes, rec.labels
         assert b.dtype == np.float32 and b.shape == (len(lb), 4)
@@ -150,7 +152,7 @@ def test_yolo_label_lines_never_crash(yolo_root: Path, lines: list[str], raw: by
     assert any("broken.jpg" in p for p in index.problems)
     valid = sum(1 for ln in lines if _valid_yolo_line(ln)) if raw is None else None
     if valid is not None:  # every well-formed line either became a box or was reported as degenerate
-        dropped = index.dropped["degenerate box"] + index.dropped["non-finite box"]
+        dropped = index.dropped["degenerate box"] + index.dropped["non-finite box"] + index.dropped["inverted box"]
         assert len(index.records[0].labels) + dropped == valid
 
 

@@ -52,8 +52,11 @@ class DataReport:
         for i, name in enumerate(idx.class_names):
             lines.append(f"  {i:>3} {name:<{width}} {self.boxes_per_class.get(i, 0):>7}")
         lines += [f"note: {n}" for n in idx.notes]
+        if idx.adjusted:
+            lines.append("changed while parsing: " + ", ".join(f"{k}: {v}" for k, v in idx.adjusted.items()))
         if idx.dropped:
             lines.append("dropped while parsing: " + ", ".join(f"{k}: {v}" for k, v in idx.dropped.items()))
+        if idx.dropped or idx.adjusted:
             lines += [f"  {p}" for p in idx.problems[:limit]]
             if len(idx.problems) > limit:
                 lines.append(f"  ... {len(idx.problems) - limit} more")

@@ -57,6 +57,8 @@ class DatasetIndex:
     """Count of dropped entries by reason."""
     notes: list[str] = field(default_factory=list)
     """What the parser decided for the user (a split it made, files it did not use, likely typos)."""
+    adjusted: Counter = field(default_factory=Counter)
+    """Count of kept entries the parser changed, by reason (e.g. boxes clipped to the image)."""
 
     @property
     def num_classes(self) -> int:
@@ -64,6 +66,12 @@ class DatasetIndex:
 
     def num_boxes(self) -> int:
         return int(sum(len(r.labels) for r in self.records))
+
+    def adjust(self, reason: str, detail: str, max_listed: int = 200) -> None:
+        """Record an entry that was kept but changed."""
+        self.adjusted[reason] += 1
+        if len(self.problems) < max_listed:
+            self.problems.append(detail)
 
     def drop(self, reason: str, detail: str, max_listed: int = 200) -> None:
         self.dropped[reason] += 1
@@ -80,7 +88,8 @@ def sanitize_boxes(
     where: str,
     min_size: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Clip xyxy boxes to the image, drop non-finite, inverted or smaller-than-``min_size`` ones (counted)."""
+    """Drop non-finite and inverted xyxy boxes, clip the rest to the image (each clip reported), then drop the
+    ones smaller than ``min_size`` (all counted, by reason)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflowing values become inf and are dropped below
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -90,9 +99,23 @@ def sanitize_boxes(
     for i in np.flatnonzero(~finite):
         index.drop("non-finite box", f"{where}: box {i} has non-finite coordinates {boxes[i].tolist()}")
     boxes, labels = boxes[finite], labels[finite]
+    inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    for i in np.flatnonzero(inverted):
+        index.drop(
+            "inverted box", f"{where}: box {boxes[i].round(2).tolist()} has x2 < x1 or y2 < y1 (not [x1, y1, x2, y2]?)"
+        )
+    boxes, labels = boxes[~inverted], labels[~inverted]
     if width is not None and height is not None:
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+        clipped = boxes.copy()
+        clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
+        clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+        for i in np.flatnonzero((clipped != boxes).any(1)):
+            index.adjust(
+                "box clipped to the image",
+                f"{where}: box {boxes[i].round(2).tolist()} reaches past the {width}x{height} image; clipped to "
+                f"{clipped[i].round(2).tolist()}",
+            )
+        boxes = clipped
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     ok = (w >= min_size) & (h >= min_size)
     for i in np.flatnonzero(~ok):

@@ -135,7 +135,8 @@ class Trainer:
                     len(idx.records),
                     idx.num_boxes(),
                     idx.num_classes,
-                    f"; dropped {dict(idx.dropped)}" if idx.dropped else "",
+                    (f"; dropped {dict(idx.dropped)}" if idx.dropped else "")
+                    + (f"; changed {dict(idx.adjusted)}" if idx.adjusted else ""),
                 )
                 for note in idx.notes:
                     log.warning("%s data: %s", name, note)
