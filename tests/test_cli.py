@@ -60,3 +60,20 @@ def test_version_and_load_model_export(capsys: pytest.CaptureFixture) -> None:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"rtdetr {rtdetr.__version__}"
     assert rtdetr.load_model is load_model  # the README's `from rtdetr import load_model`
+
+
+def test_convert_variant_must_match_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = create_model("rtdetrv2_r18vd", num_classes=5)
+    official = tmp_path / "official.pth"
+    torch.save({"ema": {"module": src.state_dict()}}, official)
+    assert main(["convert", str(official), str(tmp_path / "x.pth"), "--variant", "rtdetrv2_r50vd"]) == 1
+    assert "holds a rtdetrv2_r18vd model; the variant 'rtdetrv2_r50vd' given does not match" in capsys.readouterr().err
+    assert main(["convert", str(official), str(tmp_path / "dsp.pth"), "--variant", "rtdetrv2_r18vd_dsp"]) == 0
+    dsp = load_model(tmp_path / "dsp.pth")
+    assert dsp.config.name == "rtdetrv2_r18vd_dsp" and dsp.config.decoder.cross_attn_method == "discrete"
+    ours = tmp_path / "ours.pth"  # our own checkpoint (config embedded) is checked the same way
+    assert main(["convert", str(official), str(ours)]) == 0
+    assert main(["convert", str(ours), str(tmp_path / "y.pth"), "--variant", "rtdetr_r34vd"]) == 1
+    assert "does not match" in capsys.readouterr().err
+    assert main(["convert", str(ours), str(tmp_path / "z.pth"), "--variant", "rtdetrv2_r18vd_dsp"]) == 0
+    assert load_model(tmp_path / "z.pth").config.decoder.cross_attn_method == "discrete"

@@ -24,7 +24,7 @@ from rtdetr.config import ConfigError, ModelConfig, from_dict, merge_overrides, 
 from rtdetr.convert.hf import hf_to_official, is_hf_state_dict, model_config_from_hf
 from rtdetr.convert.official import adapt_state_dict, infer_model_config, is_tensor_dict, strip_prefix
 from rtdetr.models.rtdetr import RTDETR, build_model
-from rtdetr.models.variants import create_model, list_models
+from rtdetr.models.variants import create_model, get_model_config, list_models
 
 __all__ = [
     "CheckpointError",
@@ -204,8 +204,14 @@ def load_model(
     ckpt = read_checkpoint(path, weights_only=weights_only)
     state, origin = extract_state_dict(ckpt, str(path))
     try:
+        if variant is not None:
+            _check_variant(variant, ckpt, state, path)
         if isinstance(ckpt.get("model_config"), Mapping):
             cfg = from_dict(ModelConfig, merge_overrides(ckpt["model_config"], overrides))
+            if variant is not None and variant != cfg.name:  # the same architecture, pinned to (or from) dsp
+                method = get_model_config(variant).decoder.cross_attn_method
+                pinned = {"name": variant, "decoder": {"cross_attn_method": method}}
+                cfg = from_dict(ModelConfig, merge_overrides(merge_overrides(to_dict(cfg), pinned), overrides))
         elif origin.endswith("+hf") and (hf_cfg := _hf_config_beside(path)) is not None:
             cfg = from_dict(ModelConfig, merge_overrides(to_dict(model_config_from_hf(hf_cfg, variant)), overrides))
         else:
@@ -215,6 +221,14 @@ def load_model(
     model = build_model(cfg)
     load_state_dict_into(model, state, strict=strict, origin=str(path))
     return model
+
+
+def _check_variant(variant: str, ckpt: Mapping[str, Any], state: Mapping[str, Tensor], path: Path) -> None:
+    """A pinned variant must be the checkpoint's architecture (a ``_dsp`` name may pin the sampling method)."""
+    saved = ckpt.get("model_config")
+    found = str(saved.get("name")) if isinstance(saved, Mapping) else infer_model_config(state).name
+    if variant.removesuffix("_dsp") != found.removesuffix("_dsp"):
+        raise CheckpointError(f"{path}: holds a {found} model; the variant {variant!r} given does not match it")
 
 
 def save_model(model: RTDETR, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
