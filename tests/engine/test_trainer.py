@@ -162,3 +162,11 @@ def test_init_from_another_variant_is_refused_unless_partial(tiny_data: dict, tm
         tr.model.encoder.lateral_convs[0].conv.weight.cpu(),
         read_checkpoint(other)["model"]["encoder.lateral_convs.0.conv.weight"],
     )
+
+
+def test_failed_start_leaves_no_folder(tmp_path: Path) -> None:
+    from rtdetr.cli import main
+
+    out = tmp_path / "never"
+    assert main(["train", "--data", str(tmp_path / "missing.json"), "--output", str(out)]) == 1
+    assert not out.exists()

@@ -104,12 +104,6 @@ class Trainer:
         barrier()  # every rank has chosen the folder before the first one creates it
         t = cfg.train
         self.out_dir = Path(t.output_dir)
-        if self.main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            _setup_logging(self.out_dir / "log.txt")
-            remove_stale_saves(self.out_dir)  # left by a process killed while saving
-            log.info("run folder: %s", self.out_dir.resolve())
-
         if train_index is None:
             if not cfg.data.train:
                 raise ConfigError("data.train is not set: give a COCO json, YOLO data.yaml or VOC folder")
@@ -125,6 +119,13 @@ class Trainer:
             raise ConfigError(
                 f"train and val class names differ: {train_index.class_names[:5]}... vs {val_index.class_names[:5]}..."
             )
+        # the run folder appears only once the data has parsed: a bad path or file leaves no empty run behind
+        if self.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            _setup_logging(self.out_dir / "log.txt")
+            remove_stale_saves(self.out_dir)  # left by a process killed while saving
+            log.info("run folder: %s", self.out_dir.resolve())
+
         for name, idx in (("train", train_index), ("val", val_index)):
             if idx is not None and self.main:
                 log.info(
