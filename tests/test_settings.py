@@ -108,13 +108,13 @@ def test_api_recipe_starts_from_the_loaded_checkpoint(
     class Stop(Exception):
         pass
 
-    def fake_fit(self):  # noqa: ANN001, ANN202
-        seen["cfg"] = self.cfg
+    def fake_init(self, cfg, *args):  # noqa: ANN001, ANN002, ANN202
+        seen["cfg"] = cfg
         raise Stop
 
     from rtdetr.engine import trainer
 
-    monkeypatch.setattr(trainer.Trainer, "fit", fake_fit)
+    monkeypatch.setattr(trainer.Trainer, "__init__", fake_init)
     with pytest.raises(Stop):
         RTDETR(ckpt).train(awkward_data["train"], recipe=recipe, epochs=1, output=tmp_path / "r")
     assert seen["cfg"].init_from == str(ckpt)

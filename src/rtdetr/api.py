@@ -165,15 +165,15 @@ class RTDETR:
         image_size: tuple[int, int] | None = InferenceOptions.image_size,
         batch: int = InferenceOptions.batch,
         stream: bool = False,
-        save_dir: str | Path | None = None,
+        output: str | Path | None = None,
     ) -> list[Results] | Iterator[Results]:
         """Detect objects in ``source`` (image, array, tensor, path, folder, glob, video, camera index, URL, or a
-        list). ``stream=True`` returns a generator (use it for videos and cameras). With ``save_dir`` every drawn
-        image and a JSON per image are written there."""
+        list). ``stream=True`` returns a generator (use it for videos and cameras). With ``output`` (a folder)
+        every drawn image and a JSON per image are written there."""
         pred = self.predictor(conf, max_det, classes, decoder_depth, image_size, batch)
         gen = pred.stream(source)
-        if save_dir is not None:
-            gen = _saving(gen, Path(save_dir))
+        if output is not None:
+            gen = _saving(gen, Path(output))
         return gen if stream else list(gen)
 
     # ---------------------------------------------------------------------------------------------------- val
@@ -185,16 +185,17 @@ class RTDETR:
         decoder_depth: int | None = None,
         conf: float = 0.5,
         image_size: tuple[int, int] | None = None,
-        save_dir: str | Path | None = None,
+        output: str | Path | None = None,
         format: str = "auto",
     ) -> dict[str, Any]:
         """COCO metrics (12 numbers), per-class AP/AP50, precision/recall/F1 at ``conf`` and a confusion matrix;
-        with ``save_dir`` also predictions.json, per_class.csv, pr_curve.png and confusion_matrix.png."""
+        with ``output`` (a folder) also metrics.json, predictions.json, per_class.csv, pr_curve.png and
+        confusion_matrix.png."""
         from rtdetr.data import load_index
         from rtdetr.engine.evaluator import validate
 
         index = load_index(data, split, format)  # type: ignore[arg-type]
-        save = str(save_dir) if save_dir is not None else None
+        save = str(output) if output is not None else None
         return validate(self.backend, index, image_size or self.image_size, batch, decoder_depth, conf, save)
 
     # -------------------------------------------------------------------------------------------------- train
@@ -247,7 +248,7 @@ class RTDETR:
     def export(
         self,
         format: str = "onnx",
-        path: str | Path | None = None,
+        output: str | Path | None = None,
         image_size: tuple[int, int] | None = None,
         opset: int = 17,
         max_det: int = InferenceOptions.max_det,
@@ -274,7 +275,7 @@ class RTDETR:
         assert self.model.config is not None
         size = image_size or self.image_size
         default = Path(self.checkpoint.stem if self.checkpoint else self.model.config.name).with_suffix(".onnx")
-        onnx_path = Path(path or default).with_suffix(".onnx")
+        onnx_path = Path(output or default).with_suffix(".onnx")
         report = export_onnx(
             self.model,
             onnx_path,

@@ -77,6 +77,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("train", "epochs", args.epochs),
         ("train", "batch_size", args.batch),
         ("train", "output_dir", args.output),
+        ("data", "image_size", [args.size, args.size] if args.size else None),
         ("train", "device", args.device),
         (None, "init_from", args.init_from),
         (None, "resume", args.resume),
@@ -102,7 +103,10 @@ def _cmd_val(args: argparse.Namespace) -> int:
 
     det = RTDETR(args.model, device=args.device, **_fast(args))
     size = (args.size, args.size) if args.size else None
-    res = det.val(args.data, args.split, args.batch, args.decoder_depth, args.conf, size, args.save_dir, args.format)
+    res = det.val(
+        args.data, split=args.split, batch=args.batch, decoder_depth=args.decoder_depth, conf=args.conf,
+        image_size=size, output=args.output, format=args.format,
+    )  # fmt: skip
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "files"}, indent=2))
         return 0
@@ -127,9 +131,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     opts = from_args(args, InferenceOptions)
     det = RTDETR(args.model, device=args.device, **_fast(args))
     source = int(args.source) if args.source.isdigit() else args.source
-    save_dir = None if args.no_save else args.save_dir
+    save_dir = None if args.no_save else args.output
     n_images = n_dets = 0
-    for r in det.predict(source, **dataclasses.asdict(opts), stream=True, save_dir=save_dir):
+    for r in det.predict(source, **dataclasses.asdict(opts), stream=True, output=save_dir):
         n_images += 1
         n_dets += len(r)
         if args.json:
@@ -183,7 +187,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from rtdetr.bench.latency import benchmark_detector
     from rtdetr.data import load_image
 
-    det = RTDETR(args.model, device=args.device, threads=args.threads, **_fast(args))
+    det = RTDETR(args.model, device=args.device, **_fast(args))
     image = load_image(args.image) if args.image else None
     det.backend.set_decoder_depth(args.decoder_depth)
     res = benchmark_detector(det, args.batch, args.warmup, args.runs, args.threads, image)
@@ -195,8 +199,11 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             args.yolo, image or _demo_image(), args.yolo_conf, args.warmup, args.runs, args.threads,
             max(det.image_size),
         )  # fmt: skip
+    if args.output:
+        Path(args.output).write_text(json.dumps(res, indent=2))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        print(json.dumps(res, indent=2))
+        return 0
     print(
         f"{res['backend']}, {res['threads']} threads, input {res['image_size'][0]}x{res['image_size'][1]}, "
         f"median of {args.runs} runs (p90 in brackets), ms"
@@ -226,19 +233,17 @@ def _timing_cells(row: dict, stages: Sequence[str]) -> dict[str, str]:
 
 
 def _fast(args: argparse.Namespace) -> dict:
-    """precision/channels_last as given (an exported graph refuses anything but the defaults)."""
-    return {"precision": args.precision, "channels_last": args.channels_last}
+    """precision/channels_last/threads as given (an exported graph refuses anything but the default precision
+    and layout)."""
+    return {"precision": args.precision, "channels_last": args.channels_last, "threads": args.threads}
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import torch
 
     from rtdetr.serve import serve
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = from_args(args, ServeConfig)
-    kwargs = {**_fast(args), "threads": args.threads}
+    kwargs = _fast(args)
     serve(
         args.model, args.host, args.port, cfg, fuse=not args.no_fuse, decoder_depth=args.decoder_depth,
         device=args.device, **kwargs,
@@ -249,6 +254,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _add_speed_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the commands that run a model: device, decoder depth, precision, memory layout."""
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--threads", type=int, help="CPU threads (PyTorch, ONNX Runtime and OpenVINO)")
     p.add_argument("--decoder-depth", type=int, help="decoder layers to run (fewer = faster)")
     p.add_argument(
         "--precision",
@@ -310,8 +316,10 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info')")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch", type=int, help="global batch size")
-    train.add_argument("--output", help="output folder (checkpoints, logs, curves)")
+    train.add_argument("-o", "--output", help="run folder (default runs/train; a fresh runs/train2... if used)")
+    train.add_argument("--size", type=int, help="square input side (data.image_size; default 640)")
     train.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
+    train.add_argument("--threads", type=int, help="CPU threads")
     train.add_argument("--init-from", help="start from this checkpoint (official, HF or ours); new class count OK")
     train.add_argument("--resume", help="continue a run exactly from its last.pth")
     train.set_defaults(func=_cmd_train)
@@ -324,7 +332,10 @@ def _build_parser() -> argparse.ArgumentParser:
     val.add_argument("--batch", type=int, default=8)
     val.add_argument("--size", type=int, help="square input size (default: the model's)")
     val.add_argument("--conf", type=float, default=0.5, help="score threshold for P/R/F1 and the confusion matrix")
-    val.add_argument("--save-dir", help="write predictions.json, per_class.csv, PR curve and confusion matrix")
+    val.add_argument(
+        "-o", "--output", "--save-dir", dest="output", default="runs/val",
+        help="folder for metrics.json, predictions.json, per_class.csv, PR curve and confusion matrix (runs/val)",
+    )  # fmt: skip
     val.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_speed_options(val)
     val.set_defaults(func=_cmd_val)
@@ -333,7 +344,10 @@ def _build_parser() -> argparse.ArgumentParser:
     pred.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
     pred.add_argument("source", help="image, folder, glob ('imgs/*.jpg'), video file, camera index or stream URL")
     add_arguments(pred, InferenceOptions, ("conf", "max_det", "classes", "image_size", "batch"))
-    pred.add_argument("--save-dir", default="outputs/predict", help="where drawn images and JSON go")
+    pred.add_argument(
+        "-o", "--output", "--save-dir", dest="output", default="runs/predict",
+        help="folder for drawn images and JSON (default runs/predict)",
+    )  # fmt: skip
     pred.add_argument("--no-save", action="store_true", help="print only")
     pred.add_argument("--json", action="store_true", help="print one JSON object per image")
     _add_speed_options(pred)
@@ -358,11 +372,11 @@ def _build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("benchmark", help="latency split into preprocess / model / post-process")
     bench.add_argument("model", help="checkpoint, variant name or exported .onnx")
     bench.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes to sweep")
-    bench.add_argument("--threads", type=int, help="CPU threads (torch and ONNX Runtime)")
     bench.add_argument("--runs", type=int, default=10)
     bench.add_argument("--warmup", type=int, default=3)
     bench.add_argument("--image", help="image to time with (default: a generated 1280x720 image)")
-    bench.add_argument("--json", help="write the results as JSON to this file")
+    bench.add_argument("-o", "--output", help="write the results as JSON to this file")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--yolo", help="also time an Ultralytics YOLO .pt/.yaml with its NMS (needs ultralytics)")
     bench.add_argument(
         "--yolo-conf", type=float, nargs="+", default=[0.001, 0.25], help="YOLO score thresholds to time"
@@ -374,7 +388,6 @@ def _build_parser() -> argparse.ArgumentParser:
     srv.add_argument("model", help="checkpoint, variant name (random weights), exported .onnx or OpenVINO .xml")
     srv.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to listen on every interface)")
     srv.add_argument("--port", type=_port, default=8000, help="TCP port, 1..65535 (default 8000)")
-    srv.add_argument("--threads", type=int, help="CPU threads for inference")
     add_arguments(srv, ServeConfig)
     srv.add_argument("--no-fuse", action="store_true", help="do not fold Conv+BN/RepVGG before serving")
     _add_speed_options(srv)
@@ -397,6 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "num_classes", None) is not None:
         args.non_strict = True
     func: Callable[[argparse.Namespace], int] = args.func
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         code = func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit

@@ -77,7 +77,7 @@ def test_cli_benchmark_with_yolo(fake_ultralytics: None, tmp_path: Path, capsys:
     weights = tmp_path / "y.pt"
     weights.write_bytes(b"w")
     out = tmp_path / "bench.json"
-    rc = main(["benchmark", str(ckpt), "--runs=2", "--warmup=1", "--yolo", str(weights), "--json", str(out)])
+    rc = main(["benchmark", str(ckpt), "--runs=2", "--warmup=1", "--yolo", str(weights), "-o", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "post + NMS" in text and "0.001" in text

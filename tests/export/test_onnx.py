@@ -111,7 +111,7 @@ def test_cli_export_and_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture)
                 "1",
                 "--threads",
                 "1",
-                "--json",
+                "-o",
                 str(tmp_path / "b.json"),
             ]
         )
