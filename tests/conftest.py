@@ -42,3 +42,23 @@ def randomize_batchnorm(model: torch.nn.Module) -> None:
             if isinstance(m, torch.nn.BatchNorm2d) and m.affine:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0.0, 0.1)
+
+
+class RunCaptured(Exception):
+    """Raised by the :func:`captured_run` stand-in trainer once it has the run config."""
+
+
+@pytest.fixture
+def captured_run(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Replace the trainer by a stand-in that records the resolved :class:`RunConfig` (``["cfg"]``) and raises
+    :class:`RunCaptured`: what an entry point would train, without training."""
+    from rtdetr.engine import trainer
+
+    seen: dict = {}
+
+    def record(self, cfg, *args) -> None:  # noqa: ANN001, ANN002
+        seen["cfg"] = cfg
+        raise RunCaptured
+
+    monkeypatch.setattr(trainer.Trainer, "__init__", record)
+    return seen

@@ -13,6 +13,7 @@ import pytest
 from rtdetr import RTDETR
 from rtdetr.cli import _build_parser, main
 from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args
+from tests.conftest import RunCaptured
 from tests.engine.conftest import TINY_MODEL
 
 
@@ -91,29 +92,17 @@ def test_serve_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture)
     assert e.value.code == 2 and "--port: 99999 is out of range; a port is within 1..65535" in capsys.readouterr().err
 
 
-def test_train_takes_the_shared_vocabulary(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_train_takes_the_shared_vocabulary(tmp_path, captured_run: dict) -> None:  # noqa: ANN001
     """-o, --size, --threads and --device mean on train what they mean everywhere."""
     import torch
 
-    from rtdetr.engine import trainer
-
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake_init(self, cfg, *args):  # noqa: ANN001, ANN002, ANN202
-        seen["cfg"] = cfg
-        raise Stop
-
-    monkeypatch.setattr(trainer.Trainer, "__init__", fake_init)
     threads = torch.get_num_threads()
     try:
-        with pytest.raises(Stop):
+        with pytest.raises(RunCaptured):
             main(["train", "--data", "d.json", "-o", str(tmp_path / "r"), "--size", "96", "--threads", "1"])
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    cfg = seen["cfg"]
+    cfg = captured_run["cfg"]
     assert cfg.train.output_dir == str(tmp_path / "r") and cfg.data.image_size == (96, 96)
     assert cfg.model.eval_spatial_size == (96, 96)

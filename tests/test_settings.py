@@ -13,6 +13,7 @@ from rtdetr.cli import main
 from rtdetr.config import ConfigError, DataConfig, RunConfig, apply_dotted_overrides
 from rtdetr.convert import load_model
 from rtdetr.recipe import load_recipe
+from tests.conftest import RunCaptured
 from tests.engine.conftest import TINY, TINY_MODEL
 
 TRAIN_TAIL = [t for t in TINY if not t.startswith(("data.image_size", "model.eval_spatial_size"))]
@@ -94,7 +95,7 @@ def test_api_trains_on_awkward_paths_and_keeps_its_settings(awkward_data: dict[s
 
 
 def test_api_recipe_starts_from_the_loaded_checkpoint(
-    awkward_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    awkward_data: dict[str, Path], tmp_path: Path, captured_run: dict
 ) -> None:
     from rtdetr.convert import save_model
     from rtdetr.models import create_model
@@ -103,22 +104,10 @@ def test_api_recipe_starts_from_the_loaded_checkpoint(
     recipe = tmp_path / "tiny.yaml"
     body = "\n".join(f"{k.split('=')[0]}: {k.split('=')[1]}" for k in TRAIN_TAIL if k.startswith("train."))
     recipe.write_text("train:\n" + "\n".join("  " + line.split(".", 1)[1] for line in body.splitlines()) + "\n")
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake_init(self, cfg, *args):  # noqa: ANN001, ANN002, ANN202
-        seen["cfg"] = cfg
-        raise Stop
-
-    from rtdetr.engine import trainer
-
-    monkeypatch.setattr(trainer.Trainer, "__init__", fake_init)
-    with pytest.raises(Stop):
+    with pytest.raises(RunCaptured):
         RTDETR(ckpt).train(awkward_data["train"], recipe=recipe, epochs=1, output=tmp_path / "r")
-    assert seen["cfg"].init_from == str(ckpt)
-    assert seen["cfg"].data.train == str(awkward_data["train"])
+    assert captured_run["cfg"].init_from == str(ckpt)
+    assert captured_run["cfg"].data.train == str(awkward_data["train"])
 
 
 def test_serve_config_validates_itself() -> None:
