@@ -44,6 +44,7 @@ DEMO_RECIPE = [
     "train.ema_decay=0.998",
     "train.ema_warmups=100",
     "train.no_aug_epochs=0",
+    "train.exist_ok=true",  # the demo always writes outputs/demo/run (a rerun replaces it)
 ]
 
 
@@ -72,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         None,
         [
             *DEMO_RECIPE,
-            f"model.eval_spatial_size=[{args.size},{args.size}]",
             f"data.image_size=[{args.size},{args.size}]",
             f"data.train={data['train']}",
             f"data.val={data['val']}",
