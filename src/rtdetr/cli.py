@@ -157,13 +157,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     det = RTDETR(args.model, device="cpu")
     size = (args.size, args.size) if args.size else None
     report = det.export(
-        args.format,
-        args.output,
-        size,
-        args.opset,
-        args.max_det,
-        args.decoder_depth,
-        args.simplify,
+        format=args.format,
+        output=args.output,
+        image_size=size,
+        opset=args.opset,
+        max_det=args.max_det,
+        decoder_depth=args.decoder_depth,
+        simplify=args.simplify,
         check=not args.no_check,
         int8=args.int8,
         calibration=args.calib,
