@@ -47,6 +47,7 @@ from rtdetr.engine.optim import (
     effective_warmups,
     lr_factor,
 )
+from rtdetr.engine.rundir import best_checkpoint, fresh_output_dir
 from rtdetr.loss import RTDETRCriterion
 from rtdetr.models import build_model
 from rtdetr.models.rtdetr import RTDETR
@@ -68,26 +69,6 @@ def _float(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_float(v) for v in obj]
     return obj
-
-
-RUN_FILES = ("last.pth", "best.pth", "metrics.csv")
-
-
-def fresh_output_dir(path: Path) -> Path:
-    """``path`` if no run has written there yet, else the first of ``<path>2``, ``<path>3``, ... that is free."""
-    candidate, i = path, 1
-    while any((candidate / name).exists() for name in RUN_FILES):
-        i += 1
-        candidate = path.with_name(f"{path.name}{i}")
-    return candidate
-
-
-def _weights_only(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """``best.pth``: the evaluation weights (EMA when on) with config, class names and metrics, and no optimizer,
-    scheduler or raw training weights (``last.pth`` keeps those for ``--resume``): about a third of the size."""
-    weights = ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"]
-    drop = ("model", "ema", "optimizer", "scheduler", "scaler")
-    return {"model": weights, **{k: v for k, v in ckpt.items() if k not in drop}}
 
 
 class Trainer:
@@ -461,7 +442,7 @@ class Trainer:
                     ckpt = self.checkpoint(epoch + 1)
                     atomic_save(ckpt, self.out_dir / "last.pth")
                     if is_best or self.val_loader is None:
-                        atomic_save(_weights_only(ckpt), self.out_dir / "best.pth")
+                        atomic_save(best_checkpoint(ckpt), self.out_dir / "best.pth")
                     log.info(
                         "epoch %d: %s", epoch + 1, ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k in _SHOWN)
                     )
