@@ -37,7 +37,12 @@ class RTDETR:
             CPU, where oneDNN prefers it).
         fuse: predict with a ``deploy()``-fused copy (Conv+BN folded, RepVGG merged; same outputs, faster). The
             copy is rebuilt when the weights or the decoder depth of :attr:`model` change.
+        threads: threads of an exported graph's runtime (ONNX Runtime, OpenVINO); PyTorch models use
+            ``torch.set_num_threads``.
         **overrides: model config overrides, e.g. ``num_classes=3``, ``decoder={"num_layers": 4}``.
+
+    The model runs through :attr:`backend` (a :class:`~rtdetr.engine.backend.Detector`: PyTorch, ONNX Runtime
+    or OpenVINO); :attr:`model` is the PyTorch module where there is one.
 
     Example:
         >>> det = RTDETR("rtdetr_r18vd")
