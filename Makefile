@@ -26,7 +26,7 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: chromium/chromedriver missing and not root: the web-page test will be skipped"; fi
 
-## Lint, type-check and the whole test suite (about 4 minutes on 2 cores).
+## Lint, type-check and the whole test suite (about 8 minutes on 2 cores).
 test: install browser lint pytest
 
 lint: install
