@@ -116,6 +116,7 @@ class TorchDetector:
         self.class_names = class_names
         self._fused: tuple[tuple[int, ...], nn.Module] | None = None
         self._post: dict[int, PostProcessor] = {}
+        self._laid_out = False
 
     @property
     def config(self) -> Any:
@@ -145,7 +146,10 @@ class TorchDetector:
     def module(self) -> nn.Module:
         """The module :meth:`infer` runs: the model, or with ``fuse`` its cached fused copy."""
         if not self.fuse or getattr(self.model, "deployed", False):
-            return self.fast.prepare(self.model)
+            if not self._laid_out:  # the memory layout is set once, not on every batch
+                self.fast.prepare(self.model)
+                self._laid_out = True
+            return self.model
         key = (
             id(self.model),
             *(p._version for p in self.model.parameters()),
