@@ -146,10 +146,7 @@ def filter_detections(
     out = {k: det[k][keep].cpu() for k in ("boxes", "scores", "labels")}
     if image_size is not None:
         w, h = image_size
-        out["boxes"] = torch.stack(
-            [out["boxes"][:, 0].clamp(0, w), out["boxes"][:, 1].clamp(0, h), out["boxes"][:, 2].clamp(0, w),
-             out["boxes"][:, 3].clamp(0, h)], -1,
-        ) if len(out["boxes"]) else out["boxes"]  # fmt: skip
+        out["boxes"] = out["boxes"].clamp(min=0).minimum(out["boxes"].new_tensor([w, h, w, h]))
     return {k: v[:max_det] for k, v in out.items()} if max_det is not None else out
 
 
