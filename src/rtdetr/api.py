@@ -125,7 +125,7 @@ class RTDETR:
             "device": str(self.device),
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
         }
-        if self.backend.decoder_layers is not None:  # a PyTorch model
+        if isinstance(self.backend, TorchDetector):
             assert self.model.config is not None
             info["variant"] = self.model.config.name
             info["params_m"] = round(count_parameters(self.model) / 1e6, 2)
