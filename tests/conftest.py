@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rtdetr.engine import hardware
+from rtdetr.engine.hardware import parse_cpuinfo
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_restore() -> None:
@@ -15,6 +18,17 @@ def _seed_and_restore() -> None:
     dtype = torch.get_default_dtype()
     yield
     torch.set_default_dtype(dtype)
+
+
+#: the CPU every test sees unless it says otherwise: AVX2 without bf16/VNNI, so ``precision="auto"`` means fp32
+#: and no result depends on the class of the machine that runs the suite (tests/engine/test_hardware.py checks
+#: the choice on each class, and the real machine's description)
+PINNED_CPU = parse_cpuinfo("model name\t: pinned test CPU\nflags\t: sse2 avx avx2 fma\n", cores=2)
+
+
+@pytest.fixture(autouse=True)
+def _pin_cpu_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware, "cpu_info", lambda: PINNED_CPU)
 
 
 @pytest.fixture(scope="session")

@@ -32,9 +32,10 @@ class RTDETR:
             ``.pth`` or an HF ``model.safetensors``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
         class_names: names by label (default: from the checkpoint, COCO for 80-class models, else ``"0"``...).
-        precision: ``"fp32"``, ``"bf16"`` (autocast; about 2.6x faster for R18 on AVX512-BF16 CPUs) or ``"fp16"``
-            (CUDA) for predict/val/benchmark; channels_last: NHWC memory for convolutions (default: on for the
-            CPU, where oneDNN prefers it).
+        precision: ``"auto"`` (default: bf16 autocast on CPUs with native bf16, i.e. AVX512_BF16 or AMX, where it
+            is about 2x faster for R18; fp16 on CUDA; else fp32: see :attr:`precision_reason`), ``"fp32"``,
+            ``"bf16"`` or ``"fp16"`` (CUDA) for predict/val/benchmark.
+        channels_last: NHWC memory for convolutions (default: on for the CPU, where oneDNN prefers it).
         fuse: predict with a ``deploy()``-fused copy (Conv+BN folded, RepVGG merged; same outputs, faster). The
             copy is rebuilt when the weights or the decoder depth of :attr:`model` change.
         threads: threads of an exported graph's runtime (ONNX Runtime, OpenVINO); PyTorch models use
@@ -54,7 +55,7 @@ class RTDETR:
         model: str | Path = "rtdetr_r18vd",
         device: str = "auto",
         class_names: Sequence[str] | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
         channels_last: bool | None = None,
         fuse: bool = True,
         threads: int | None = None,
@@ -88,6 +89,11 @@ class RTDETR:
         return self.backend.precision
 
     @property
+    def precision_reason(self) -> str:
+        """Why :attr:`precision` was chosen (e.g. ``"auto: fp32, the CPU has no native bf16 (avx2)"``)."""
+        return str(getattr(self.backend, "precision_reason", ""))
+
+    @property
     def channels_last(self) -> bool:
         return self.backend.channels_last
 
@@ -119,6 +125,8 @@ class RTDETR:
 
         info: dict[str, Any] = {
             "backend": self.backend.kind,
+            "precision": self.precision,
+            "precision_reason": self.precision_reason,
             "num_classes": self.num_classes,
             "image_size": self.image_size,
             "decoder_depth": self.backend.decoder_depth,

@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args
 
@@ -99,9 +100,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_val(args: argparse.Namespace) -> int:
-    from rtdetr.api import RTDETR
-
-    det = RTDETR(args.model, device=args.device, **_fast(args))
+    det = _open(args)
     size = (args.size, args.size) if args.size else None
     res = det.val(
         args.data, split=args.split, batch=args.batch, decoder_depth=args.decoder_depth, conf=args.conf,
@@ -126,10 +125,8 @@ def _cmd_val(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from rtdetr.api import RTDETR
-
     opts = from_args(args, InferenceOptions)
-    det = RTDETR(args.model, device=args.device, **_fast(args))
+    det = _open(args)
     source = int(args.source) if args.source.isdigit() else args.source
     save_dir = None if args.no_save else args.output
     n_images = n_dets = 0
@@ -183,11 +180,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from rtdetr.api import RTDETR
     from rtdetr.bench.latency import benchmark_detector
     from rtdetr.data import load_image
 
-    det = RTDETR(args.model, device=args.device, **_fast(args))
+    if args.all_paths:
+        return _benchmark_all_paths(args)
+    det = _open(args)
     image = load_image(args.image) if args.image else None
     det.backend.set_decoder_depth(args.decoder_depth)
     res = benchmark_detector(det, args.batch, args.warmup, args.runs, args.threads, image)
@@ -227,6 +225,24 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark_all_paths(args: argparse.Namespace) -> int:
+    from rtdetr.bench.paths import benchmark_paths, format_paths
+    from rtdetr.data import load_image
+
+    if str(args.model).endswith((".onnx", ".xml")):
+        raise SystemExit("rtdetr benchmark: --all-paths exports the graphs itself; give a checkpoint or variant")
+    if args.device not in ("auto", "cpu") or args.batch != [1]:
+        raise SystemExit("rtdetr benchmark: --all-paths times the CPU paths at batch 1 (drop --device/--batch)")
+    res = benchmark_paths(
+        args.model, args.threads, args.warmup, args.runs, args.calib, load_image(args.image) if args.image else None,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    if args.output:
+        Path(args.output).write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2) if args.json else format_paths(res))
+    return 0
+
+
 def _timing_cells(row: dict, stages: Sequence[str]) -> dict[str, str]:
     """``"median (p90)"`` per stage of one benchmark row."""
     return {k: f"{row[k]['median_ms']:.1f} ({row[k]['p90_ms']:.1f})" for k in stages}
@@ -236,6 +252,22 @@ def _fast(args: argparse.Namespace) -> dict:
     """precision/channels_last/threads as given (an exported graph refuses anything but the default precision
     and layout)."""
     return {"precision": args.precision, "channels_last": args.channels_last, "threads": args.threads}
+
+
+def _open(args: argparse.Namespace, **kwargs: Any) -> Any:
+    """The :class:`rtdetr.RTDETR` a command runs, after saying on stderr which path it takes and why."""
+    from rtdetr.api import RTDETR
+
+    det = RTDETR(args.model, device=args.device, **_fast(args), **kwargs)
+    b = det.backend
+    layout = ", channels_last" if b.channels_last else ""
+    reason = getattr(b, "precision_reason", "")
+    print(
+        f"{b.kind} on {det.device}: {b.precision}{layout}" + (f" ({reason})" if reason else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    return det
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -258,9 +290,9 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder-depth", type=int, help="decoder layers to run (fewer = faster)")
     p.add_argument(
         "--precision",
-        default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="bf16 autocast is the fast CPU path (AVX512-BF16); fp16 needs CUDA",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto (default): bf16 autocast on CPUs with native bf16 (AVX512_BF16/AMX), fp16 on CUDA, else fp32",
     )
     p.add_argument(
         "--channels-last",
@@ -381,6 +413,12 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--yolo-conf", type=float, nargs="+", default=[0.001, 0.25], help="YOLO score thresholds to time"
     )
+    bench.add_argument(
+        "--all-paths",
+        action="store_true",
+        help="time every CPU path here (PyTorch fp32/bf16, ONNX Runtime and OpenVINO fp32/int8) and print a table",
+    )
+    bench.add_argument("--calib", help="calibration images for the int8 paths of --all-paths (default: generated)")
     _add_speed_options(bench)
     bench.set_defaults(func=_cmd_benchmark)
 

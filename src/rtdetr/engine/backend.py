@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from rtdetr.engine.hardware import choose_precision
 from rtdetr.models.postprocess import PostProcessor
 
 __all__ = ["Detector", "FastPath", "TorchDetector", "as_detector", "open_detector"]
@@ -62,17 +63,15 @@ class Detector(Protocol):
 
 
 class FastPath:
-    """Inference precision (fp32, bf16/fp16 autocast) and memory layout for a PyTorch model."""
+    """Inference precision (fp32, bf16/fp16 autocast; ``"auto"`` chooses for the device, see
+    :func:`rtdetr.engine.hardware.choose_precision`) and memory layout for a PyTorch model."""
 
     def __init__(
         self, precision: str = "fp32", channels_last: bool = False, device: torch.device | str = "cpu"
     ) -> None:
-        if precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         self.device = torch.device(device)
-        if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("fp16 inference needs a CUDA device; use bf16 on the CPU")
-        self.precision, self.channels_last = precision, channels_last
+        self.precision, self.reason = choose_precision(precision, self.device)
+        self.channels_last = channels_last
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model  # type: ignore[call-overload]
@@ -95,7 +94,8 @@ class TorchDetector:
         model: the model (moved to ``device``; its mode is left as it is, so a training loop can evaluate it).
         fuse: run a ``deploy()``-fused copy (Conv+BN folded, RepVGG merged: same outputs, faster). The copy is
             rebuilt whenever a parameter or buffer of ``model`` changes, and follows its decoder depth.
-        precision, channels_last: see :class:`FastPath`.
+        precision, channels_last: see :class:`FastPath`; :attr:`precision` is the one chosen and
+            :attr:`precision_reason` says why.
     """
 
     kind = "pytorch"
@@ -112,7 +112,8 @@ class TorchDetector:
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.fast = FastPath(precision, channels_last, self.device)
-        self.precision, self.channels_last, self.fuse = precision, channels_last, fuse
+        self.precision, self.channels_last, self.fuse = self.fast.precision, channels_last, fuse
+        self.precision_reason = self.fast.reason
         self.class_names = class_names
         self._fused: tuple[tuple[int, ...], nn.Module] | None = None
         self._post: dict[int, PostProcessor] = {}
@@ -194,7 +195,7 @@ def as_detector(model: Any, device: torch.device | str = "cpu", **kwargs: Any) -
 def open_detector(
     source: str | Path,
     device: torch.device | str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     channels_last: bool = False,
     fuse: bool = True,
     threads: int | None = None,
@@ -204,7 +205,8 @@ def open_detector(
     checkpoint (ours, official ``.pth``, HF ``.safetensors``) or a variant name (random weights).
 
     ``overrides`` are model-config overrides (PyTorch only; with ``num_classes`` mismatching heads load
-    non-strictly). ``threads`` sets an exported graph's thread count.
+    non-strictly). ``threads`` sets an exported graph's thread count. ``precision="auto"`` picks the fastest
+    precision that keeps accuracy on this device (:func:`rtdetr.engine.hardware.choose_precision`).
     """
     from rtdetr.convert import load_model, read_checkpoint
     from rtdetr.export.runtime import OnnxRuntimeDetector, OpenVinoDetector
@@ -214,8 +216,11 @@ def open_detector(
     if text.endswith((".onnx", ".xml")):
         if overrides:
             raise ValueError(f"an exported graph takes no model overrides, got {sorted(overrides)}")
-        if precision != "fp32" or channels_last:
-            raise ValueError("precision and channels_last apply to PyTorch models; a graph is fixed at export")
+        if precision not in ("auto", "fp32") or channels_last:
+            raise ValueError(
+                f"precision={precision!r} and channels_last apply to PyTorch models; a graph's precision is fixed "
+                "at export (rtdetr export --int8 for int8; OpenVINO picks bf16 itself on CPUs that have it)"
+            )
         if text.endswith(".xml"):
             return OpenVinoDetector(text, threads)
         return OnnxRuntimeDetector(text, threads=threads)

@@ -32,6 +32,7 @@ class _GraphDetector(ABC):
 
     kind = "graph"
     precision = "fp32"
+    precision_reason = "fixed at export"
     channels_last = False
     decoder_layers = None
     decoder_depth = None
@@ -114,6 +115,16 @@ class OnnxRuntimeDetector(_GraphDetector):
         return labels, boxes, scores
 
 
+_OV_PRECISIONS = {
+    "float32": "fp32",
+    "f32": "fp32",
+    "bfloat16": "bf16",
+    "bf16": "bf16",
+    "float16": "fp16",
+    "f16": "fp16",
+}
+
+
 class OpenVinoDetector(_GraphDetector):
     """OpenVINO runtime for an IR converted from our ONNX export; same ``run``/``detect`` interface as
     :class:`OnnxRuntimeDetector`. Class names come from the ``<stem>.json`` written beside the ``.xml``.
@@ -143,6 +154,13 @@ class OpenVinoDetector(_GraphDetector):
             self.compiled = ov.Core().compile_model(str(p), "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long messages
             raise RuntimeError(f"{p}: OpenVINO cannot compile this model ({str(e).splitlines()[0]})") from None
+        try:  # OpenVINO runs fp32 graphs in bf16 by itself on CPUs with native bf16: say so
+            hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # e.g. "<Type: 'bfloat16'>"
+            name = hint.split("'")[1] if "'" in hint else hint
+            self.precision = _OV_PRECISIONS.get(name, self.precision)
+            self.precision_reason = "OpenVINO's inference precision on this CPU"
+        except Exception:  # an older OpenVINO without the property: keep the nominal fp32
+            pass
         sidecar = p.with_suffix(".json")
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         self.class_names = meta.get("class_names")

@@ -44,8 +44,8 @@ def serve(
     cfg = config or ServeConfig()
     app = create_app(detector, cfg)
     print(
-        f"rtdetr serve: {model} ({detector.backend.kind}) on http://{host}:{port} - web page at /, API at /predict, "
-        "docs at /docs; Ctrl+C stops",
+        f"rtdetr serve: {model} ({detector.backend.kind}, {detector.precision}: {detector.precision_reason}) on "
+        f"http://{host}:{port} - web page at /, API at /predict, docs at /docs; Ctrl+C stops",
         flush=True,
     )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=True, limit_concurrency=cfg.max_pending * 2)

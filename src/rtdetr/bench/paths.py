@@ -1,0 +1,153 @@
+"""Every CPU inference path this machine offers, timed on one model (``rtdetr benchmark --all-paths``).
+
+Paths: PyTorch eager fp32; fused (Conv+BN folded, RepVGG merged) fp32 + channels_last; fused bf16 autocast +
+channels_last (fewer runs where bf16 is emulated: it is several times slower there); the ONNX export on ONNX
+Runtime in fp32 and int8 (static QDQ, calibrated); the same two graphs on OpenVINO. Each row is the end-to-end
+time of one image (pre-processing, network, post-processing) at batch 1, and the network alone.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from rtdetr.bench.latency import benchmark_detector
+from rtdetr.engine.hardware import choose_precision, cpu_info
+
+__all__ = ["benchmark_paths", "format_paths"]
+
+
+def _generated_calibration(folder: Path, n: int = 16) -> Path:
+    """``n`` generated images (smooth blobs on noise) for int8 calibration when the user gives none."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:480, 0:640]
+    for i in range(n):
+        img = rng.random((480, 640, 3)) * 64
+        for _ in range(6):
+            cy, cx, r = rng.integers(40, 440), rng.integers(40, 600), rng.integers(20, 120)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"calib_{i:02d}.jpg")
+    return folder
+
+
+def benchmark_paths(
+    model: str | Path,
+    threads: int | None = None,
+    warmup: int = 3,
+    runs: int = 10,
+    calibration: str | Path | None = None,
+    image: Image.Image | None = None,
+    work_dir: str | Path | None = None,
+    skip: Sequence[str] = (),
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Time each available CPU path of ``model`` (variant name or PyTorch checkpoint) at batch 1.
+
+    Args:
+        calibration: images for the int8 graphs (folder or dataset path); default: generated images, which
+            time the int8 graph correctly but say nothing about its accuracy.
+        work_dir: where the exported graphs go (default: a temporary folder).
+        skip: path groups to leave out: ``"bf16"``, ``"onnxruntime"``, ``"openvino"``, ``"int8"``.
+        log: called with each finished row (progress).
+
+    Returns:
+        ``{"cpu": {...flags...}, "threads", "runs", "auto": {...}, "rows": [{"path", "how", "end_to_end_ms",
+        "end_to_end_p90_ms", "model_ms", "vs_eager", "note"}...], "fastest": name}``.
+    """
+    import torch
+
+    from rtdetr.api import RTDETR
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    info = cpu_info()
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, det: Any, how: str, note: str = "", n: int = runs, w: int = warmup) -> None:
+        r = benchmark_detector(det, (1,), w, n, threads, image)["results"][0]
+        rows.append(
+            {
+                "path": name,
+                "how": how,
+                "end_to_end_ms": round(r["end_to_end"]["median_ms"], 1),
+                "end_to_end_p90_ms": round(r["end_to_end"]["p90_ms"], 1),
+                "model_ms": round(r["model"]["median_ms"], 1),
+                "runs": n,
+                "note": note,
+            }
+        )
+        log(f"{name}: {rows[-1]['end_to_end_ms']} ms")
+
+    eager = RTDETR(model, device="cpu", precision="fp32", fuse=False, channels_last=False)
+    add("pytorch eager fp32", eager, 'precision="fp32", fuse=False, channels_last=False')
+    add("pytorch fused fp32 + channels_last", RTDETR(model, device="cpu", precision="fp32"), 'precision="fp32"')
+    if "bf16" not in skip:
+        bf16 = RTDETR(model, device="cpu", precision="bf16")
+        if info.native_bf16:
+            add("pytorch fused bf16 + channels_last", bf16, 'precision="bf16"')
+        else:  # emulated: a few runs are enough to show it
+            add("pytorch fused bf16 + channels_last", bf16, 'precision="bf16"', "emulated (no native bf16)", 3, 1)
+    graphs = [g for g in ("onnxruntime", "openvino") if g not in skip]
+    if graphs:
+        tmp = tempfile.TemporaryDirectory() if work_dir is None else None
+        root = Path(tmp.name if tmp else work_dir)  # type: ignore[arg-type]
+        root.mkdir(parents=True, exist_ok=True)
+        int8 = "int8" not in skip
+        note8 = "" if calibration else "calibrated on generated images (speed only)"
+        calib = calibration or (_generated_calibration(root / "calib") if int8 else None)
+        fmt = "openvino" if "openvino" in graphs else "onnx"
+        rep = eager.export(fmt, output=root / "model.onnx", check=False, int8=int8, calibration=calib)
+        if "onnxruntime" in graphs:
+            add("onnxruntime fp32", RTDETR(rep["path"], threads=threads), "rtdetr export")
+            if int8:
+                add("onnxruntime int8", RTDETR(rep["int8_path"], threads=threads), "rtdetr export --int8", note8)
+        if "openvino" in graphs:
+            ov = RTDETR(rep["openvino_path"], threads=threads)
+            add(f"openvino ({ov.precision})", ov, "rtdetr export --format openvino")
+            if int8:
+                ov8 = RTDETR(rep["openvino_int8_path"], threads=threads)
+                add("openvino int8", ov8, "rtdetr export --format openvino --int8", note8)
+        if tmp is not None:
+            tmp.cleanup()
+    base = rows[0]["end_to_end_ms"]
+    for r in rows:
+        r["vs_eager"] = round(r["end_to_end_ms"] / base, 3)
+    precision, reason = choose_precision("auto", "cpu")
+    auto_path = f"pytorch fused {precision} + channels_last"
+    return {
+        "cpu": info.as_dict(),
+        "model": str(model),
+        "image_size": list(eager.image_size),
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "warmup": warmup,
+        "runs": runs,
+        "torch": torch.__version__,
+        "auto": {"precision": precision, "reason": reason, "path": auto_path},
+        "rows": rows,
+        "fastest": min(rows, key=lambda r: r["end_to_end_ms"])["path"],
+    }
+
+
+def format_paths(res: dict[str, Any]) -> str:
+    """The table ``rtdetr benchmark --all-paths`` prints."""
+    cpu = res["cpu"]
+    h, w = res["image_size"]
+    lines = [
+        f"CPU: {cpu['model']} ({cpu['class']}; {' '.join(cpu['key_flags'])}), {res['threads']} threads; "
+        f"{res['model']} at {h}x{w}, batch 1, median of {res['runs']} runs (p90), end to end",
+        f"{'path':<38}{'ms (p90)':>18}{'model ms':>10}{'vs eager':>10}  how",
+    ]
+    for r in res["rows"]:
+        cell = f"{r['end_to_end_ms']:.1f} ({r['end_to_end_p90_ms']:.1f})"
+        note = f"  [{r['note']}]" if r["note"] else ""
+        lines.append(f"{r['path']:<38}{cell:>18}{r['model_ms']:>10.1f}{r['vs_eager']:>9.2f}x  {r['how']}{note}")
+    lines.append(
+        f"precision='auto' runs {res['auto']['path']} ({res['auto']['reason']}); fastest here: {res['fastest']}"
+    )
+    return "\n".join(lines)

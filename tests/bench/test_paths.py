@@ -1,0 +1,67 @@
+"""``rtdetr benchmark --all-paths``: every CPU path runs the same trained-or-not model and the table says which
+path ``precision="auto"`` takes on this CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rtdetr.bench.paths import _generated_calibration, benchmark_paths, format_paths
+from rtdetr.cli import main
+from rtdetr.convert import save_model
+from rtdetr.engine.hardware import choose_precision
+from rtdetr.models import create_model
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = create_model("rtdetr_r18vd", num_classes=3, decoder={"num_layers": 1}, eval_spatial_size=(64, 64))
+    return save_model(model, tmp_path_factory.mktemp("ckpt") / "tiny.pth")
+
+
+def test_all_paths_on_onnxruntime(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    res = benchmark_paths(tiny_checkpoint, threads=1, warmup=0, runs=1, work_dir=tmp_path, skip=("openvino",))
+    names = [r["path"] for r in res["rows"]]
+    assert names == [
+        "pytorch eager fp32",
+        "pytorch fused fp32 + channels_last",
+        "pytorch fused bf16 + channels_last",
+        "onnxruntime fp32",
+        "onnxruntime int8",
+    ]
+    assert res["rows"][0]["vs_eager"] == 1.0 and all(r["end_to_end_ms"] > 0 for r in res["rows"])
+    assert res["fastest"] in names and res["image_size"] == [64, 64]
+    assert "generated" in res["rows"][-1]["note"]  # int8 calibrated on generated images says so
+    assert res["auto"]["precision"] == choose_precision("auto", "cpu")[0]
+    assert res["cpu"]["class"] and "key_flags" in res["cpu"]
+    assert (tmp_path / "model_int8.onnx").is_file() and len(list((tmp_path / "calib").glob("*.jpg"))) == 16
+    table = format_paths(res)
+    assert all(n in table for n in names) and "precision='auto' runs" in table
+
+
+def test_generated_calibration_images_are_not_blank(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    folder = _generated_calibration(tmp_path, n=2)
+    arr = np.asarray(Image.open(folder / "calib_00.jpg"))
+    assert arr.shape == (480, 640, 3) and arr.std() > 20  # objects on a background, not a flat image
+
+
+def test_cli_refuses_what_all_paths_cannot_do(tiny_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit, match="exports the graphs itself"):
+        main(["benchmark", "model.onnx", "--all-paths"])
+    with pytest.raises(SystemExit, match="batch 1"):
+        main(["benchmark", str(tiny_checkpoint), "--all-paths", "--batch", "4"])
+
+
+def test_cli_states_the_chosen_precision(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", str(tiny_checkpoint), "--runs", "1", "--warmup", "0", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    precision, reason = choose_precision("auto", "cpu")
+    assert f"pytorch on cpu: {precision}, channels_last ({reason})" in err
+    assert json.loads(out.read_text())["precision"] == precision

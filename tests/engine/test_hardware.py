@@ -1,0 +1,125 @@
+"""CPU detection and ``precision="auto"``: the choice must follow the instruction set, not the vendor or the
+vector width (an AVX-512 CPU without AVX512_BF16, e.g. Skylake-X, emulates bf16 and must get fp32)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from rtdetr.engine import hardware
+from rtdetr.engine.backend import TorchDetector, open_detector
+from rtdetr.engine.hardware import CpuInfo, choose_precision, parse_cpuinfo
+from rtdetr.engine.hardware import cpu_info as real_cpu_info  # the conftest pins hardware.cpu_info
+
+BASE = "fpu vme sse sse2 ssse3 sse4_1 sse4_2 avx f16c"
+# flags as /proc/cpuinfo prints them on the machines named (trimmed to what matters)
+CPUS = {
+    "zen3": f"{BASE} avx2 fma bmi2",
+    "zen4": f"{BASE} avx2 fma avx512f avx512dq avx512_bf16 avx512_vnni avx512vl",
+    "skylake_x": f"{BASE} avx2 fma avx512f avx512dq avx512bw avx512vl",
+    "cascade_lake": f"{BASE} avx2 fma avx512f avx512bw avx512vl avx512_vnni",
+    "alder_lake": f"{BASE} avx2 fma avx_vnni",
+    "sapphire_rapids": f"{BASE} avx2 fma avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8",
+}
+EXPECTED = {  # name: (isa, class, native bf16, vnni, auto precision on the CPU)
+    "zen3": ("avx2", "avx2", False, False, "fp32"),
+    "zen4": ("avx512", "avx512-bf16", True, True, "bf16"),
+    "skylake_x": ("avx512", "avx512", False, False, "fp32"),
+    "cascade_lake": ("avx512", "avx512", False, True, "fp32"),
+    "alder_lake": ("avx2", "avx2", False, True, "fp32"),
+    "sapphire_rapids": ("avx512", "avx512-bf16", True, True, "bf16"),
+}
+
+
+def _cpuinfo_text(flags: str, model: str = "Test CPU") -> str:
+    block = f"processor\t: 0\nvendor_id\t: X\nmodel name\t: {model}\nflags\t\t: {flags}\nbogomips\t: 1\n\n"
+    return block + block.replace("processor\t: 0", "processor\t: 1")
+
+
+def _use_cpu(monkeypatch: pytest.MonkeyPatch, name: str) -> CpuInfo:
+    info = parse_cpuinfo(_cpuinfo_text(CPUS[name], name), cores=2)
+    monkeypatch.setattr(hardware, "cpu_info", lambda: info)
+    return info
+
+
+@pytest.mark.parametrize("name", sorted(CPUS))
+def test_parse_and_classify(name: str) -> None:
+    info = parse_cpuinfo(_cpuinfo_text(CPUS[name], f"{name} model"), cores=2)
+    isa, cls, bf16, vnni, _ = EXPECTED[name]
+    assert (info.model, info.isa, info.cpu_class, info.native_bf16, info.vnni) == (
+        f"{name} model",
+        isa,
+        cls,
+        bf16,
+        vnni,
+    )
+    d = info.as_dict()
+    assert d["class"] == cls and d["native_bf16"] == bf16 and "avx2" in d["key_flags"]
+    assert "sse2" not in d["key_flags"]  # only the flags that decide a path are recorded
+
+
+def test_parse_arm_features() -> None:
+    info = parse_cpuinfo("processor\t: 0\nFeatures\t: fp asimd evtstrm aes bf16\nCPU implementer\t: 0x41\n")
+    assert info.isa == "neon" and not info.native_bf16
+
+
+@pytest.mark.parametrize("name", sorted(CPUS))
+def test_auto_follows_the_instruction_set(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    _use_cpu(monkeypatch, name)
+    precision, reason = choose_precision("auto", "cpu")
+    assert precision == EXPECTED[name][4]
+    assert reason.startswith("auto:") and EXPECTED[name][1] in reason
+    if EXPECTED[name][3] and precision == "fp32":
+        assert "int8" in reason  # VNNI without bf16: point at the int8 export
+
+
+def test_auto_on_cuda_and_explicit_choices(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _use_cpu(monkeypatch, "zen3")
+    assert choose_precision("auto", "cuda")[0] == "fp16"
+    assert choose_precision("fp32", "cpu") == ("fp32", "requested")
+    with pytest.raises(ValueError, match="CUDA"):
+        choose_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="auto, fp32, bf16, fp16"):
+        choose_precision("int4", "cpu")
+    with caplog.at_level(logging.WARNING, logger="rtdetr"):
+        assert choose_precision("bf16", "cpu")[0] == "bf16"  # the user's choice is kept...
+    assert "slower" in caplog.text  # ...with a warning
+    _use_cpu(monkeypatch, "zen4")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rtdetr"):
+        assert choose_precision("bf16", "cpu") == ("bf16", "requested")
+    assert not caplog.text
+
+
+@pytest.mark.parametrize("name", ["zen3", "zen4"])
+def test_detector_runs_the_chosen_precision(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    _use_cpu(monkeypatch, name)
+    det = open_detector("rtdetr_r18vd", "cpu", decoder={"num_layers": 1})
+    assert isinstance(det, TorchDetector)
+    assert det.precision == EXPECTED[name][4] and det.precision_reason.startswith("auto:")
+    seen = {}
+
+    def spy(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        seen["dtype"] = out.dtype
+
+    det.module().backbone.conv1.register_forward_hook(spy)  # type: ignore[union-attr]
+    raw = det.infer(torch.rand(1, 3, 64, 64), torch.tensor([[64, 64]]))
+    assert seen["dtype"] == (torch.bfloat16 if EXPECTED[name][4] == "bf16" else torch.float32)
+    assert raw["pred_logits"].dtype == torch.float32  # outputs are always handed back in fp32
+
+
+def test_graph_refuses_a_torch_precision(tmp_path: object) -> None:
+    with pytest.raises(ValueError, match="fixed at export"):
+        open_detector("model.onnx", precision="bf16")
+
+
+def test_this_machine_is_described() -> None:
+    d = real_cpu_info().as_dict()
+    assert d["cores"] >= 1 and d["class"] in ("avx512-bf16", "avx512", "avx2", "neon", "baseline")
+    assert isinstance(d["torch_cpu_capability"], str)
+
+
+def test_the_suite_runs_on_a_pinned_cpu() -> None:
+    assert hardware.cpu_info().model == "pinned test CPU" and choose_precision("auto", "cpu")[0] == "fp32"
