@@ -1,15 +1,18 @@
 """``make demo``: the main job on the embedded default dataset; needs no data and no downloads.
 
 1. generates a synthetic detection dataset on disk in COCO format (4 shape classes, varied sizes and backgrounds);
-2. trains a small RT-DETR (R18-vd backbone, narrow encoder/decoder, 160x160 input) from scratch on the CPU;
+2. trains a small RT-DETR (R18-vd backbone, narrow encoder/decoder, 160x160 input) from scratch on the CPU,
+   for as many epochs as fit in ``--minutes`` (default 7): a few training steps are timed on this machine first,
+   the epochs are chosen from that, and the learning-rate schedule is built for them;
 3. evaluates the best (EMA) checkpoint with COCO metrics and writes predictions drawn on validation images.
 
-About 10 minutes on 2 CPU cores. Outputs go to ``outputs/demo``.
+Outputs go to ``outputs/demo``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -18,8 +21,11 @@ from pathlib import Path
 import torch
 
 from rtdetr.api import RTDETR
+from rtdetr.config import RunConfig
 from rtdetr.data import load_index
 from rtdetr.data.synthetic import make_synthetic_coco
+from rtdetr.engine.budget import plan_epochs, time_steps
+from rtdetr.engine.hardware import cpu_info
 from rtdetr.engine.trainer import Trainer
 from rtdetr.recipe import load_recipe
 
@@ -48,10 +54,32 @@ DEMO_RECIPE = [
 ]
 
 
+#: seconds kept for what follows training: loading the best checkpoint, drawing predictions, the summary
+_AFTER_TRAINING_S = 20.0
+
+
+def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> RunConfig:
+    """``cfg`` with the epochs that fit ``seconds`` on this machine (timed here), and a hard stop after them."""
+    step_s, infer_s = time_steps(cfg)
+    left = seconds - 2 * (step_s + infer_s) * 2 - _AFTER_TRAINING_S  # minus the timing just done (about)
+    plan = plan_epochs(left, step_s, infer_s, args.train_images, args.val_images, cfg.train.batch_size,
+                       args.max_epochs)  # fmt: skip
+    cpu = cpu_info()
+    print(
+        f"[plan] {cpu.model} ({cpu.cpu_class}), {torch.get_num_threads()} threads, budget {args.minutes:g} min: "
+        f"{plan.describe()}; expected finish in about {(plan.expected_s + _AFTER_TRAINING_S) / 60 + 0.3:.1f} min",
+        flush=True,
+    )
+    train = dataclasses.replace(cfg.train, epochs=plan.epochs, time_budget_s=max(left, plan.expected_s) * 1.1)
+    return dataclasses.replace(cfg, train=train)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/demo", help="output folder")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget for the whole demo")
+    parser.add_argument("--epochs", type=int, help="train exactly this many epochs (default: what fits the budget)")
+    parser.add_argument("--max-epochs", type=int, default=10, help="upper bound for the budgeted epochs")
     parser.add_argument("--size", type=int, default=160, help="image side (generated and trained)")
     parser.add_argument("--train-images", type=int, default=800)
     parser.add_argument("--val-images", type=int, default=200)
@@ -76,15 +104,17 @@ def main(argv: list[str] | None = None) -> int:
             f"data.image_size=[{args.size},{args.size}]",
             f"data.train={data['train']}",
             f"data.val={data['val']}",
-            f"train.epochs={args.epochs}",
+            f"train.epochs={args.epochs or args.max_epochs}",
             f"train.output_dir={out / 'run'}",
             *args.overrides,
         ],
     )
+    if args.epochs is None:
+        cfg = _fit_budget(cfg, args.minutes * 60 - (time.time() - t0), args)
     result = Trainer(cfg).fit()
     print(
-        f"[2/3] trained {args.epochs} epochs in {time.time() - t0:.0f} s; checkpoints, metrics.csv and curves.png "
-        f"in {result['output_dir']}",
+        f"[2/3] trained {result['epochs_run']} epochs in {time.time() - t0:.0f} s; checkpoints, metrics.csv and "
+        f"curves.png in {result['output_dir']}",
         flush=True,
     )
 
@@ -97,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "best_AP": result["best_ap"],
         "best_epoch": result["best_epoch"],
+        "epochs": result["epochs_run"],
         "last_AP": stats.get("AP"),
         "last_AP50": stats.get("AP50"),
         "seconds": round(time.time() - t0),

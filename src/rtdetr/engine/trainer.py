@@ -359,7 +359,7 @@ class Trainer:
         t = self.cfg.train
         if t.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.net.parameters(), t.clip_grad)
+            nn.utils.clip_grad_norm_(self.net.parameters(), t.clip_grad, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -446,11 +446,9 @@ class Trainer:
                     log.info(
                         "epoch %d: %s", epoch + 1, ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k in _SHOWN)
                     )
-                stop = t.patience > 0 and self.bad_evals >= t.patience
-                if self.out_of_time:
-                    stop = True
-                    if self.main:
-                        log.info("time budget of %.0f s used: stopping after epoch %d", t.time_budget_s, epoch + 1)
+                stop = (t.patience > 0 and self.bad_evals >= t.patience) or self.out_of_time
+                if self.out_of_time and self.main:
+                    log.info("time budget of %.0f s used: stopping after epoch %d", t.time_budget_s, epoch + 1)
                 if self.world > 1:
                     flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
                     dist.broadcast(flag, 0)
@@ -462,12 +460,9 @@ class Trainer:
         finally:
             self.logger.close()
             cleanup()
-        return {
-            "best_ap": self.best_ap,
-            "best_epoch": self.best_epoch,
-            "last_eval": last_eval,
-            "output_dir": str(self.out_dir),
-        }
+        done = int(row["epoch"]) if t.epochs > self.start_epoch else self.start_epoch
+        return {"best_ap": self.best_ap, "best_epoch": self.best_epoch, "epochs_run": done,
+                "last_eval": last_eval, "output_dir": str(self.out_dir)}  # fmt: skip
 
 
 _SHOWN = ("train_loss", "AP", "AP50", "lr", "time_s", "skipped_steps")

@@ -1,0 +1,122 @@
+"""Fit a training run into a wall-clock budget: time a few real training steps and an evaluation pass of the
+model on this machine, then choose how many epochs fit (the schedule is then built for that many epochs, so a
+short budget still ends with a decayed learning rate, unlike a run cut off by ``train.time_budget_s``)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from rtdetr.config import RunConfig
+from rtdetr.models import build_model
+
+__all__ = ["BudgetPlan", "plan_epochs", "time_steps"]
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    epochs: int
+    step_s: float
+    """Seconds per training step (forward, loss, backward, optimizer) measured here."""
+    eval_s: float
+    """Seconds per evaluation pass over the validation set (estimated from one timed batch)."""
+    epoch_s: float
+    expected_s: float
+    """Expected seconds of training and evaluation for ``epochs`` epochs."""
+
+    def describe(self) -> str:
+        return (
+            f"{self.epochs} epochs: {self.step_s:.2f} s per training step, {self.epoch_s:.0f} s per epoch with its "
+            f"evaluation; about {self.expected_s / 60:.1f} min of training"
+        )
+
+
+def _targets(batch: int, num_classes: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(batch):
+        n = 4
+        cxcy = torch.rand(n, 2, generator=g) * 0.6 + 0.2
+        wh = torch.rand(n, 2, generator=g) * 0.2 + 0.05
+        labels = torch.randint(0, num_classes, (n,), generator=g)
+        out.append({"labels": labels.to(device), "boxes": torch.cat([cxcy, wh], 1).to(device)})
+    return out
+
+
+def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, float]:
+    """Median seconds of one training step at ``cfg.train.batch_size`` and of one inference batch of the same
+    size, for the configured model and input size on ``cfg.train.device`` (random weights and data: the cost
+    does not depend on them; data loading is not included)."""
+    from rtdetr.engine.distributed import resolve_device
+    from rtdetr.engine.optim import build_optimizer
+    from rtdetr.loss import RTDETRCriterion
+
+    device = resolve_device(cfg.train.device)
+    t = cfg.train
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(device).train()
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    criterion = RTDETRCriterion(cfg.model.num_classes)
+    opt = build_optimizer(model, t)
+    h, w = cfg.data.image_size
+    x = torch.rand(t.batch_size, 3, h, w, device=device)
+    if t.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    targets = _targets(t.batch_size, cfg.model.num_classes, device)
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=t.amp):
+            out = model(x, targets)
+        loss = sum(criterion({k: v for k, v in out.items()}, targets).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    train_s = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        if i >= warmup:
+            train_s.append(time.perf_counter() - t0)
+    model.eval()
+    infer_s = []
+    with torch.inference_mode():
+        for i in range(warmup + steps):
+            t0 = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                infer_s.append(time.perf_counter() - t0)
+    return sorted(train_s)[len(train_s) // 2], sorted(infer_s)[len(infer_s) // 2]
+
+
+def plan_epochs(
+    budget_s: float,
+    step_s: float,
+    infer_s: float,
+    train_images: int,
+    val_images: int,
+    batch: int,
+    max_epochs: int,
+    min_epochs: int = 1,
+    overhead: float = 1.15,
+) -> BudgetPlan:
+    """The most epochs (``min_epochs``..``max_epochs``) whose training and per-epoch evaluation fit in
+    ``budget_s``, with ``overhead`` for data loading, EMA updates, logging and checkpoints."""
+    if budget_s <= 0 or step_s <= 0 or batch < 1:
+        raise ValueError("budget, step time and batch must be positive")
+    steps = math.ceil(train_images / batch)
+    eval_s = math.ceil(val_images / batch) * infer_s
+    epoch_s = (steps * step_s + eval_s) * overhead
+    epochs = max(min_epochs, min(max_epochs, int(budget_s // epoch_s)))
+    return BudgetPlan(epochs, step_s, eval_s, epoch_s, epochs * epoch_s)

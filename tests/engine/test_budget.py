@@ -1,0 +1,42 @@
+"""Fitting a run into a wall-clock budget: the arithmetic, the timing, and the demo that uses both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rtdetr.engine.budget import plan_epochs, time_steps
+from rtdetr.recipe import load_recipe
+
+
+def test_plan_epochs_arithmetic() -> None:
+    # 100 images / batch 10 = 10 steps of 1 s; 50 val images = 5 batches of 0.5 s; x1.15 overhead = 14.375 s/epoch
+    plan = plan_epochs(100, 1.0, 0.5, 100, 50, 10, max_epochs=20)
+    assert (plan.epochs, plan.eval_s, plan.epoch_s) == (6, 2.5, pytest.approx(14.375))
+    assert plan.expected_s == pytest.approx(6 * 14.375) and plan.expected_s <= 100
+    assert plan_epochs(10_000, 1.0, 0.5, 100, 50, 10, max_epochs=8).epochs == 8  # capped
+    assert plan_epochs(5, 1.0, 0.5, 100, 50, 10, max_epochs=8, min_epochs=2).epochs == 2  # floor
+    assert "6 epochs" in plan.describe() and "min" in plan.describe()
+    with pytest.raises(ValueError):
+        plan_epochs(0, 1.0, 0.5, 100, 50, 10, max_epochs=8)
+
+
+def test_time_steps_measures_this_model() -> None:
+    small = ["model.name=rtdetr_r18vd", "model.decoder.num_layers=1", "data.image_size=[64,64]", "train.device=cpu"]
+    train_s, infer_s = time_steps(load_recipe(None, [*small, "train.batch_size=2"]), steps=1, warmup=1)
+    assert 0 < infer_s < train_s  # backward + optimizer cost more than a forward pass
+    big_s, _ = time_steps(load_recipe(None, [*small, "train.batch_size=8", "data.image_size=[128,128]"]), 1, 1)
+    assert big_s > 2 * train_s  # 16x the pixels: the measurement follows the work
+
+
+def test_demo_chooses_epochs_from_the_budget(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from rtdetr.demo import main
+
+    args = ["--out", str(tmp_path), "--size", "64", "--train-images", "8", "--val-images", "4", "--max-epochs", "2"]
+    main([*args, "--minutes", "5", "train.batch_size=4", "train.progress=false"])
+    out = capsys.readouterr().out
+    assert "[plan]" in out and "2 epochs" in out and "expected finish in about" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["epochs"] == 2  # a generous budget: the upper bound
