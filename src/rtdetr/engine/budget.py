@@ -51,6 +51,7 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
     size, for the configured model and input size on ``cfg.train.device`` (random weights and data: the cost
     does not depend on them; data loading is not included)."""
     from rtdetr.engine.distributed import resolve_device
+    from rtdetr.engine.hardware import amp_dtype
     from rtdetr.engine.optim import build_optimizer
     from rtdetr.loss import RTDETRCriterion
 
@@ -67,14 +68,14 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
     if t.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     targets = _targets(t.batch_size, cfg.model.num_classes, device)
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    dtype = amp_dtype(t.amp_dtype, device)
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=t.amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=t.amp):
             out = model(x, targets)
         loss = sum(criterion({k: v for k, v in out.items()}, targets).values())
         opt.zero_grad(set_to_none=True)

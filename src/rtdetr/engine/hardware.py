@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CpuInfo", "choose_precision", "cpu_info", "PRECISIONS"]
+__all__ = ["CpuInfo", "amp_dtype", "choose_precision", "cpu_info", "PRECISIONS"]
 
 log = logging.getLogger("rtdetr")
 
@@ -154,3 +154,21 @@ def choose_precision(requested: str, device: torch.device | str) -> tuple[str, s
         )
         return "bf16", "requested (emulated on this CPU: slow)"
     return requested, "requested"
+
+
+def amp_dtype(name: str, device: torch.device | str, warn: bool = False) -> torch.dtype:
+    """The autocast dtype of mixed-precision training: ``"auto"`` is fp16 on CUDA (with a GradScaler) and bf16
+    elsewhere. ``warn``: log when bf16 would be emulated (a CPU without AVX512_BF16/AMX: slower than fp32)."""
+    dev = torch.device(device)
+    if name not in ("auto", "fp16", "bf16"):
+        raise ValueError(f"amp dtype must be auto, fp16 or bf16; got {name!r}")
+    dtype = torch.float16 if name == "fp16" or (name == "auto" and dev.type == "cuda") else torch.bfloat16
+    if dtype == torch.float16 and dev.type == "cpu":
+        raise ValueError("fp16 mixed precision needs CUDA; use train.amp_dtype=bf16 (or auto) on the CPU")
+    if warn and dev.type == "cpu" and dtype == torch.bfloat16 and not cpu_info().native_bf16:
+        log.warning(
+            "train.amp on a CPU without native bf16 (%s): bf16 is emulated and the steps are several times "
+            "slower than fp32; set train.amp=false here",
+            cpu_info().cpu_class,
+        )
+    return dtype

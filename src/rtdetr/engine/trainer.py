@@ -38,6 +38,7 @@ from rtdetr.data.transforms import build_train_transforms, build_val_transforms,
 from rtdetr.engine.distributed import barrier, cleanup, init_distributed
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
+from rtdetr.engine.hardware import amp_dtype
 from rtdetr.engine.logger import RunLogger
 from rtdetr.engine.optim import (
     EMA_WARMUP_FRACTION,
@@ -156,8 +157,8 @@ class Trainer:
 
         self.criterion = RTDETRCriterion(model_cfg.num_classes).to(self.device)
         self.optimizer = build_optimizer(self.net, t)
-        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp and self.device.type == "cuda")
+        self.amp_dtype = amp_dtype(t.amp_dtype, self.device, t.amp and self.main)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp and self.amp_dtype == torch.float16)
 
         size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
         self.stop_epoch = t.epochs - t.no_aug_epochs
