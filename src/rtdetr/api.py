@@ -40,6 +40,8 @@ class RTDETR:
             copy is rebuilt when the weights or the decoder depth of :attr:`model` change.
         threads: threads of an exported graph's runtime (ONNX Runtime, OpenVINO); PyTorch models use
             ``torch.set_num_threads``.
+        compile: ``torch.compile`` mode for inference (``"default"``, ``"reduce-overhead"``, ``"max-autotune"``).
+        cuda_graph: replay inference as CUDA graphs, one per input shape (CUDA only).
         **overrides: model config overrides, e.g. ``num_classes=3``, ``decoder={"num_layers": 4}``.
 
     The model runs through :attr:`backend` (a :class:`~rtdetr.engine.backend.Detector`: PyTorch, ONNX Runtime
@@ -59,6 +61,8 @@ class RTDETR:
         channels_last: bool | None = None,
         fuse: bool = True,
         threads: int | None = None,
+        compile: str | None = None,
+        cuda_graph: bool = False,
         **overrides: Any,
     ) -> None:
         self.device = resolve_device(device)
@@ -66,8 +70,9 @@ class RTDETR:
         if channels_last is None:
             channels_last = self.device.type == "cpu" and not graph
         self.backend: Detector = open_detector(
-            model, self.device, precision, channels_last, fuse, threads if graph else None, **overrides
-        )
+            model, self.device, precision, channels_last, fuse, threads if graph else None, compile, cuda_graph,
+            **overrides,
+        )  # fmt: skip
         self.checkpoint: Path | None = None if str(model) in list_models() else Path(model)
         if self.checkpoint is None:
             log.warning("%s has RANDOM weights: pass a checkpoint to get real detections", model)

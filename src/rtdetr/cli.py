@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rtdetr.engine.backend import COMPILE_MODES
 from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args
 
 __all__ = ["main"]
@@ -195,7 +196,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
         res["yolo"] = benchmark_yolo(
             args.yolo, image or _demo_image(), args.yolo_conf, args.warmup, args.runs, args.threads,
-            max(det.image_size),
+            max(det.image_size), str(det.device),
         )  # fmt: skip
     if args.output:
         Path(args.output).write_text(json.dumps(res, indent=2))
@@ -251,7 +252,10 @@ def _timing_cells(row: dict, stages: Sequence[str]) -> dict[str, str]:
 def _fast(args: argparse.Namespace) -> dict:
     """precision/channels_last/threads as given (an exported graph refuses anything but the default precision
     and layout)."""
-    return {"precision": args.precision, "channels_last": args.channels_last, "threads": args.threads}
+    fast = {"precision": args.precision, "channels_last": args.channels_last, "threads": args.threads}
+    if getattr(args, "compile", None) or getattr(args, "cuda_graph", False):
+        fast.update(compile=args.compile, cuda_graph=args.cuda_graph)
+    return fast
 
 
 def _open(args: argparse.Namespace, **kwargs: Any) -> Any:
@@ -300,6 +304,10 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="NHWC memory layout for convolutions (default: on for the CPU)",
     )
+    p.add_argument(
+        "--compile", choices=COMPILE_MODES, help="torch.compile the model in this mode (first call compiles)"
+    )
+    p.add_argument("--cuda-graph", action="store_true", help="replay inference as CUDA graphs (CUDA, fixed size)")
 
 
 def _port(text: str) -> int:

@@ -21,7 +21,10 @@ from torch import Tensor, nn
 from rtdetr.engine.hardware import choose_precision
 from rtdetr.models.postprocess import PostProcessor
 
-__all__ = ["Detector", "FastPath", "TorchDetector", "as_detector", "open_detector"]
+__all__ = ["COMPILE_MODES", "Detector", "FastPath", "TorchDetector", "as_detector", "open_detector"]
+
+#: ``torch.compile`` modes a detector accepts
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @runtime_checkable
@@ -96,6 +99,10 @@ class TorchDetector:
             rebuilt whenever a parameter or buffer of ``model`` changes, and follows its decoder depth.
         precision, channels_last: see :class:`FastPath`; :attr:`precision` is the one chosen and
             :attr:`precision_reason` says why.
+        compile: ``torch.compile`` the inference module in this mode (``"default"``, ``"reduce-overhead"``,
+            ``"max-autotune"``...; the first call per input shape compiles, minutes on a CPU).
+        cuda_graph: replay the forward pass as a CUDA graph per input shape (CUDA only; see
+            :class:`rtdetr.engine.cudagraph.GraphedModule`).
     """
 
     kind = "pytorch"
@@ -108,8 +115,18 @@ class TorchDetector:
         channels_last: bool = False,
         fuse: bool = False,
         class_names: list[str] | None = None,
+        compile: str | None = None,
+        cuda_graph: bool = False,
     ) -> None:
         self.device = torch.device(device)
+        if compile is not None and compile not in COMPILE_MODES:
+            raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}; got {compile!r}")
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device; this detector runs on {self.device}")
+        if cuda_graph and compile is not None:
+            raise ValueError("use either cuda_graph or compile (compile='reduce-overhead' captures CUDA graphs itself)")
+        self.compile, self.cuda_graph = compile, cuda_graph
+        self._runner: tuple[tuple[int, int], Any] | None = None
         self.model = model.to(self.device)
         self.fast = FastPath(precision, channels_last, self.device)
         self.precision, self.channels_last, self.fuse = self.fast.precision, channels_last, fuse
@@ -163,11 +180,28 @@ class TorchDetector:
         fused.set_decoder_depth(self.decoder_depth)  # type: ignore[operator]
         return fused
 
+    def runner(self) -> Any:
+        """What :meth:`infer` calls: :meth:`module`, compiled or graphed when asked (rebuilt when the module or
+        its decoder depth changes)."""
+        module = self.module()
+        if self.compile is None and not self.cuda_graph:
+            return module
+        key = (id(module), self.decoder_depth)
+        if self._runner is None or self._runner[0] != key:
+            if self.cuda_graph:
+                from rtdetr.engine.cudagraph import GraphedModule
+
+                run: Any = GraphedModule(module, self.fast.context)
+            else:
+                run = torch.compile(module, mode=self.compile, dynamic=False)
+            self._runner = (key, run)
+        return self._runner[1]
+
     def infer(self, images: Tensor, sizes: Tensor) -> dict[str, Tensor]:
         """Raw outputs ``pred_logits`` ``[B, Q, C]``, ``pred_boxes`` ``[B, Q, 4]`` (cxcywh in ``[0, 1]``), fp32."""
-        module = self.module()
+        run = self.runner()
         with self.fast.context():
-            out = module(self.fast.input(images))
+            out = run(self.fast.input(images))
         return {k: v.float() for k, v in out.items() if k in ("pred_logits", "pred_boxes")}
 
     def postprocess(self, raw: dict[str, Tensor], sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]:
@@ -199,6 +233,8 @@ def open_detector(
     channels_last: bool = False,
     fuse: bool = True,
     threads: int | None = None,
+    compile: str | None = None,
+    cuda_graph: bool = False,
     **overrides: Any,
 ) -> Detector:
     """Open any model file or variant name: ``.onnx`` (ONNX Runtime), ``.xml`` (OpenVINO), else a PyTorch
@@ -216,10 +252,10 @@ def open_detector(
     if text.endswith((".onnx", ".xml")):
         if overrides:
             raise ValueError(f"an exported graph takes no model overrides, got {sorted(overrides)}")
-        if precision not in ("auto", "fp32") or channels_last:
+        if precision not in ("auto", "fp32") or channels_last or compile or cuda_graph:
             raise ValueError(
-                f"precision={precision!r} and channels_last apply to PyTorch models; a graph's precision is fixed "
-                "at export (rtdetr export --int8 for int8; OpenVINO picks bf16 itself on CPUs that have it)"
+                "precision, channels_last, compile and cuda_graph apply to PyTorch models; a graph's precision is "
+                "fixed at export (rtdetr export --int8 for int8; OpenVINO picks bf16 itself on CPUs that have it)"
             )
         if text.endswith(".xml"):
             return OpenVinoDetector(text, threads)
@@ -233,4 +269,4 @@ def open_detector(
             saved = read_checkpoint(text).get("class_names")
             if isinstance(saved, list) and len(saved) == model.config.num_classes:  # type: ignore[union-attr]
                 names = [str(n) for n in saved]
-    return TorchDetector(model.eval(), device, precision, channels_last, fuse, names)
+    return TorchDetector(model.eval(), device, precision, channels_last, fuse, names, compile, cuda_graph)

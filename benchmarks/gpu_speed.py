@@ -1,0 +1,245 @@
+"""GPU speed, ours against the official RT-DETRv2 code on the same GPU and weights, and YOLOv8 with NMS.
+
+Prepared for the lent GPU machine (torch + torchvision there; run by ``benchmarks/gpu_device.sh``, which says
+what to carry). Every timing is synchronised (``torch.cuda.synchronize`` inside each timed call); median of
+``--runs`` after ``--warmup``.
+
+Per variant (default rtdetrv2_r18vd, rtdetrv2_r50vd, rtdetrv2_hgnetv2_l), at batch sizes ``--batches``:
+
+* official: eager fp32 (model + its post-processor);
+* ours: eager fp32, and each speed path: fused fp16 autocast, + CUDA graph, + channels_last, and
+  ``torch.compile`` (``--compile-mode``, for the variants in ``--compile-variants``: compiling takes minutes);
+  latency = time of one batch (model + post-processing, input already on the GPU), throughput = batch / latency;
+  pre-processing (resize + normalise of a 1280x720 image, CPU) reported once;
+* training step at ``--train-batch`` with AMP (fp16 autocast + GradScaler; forward, criterion, backward,
+  clipping, AdamW), images/s, ours vs official.
+
+YOLOv8 s/m/l (Ultralytics, random init from its yaml: ``--yolo-dir`` holds yolov8s.yaml...) end to end with NMS
+at conf 0.001 and 0.25, batch 1, through Ultralytics' own predict.
+
+Goals (issue 13): our best path >= 1.5x the official eager throughput at batch 1 and 32; our training step
+<= 0.8x the official one. Results: ``--out`` JSON (and a table on stdout).
+
+    PYTHONPATH=src python benchmarks/gpu_speed.py --official .peer/rtdetr_official --out $OUT/gpu_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from official_parity import VARIANTS, official_code  # noqa: E402
+from rtdetr.convert import load_model  # noqa: E402
+from rtdetr.engine.backend import TorchDetector  # noqa: E402
+from rtdetr.loss import RTDETRCriterion  # noqa: E402
+from rtdetr.models.postprocess import PostProcessor  # noqa: E402
+
+
+def _timed(fn: Callable[[], Any], warmup: int, runs: int, device: torch.device) -> float:
+    """Median milliseconds of ``fn`` with the device synchronised around every call."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(sorted(times)[len(times) // 2], 3)
+
+
+def _targets(batch: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(batch):
+        n = 6
+        boxes = torch.cat([torch.rand(n, 2, generator=g) * 0.6 + 0.2, torch.rand(n, 2, generator=g) * 0.2 + 0.05], 1)
+        out.append({"labels": torch.randint(0, 80, (n,), generator=g).to(device), "boxes": boxes.to(device)})
+    return out
+
+
+def _train_images_per_s(model: torch.nn.Module, criterion: Any, batch: int, size: int, device: torch.device,
+                        warmup: int, runs: int) -> float:  # fmt: skip
+    model = model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    x = torch.rand(batch, 3, size, size, device=device)
+    targets = _targets(batch, device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            out = model(x, targets)
+        losses = criterion({k: v for k, v in out.items()}, targets)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1, foreach=True)
+        scaler.step(opt)
+        scaler.update()
+
+    ms = _timed(step, warmup, runs, device)
+    return round(batch / (ms / 1000), 2)
+
+
+def bench_variant(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    folder, config = VARIANTS[name]
+    size = args.size
+    row: dict[str, Any] = {"variant": name, "latency_ms": {}, "images_per_s": {}}
+    with official_code(args.official.resolve() / folder) as off:
+        backbone = "HGNetv2" if "hgnetv2" in name else "PResNet"
+        cfg = off.YAMLConfig(config, **{backbone: {"pretrained": False}})
+        official, post, criterion = cfg.model, cfg.postprocessor, cfg.criterion
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "official.pth"
+            torch.save({"ema": {"module": official.state_dict(), "updates": 1}, "last_epoch": 71}, path)
+            ours = load_model(path).eval()
+            ours_train = load_model(path)
+        official = official.to(device).eval()
+        ours_post = PostProcessor(ours.config.num_classes)  # type: ignore[union-attr]
+        paths: dict[str, Callable[[torch.Tensor, torch.Tensor], Any]] = {}
+        paths["official eager fp32"] = lambda x, s: post(official(x), s)
+        eager = copy.deepcopy(ours).to(device)
+        paths["ours eager fp32"] = lambda x, s: ours_post(eager(x), s)
+        for label, kw in (
+            ("ours fused fp16", {"precision": "fp16"}),
+            ("ours fused fp16 + CUDA graph", {"precision": "fp16", "cuda_graph": True}),
+            ("ours fused fp16 + channels_last + CUDA graph",
+             {"precision": "fp16", "cuda_graph": True, "channels_last": True}),
+            ("ours fused bf16 + CUDA graph", {"precision": "bf16", "cuda_graph": True}),
+        ):  # fmt: skip
+            try:  # (fp16 and CUDA graphs refuse a CPU: a dry run on the CPU records why and goes on)
+                det = TorchDetector(copy.deepcopy(ours), device, fuse=True, **kw)  # type: ignore[arg-type]
+            except ValueError as e:
+                row.setdefault("errors", {})[label] = str(e)
+                continue
+            paths[label] = det.detect
+        if name in args.compile_variants:
+            det = TorchDetector(copy.deepcopy(ours), device, fuse=True, precision="fp16" if device.type == "cuda"
+                                else "fp32", compile=args.compile_mode)  # fmt: skip
+            paths[f"ours fused fp16 + torch.compile({args.compile_mode})"] = det.detect
+        with torch.inference_mode():
+            for batch in args.batches:
+                x = torch.rand(batch, 3, size, size, device=device)
+                s = torch.tensor([[size, size]] * batch, device=device)
+                for label, fn in paths.items():
+                    t0 = time.time()
+                    try:
+                        ms = _timed(lambda: fn(x, s), args.warmup, args.runs, device)  # noqa: B023
+                    except Exception as e:  # one failing path (e.g. compile) must not lose the others
+                        row.setdefault("errors", {})[f"{label} @ {batch}"] = f"{type(e).__name__}: {e}"[:300]
+                        continue
+                    row["latency_ms"].setdefault(label, {})[str(batch)] = ms
+                    row["images_per_s"].setdefault(label, {})[str(batch)] = round(batch / (ms / 1000), 1)
+                    print(f"{name:<20}{label:<52}b{batch:<4}{ms:>9.2f} ms {batch / ms * 1000:>9.1f} img/s "
+                          f"({time.time() - t0:.0f}s)", flush=True)  # fmt: skip
+        if not args.skip_train:
+            if hasattr(official, "multi_scale"):
+                official.multi_scale = None
+            tw, tr = args.train_warmup, args.train_runs
+            row["train_images_per_s"] = {
+                "official": _train_images_per_s(official, criterion, args.train_batch, size, device, tw, tr),
+                "ours": _train_images_per_s(ours_train, RTDETRCriterion(80), args.train_batch, size, device, tw, tr),
+            }
+            print(f"{name:<20}train step b{args.train_batch} AMP: {row['train_images_per_s']}", flush=True)
+    ips = row["images_per_s"]
+    base = ips.get("official eager fp32", {})
+    ours_paths = [k for k in ips if k.startswith("ours")]
+    row["best_vs_official_eager"] = {
+        b: round(max(ips[k].get(b, 0.0) for k in ours_paths) / base[b], 2) for b in base if base[b] > 0
+    }
+    if "train_images_per_s" in row:
+        t = row["train_images_per_s"]
+        row["train_step_vs_official"] = round(t["official"] / t["ours"], 3)  # time ratio: < 0.8 is the goal
+    return row
+
+
+def bench_yolo(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    from rtdetr.bench.latency import _demo_image
+    from rtdetr.bench.yolo import benchmark_yolo
+
+    rows = []
+    for size in args.yolo:
+        yaml = Path(args.yolo_dir) / f"yolov8{size}.yaml"
+        try:
+            rows.append(benchmark_yolo(yaml, _demo_image(), (0.001, 0.25), args.warmup, args.runs, None, args.size,
+                                       "cuda:0" if device.type == "cuda" else "cpu"))  # fmt: skip
+            print(f"YOLOv8{size}: {json.dumps(rows[-1]['results'])}", flush=True)
+        except Exception as e:
+            rows.append({"model": str(yaml), "error": f"{type(e).__name__}: {e}"[:300]})
+            print(f"YOLOv8{size}: {rows[-1]['error']}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--official", type=Path, default=Path("../shared/peers/rtdetr_official"))
+    ap.add_argument("--variants", nargs="+", default=["rtdetrv2_r18vd", "rtdetrv2_r50vd", "rtdetrv2_hgnetv2_l"])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--size", type=int, default=640)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--compile-variants", nargs="*", default=["rtdetrv2_r18vd"])
+    ap.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
+    ap.add_argument("--train-batch", type=int, default=16)
+    ap.add_argument("--train-warmup", type=int, default=3)
+    ap.add_argument("--train-runs", type=int, default=8)
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--yolo", nargs="*", default=["s", "m", "l"], help="YOLOv8 sizes (needs ultralytics)")
+    ap.add_argument("--yolo-dir", default=".peer/yolo", help="folder of yolov8{s,m,l}.yaml")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    meta: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "size": args.size,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "synchronised": True,
+    }
+    res: dict[str, Any] = {"meta": meta, "variants": [], "yolo": []}
+
+    def save() -> None:  # after every piece: a run cut short keeps what it measured
+        if args.out:
+            args.out.write_text(json.dumps(res, indent=2) + "\n")
+
+    for name in args.variants:
+        try:
+            res["variants"].append(bench_variant(name, args, device))
+        except Exception as e:
+            res["variants"].append({"variant": name, "error": f"{type(e).__name__}: {e}"[:500]})
+            print(f"{name}: {res['variants'][-1]['error']}", flush=True)
+        save()
+    if args.yolo:
+        res["yolo"] = bench_yolo(args, device)
+        save()
+    for row in res["variants"]:
+        if "error" not in row:
+            print(f"{row['variant']}: best path vs official eager {row['best_vs_official_eager']}, "
+                  f"train step time ratio {row.get('train_step_vs_official')}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
