@@ -78,7 +78,7 @@ def _targets(batch: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
 def _train_images_per_s(model: torch.nn.Module, criterion: Any, batch: int, size: int, device: torch.device,
                         warmup: int, runs: int) -> float:  # fmt: skip
     model = model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     x = torch.rand(batch, 3, size, size, device=device)
     targets = _targets(batch, device)

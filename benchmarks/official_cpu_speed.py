@@ -67,6 +67,18 @@ def _ort(path: Path, threads: int):  # noqa: ANN202
     return onnxruntime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def _stages(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Median ms of the backbone, the encoder and the decoder (with its query selection) of an eval model."""
+    feats = model.backbone(x)
+    enc = model.encoder(feats)
+    parts = {
+        "backbone": lambda: model.backbone(x),
+        "encoder": lambda: model.encoder(feats),
+        "decoder": lambda: model.decoder(enc),
+    }
+    return {k: round(measure_latency(f, 1, 5).median_ms, 1) for k, f in parts.items()}
+
+
 def _train_step(model: torch.nn.Module, criterion, x: torch.Tensor, targets: list[dict]):  # noqa: ANN001, ANN202
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
@@ -120,13 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             t("official eager fp32", lambda: post(official(x), sizes))
             t("official deploy() fp32", lambda: dpost(deployed(x), sizes))
-            feats = deployed.backbone(x)
-            enc = deployed.encoder(feats)
-            stages["official deploy()"] = {
-                "backbone": round(measure_latency(lambda: deployed.backbone(x), 1, 5).median_ms, 1),
-                "encoder": round(measure_latency(lambda: deployed.encoder(feats), 1, 5).median_ms, 1),
-                "decoder": round(measure_latency(lambda: deployed.decoder(enc), 1, 5).median_ms, 1),
-            }
+            stages["official deploy()"] = _stages(deployed, x)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -143,15 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         det = TorchDetector(ours, precision="fp32", channels_last=True, fuse=True)
         with torch.inference_mode():
             t("ours fused fp32 + channels_last", lambda: det.detect(x, sizes))
-            fast = det.module()
-            xc = x.contiguous(memory_format=torch.channels_last)
-            feats = fast.backbone(xc)
-            enc = fast.encoder(feats)
-            stages["ours fused + channels_last"] = {
-                "backbone": round(measure_latency(lambda: fast.backbone(xc), 1, 5).median_ms, 1),
-                "encoder": round(measure_latency(lambda: fast.encoder(feats), 1, 5).median_ms, 1),
-                "decoder": round(measure_latency(lambda: fast.decoder(enc), 1, 5).median_ms, 1),
-            }
+            stages["ours fused + channels_last"] = _stages(
+                det.module(), x.contiguous(memory_format=torch.channels_last)
+            )
         from rtdetr.export import OnnxRuntimeDetector, export_onnx, quantize_onnx_int8
 
         export_onnx(ours, tmp / "ours.onnx", (args.size, args.size), check=False)

@@ -29,7 +29,7 @@ def test_overfits_one_batch() -> None:
     torch.manual_seed(0)
     model = create_model("rtdetr_r18vd", num_classes=3, **TINY_MODEL)
     criterion = RTDETRCriterion(3)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3, foreach=True)
     images, targets = _batch()
     losses = []
     model.train()
@@ -37,7 +37,7 @@ def test_overfits_one_batch() -> None:
         loss = sum(criterion(model(images, targets), targets).values())
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1, foreach=True)
         opt.step()
         losses.append(loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5

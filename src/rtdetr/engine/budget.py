@@ -110,7 +110,7 @@ def plan_epochs(
     batch: int,
     max_epochs: int,
     min_epochs: int = 1,
-    overhead: float = 1.15,
+    overhead: float = 1.05,
 ) -> BudgetPlan:
     """The most epochs (``min_epochs``..``max_epochs``) whose training and per-epoch evaluation fit in
     ``budget_s``, with ``overhead`` for data loading, EMA updates, logging and checkpoints."""
