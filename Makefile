@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install browser demo test lint pytest bench clean
+.PHONY: install browser demo test test-slow lint pytest bench clean
 
 install: $(VENV)/.installed
 
@@ -26,8 +26,12 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: chromium/chromedriver missing and not root: the web-page test will be skipped"; fi
 
-## Lint, type-check and the whole test suite (about 8 minutes on 2 cores).
+## Lint, type-check and the test suite without the tests marked slow (under 10 minutes on 2 cores, AVX2 included).
 test: install browser lint pytest
+
+## The tests marked slow (DDP, SIGKILL-resume, load test, R101 parity, torch.compile): CI runs them after `make test`.
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
@@ -35,7 +39,7 @@ lint: install
 	$(BIN)/mypy
 
 pytest: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 bench: install
 	$(BIN)/python benchmarks/model_zoo.py
