@@ -111,13 +111,15 @@ def plan_epochs(
     max_epochs: int,
     min_epochs: int = 1,
     overhead: float = 1.05,
+    eval_overhead_s: float = 0.0,
 ) -> BudgetPlan:
     """The most epochs (``min_epochs``..``max_epochs``) whose training and per-epoch evaluation fit in
-    ``budget_s``, with ``overhead`` for data loading, EMA updates, logging and checkpoints."""
+    ``budget_s``, with ``overhead`` for data loading, EMA updates, logging and checkpoints, and
+    ``eval_overhead_s`` per evaluation beyond its forward passes (COCO metrics, saving checkpoints)."""
     if budget_s <= 0 or step_s <= 0 or batch < 1:
         raise ValueError("budget, step time and batch must be positive")
     steps = math.ceil(train_images / batch)
-    eval_s = math.ceil(val_images / batch) * infer_s
+    eval_s = math.ceil(val_images / batch) * infer_s + eval_overhead_s
     epoch_s = (steps * step_s + eval_s) * overhead
     epochs = max(min_epochs, min(max_epochs, int(budget_s // epoch_s)))
     return BudgetPlan(epochs, step_s, eval_s, epoch_s, epochs * epoch_s)
