@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from rtdetr.bench.profile import measure_latency
+from rtdetr.engine.hardware import cpu_info
 from rtdetr.engine.trainer import _float
 from rtdetr.export import OnnxRuntimeDetector, OpenVinoDetector, export_onnx, quantize_onnx_int8, to_openvino
 from rtdetr.loss import RTDETRCriterion
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(
             json.dumps(
                 {
+                    "cpu": cpu_info().as_dict(),
                     "threads": args.threads,
                     "runs": args.runs,
                     "torch": torch.__version__,

@@ -28,6 +28,7 @@ import torch
 from rtdetr.api import RTDETR
 from rtdetr.data import load_index
 from rtdetr.engine.evaluator import validate
+from rtdetr.engine.hardware import cpu_info
 from rtdetr.export import to_openvino
 from rtdetr.ops.boxes import box_iou
 
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows.values():
         row["AP_change_points"] = round((row["AP"] - ref_ap) * 100, 2)
     report = {
+        "cpu": cpu_info().as_dict(),
         "checkpoint": args.checkpoint,
         "data": f"{args.data} ({args.split}, {len(images)} images)",
         "image_size": list(base.image_size),

@@ -20,6 +20,7 @@ import sys
 import torch
 
 from rtdetr.bench.profile import count_gflops, count_parameters, measure_latency
+from rtdetr.engine.hardware import cpu_info
 from rtdetr.models import PostProcessor, create_model, get_variant, list_models
 
 
@@ -78,7 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"threads": args.threads, "size": args.size, "torch": torch.__version__, "results": rows}, f, indent=2
+                {
+                    "cpu": cpu_info().as_dict(),
+                    "threads": args.threads,
+                    "size": args.size,
+                    "torch": torch.__version__,
+                    "results": rows,
+                },
+                f,
+                indent=2,
             )
     return 0
 

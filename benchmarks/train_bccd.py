@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from rtdetr.engine.hardware import cpu_info
 from rtdetr.engine.trainer import Trainer
 from rtdetr.recipe import load_recipe
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "input": args.size,
         "budget_min": args.budget_min,
         "wall_min": round((time.time() - t0) / 60, 1),
+        "cpu": cpu_info().as_dict(),
         "threads": args.threads,
         "val_mAP50": stats.get("AP50"),
         "val_mAP50_95": stats.get("AP"),

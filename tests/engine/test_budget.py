@@ -18,7 +18,7 @@ def test_plan_epochs_arithmetic() -> None:
     assert plan.expected_s == pytest.approx(7 * 13.125) and plan.expected_s <= 100
     assert plan_epochs(10_000, 1.0, 0.5, 100, 50, 10, max_epochs=8).epochs == 8  # capped
     assert plan_epochs(5, 1.0, 0.5, 100, 50, 10, max_epochs=8, min_epochs=2).epochs == 2  # floor
-    assert "6 epochs" in plan.describe() and "min" in plan.describe()
+    assert "7 epochs" in plan.describe() and "min" in plan.describe()
     with pytest.raises(ValueError):
         plan_epochs(0, 1.0, 0.5, 100, 50, 10, max_epochs=8)
 

@@ -34,7 +34,10 @@ EXPECTED = {  # name: (isa, class, native bf16, vnni, auto precision on the CPU)
 
 
 def _cpuinfo_text(flags: str, model: str = "Test CPU") -> str:
-    block = f"processor\t: 0\nvendor_id\t: X\nmodel name\t: {model}\nflags\t\t: {flags}\nbogomips\t: 1\n\n"
+    block = (
+        f"processor\t: 0\nvendor_id\t: X\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: {model}\n"
+        f"flags\t\t: {flags}\nbogomips\t: 1\n\n"
+    )
     return block + block.replace("processor\t: 0", "processor\t: 1")
 
 
@@ -57,6 +60,7 @@ def test_parse_and_classify(name: str) -> None:
     )
     d = info.as_dict()
     assert d["class"] == cls and d["native_bf16"] == bf16 and "avx2" in d["key_flags"]
+    assert d["family/model"] == "25/17"  # "model name" is not mistaken for "model"
     assert "sse2" not in d["key_flags"]  # only the flags that decide a path are recorded
 
 

@@ -45,6 +45,8 @@ class CpuInfo:
     model: str
     flags: frozenset[str]
     cores: int
+    family: str = ""
+    """x86 ``cpu family`` and ``model`` numbers, e.g. ``"23/49"`` (AMD Zen 2); empty where not reported."""
 
     @property
     def isa(self) -> str:
@@ -76,6 +78,7 @@ class CpuInfo:
         """What a benchmark records about the CPU."""
         return {
             "model": self.model,
+            "family/model": self.family,
             "class": self.cpu_class,
             "cores": self.cores,
             "key_flags": [f for f in _KEY_FLAGS if f in self.flags],
@@ -95,7 +98,7 @@ def _torch_capability() -> str:
 
 def parse_cpuinfo(text: str, cores: int = 0) -> CpuInfo:
     """A :class:`CpuInfo` from the text of ``/proc/cpuinfo`` (x86 ``flags`` or ARM ``Features`` lines)."""
-    model, flags = "", set[str]()
+    model, flags, numbers = "", set[str](), {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
@@ -103,7 +106,10 @@ def parse_cpuinfo(text: str, cores: int = 0) -> CpuInfo:
             model = value.strip()
         elif key in ("flags", "features") and not flags:
             flags = set(value.split())
-    return CpuInfo(model or platform.processor() or "unknown", frozenset(flags), cores)
+        elif key in ("cpu family", "model") and key not in numbers:
+            numbers[key] = value.strip()
+    family = f"{numbers['cpu family']}/{numbers['model']}" if len(numbers) == 2 else ""
+    return CpuInfo(model or platform.processor() or "unknown", frozenset(flags), cores, family)
 
 
 @functools.lru_cache(maxsize=1)
