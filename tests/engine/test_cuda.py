@@ -210,3 +210,47 @@ def test_short_training_on_cuda(tmp_path: Path, tiny_data: dict) -> None:
     cfg = tiny_config(tiny_data, tmp_path, "train.epochs=2", "train.device=cuda", "train.amp=true")
     result = Trainer(cfg).fit()
     assert result["epochs_run"] == 2 and result["last_eval"] is not None
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_serve_on_cuda(tmp_path: Path) -> None:
+    """The service with a CUDA model answers like the CPU one (same detections within fp16 rounding)."""
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from rtdetr.api import RTDETR
+    from rtdetr.convert import save_model
+    from rtdetr.serve import ServeConfig, create_app
+
+    model = _tiny().eval()
+    randomize_batchnorm(model)
+    ckpt = save_model(model, tmp_path / "tiny.pth")
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 80), (90, 160, 40)).save(buf, format="PNG")
+    answers = {}
+    for device in ("cpu", "cuda"):
+        det = RTDETR(ckpt, device=device, class_names=["a", "b", "c"])
+        with TestClient(create_app(det, ServeConfig())) as client:
+            info = client.get("/info").json()
+            assert info["model"]["device"].startswith(device)
+            res = client.post("/predict?conf=0&max_det=5", files={"image": ("x.png", buf.getvalue(), "image/png")})
+            assert res.status_code == 200
+            answers[device] = [d["score"] for d in res.json()["detections"]]
+    assert answers["cuda"] == pytest.approx(answers["cpu"], abs=5e-2)
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+@needs_cuda
+def test_demo_on_cuda_reaches_the_cpu_band(tmp_path: Path) -> None:
+    """The embedded demo trained on the GPU lands where the CPU run does: on the CPU (2026-12-03) the 10-epoch
+    schedule gave AP 0.675 (0.59 already after epoch 6); on the GPU it must reach 0.55 (other kernels, another
+    trajectory, the same band)."""
+    from rtdetr.demo import main
+
+    assert main(["--out", str(tmp_path), "--epochs", "10", "train.device=cuda", "train.progress=false"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["best_AP"] >= 0.55
