@@ -127,7 +127,9 @@ def _cmd_val(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     opts = from_args(args, InferenceOptions)
-    det = _open(args)
+    det = _open(args, say=False)
+    det.predictor(**dataclasses.asdict(opts))  # options against this model first: a bad one is the only line
+    _say_path(det)
     source = int(args.source) if args.source.isdigit() else args.source
     save_dir = None if args.no_save else args.output
     n_images = n_dets = 0
@@ -258,11 +260,18 @@ def _fast(args: argparse.Namespace) -> dict:
     return fast
 
 
-def _open(args: argparse.Namespace, **kwargs: Any) -> Any:
-    """The :class:`rtdetr.RTDETR` a command runs, after saying on stderr which path it takes and why."""
+def _open(args: argparse.Namespace, say: bool = True) -> Any:
+    """The :class:`rtdetr.RTDETR` a command runs; with ``say``, after telling on stderr which path it takes and
+    why (a command that still validates options against the model says it afterwards: :func:`_say_path`)."""
     from rtdetr.api import RTDETR
 
-    det = RTDETR(args.model, device=args.device, **_fast(args), **kwargs)
+    det = RTDETR(args.model, device=args.device, **_fast(args))
+    if say:
+        _say_path(det)
+    return det
+
+
+def _say_path(det: Any) -> None:
     b = det.backend
     layout = ", channels_last" if b.channels_last else ""
     reason = getattr(b, "precision_reason", "")
@@ -271,7 +280,6 @@ def _open(args: argparse.Namespace, **kwargs: Any) -> Any:
         file=sys.stderr,
         flush=True,
     )
-    return det
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
