@@ -40,8 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from official_parity import VARIANTS, official_code  # noqa: E402
+from rtdetr.bench.profile import measure_latency  # noqa: E402
 from rtdetr.convert import load_model  # noqa: E402
 from rtdetr.engine.backend import TorchDetector  # noqa: E402
+from rtdetr.engine.budget import _targets  # noqa: E402
 from rtdetr.loss import RTDETRCriterion  # noqa: E402
 from rtdetr.models.postprocess import PostProcessor  # noqa: E402
 
@@ -53,26 +55,7 @@ def _timed(fn: Callable[[], Any], warmup: int, runs: int, device: torch.device) 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1000)
-    return round(sorted(times)[len(times) // 2], 3)
-
-
-def _targets(batch: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(batch):
-        n = 6
-        boxes = torch.cat([torch.rand(n, 2, generator=g) * 0.6 + 0.2, torch.rand(n, 2, generator=g) * 0.2 + 0.05], 1)
-        out.append({"labels": torch.randint(0, 80, (n,), generator=g).to(device), "boxes": boxes.to(device)})
-    return out
+    return round(measure_latency(fn, warmup, runs, sync=sync).median_ms, 3)
 
 
 def _train_images_per_s(model: torch.nn.Module, criterion: Any, batch: int, size: int, device: torch.device,
@@ -81,7 +64,7 @@ def _train_images_per_s(model: torch.nn.Module, criterion: Any, batch: int, size
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     x = torch.rand(batch, 3, size, size, device=device)
-    targets = _targets(batch, device)
+    targets = _targets(batch, 80, device, per_image=6)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):

@@ -69,10 +69,10 @@ def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> Run
     left = max(1.0, seconds - 2 * (step_s + infer_s) * 2 - _AFTER_TRAINING_S)  # minus the timing just done
     plan = plan_epochs(left, step_s, infer_s, args.train_images, args.val_images, cfg.train.batch_size,
                        args.max_epochs, eval_overhead_s=3.0)  # fmt: skip
-    steps = -(-args.train_images // cfg.train.batch_size)
-    train_s = max(step_s, left - (plan.epochs + 1) * plan.eval_s * 1.05)  # the evaluations get their share
-    full = args.max_epochs * steps * step_s * 1.05
-    fits = min(args.max_epochs, train_s / (steps * step_s * 1.05))
+    eval_s = plan.epoch_s - plan.train_epoch_s  # one evaluation, with the overhead
+    train_s = max(step_s, left - (plan.epochs + 1) * eval_s)  # the evaluations get their share
+    full = args.max_epochs * plan.train_epoch_s
+    fits = min(args.max_epochs, train_s / plan.train_epoch_s)
     finish = args.minutes if train_s < full else (full + args.max_epochs * plan.eval_s + _AFTER_TRAINING_S) / 60
     cpu = cpu_info()
     print(

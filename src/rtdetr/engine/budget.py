@@ -1,11 +1,10 @@
-"""Fit a training run into a wall-clock budget: time a few real training steps and an evaluation pass of the
-model on this machine, then choose how many epochs fit (the schedule is then built for that many epochs, so a
-short budget still ends with a decayed learning rate, unlike a run cut off by ``train.time_budget_s``)."""
+"""Fit a training run into a wall-clock budget: time a few real training steps and an inference batch of the
+model on this machine (:func:`time_steps`), then work out how many epochs, with their evaluations, fit
+(:func:`plan_epochs`). ``rtdetr.demo`` uses the plan to stop a fixed schedule on time."""
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,9 @@ class BudgetPlan:
     eval_s: float
     """Seconds per evaluation pass over the validation set (estimated from one timed batch)."""
     epoch_s: float
+    """Seconds per epoch: its training steps and its evaluation, with the overhead."""
+    train_epoch_s: float
+    """The training part of :attr:`epoch_s` (with the overhead)."""
     expected_s: float
     """Expected seconds of training and evaluation for ``epochs`` epochs."""
 
@@ -34,11 +36,12 @@ class BudgetPlan:
         )
 
 
-def _targets(batch: int, num_classes: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+def _targets(batch: int, num_classes: int, device: torch.device, per_image: int = 4) -> list[dict[str, torch.Tensor]]:
+    """Seeded random targets (``per_image`` normalised cxcywh boxes with labels per image) for timing steps."""
     g = torch.Generator().manual_seed(0)
     out = []
     for _ in range(batch):
-        n = 4
+        n = per_image
         cxcy = torch.rand(n, 2, generator=g) * 0.6 + 0.2
         wh = torch.rand(n, 2, generator=g) * 0.2 + 0.05
         labels = torch.randint(0, num_classes, (n,), generator=g)
@@ -50,9 +53,11 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
     """Median seconds of one training step at ``cfg.train.batch_size`` and of one inference batch of the same
     size, for the configured model and input size on ``cfg.train.device`` (random weights and data: the cost
     does not depend on them; data loading is not included)."""
+    from rtdetr.bench.profile import measure_latency
     from rtdetr.engine.distributed import resolve_device
     from rtdetr.engine.hardware import amp_dtype
     from rtdetr.engine.optim import build_optimizer
+    from rtdetr.engine.trainer import _float
     from rtdetr.loss import RTDETRCriterion
 
     device = resolve_device(cfg.train.device)
@@ -77,28 +82,16 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=t.amp):
             out = model(x, targets)
-        loss = sum(criterion({k: v for k, v in out.items()}, targets).values())
+        loss = sum(criterion(_float(out), targets).values())  # the criterion in fp32, as the trainer runs it
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    train_s = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        if i >= warmup:
-            train_s.append(time.perf_counter() - t0)
+    train = measure_latency(step, warmup, steps, sync=sync)
     model.eval()
-    infer_s = []
     with torch.inference_mode():
-        for i in range(warmup + steps):
-            t0 = time.perf_counter()
-            model(x)
-            sync()
-            if i >= warmup:
-                infer_s.append(time.perf_counter() - t0)
-    return sorted(train_s)[len(train_s) // 2], sorted(infer_s)[len(infer_s) // 2]
+        infer = measure_latency(lambda: model(x), warmup, steps, sync=sync)
+    return train.median_ms / 1000, infer.median_ms / 1000
 
 
 def plan_epochs(
@@ -120,6 +113,7 @@ def plan_epochs(
         raise ValueError("budget, step time and batch must be positive")
     steps = math.ceil(train_images / batch)
     eval_s = math.ceil(val_images / batch) * infer_s + eval_overhead_s
-    epoch_s = (steps * step_s + eval_s) * overhead
+    train_epoch_s = steps * step_s * overhead
+    epoch_s = train_epoch_s + eval_s * overhead
     epochs = max(min_epochs, min(max_epochs, int(budget_s // epoch_s)))
-    return BudgetPlan(epochs, step_s, eval_s, epoch_s, epochs * epoch_s)
+    return BudgetPlan(epochs, step_s, eval_s, epoch_s, train_epoch_s, epochs * epoch_s)
