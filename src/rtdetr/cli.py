@@ -252,12 +252,14 @@ def _timing_cells(row: dict, stages: Sequence[str]) -> dict[str, str]:
 
 
 def _fast(args: argparse.Namespace) -> dict:
-    """precision/channels_last/threads as given (an exported graph refuses anything but the default precision
-    and layout)."""
-    fast = {"precision": args.precision, "channels_last": args.channels_last, "threads": args.threads}
-    if getattr(args, "compile", None) or getattr(args, "cuda_graph", False):
-        fast.update(compile=args.compile, cuda_graph=args.cuda_graph)
-    return fast
+    """The speed options as given (an exported graph refuses anything but the default precision and layout)."""
+    return {
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "threads": args.threads,
+        "compile": args.compile,
+        "cuda_graph": args.cuda_graph,
+    }
 
 
 def _open(args: argparse.Namespace, say: bool = True) -> Any:

@@ -206,7 +206,7 @@ class TrainConfig:
     """Final epochs without photometric/zoom/crop augmentation and multi-scale (RT-DETRv2 dynamic augmentation)."""
     channels_last: bool = False
     """NHWC memory layout for convolutions (machine-dependent on CPU: r18vd fp32 steps 8% faster on Zen 4,
-    13% slower on Zen 3; pairs well with bf16 amp where bf16 is native)."""
+    13% slower on Zen 2; pairs well with bf16 amp where bf16 is native)."""
     freeze_bn_stats: bool = False
     """Keep BatchNorm layers on their running statistics during training."""
     sync_bn: bool = False
