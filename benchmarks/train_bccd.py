@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             f"data.val={root}",
             "data.val_split=val",
             f"data.image_size=[{args.size},{args.size}]",
+            "train.recipe_defaults=official",  # the recorded result; benchmarks/recipe_ab.py compares with fast_small
             "data.augment=false",
             "data.multi_scale=false",
             "data.workers=1",

@@ -77,3 +77,22 @@ def test_convert_variant_must_match_the_checkpoint(tmp_path: Path, capsys: pytes
     assert "does not match" in capsys.readouterr().err
     assert main(["convert", str(ours), str(tmp_path / "z.pth"), "--variant", "rtdetrv2_r18vd_dsp"]) == 0
     assert load_model(tmp_path / "z.pth").config.decoder.cross_attn_method == "discrete"
+
+
+def test_train_minutes_sets_the_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    class FakeTrainer:
+        def __init__(self, cfg) -> None:  # noqa: ANN001
+            seen["cfg"] = cfg
+
+        def fit(self) -> dict:
+            return {"best_ap": 0.0, "best_epoch": 0, "output_dir": "x"}
+
+    monkeypatch.setattr("rtdetr.engine.trainer.Trainer", FakeTrainer)
+    assert main(["train", "--data", "d.json", "--minutes", "1.5"]) == 0
+    assert seen["cfg"].train.time_budget_s == 90.0
+    for bad in ("0", "-2", "soon"):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--data", "d.json", "--minutes", bad])
+        assert e.value.code == 2

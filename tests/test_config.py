@@ -51,3 +51,23 @@ def test_overrides_merge_into_variant() -> None:
     cfg = get_model_config("rtdetr_r18vd", num_classes=3, decoder={"num_layers": 2})
     assert cfg.num_classes == 3 and cfg.decoder.num_layers == 2
     assert cfg.encoder.expansion == 0.5  # untouched variant settings survive
+
+
+@pytest.mark.parametrize(
+    "section, values, message",
+    [
+        ("train", {"schedule_over": "time"}, "needs time_budget_s"),
+        ("train", {"schedule_over": "time", "time_budget_s": 60.0, "schedule": "step"}, "epoch milestones"),
+        ("train", {"no_aug_fraction": 1.0}, r"within \[0, 1\)"),
+        ("train", {"eval_every_s": 0.0}, "eval_every_s must be > 0"),
+        ("train", {"cls_loss": "focal"}, "not one of"),
+        ("data", {"mosaic": 1.5}, r"data.mosaic is a probability"),
+        ("data", {"mixup": -0.1}, r"data.mixup is a probability"),
+        ("data", {"mosaic_scale": [0.8, 0.5]}, "mosaic_scale"),
+    ],
+)
+def test_training_recipe_checks(section: str, values: dict, message: str) -> None:
+    from rtdetr.config import DataConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match=message):
+        from_dict(TrainConfig if section == "train" else DataConfig, values, section)

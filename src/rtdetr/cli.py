@@ -81,6 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("train", "output_dir", args.output),
         ("data", "image_size", [args.size, args.size] if args.size else None),
         ("train", "device", args.device),
+        ("train", "time_budget_s", args.minutes * 60 if args.minutes else None),
         (None, "init_from", args.init_from),
         (None, "resume", args.resume),
     ):
@@ -320,6 +321,16 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cuda-graph", action="store_true", help="replay inference as CUDA graphs (CUDA, fixed size)")
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -365,6 +376,10 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val", help="validation set (same forms)")
     train.add_argument("--model", help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info')")
     train.add_argument("--epochs", type=int)
+    train.add_argument(
+        "--minutes", type=_positive_float, help="training time budget (train.time_budget_s; the fast_small defaults "
+        "of a small dataset spread their LR schedule over it)",
+    )  # fmt: skip
     train.add_argument("--batch", type=int, help="global batch size")
     train.add_argument("-o", "--output", help="run folder (default runs/train; a fresh runs/train2... if used)")
     train.add_argument("--size", type=int, help="square input side (data.image_size; default 640)")

@@ -168,6 +168,23 @@ class DataConfig:
     """Resize each training batch to a random size of the official 480..800 list scaled to image_size."""
     workers: int = 2
     """DataLoader worker processes (0 = load in the main process)."""
+    mosaic: float | None = None
+    """Probability that a training image becomes a mosaic of four (2x2 grid, random window, objects at
+    ``mosaic_scale`` times their size); off in the no-augmentation tail. None: ``train.recipe_defaults`` decides."""
+    mosaic_scale: tuple[float, float] = (0.5, 1.0)
+    mixup: float | None = None
+    """Probability of blending a training image with another (weights 0.4..0.6, both boxes sets kept). None:
+    ``train.recipe_defaults`` decides."""
+    copy_paste: float = 0.0
+    """Probability of pasting up to 8 object boxes of another training image onto free places of this one."""
+
+    def __post_init__(self) -> None:
+        for name in ("mosaic", "mixup", "copy_paste"):
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"data.{name} is a probability: {getattr(self, name)} is not within [0, 1]")
+        lo, hi = self.mosaic_scale
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"data.mosaic_scale {self.mosaic_scale} must satisfy 0 < low <= high <= 1")
 
 
 @dataclass(frozen=True)
@@ -187,7 +204,12 @@ class TrainConfig:
     """AdamW epsilon."""
     warmup_iters: int = 2000
     """Linear warm-up of the learning rate over this many optimizer steps."""
-    schedule: Literal["constant", "cosine", "step"] = "constant"
+    recipe_defaults: Literal["auto", "official", "fast_small"] = "auto"
+    """Values of the settings left at None/``auto`` below (schedule, schedule_over, no_aug_fraction, cls_loss,
+    data.mosaic, data.mixup): ``official`` (RT-DETR's recipe), ``fast_small`` (faster from scratch on small data;
+    ``rtdetr.defaults``) or ``auto``: fast_small for a training set of at most 2000 images trained from scratch
+    (no ``init_from``), official otherwise. The resolved values are saved with the run."""
+    schedule: Literal["auto", "constant", "cosine", "step"] = "auto"
     milestones: tuple[int, ...] = ()
     """Epochs at which a 'step' schedule multiplies the LR by ``gamma``."""
     gamma: float = 0.1
@@ -202,6 +224,9 @@ class TrainConfig:
     """Mixed precision: autocast in ``amp_dtype`` (a GradScaler with fp16), the criterion in fp32."""
     amp_dtype: Literal["auto", "fp16", "bf16"] = "auto"
     """``auto``: fp16 on CUDA, bf16 on the CPU (fast only with native bf16: AVX512_BF16/AMX; the trainer warns)."""
+    cls_loss: Literal["auto", "vfl", "mal"] = "auto"
+    """Classification loss: varifocal (official RT-DETR) or DEIM's matchability-aware loss (targets IoU^1.5, no
+    down-weighting of positives with a low IoU)."""
     no_aug_epochs: int = 1
     """Final epochs without photometric/zoom/crop augmentation and multi-scale (RT-DETRv2 dynamic augmentation)."""
     channels_last: bool = False
@@ -233,6 +258,17 @@ class TrainConfig:
     """Cut epochs short (quick experiments and tests)."""
     time_budget_s: float | None = None
     """Stop (evaluate, checkpoint) once training has used this many seconds (fixed-budget runs)."""
+    schedule_over: Literal["auto", "epochs", "time"] = "auto"
+    """What the LR schedule and the no-augmentation tail follow: ``epochs`` (``epochs``, ``no_aug_epochs``) or
+    ``time``: the share of ``time_budget_s`` used (cosine over the budget; augmentation off for its last
+    ``no_aug_fraction``), for runs whose length is a wall-clock budget rather than a number of epochs."""
+    no_aug_fraction: float | None = None
+    """The final share of the run trained without strong augmentation (photometric, zoom-out, IoU crop, mosaic,
+    mixup, copy-paste) and multi-scale: of the time budget with ``schedule_over: time``, else of the epochs (the
+    longer of this and ``no_aug_epochs``). None: ``recipe_defaults`` decides."""
+    eval_every_s: float | None = None
+    """Also evaluate each time training has used another this many seconds (mid-epoch; the evaluation's own time
+    is not counted); the points go to ``curve.csv`` (AP against training time)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -243,6 +279,14 @@ class TrainConfig:
             raise ConfigError(f"no_aug_epochs {self.no_aug_epochs} must be within 0..epochs ({self.epochs})")
         if self.lr <= 0 or self.backbone_lr < 0:
             raise ConfigError("lr must be > 0 and backbone_lr >= 0")
+        if self.schedule_over == "time" and not self.time_budget_s:
+            raise ConfigError("schedule_over 'time' needs time_budget_s (the length the schedule follows)")
+        if self.schedule_over == "time" and self.schedule == "step":
+            raise ConfigError("schedule 'step' has epoch milestones: use cosine or constant with schedule_over time")
+        if self.no_aug_fraction is not None and not 0.0 <= self.no_aug_fraction < 1.0:
+            raise ConfigError(f"no_aug_fraction {self.no_aug_fraction} must be within [0, 1)")
+        if self.eval_every_s is not None and self.eval_every_s <= 0:
+            raise ConfigError(f"eval_every_s must be > 0, got {self.eval_every_s}")
 
 
 @dataclass(frozen=True)

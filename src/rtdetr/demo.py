@@ -50,6 +50,7 @@ DEMO_RECIPE = [
     "train.ema_decay=0.998",
     "train.ema_warmups=100",
     "train.no_aug_epochs=0",
+    "train.recipe_defaults=official",
     "train.exist_ok=true",  # the demo always writes outputs/demo/run (a rerun replaces it)
 ]
 

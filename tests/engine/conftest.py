@@ -30,6 +30,7 @@ TINY = [
     "train.lr=1e-3",
     "train.backbone_lr=1e-3",
     "train.no_aug_epochs=0",
+    "train.recipe_defaults=official",  # tests of the fast_small defaults set them themselves
 ]
 
 

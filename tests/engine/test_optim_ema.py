@@ -30,6 +30,18 @@ def test_lr_schedules() -> None:
     assert [lr_factor(s, step, 10) for s in (0, 25, 45)] == pytest.approx([1.0, 0.1, 0.01])
 
 
+def test_cosine_over_a_time_budget_follows_the_time_used() -> None:
+    t = TrainConfig(epochs=1000, warmup_iters=0, schedule="cosine", min_lr_ratio=0.1, schedule_over="time",
+                    time_budget_s=100.0)  # fmt: skip
+    # the step count (here 1 of 1000 epochs x 10) says nothing: the share of the budget used decides
+    assert lr_factor(5, t, 10, time_used=0.0) == 1.0
+    assert lr_factor(5, t, 10, time_used=50.0) == pytest.approx(0.55)
+    assert lr_factor(5, t, 10, time_used=100.0) == pytest.approx(0.1)
+    assert lr_factor(5, t, 10, time_used=500.0) == pytest.approx(0.1)
+    by_epochs = TrainConfig(epochs=1000, warmup_iters=0, schedule="cosine", min_lr_ratio=0.1, time_budget_s=100.0)
+    assert lr_factor(5, by_epochs, 10, time_used=50.0) == pytest.approx(1.0, abs=1e-4)
+
+
 def test_ema_ramp_and_tracking() -> None:
     model = torch.nn.Linear(2, 2)
     ema = ModelEMA(model, decay=0.9, warmups=1)

@@ -170,3 +170,41 @@ def test_failed_start_leaves_no_folder(tmp_path: Path) -> None:
     out = tmp_path / "never"
     assert main(["train", "--data", str(tmp_path / "missing.json"), "--output", str(out)]) == 1
     assert not out.exists()
+
+
+def test_time_schedule_turns_augmentation_off_for_the_budget_tail(tiny_data: dict, tmp_path: Path) -> None:
+    tr = Trainer(tiny_config(tiny_data, tmp_path / "t", "train.time_budget_s=100", "train.schedule_over=time",
+                             "train.schedule=cosine", "train.no_aug_fraction=0.2", "data.mosaic=0.5"))  # fmt: skip
+    tr.train_time_s = 79.0
+    tr._seed_epoch(0)
+    assert not tr.augment_off(0) and not tr.train_set.mix.stopped
+    tr.train_time_s = 81.0
+    tr._seed_epoch(1)
+    assert tr.augment_off(1) and tr.train_set.mix.stopped and tr.train_set.transforms.stopped
+    assert tr.collate.stopped
+    by_epochs = Trainer(tiny_config(tiny_data, tmp_path / "e", "train.epochs=4", "train.no_aug_epochs=1"))
+    assert [by_epochs.augment_off(e) for e in range(4)] == [False, False, False, True]
+    share = Trainer(tiny_config(tiny_data, tmp_path / "f", "train.epochs=10", "train.no_aug_fraction=0.15"))
+    assert share.stop_epoch == 8  # the last ceil(15% of 10) epochs
+
+
+def test_mixing_augmentations_train_and_evaluation_curve_is_written(tiny_data: dict, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_data, tmp_path / "m", "train.epochs=1", "data.mosaic=1.0", "data.mixup=0.5",
+                      "data.copy_paste=0.5", "train.cls_loss=mal", "train.eval_every_s=0.001")  # fmt: skip
+    tr = Trainer(cfg)
+    images, targets = next(iter(tr.train_loader))
+    assert images.shape[-2:] == (64, 64)
+    per_image = [len(t["labels"]) for t in targets]
+    plain = [len(r.labels) for r in tr.train_index.records]
+    assert max(per_image) > max(plain)  # mosaic/mixup put more objects in an image than any single one has
+    for t in targets:
+        b = t["boxes"]
+        assert ((b >= 0) & (b <= 1)).all() and (b[:, 2:] > 0).all()
+    result = tr.fit()
+    rows = list(csv.DictReader((Path(result["output_dir"]) / "curve.csv").open()))
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(steps) and len(rows) >= 3  # a point after every step (marks 1 ms apart) and at the end
+    times = [float(r["train_time_s"]) for r in rows]
+    assert times == sorted(times) and times[-1] == pytest.approx(tr.train_time_s, abs=0.1)
+    metrics = list(csv.DictReader((Path(result["output_dir"]) / "metrics.csv").open()))
+    assert "train_loss_mal" in metrics[0]

@@ -63,3 +63,49 @@ def test_agnostic_encoder_loss() -> None:
     assert out["enc_aux_outputs"][0]["pred_logits"].shape[-1] == 1
     losses = RTDETRCriterion(3)(out, _targets())
     assert torch.isfinite(losses["loss_vfl_enc_0"])
+
+
+def _one_match() -> tuple[dict, list[dict], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """1 image, 3 queries, 2 classes; query 1 matched to a class-1 target with IoU 0.5 (box half as wide)."""
+    logits = torch.tensor([[[0.3, -1.0], [0.2, 0.7], [-2.0, 1.5]]])
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.1, 0.2], [0.2, 0.2, 0.1, 0.1]]])
+    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    return {"pred_logits": logits, "pred_boxes": boxes}, targets, [(torch.tensor([1]), torch.tensor([0]))]
+
+
+def _bce(x: float, t: float) -> float:
+    import math
+
+    p = 1 / (1 + math.exp(-x))
+    return -(t * math.log(p) + (1 - t) * math.log(1 - p))
+
+
+def test_mal_matches_the_formula_by_hand() -> None:
+    """MAL (DEIM): positive -> BCE toward IoU^1.5 with weight 1; negative -> p^1.5 * BCE toward 0; mean over the
+    3 queries times 3, divided by 1 box."""
+    import math
+
+    out, targets, indices = _one_match()
+    crit = RTDETRCriterion(2, cls_loss="mal")
+    got = float(crit.loss_mal(out, targets, indices, num_boxes=1.0))
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    total = 0.0
+    for q, row in enumerate(out["pred_logits"][0].tolist()):
+        for c, x in enumerate(row):
+            if (q, c) == (1, 1):
+                total += _bce(x, 0.5**1.5)
+            else:
+                total += sig(x) ** 1.5 * _bce(x, 0.0)
+    assert got == pytest.approx(total, rel=1e-5)
+    # varifocal weights that positive by its IoU (0.5), so the two losses differ on the same match
+    vfl = float(RTDETRCriterion(2).loss_vfl(out, targets, indices, num_boxes=1.0))
+    assert abs(vfl - got) > 0.1
+
+
+def test_mal_is_selected_by_cls_loss_and_named_so() -> None:
+    out, targets, _ = _one_match()
+    losses = RTDETRCriterion(2, cls_loss="mal")(out, targets)
+    assert "loss_mal" in losses and "loss_vfl" not in losses
+    assert "loss_vfl" in RTDETRCriterion(2)(out, targets)
+    with pytest.raises(ValueError, match="cls_loss"):
+        RTDETRCriterion(2, cls_loss="focal")

@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex, ImageRecord
 from rtdetr.data.transforms import Sample, normalized_cxcywh
 
@@ -77,11 +78,17 @@ class DetectionDataset(Dataset):
 
     A file that fails to decode is reported once (by name) and replaced by the next readable image, so an epoch
     never stops on one corrupt file; :attr:`bad_files` lists them (per worker process).
+
+    ``mix`` (training) composes each sample with other random samples after ``transforms`` (mosaic, mixup,
+    copy-paste; :mod:`rtdetr.data.mix`); the target then describes the composite, under the first image's id.
     """
 
-    def __init__(self, index: DatasetIndex, transforms: Callable[[Sample], Sample] | None = None) -> None:
+    def __init__(
+        self, index: DatasetIndex, transforms: Callable[[Sample], Sample] | None = None, mix: MixAugment | None = None
+    ) -> None:
         self.index = index
         self.transforms = transforms
+        self.mix = mix
         self.bad_files: set[str] = set()
 
     def __len__(self) -> int:
@@ -91,9 +98,12 @@ class DetectionDataset(Dataset):
     def class_names(self) -> list[str]:
         return self.index.class_names
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, stopped: bool | None = None) -> None:
+        """Start epoch ``epoch``: ``stopped`` turns strong augmentation off (default: the transforms decide)."""
         if hasattr(self.transforms, "set_epoch"):
-            self.transforms.set_epoch(epoch)  # type: ignore[union-attr]
+            self.transforms.set_epoch(epoch, stopped)  # type: ignore[union-attr]
+        if self.mix is not None:
+            self.mix.stopped = bool(stopped)
 
     def load(self, i: int) -> tuple[Image.Image, ImageRecord]:
         """The image of record ``i`` (no transforms) and its record; raises OSError for unreadable files."""
@@ -101,6 +111,21 @@ class DetectionDataset(Dataset):
         return load_image(rec.path), rec
 
     def __getitem__(self, i: int) -> tuple[Tensor, Target]:
+        s, rec, (w, h) = self._readable(i)
+        if self.mix is not None and self.mix.active:
+            s = self.mix(s, lambda: self._readable(random.randrange(len(self)))[0])
+        target = {
+            "boxes": normalized_cxcywh(s).float(),
+            "labels": s.labels,
+            "image_id": torch.tensor(rec.image_id),
+            "orig_size": torch.tensor([w, h]),
+            "size": torch.tensor(s.size),
+        }
+        return s.image, target
+
+    def _readable(self, i: int) -> tuple[Sample, ImageRecord, tuple[int, int]]:
+        """The transformed sample of record ``i`` or, if its file cannot be read, of the next readable one; the
+        record and the decoded image's (width, height)."""
         n = len(self)
         for step in range(n):
             j = (i + step) % n
@@ -111,10 +136,10 @@ class DetectionDataset(Dataset):
                     self.bad_files.add(str(self.index.records[j].path))
                     log.warning("skipping unreadable image: %s", e)
                 continue
-            return self._sample(img, rec)
+            return self._sample(img, rec), rec, img.size
         raise RuntimeError(f"no readable image in {self.index.source}")
 
-    def _sample(self, img: Image.Image, rec: ImageRecord) -> tuple[Tensor, Target]:
+    def _sample(self, img: Image.Image, rec: ImageRecord) -> Sample:
         w, h = img.size
         s = Sample(
             image_to_tensor(img),
@@ -124,16 +149,7 @@ class DetectionDataset(Dataset):
         if rec.width and rec.height and (rec.width, rec.height) != (w, h) and len(s.boxes):
             # annotation made for another size of the same picture (e.g. rotated by EXIF or resized): rescale
             s.boxes = s.boxes * torch.tensor([w / rec.width, h / rec.height] * 2)
-        if self.transforms is not None:
-            s = self.transforms(s)
-        target = {
-            "boxes": normalized_cxcywh(s).float(),
-            "labels": s.labels,
-            "image_id": torch.tensor(rec.image_id),
-            "orig_size": torch.tensor([w, h]),
-            "size": torch.tensor(s.size),
-        }
-        return s.image, target
+        return self.transforms(s) if self.transforms is not None else s
 
 
 class BatchCollator:
@@ -144,9 +160,12 @@ class BatchCollator:
         self.scales = list(scales) if scales else None
         self.stop_epoch = stop_epoch
         self.epoch = 0
+        self.stopped = False
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, stopped: bool | None = None) -> None:
+        """``stopped`` (default: ``epoch >= stop_epoch``) turns multi-scale off."""
         self.epoch = epoch
+        self.stopped = stopped if stopped is not None else self.stop_epoch is not None and epoch >= self.stop_epoch
 
     def __call__(self, batch: list[tuple[Tensor, Target]]) -> tuple[Tensor, list[Target]]:
         images = [b[0] for b in batch]
@@ -160,7 +179,7 @@ class BatchCollator:
                 f"(e.g. {hmax}x{wmax}) in the transforms"
             )
         x = torch.stack(images)
-        if self.scales and (self.stop_epoch is None or self.epoch < self.stop_epoch):
+        if self.scales and not self.stopped:
             size = random.choice(self.scales)
             x = F.interpolate(x, size=(size, size))
         return x, targets

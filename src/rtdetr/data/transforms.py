@@ -234,20 +234,23 @@ class Resize:
 
 
 class Compose:
-    """Apply ops in order; ops marked ``stoppable`` are skipped once ``epoch >= stop_epoch`` (dynamic augmentation)."""
+    """Apply ops in order; ops marked ``stoppable`` are skipped once ``epoch >= stop_epoch`` or when the trainer
+    says so (dynamic augmentation)."""
 
     def __init__(self, ops: Sequence[object], stop_epoch: int | None = None) -> None:
         self.ops = list(ops)
         self.stop_epoch = stop_epoch
         self.epoch = 0
+        self.stopped = False
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, stopped: bool | None = None) -> None:
+        """Start epoch ``epoch``; ``stopped`` (default: ``epoch >= stop_epoch``) turns the stoppable ops off."""
         self.epoch = epoch
+        self.stopped = stopped if stopped is not None else self.stop_epoch is not None and epoch >= self.stop_epoch
 
     def __call__(self, s: Sample) -> Sample:
-        stopped = self.stop_epoch is not None and self.epoch >= self.stop_epoch
         for op in self.ops:
-            if stopped and getattr(op, "stoppable", False):
+            if self.stopped and getattr(op, "stoppable", False):
                 continue
             s = op(s)  # type: ignore[operator]
         return s

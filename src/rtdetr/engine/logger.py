@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLogger", "plot_curves"]
+__all__ = ["RunLogger", "plot_curves", "write_csv"]
 
 log = logging.getLogger("rtdetr")
 
@@ -21,6 +21,7 @@ class RunLogger:
         self.out_dir = out_dir
         self.enabled = enabled
         self.rows: list[dict[str, Any]] = []
+        self.curve_rows: list[dict[str, Any]] = []
         self.tb: Any = None
         if enabled:
             try:
@@ -47,23 +48,35 @@ class RunLogger:
         if not self.enabled:
             return
         self.rows.append(row)
-        keys: list[str] = []
-        for r in self.rows:
-            keys += [k for k in r if k not in keys]
-        tmp = self.out_dir / "metrics.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.rows)
-        tmp.replace(self.out_dir / "metrics.csv")
+        write_csv(self.out_dir / "metrics.csv", self.rows)
         for k, v in row.items():
             if isinstance(v, int | float) and k != "epoch":
                 self.scalar(f"epoch/{k}", float(v), int(row["epoch"]))
         plot_curves(self.rows, self.out_dir / "curves.png")
 
+    def curve(self, row: dict[str, Any]) -> None:
+        """Append a mid-run evaluation (``train_time_s``, ``step``, ``AP``, ...) to ``curve.csv``."""
+        if not self.enabled:
+            return
+        self.curve_rows.append(row)
+        write_csv(self.out_dir / "curve.csv", self.curve_rows)
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` (the header is every key in order of first appearance) atomically."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
 
 
 def _num(v: str) -> Any:

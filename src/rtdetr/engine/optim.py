@@ -65,15 +65,18 @@ def effective_warmups(cfg: TrainConfig, iters_per_epoch: int) -> tuple[int, int]
     return lr, ema
 
 
-def lr_factor(step: int, cfg: TrainConfig, iters_per_epoch: int) -> float:
+def lr_factor(step: int, cfg: TrainConfig, iters_per_epoch: int, time_used: float = 0.0) -> float:
     """Multiplier of every group's base LR at optimizer step ``step`` (0-based); warm-up as
-    :func:`effective_warmups` gives it."""
+    :func:`effective_warmups` gives it. With ``schedule_over: time`` the cosine follows ``time_used`` (seconds of
+    training so far) over ``time_budget_s`` instead of the step count."""
     warmup = effective_warmups(cfg, iters_per_epoch)[0]
     warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     epoch = step / max(1, iters_per_epoch)
     if cfg.schedule == "cosine":
-        total = max(1, cfg.epochs * iters_per_epoch)
-        progress = min(1.0, step / total)
+        if cfg.schedule_over == "time" and cfg.time_budget_s:
+            progress = min(1.0, time_used / cfg.time_budget_s)
+        else:
+            progress = min(1.0, step / max(1, cfg.epochs * iters_per_epoch))
         sched = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     elif cfg.schedule == "step":
         sched = cfg.gamma ** sum(epoch >= m for m in cfg.milestones)

@@ -33,8 +33,10 @@ from rtdetr.convert.checkpoint import (
     remove_stale_saves,
 )
 from rtdetr.data import BatchCollator, DetectionDataset, load_index
+from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex
 from rtdetr.data.transforms import build_train_transforms, build_val_transforms, default_scales
+from rtdetr.defaults import resolve_defaults
 from rtdetr.engine.distributed import barrier, cleanup, init_distributed
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
@@ -134,7 +136,10 @@ class Trainer:
         model_cfg = cfg.model
         if model_cfg.num_classes != train_index.num_classes:
             model_cfg = dataclasses.replace(model_cfg, num_classes=train_index.num_classes)
-        self.cfg = dataclasses.replace(cfg, model=model_cfg)
+        cfg, why = resolve_defaults(dataclasses.replace(cfg, model=model_cfg), len(train_index.records))
+        self.cfg, t = cfg, cfg.train
+        if self.main:
+            log.info("%s", why)
         if t.batch_size % self.world:
             raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by {self.world} processes")
 
@@ -155,15 +160,19 @@ class Trainer:
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
 
-        self.criterion = RTDETRCriterion(model_cfg.num_classes).to(self.device)
+        self.criterion = RTDETRCriterion(model_cfg.num_classes, cls_loss=str(t.cls_loss)).to(self.device)
         self.optimizer = build_optimizer(self.net, t)
         self.amp_dtype = amp_dtype(t.amp_dtype, self.device, t.amp and self.main)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp and self.amp_dtype == torch.float16)
 
         size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-        self.stop_epoch = t.epochs - t.no_aug_epochs
+        self.stop_epoch = t.epochs - max(t.no_aug_epochs, math.ceil((t.no_aug_fraction or 0.0) * t.epochs))
+        d = cfg.data
+        mosaic, mixup = d.mosaic or 0.0, d.mixup or 0.0
+        mixing = max(mosaic, mixup, d.copy_paste) > 0
+        mix = MixAugment(mosaic, mixup, d.copy_paste, d.mosaic_scale) if mixing else None
         self.train_set = DetectionDataset(
-            train_index, build_train_transforms(size, self.stop_epoch, cfg.data.augment, cfg.data.hflip)
+            train_index, build_train_transforms(size, self.stop_epoch, d.augment, d.hflip), mix
         )
         scales = default_scales(max(size)) if cfg.data.multi_scale else None
         self.collate = BatchCollator(scales, self.stop_epoch)
@@ -187,8 +196,10 @@ class Trainer:
         self.iters_per_epoch = max(1, len(self.train_loader) // t.accumulate)
         if t.max_iters_per_epoch:
             self.iters_per_epoch = min(self.iters_per_epoch, t.max_iters_per_epoch)
+        self.train_time_s = 0.0  # seconds of training so far (read by the LR schedule with schedule_over: time)
+        self._segment_start: float | None = None  # wall time the running training segment began
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, t, self.iters_per_epoch)
+            self.optimizer, lambda step: lr_factor(step, t, self.iters_per_epoch, self.time_used())
         )
         warmup, ema_warmup = effective_warmups(t, self.iters_per_epoch)
         self.ema = ModelEMA(self.model, t.ema_decay, ema_warmup) if t.ema else None
@@ -216,7 +227,9 @@ class Trainer:
             self.evaluator = CocoEvaluator(ground_truth_for(val_index)[0], label_to_category=cat_ids)
 
         self.start_epoch, self.global_step = 0, 0
-        self.train_time_s, self.out_of_time = 0.0, False
+        self.out_of_time = False
+        self.next_curve_s = t.eval_every_s
+        self._curve_step = -1
         self.best_ap, self.best_epoch, self.bad_evals = -1.0, -1, 0
         self.logger = RunLogger(self.out_dir, enabled=self.main)
         if cfg.resume:
@@ -271,6 +284,21 @@ class Trainer:
         if self.main:
             log.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.global_step)
 
+    def time_used(self) -> float:
+        """Seconds of training so far (evaluations and checkpoints not counted)."""
+        running = time.time() - self._segment_start if self._segment_start is not None else 0.0
+        return self.train_time_s + running
+
+    def augment_off(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` trains without strong augmentation and multi-scale: one of the last
+        ``no_aug_epochs`` (or ``no_aug_fraction`` of the epochs) or, with ``schedule_over: time``, once the last
+        ``no_aug_fraction`` of the budget began."""
+        t = self.cfg.train
+        if t.schedule_over == "time" and t.time_budget_s:
+            tail = t.no_aug_fraction or 0.0
+            return tail > 0 and self.train_time_s >= (1.0 - tail) * t.time_budget_s
+        return epoch >= self.stop_epoch
+
     def _seed_epoch(self, epoch: int) -> None:
         seed = self.cfg.train.seed + 1000 * epoch + self.rank
         random.seed(seed)
@@ -278,8 +306,9 @@ class Trainer:
         self.generator.manual_seed(self.cfg.train.seed + epoch)
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.set_epoch(epoch)
-        self.train_set.set_epoch(epoch)
-        self.collate.set_epoch(epoch)
+        off = self.augment_off(epoch)
+        self.train_set.set_epoch(epoch, off)
+        self.collate.set_epoch(epoch, off)
 
     # ------------------------------------------------------------------------------------------- training
     def _train_mode(self) -> None:
@@ -298,9 +327,9 @@ class Trainer:
         total = min(len(self.train_loader), self.iters_per_epoch * t.accumulate)
         bar = _progress(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress)
         self.optimizer.zero_grad(set_to_none=True)
-        start = time.time()
+        self._segment_start = time.time()
         for i in range(total):
-            if t.time_budget_s is not None and self.train_time_s + time.time() - start >= t.time_budget_s:
+            if t.time_budget_s is not None and self.time_used() >= t.time_budget_s:
                 self.out_of_time = True
                 break
             images, targets = next(it)
@@ -339,7 +368,7 @@ class Trainer:
                 self._optimizer_step()
             count += 1
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-            for k in ("loss_vfl", "loss_bbox", "loss_giou"):
+            for k in ("loss_vfl", "loss_mal", "loss_bbox", "loss_giou"):
                 if k in losses:
                     sums[k] = sums.get(k, 0.0) + float(losses[k].detach())
             if bar is not None:
@@ -349,12 +378,52 @@ class Trainer:
                 )
             if self.main and self.global_step % t.log_interval == 0:
                 self.logger.scalar("train/loss", float(loss.detach()), self.global_step)
+            if self._curve_due():
+                self._pause()
+                self.curve_point(epoch)
+                self._train_mode()
+                self._segment_start = time.time()
         if bar is not None:
             bar.close()
-        self.train_time_s += time.time() - start
+        self._pause()
         stats = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
         stats["skipped_steps"] = float(skipped)
         return stats
+
+    def _pause(self) -> None:
+        """End the running training segment: its time joins :attr:`train_time_s`."""
+        if self._segment_start is not None:
+            self.train_time_s += time.time() - self._segment_start
+            self._segment_start = None
+
+    def _curve_due(self) -> bool:
+        """Whether training time has passed the next ``eval_every_s`` mark (decided by rank 0 for every rank)."""
+        if self.next_curve_s is None or self.val_loader is None:
+            return False
+        due = self.time_used() >= self.next_curve_s
+        if self.world > 1:
+            flag = torch.tensor([1.0 if due else 0.0], device=self.device)
+            dist.broadcast(flag, 0)
+            due = bool(flag.item())
+        return due
+
+    def curve_point(self, epoch: int, result: dict[str, Any] | None = None) -> None:
+        """Evaluate now (unless ``result`` is that evaluation) and append AP/AP50 at this training time to
+        ``curve.csv``; the next mark is ``eval_every_s`` later."""
+        t = self.cfg.train
+        if result is None:
+            result = self.evaluate()
+        if t.eval_every_s is not None:
+            while self.next_curve_s is not None and self.next_curve_s <= self.train_time_s:
+                self.next_curve_s += t.eval_every_s
+        if result is None or not self.main or self._curve_step == self.global_step:
+            return  # (the end of the run on a mark: that point is logged already)
+        self._curve_step = self.global_step
+        stats = result["stats"]
+        self.logger.curve({"train_time_s": round(self.train_time_s, 1), "step": self.global_step,
+                           "epoch": epoch + 1, "AP": stats["AP"], "AP50": stats["AP50"]})  # fmt: skip
+        log.info("at %.0f s of training (step %d): AP=%.4f AP50=%.4f", self.train_time_s, self.global_step,
+                 stats["AP"], stats["AP50"])  # fmt: skip
 
     def _optimizer_step(self) -> None:
         t = self.cfg.train
@@ -429,6 +498,8 @@ class Trainer:
                 final = epoch + 1 == t.epochs or self.out_of_time
                 if self.val_loader is not None and ((epoch + 1) % t.eval_interval == 0 or final):
                     last_eval = self.evaluate()
+                    if t.eval_every_s is not None:
+                        self.curve_point(epoch, last_eval)
                     if last_eval is not None:
                         row.update(last_eval["stats"])
                         ap = last_eval["stats"]["AP"]

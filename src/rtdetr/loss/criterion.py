@@ -1,5 +1,6 @@
-"""RT-DETR set criterion: varifocal loss with IoU-aware targets, L1 and GIoU box losses, applied to the final
-decoder layer, every auxiliary layer, the encoder's top-k proposals and every denoising layer."""
+"""RT-DETR set criterion: varifocal loss with IoU-aware targets (or DEIM's matchability-aware loss), L1 and GIoU
+box losses, applied to the final decoder layer, every auxiliary layer, the encoder's top-k proposals and every
+denoising layer."""
 
 from __future__ import annotations
 
@@ -37,9 +38,11 @@ class RTDETRCriterion(nn.Module):
     Args:
         num_classes: ``C``.
         matcher: the Hungarian matcher.
-        weight_dict: weight per base term (``loss_vfl``, ``loss_bbox``, ``loss_giou``); terms of other groups get
-            a suffix (``_aux_{i}``, ``_enc_0``, ``_dn_{i}``) and the same weight.
+        weight_dict: weight per base term (``loss_vfl`` or ``loss_mal``, ``loss_bbox``, ``loss_giou``); terms of
+            other groups get a suffix (``_aux_{i}``, ``_enc_0``, ``_dn_{i}``) and the same weight.
         alpha, gamma: varifocal loss parameters (0.75, 2).
+        cls_loss: ``vfl`` (varifocal) or ``mal`` (matchability-aware, :meth:`loss_mal`).
+        mal_gamma: the MAL exponent (1.5, as DEIM).
     """
 
     def __init__(
@@ -49,12 +52,17 @@ class RTDETRCriterion(nn.Module):
         weight_dict: dict[str, float] | None = None,
         alpha: float = 0.75,
         gamma: float = 2.0,
+        cls_loss: str = "vfl",
+        mal_gamma: float = 1.5,
     ) -> None:
         super().__init__()
+        if cls_loss not in ("vfl", "mal"):
+            raise ValueError(f"cls_loss must be 'vfl' or 'mal', got {cls_loss!r}")
         self.num_classes = num_classes
         self.matcher = matcher or HungarianMatcher()
-        self.weight_dict = dict(weight_dict or {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0})
-        self.alpha, self.gamma = alpha, gamma
+        self.cls_loss = cls_loss
+        self.weight_dict = dict(weight_dict or {f"loss_{cls_loss}": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0})
+        self.alpha, self.gamma, self.mal_gamma = alpha, gamma, mal_gamma
 
     @staticmethod
     def _src_idx(indices: Indices) -> tuple[Tensor, Tensor]:
@@ -70,16 +78,11 @@ class RTDETRCriterion(nn.Module):
         tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(src)
         return src, tgt
 
-    def loss_vfl(
-        self,
-        out: dict[str, Tensor],
-        targets: list[dict[str, Tensor]],
-        indices: Indices,
-        num_boxes: float,
-        num_classes: int | None = None,
-    ) -> Tensor:
-        """Varifocal loss: BCE towards ``IoU * one_hot`` for matched queries (zero elsewhere), negatives weighted
-        by ``alpha * p^gamma``. Summed over batch, queries and classes, divided by ``num_boxes``."""
+    def _iou_targets(
+        self, out: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: Indices, num_classes: int | None
+    ) -> tuple[Tensor, Tensor]:
+        """``(one_hot, iou_target)``, each ``[B, Q, C]``: the matched class of each query (zeros for unmatched
+        ones) and that one-hot times the IoU of the query's box with its target (detached)."""
         logits = out["pred_logits"]
         num_classes = num_classes or self.num_classes
         idx = self._src_idx(indices)
@@ -93,9 +96,41 @@ class RTDETRCriterion(nn.Module):
         onehot = F.one_hot(classes, num_classes + 1)[..., :-1].to(logits.dtype)
         score = torch.zeros(logits.shape[:2], dtype=logits.dtype, device=logits.device)
         score[idx] = ious.to(logits.dtype)
-        target = score.unsqueeze(-1) * onehot
+        return onehot, score.unsqueeze(-1) * onehot
+
+    def loss_vfl(
+        self,
+        out: dict[str, Tensor],
+        targets: list[dict[str, Tensor]],
+        indices: Indices,
+        num_boxes: float,
+        num_classes: int | None = None,
+    ) -> Tensor:
+        """Varifocal loss: BCE towards ``IoU * one_hot`` for matched queries (zero elsewhere), positives weighted
+        by their IoU target, negatives by ``alpha * p^gamma``. Summed over batch, queries and classes, divided by
+        ``num_boxes``."""
+        logits = out["pred_logits"]
+        onehot, target = self._iou_targets(out, targets, indices, num_classes)
         weight = self.alpha * logits.detach().sigmoid().pow(self.gamma) * (1 - onehot) + target
         loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
+        return loss.mean(1).sum() * logits.shape[1] / num_boxes
+
+    def loss_mal(
+        self,
+        out: dict[str, Tensor],
+        targets: list[dict[str, Tensor]],
+        indices: Indices,
+        num_boxes: float,
+        num_classes: int | None = None,
+    ) -> Tensor:
+        """Matchability-aware loss (DEIM): BCE towards ``IoU^g * one_hot`` (``g`` = ``mal_gamma``) with weight 1
+        on positives, whatever their IoU (varifocal weights them by the IoU, so a low-IoU match, frequent early
+        in training and with dense targets, barely teaches), and ``p^g`` on negatives. Same reduction as
+        :meth:`loss_vfl`."""
+        logits = out["pred_logits"]
+        onehot, target = self._iou_targets(out, targets, indices, num_classes)
+        weight = logits.detach().sigmoid().pow(self.mal_gamma) * (1 - onehot) + onehot
+        loss = F.binary_cross_entropy_with_logits(logits, target.pow(self.mal_gamma), weight=weight, reduction="none")
         return loss.mean(1).sum() * logits.shape[1] / num_boxes
 
     def loss_boxes(
@@ -119,8 +154,9 @@ class RTDETRCriterion(nn.Module):
         suffix: str,
         num_classes: int | None = None,
     ) -> dict[str, Tensor]:
+        cls = self.loss_mal if self.cls_loss == "mal" else self.loss_vfl
         terms = {
-            "loss_vfl": self.loss_vfl(out, targets, indices, num_boxes, num_classes),
+            f"loss_{self.cls_loss}": cls(out, targets, indices, num_boxes, num_classes),
             **self.loss_boxes(out, targets, indices, num_boxes),
         }
         return {k + suffix: v * self.weight_dict[k] for k, v in terms.items() if k in self.weight_dict}

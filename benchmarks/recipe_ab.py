@@ -1,0 +1,153 @@
+"""A/B of training recipes from scratch at an equal wall-clock training budget, with seeds.
+
+    python benchmarks/recipe_ab.py bccd current --budget-min 20 --seeds 0 1 2
+    python benchmarks/recipe_ab.py bccd fast --budget-min 10 --seeds 0 1 2
+    python benchmarks/recipe_ab.py demo current --budget-min 6 --seeds 0
+
+``current`` is the recipe the project used before the fast one (BCCD: ``benchmarks/train_bccd.py``; demo: the
+demo's own recipe); ``fast`` adds :data:`rtdetr.defaults.FAST_SMALL` (``configs/fast_small.yaml``). Each run
+evaluates every ``--eval-every`` seconds of training (AP-vs-time curve; evaluation time is not counted in the
+budget) and at the end. Results merge into ``--out`` keyed by (dataset, recipe, budget, seed); CPU flags
+recorded. Extra dotted overrides after the recipe name (e.g. for ablations, with ``--tag`` to name them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rtdetr.defaults import fast_small_overrides
+from rtdetr.engine.hardware import cpu_info
+from rtdetr.engine.trainer import Trainer
+from rtdetr.recipe import load_recipe
+
+#: The BCCD recipe of ``benchmarks/train_bccd.py`` before this A/B (constant LR, no augmentation).
+CURRENT_BCCD = [
+    "model.name=rtdetr_r18vd",
+    "train.recipe_defaults=official",
+    "data.augment=false",
+    "data.multi_scale=false",
+    "train.batch_size=8",
+    "train.lr=4e-4",
+    "train.backbone_lr=4e-4",
+    "train.warmup_iters=100",
+    "train.ema_decay=0.999",
+    "train.ema_warmups=200",
+    "train.no_aug_epochs=0",
+]
+
+
+def _datasets_root() -> Path:
+    default = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    return Path(os.environ.get("RTDETR_SHARED_DATASETS", str(default)))
+
+
+def _data_overrides(dataset: str, size: int, work: Path) -> list[str]:
+    if dataset == "bccd":
+        root = _datasets_root() / "bccd"
+        if not (root / "Annotations").is_dir():
+            raise SystemExit(f"BCCD not found at {root} (set RTDETR_SHARED_DATASETS)")
+        return [f"data.train={root}", "data.train_split=train", f"data.val={root}", "data.val_split=val"]
+    from rtdetr.data.synthetic import make_synthetic_coco
+
+    data = make_synthetic_coco(work / "demo_data", 800, 200, size)  # the demo's own data (same generator seed)
+    return [f"data.train={data['train']}", f"data.val={data['val']}"]
+
+
+def recipe(dataset: str, name: str) -> list[str]:
+    """Dotted overrides of recipe ``name`` (``current`` or ``fast``) for ``dataset`` (``bccd`` or ``demo``)."""
+    if dataset == "demo":
+        from rtdetr.demo import DEMO_RECIPE
+
+        base = [o for o in DEMO_RECIPE if not o.startswith("train.exist_ok")]
+    else:
+        base = list(CURRENT_BCCD)
+    return base + (fast_small_overrides() if name == "fast" else [])
+
+
+def _epochs(dataset: str, name: str) -> int:
+    """The demo's own recipe follows a 10-epoch cosine that its time budget cuts short (as ``rtdetr.demo`` runs
+    it); every other run is ended by its budget alone."""
+    return 10 if (dataset, name) == ("demo", "current") else 1000
+
+
+def run_one(args: argparse.Namespace, seed: int) -> dict:
+    work = Path(args.work)
+    size = args.size or (320 if args.dataset == "bccd" else 160)
+    cfg = load_recipe(
+        None,
+        [
+            *recipe(args.dataset, args.recipe),
+            *_data_overrides(args.dataset, size, work),
+            f"data.image_size=[{size},{size}]",
+            "data.workers=1",
+            f"train.epochs={_epochs(args.dataset, args.recipe)}",
+            f"train.time_budget_s={args.budget_min * 60}",
+            f"train.eval_every_s={args.eval_every}",
+            "train.eval_interval=1000",
+            f"train.seed={seed}",
+            f"train.output_dir={work / f'{args.dataset}_{args.tag or args.recipe}_{args.budget_min:g}m_s{seed}'}",
+            "train.exist_ok=true",
+            "train.progress=false",
+            *args.overrides,
+        ],
+    )
+    t0 = time.time()
+    result = Trainer(cfg).fit()
+    curve_path = Path(result["output_dir"]) / "curve.csv"
+    with curve_path.open() as f:
+        curve = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    stats = (result["last_eval"] or {}).get("stats", {})
+    return {
+        "dataset": args.dataset,
+        "recipe": args.tag or args.recipe,
+        "budget_min": args.budget_min,
+        "seed": seed,
+        "size": size,
+        "AP": stats.get("AP"),
+        "AP50": stats.get("AP50"),
+        "steps": int(curve[-1]["step"]) if curve else None,
+        "epochs": result["epochs_run"],
+        "wall_min": round((time.time() - t0) / 60, 2),
+        "curve": curve,
+        "overrides": [*recipe(args.dataset, args.recipe), *args.overrides],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=["bccd", "demo"])
+    parser.add_argument("recipe", choices=["current", "fast"])
+    parser.add_argument("overrides", nargs="*", help="extra dotted overrides (ablations)")
+    parser.add_argument("--budget-min", type=float, required=True, help="training time per run (minutes)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--size", type=int, help="square input size (default 320 for bccd, 160 for demo)")
+    parser.add_argument("--eval-every", type=float, default=150.0, help="seconds of training between evaluations")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tag", help="name of the variant in the results (default: the recipe name)")
+    parser.add_argument("--work", default="outputs/recipe_ab")
+    parser.add_argument("--out", default="benchmarks/results_recipe_ab.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    for seed in args.seeds:
+        row = run_one(args, seed)
+        data = json.loads(out.read_text()) if out.is_file() else {"cpu": cpu_info().as_dict(), "runs": []}
+        key = (row["dataset"], row["recipe"], row["budget_min"], row["seed"])
+        data["runs"] = [r for r in data["runs"] if (r["dataset"], r["recipe"], r["budget_min"], r["seed"]) != key]
+        data["runs"].append({**row, "cpu_class": cpu_info().cpu_class, "threads": args.threads,
+                             "torch": torch.__version__})  # fmt: skip
+        out.write_text(json.dumps(data, indent=1))
+        print(f"{key}: AP {row['AP']:.4f} AP50 {row['AP50']:.4f} ({row['steps']} steps, {row['wall_min']} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rtdetr.defaults import FAST_SMALL, OFFICIAL, SMALL_DATASET_IMAGES, resolve_defaults
+from rtdetr.recipe import load_recipe
+
+
+def _resolved(n_images: int, *overrides: str) -> tuple:
+    cfg = load_recipe(None, ["data.train=x", *overrides])
+    return resolve_defaults(cfg, n_images)
+
+
+def _values(cfg) -> dict:  # noqa: ANN001
+    return {k: getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in FAST_SMALL}
+
+
+def test_small_dataset_from_scratch_gets_the_fast_recipe() -> None:
+    cfg, why = _resolved(205, "train.time_budget_s=600")
+    assert cfg.train.recipe_defaults == "fast_small" and "205 training images" in why
+    assert _values(cfg) == FAST_SMALL
+    no_budget, _ = _resolved(205)
+    assert no_budget.train.schedule_over == "epochs"  # a cosine over the epochs when there is no time budget
+    assert no_budget.train.schedule == "cosine" and no_budget.data.mosaic == FAST_SMALL["data.mosaic"]
+
+
+@pytest.mark.parametrize(
+    "n_images, overrides, reason",
+    [
+        (SMALL_DATASET_IMAGES + 1, (), "> 2000"),
+        (100, ("init_from=coco.pth",), "fine-tuning"),
+        (100, ("train.recipe_defaults=official",), "set by train.recipe_defaults"),
+    ],
+)
+def test_large_data_fine_tuning_or_asked_get_the_official_recipe(n_images: int, overrides: tuple, reason: str) -> None:
+    cfg, why = _resolved(n_images, *overrides)
+    assert cfg.train.recipe_defaults == "official" and reason in why
+    assert _values(cfg) == {k: v for k, v in OFFICIAL.items()}
+
+
+def test_values_set_by_the_user_win() -> None:
+    cfg, _ = _resolved(100, "data.mosaic=0.1", "train.cls_loss=vfl", "train.schedule=constant")
+    assert (cfg.data.mosaic, cfg.train.cls_loss, cfg.train.schedule) == (0.1, "vfl", "constant")
+    assert cfg.data.mixup == FAST_SMALL["data.mixup"]  # the rest still from the recipe
+    big, _ = _resolved(10**5, "train.recipe_defaults=fast_small")
+    assert _values(big)["train.cls_loss"] == "mal"
+
+
+def test_the_run_saves_the_resolved_recipe(tmp_path: Path) -> None:
+    from rtdetr.data.synthetic import make_synthetic_coco
+    from rtdetr.engine.trainer import Trainer
+    from tests.engine.conftest import TINY
+
+    data = make_synthetic_coco(tmp_path / "d", num_train=4, num_val=2, size=64, seed=3)
+    tiny = [o for o in TINY if not o.startswith("train.recipe_defaults")]
+    cfg = load_recipe(None, [*tiny, f"data.train={data['train']}", f"train.output_dir={tmp_path / 'run'}"])
+    tr = Trainer(cfg)
+    saved = yaml.safe_load((tr.out_dir / "config.yaml").read_text())
+    assert saved["train"]["recipe_defaults"] == "fast_small" and saved["data"]["mosaic"] == FAST_SMALL["data.mosaic"]
+    assert tr.criterion.cls_loss == "mal" and tr.train_set.mix is not None
+    assert "fast_small" in (tr.out_dir / "log.txt").read_text()
