@@ -81,7 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("train", "output_dir", args.output),
         ("data", "image_size", [args.size, args.size] if args.size else None),
         ("train", "device", args.device),
-        ("train", "time_budget_s", args.minutes * 60 if args.minutes else None),
+        ("train", "time_budget_s", args.minutes * 60 if args.minutes is not None else None),
         (None, "init_from", args.init_from),
         (None, "resume", args.resume),
     ):
@@ -321,16 +321,6 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cuda-graph", action="store_true", help="replay inference as CUDA graphs (CUDA, fixed size)")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
-
-
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -377,7 +367,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info')")
     train.add_argument("--epochs", type=int)
     train.add_argument(
-        "--minutes", type=_positive_float, help="training time budget (train.time_budget_s; the fast_small defaults "
+        "--minutes", type=float, help="training time budget (train.time_budget_s; the fast_small defaults "
         "of a small dataset spread their LR schedule over it)",
     )  # fmt: skip
     train.add_argument("--batch", type=int, help="global batch size")

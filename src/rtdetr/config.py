@@ -285,6 +285,8 @@ class TrainConfig:
             raise ConfigError("schedule 'step' has epoch milestones: use cosine or constant with schedule_over time")
         if self.no_aug_fraction is not None and not 0.0 <= self.no_aug_fraction < 1.0:
             raise ConfigError(f"no_aug_fraction {self.no_aug_fraction} must be within [0, 1)")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError(f"time_budget_s must be > 0 seconds, got {self.time_budget_s}")
         if self.eval_every_s is not None and self.eval_every_s <= 0:
             raise ConfigError(f"eval_every_s must be > 0, got {self.eval_every_s}")
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLogger", "plot_curves", "write_csv"]
+from rtdetr.data.records import DatasetIndex
+
+__all__ = ["RunLogger", "format_row", "log_index", "plot_curves", "progress_bar", "setup_logging", "write_csv"]
 
 log = logging.getLogger("rtdetr")
 
@@ -113,3 +116,54 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+_SHOWN = ("train_loss", "AP", "AP50", "lr", "time_s", "skipped_steps")
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """The epoch row's main figures as ``key=value`` text for the log."""
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) and not math.isnan(v) else str(v)
+
+    return ", ".join(f"{k}={fmt(v)}" for k, v in row.items() if k in _SHOWN)
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+
+
+def setup_logging(path: Path) -> None:
+    """Log the ``rtdetr`` logger to stdout and ``path`` (replacing the handlers of an earlier run)."""
+    if any(getattr(h, "_rtdetr", False) for h in log.handlers):
+        for h in list(log.handlers):
+            log.removeHandler(h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    for h in (logging.StreamHandler(sys.stdout), logging.FileHandler(path)):
+        h.setFormatter(fmt)
+        setattr(h, "_rtdetr", True)  # noqa: B010
+        log.addHandler(h)
+
+
+def log_index(name: str, idx: DatasetIndex) -> None:
+    """One line describing a parsed dataset, then its notes and first 10 problems as warnings."""
+    extra = (f"; dropped {dict(idx.dropped)}" if idx.dropped else "") + (
+        f"; changed {dict(idx.adjusted)}" if idx.adjusted else ""
+    )
+    log.info("%s: %s (%s) %d images, %d boxes, %d classes%s", name, idx.source, idx.format, len(idx.records),
+             idx.num_boxes(), idx.num_classes, extra)  # fmt: skip
+    for note in idx.notes:
+        log.warning("%s data: %s", name, note)
+    for problem in idx.problems[:10]:
+        log.warning("%s data: %s", name, problem)
+    if len(idx.problems) > 10:
+        log.warning("%s data: %d more problems (rtdetr check-data lists them)", name, len(idx.problems) - 10)

@@ -56,20 +56,23 @@ WARMUP_FRACTION, EMA_WARMUP_FRACTION = 0.1, 0.2
 SHORT_RUN_STEPS = 300
 
 
-def effective_warmups(cfg: TrainConfig, iters_per_epoch: int) -> tuple[int, int]:
+def effective_warmups(cfg: TrainConfig, iters_per_epoch: int, total_steps: int | None = None) -> tuple[int, int]:
     """``(lr warm-up steps, EMA warm-up steps)`` for a run: the configured counts (official: 2000 each), capped
-    at 10% and 20% of the run's optimizer steps so that a short run on a small dataset leaves warm-up."""
-    total = max(1, cfg.epochs * iters_per_epoch)
+    at 10% and 20% of the run's optimizer steps (``total_steps``, default epochs x iterations) so that a short run
+    on a small dataset leaves warm-up."""
+    total = max(1, total_steps if total_steps is not None else cfg.epochs * iters_per_epoch)
     lr = min(cfg.warmup_iters, max(1, math.ceil(WARMUP_FRACTION * total))) if cfg.warmup_iters > 0 else 0
     ema = min(cfg.ema_warmups, max(1, math.ceil(EMA_WARMUP_FRACTION * total)))
     return lr, ema
 
 
-def lr_factor(step: int, cfg: TrainConfig, iters_per_epoch: int, time_used: float = 0.0) -> float:
+def lr_factor(
+    step: int, cfg: TrainConfig, iters_per_epoch: int, time_used: float = 0.0, total_steps: int | None = None
+) -> float:
     """Multiplier of every group's base LR at optimizer step ``step`` (0-based); warm-up as
-    :func:`effective_warmups` gives it. With ``schedule_over: time`` the cosine follows ``time_used`` (seconds of
-    training so far) over ``time_budget_s`` instead of the step count."""
-    warmup = effective_warmups(cfg, iters_per_epoch)[0]
+    :func:`effective_warmups` gives it for a run of ``total_steps``. With ``schedule_over: time`` the cosine
+    follows ``time_used`` (seconds of training so far) over ``time_budget_s`` instead of the step count."""
+    warmup = effective_warmups(cfg, iters_per_epoch, total_steps)[0]
     warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     epoch = step / max(1, iters_per_epoch)
     if cfg.schedule == "cosine":

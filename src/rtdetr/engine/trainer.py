@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import math
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from rtdetr.config import ConfigError, RunConfig, to_dict
 from rtdetr.convert.checkpoint import (
     atomic_save,
-    extract_state_dict,
     load_state_dict_into,
     read_checkpoint,
     remove_stale_saves,
@@ -41,7 +39,7 @@ from rtdetr.engine.distributed import barrier, cleanup, init_distributed
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
 from rtdetr.engine.hardware import amp_dtype
-from rtdetr.engine.logger import RunLogger
+from rtdetr.engine.logger import RunLogger, format_row, log_index, progress_bar, setup_logging
 from rtdetr.engine.optim import (
     EMA_WARMUP_FRACTION,
     SHORT_RUN_STEPS,
@@ -51,6 +49,7 @@ from rtdetr.engine.optim import (
     lr_factor,
 )
 from rtdetr.engine.rundir import best_checkpoint, fresh_output_dir
+from rtdetr.engine.warmstart import init_from_checkpoint
 from rtdetr.loss import RTDETRCriterion
 from rtdetr.models import build_model
 from rtdetr.models.rtdetr import RTDETR
@@ -106,31 +105,13 @@ class Trainer:
         # the run folder appears only once the data has parsed: a bad path or file leaves no empty run behind
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            _setup_logging(self.out_dir / "log.txt")
+            setup_logging(self.out_dir / "log.txt")
             remove_stale_saves(self.out_dir)  # left by a process killed while saving
             log.info("run folder: %s", self.out_dir.resolve())
 
         for name, idx in (("train", train_index), ("val", val_index)):
             if idx is not None and self.main:
-                log.info(
-                    "%s: %s (%s) %d images, %d boxes, %d classes%s",
-                    name,
-                    idx.source,
-                    idx.format,
-                    len(idx.records),
-                    idx.num_boxes(),
-                    idx.num_classes,
-                    (f"; dropped {dict(idx.dropped)}" if idx.dropped else "")
-                    + (f"; changed {dict(idx.adjusted)}" if idx.adjusted else ""),
-                )
-                for note in idx.notes:
-                    log.warning("%s data: %s", name, note)
-                for problem in idx.problems[:10]:
-                    log.warning("%s data: %s", name, problem)
-                if len(idx.problems) > 10:
-                    log.warning(
-                        "%s data: %d more problems (rtdetr check-data lists them)", name, len(idx.problems) - 10
-                    )
+                log_index(name, idx)
         self.train_index, self.val_index = train_index, val_index
 
         model_cfg = cfg.model
@@ -146,7 +127,9 @@ class Trainer:
         torch.manual_seed(t.seed)  # identical initial weights on every process
         self.model: RTDETR = build_model(model_cfg)
         if cfg.init_from and not cfg.resume:
-            self._init_from(cfg.init_from)
+            level, message = init_from_checkpoint(self.model, cfg.init_from, t.partial_init)
+            if self.main:
+                log.log(level, "%s", message)
         self.model.to(self.device)
         if t.channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -198,8 +181,9 @@ class Trainer:
             self.iters_per_epoch = min(self.iters_per_epoch, t.max_iters_per_epoch)
         self.train_time_s = 0.0  # seconds of training so far (read by the LR schedule with schedule_over: time)
         self._segment_start: float | None = None  # wall time the running training segment began
+        self.expected_steps: int | None = None  # steps the time budget holds (schedule_over: time), once measured
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, t, self.iters_per_epoch, self.time_used())
+            self.optimizer, lambda step: lr_factor(step, t, self.iters_per_epoch, self.time_used(), self.expected_steps)
         )
         warmup, ema_warmup = effective_warmups(t, self.iters_per_epoch)
         self.ema = ModelEMA(self.model, t.ema_decay, ema_warmup) if t.ema else None
@@ -240,29 +224,6 @@ class Trainer:
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
 
     # ---------------------------------------------------------------------------------------------- set-up
-    def _init_from(self, path: str) -> None:
-        ckpt = read_checkpoint(path)
-        state, origin = extract_state_dict(ckpt, path)
-        report = load_state_dict_into(self.model, state, strict=False, origin=path)
-        left = sorted(set(report.missing) | {k for k, _, _ in report.mismatched})
-        # a new class count re-initialises the class heads and the denoising label embedding, nothing else
-        heads = ("decoder.dec_score_head.", "decoder.enc_score_head.", "decoder.denoising_class_embed.")
-        others = [k for k in left if not k.startswith(heads)]
-        if (others or report.unexpected) and not self.cfg.train.partial_init:
-            raise ConfigError(
-                f"init_from {path}: {len(others)} model tensors do not fit and the checkpoint has "
-                f"{len(report.unexpected)} tensors this model lacks (another variant?), e.g. "
-                f"{(others + report.unexpected)[:3]}; set train.partial_init=true to start from what fits"
-            )
-        if self.main and (left or report.unexpected):
-            log.warning(
-                "initialised from %s (%s): %d tensors kept at random init (%d class-head tensors for the new class "
-                "count), e.g. %s; %d checkpoint tensors unused", path, origin, len(left), len(left) - len(others),
-                left[:4], len(report.unexpected),
-            )  # fmt: skip
-        elif self.main:
-            log.info("initialised from %s (%s): every tensor loaded", path, origin)
-
     def _resume(self, path: str) -> None:
         ckpt = read_checkpoint(path)
         for key in ("model", "optimizer", "epoch"):
@@ -325,7 +286,7 @@ class Trainer:
         count, nan_streak, skipped = 0, 0, 0
         it = iter(self.train_loader)
         total = min(len(self.train_loader), self.iters_per_epoch * t.accumulate)
-        bar = _progress(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress)
+        bar = progress_bar(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress)
         self.optimizer.zero_grad(set_to_none=True)
         self._segment_start = time.time()
         for i in range(total):
@@ -437,6 +398,23 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.net)
         self.global_step += 1
+        self._expect_steps()
+
+    def _expect_steps(self) -> None:
+        """With ``schedule_over: time``: estimate the steps the budget holds from the pace so far, and cap the LR
+        and EMA warm-ups at 10% / 20% of them (as an epoch-based run caps them at its step count)."""
+        t = self.cfg.train
+        used = self.time_used()
+        if t.schedule_over != "time" or not t.time_budget_s or self.global_step < 3 or used <= 0:
+            return
+        first = self.expected_steps is None
+        self.expected_steps = max(self.global_step, int(t.time_budget_s * self.global_step / used))
+        warmup, ema_warmup = effective_warmups(t, self.iters_per_epoch, self.expected_steps)
+        if self.ema is not None:
+            self.ema.warmups = ema_warmup
+        if first and self.main:
+            log.info("time budget: about %d optimizer steps at this pace; lr warm-up %d steps, EMA warm-up %d",
+                     self.expected_steps, warmup, ema_warmup)  # fmt: skip
 
     # ----------------------------------------------------------------------------------------- evaluation
     def eval_model(self) -> nn.Module:
@@ -515,9 +493,7 @@ class Trainer:
                     atomic_save(ckpt, self.out_dir / "last.pth")
                     if is_best or self.val_loader is None:
                         atomic_save(best_checkpoint(ckpt), self.out_dir / "best.pth")
-                    log.info(
-                        "epoch %d: %s", epoch + 1, ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k in _SHOWN)
-                    )
+                    log.info("epoch %d: %s", epoch + 1, format_row(row))
                 stop = (t.patience > 0 and self.bad_evals >= t.patience) or self.out_of_time
                 if self.out_of_time and self.main:
                     log.info("time budget of %.0f s used: stopping after epoch %d", t.time_budget_s, epoch + 1)
@@ -535,33 +511,3 @@ class Trainer:
         done = int(row["epoch"]) if t.epochs > self.start_epoch else self.start_epoch
         return {"best_ap": self.best_ap, "best_epoch": self.best_epoch, "epochs_run": done,
                 "last_eval": last_eval, "output_dir": str(self.out_dir)}  # fmt: skip
-
-
-_SHOWN = ("train_loss", "AP", "AP50", "lr", "time_s", "skipped_steps")
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) and not math.isnan(v) else str(v)
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
-
-
-def _setup_logging(path: Path) -> None:
-    if any(getattr(h, "_rtdetr", False) for h in log.handlers):
-        for h in list(log.handlers):
-            log.removeHandler(h)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    for h in (logging.StreamHandler(sys.stdout), logging.FileHandler(path)):
-        h.setFormatter(fmt)
-        setattr(h, "_rtdetr", True)  # noqa: B010
-        log.addHandler(h)
