@@ -30,9 +30,9 @@ import torch
 
 from rtdetr.bench.profile import measure_latency
 from rtdetr.engine.hardware import cpu_info
-from rtdetr.engine.trainer import _float
 from rtdetr.export import OnnxRuntimeDetector, OpenVinoDetector, export_onnx, quantize_onnx_int8, to_openvino
 from rtdetr.loss import RTDETRCriterion
+from rtdetr.loss.criterion import to_float32
 from rtdetr.models import create_model
 
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     def ours_step_fast(amp: bool) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             out = model(xb_cl, _targets())
-        losses = crit(_float(out), _targets())  # criterion in fp32, as the trainer does
+        losses = crit(to_float32(out), _targets())  # criterion in fp32, as the trainer does
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()

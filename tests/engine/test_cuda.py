@@ -19,8 +19,8 @@ import torch
 from rtdetr.engine.backend import TorchDetector
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.hardware import amp_dtype
-from rtdetr.engine.trainer import _float
 from rtdetr.loss import RTDETRCriterion
+from rtdetr.loss.criterion import to_float32
 from rtdetr.models import PostProcessor, create_model
 from tests.conftest import randomize_batchnorm
 from tests.engine.conftest import TINY_MODEL, tiny_config
@@ -52,7 +52,7 @@ def _train_step(model: torch.nn.Module, device: str, dtype: torch.dtype | None, 
     torch.manual_seed(seed)  # the same denoising groups in every precision
     with torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = model(x, targets)
-    losses = criterion(_float(out), targets)  # the criterion runs in fp32, as in the trainer
+    losses = criterion(to_float32(out), targets)  # the criterion runs in fp32, as in the trainer
     loss = sum(losses.values())
     scaler.scale(loss).backward()
     scaler.unscale_(opt)

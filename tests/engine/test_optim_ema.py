@@ -42,6 +42,15 @@ def test_cosine_over_a_time_budget_follows_the_time_used() -> None:
     assert lr_factor(5, by_epochs, 10, time_used=50.0) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_flat_cosine_and_the_warm_up_share() -> None:
+    flat = TrainConfig(epochs=10, warmup_iters=0, schedule="flat_cosine", flat_share=0.6, min_lr_ratio=0.0)
+    # full LR for the first 60% of the 100 steps, then a cosine over the remaining 40%
+    assert [lr_factor(s, flat, 10) for s in (0, 59, 60, 80, 100)] == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.0])
+    capped = TrainConfig(epochs=10, warmup_iters=500, warmup_share=0.3)
+    assert lr_factor(14, capped, 10) == pytest.approx(0.5)  # 500 capped at 30% of 100 steps: 15 of 30 done
+    assert lr_factor(14, TrainConfig(epochs=10, warmup_iters=500), 10) == pytest.approx(1.0)  # default cap 10%
+
+
 def test_ema_ramp_and_tracking() -> None:
     model = torch.nn.Linear(2, 2)
     ema = ModelEMA(model, decay=0.9, warmups=1)

@@ -208,3 +208,20 @@ def test_mixing_augmentations_train_and_evaluation_curve_is_written(tiny_data: d
     assert times == sorted(times) and times[-1] == pytest.approx(tr.train_time_s, abs=0.1)
     metrics = list(csv.DictReader((Path(result["output_dir"]) / "metrics.csv").open()))
     assert "train_loss_mal" in metrics[0]
+
+
+def test_a_time_budget_scales_the_warm_ups_to_the_steps_it_holds(tiny_data: dict, tmp_path: Path) -> None:
+    tr = Trainer(tiny_config(tiny_data, tmp_path / "w", "train.time_budget_s=100", "train.schedule_over=time",
+                             "train.warmup_iters=1000", "train.ema_warmups=1000", "train.schedule=cosine",
+                             "train.min_lr_ratio=0.0"))  # fmt: skip
+    assert tr.expected_steps is None
+    tr.global_step, tr.train_time_s = 10, 10.0  # 1 s per step so far: the budget holds about 100 steps
+    tr._expect_steps()
+    assert tr.expected_steps == 100 and tr.ema.warmups == 20  # EMA warm-up capped at 20% of the run
+    import math
+
+    from rtdetr.engine.optim import lr_factor
+
+    # step 4 of a 10-step warm-up (10% of 100), 10% into the cosine over the budget
+    expect = 0.5 * 0.5 * (1 + math.cos(0.1 * math.pi))
+    assert lr_factor(4, tr.cfg.train, tr.iters_per_epoch, 10.0, tr.expected_steps) == pytest.approx(expect)

@@ -57,8 +57,8 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
     from rtdetr.engine.distributed import resolve_device
     from rtdetr.engine.hardware import amp_dtype
     from rtdetr.engine.optim import build_optimizer
-    from rtdetr.engine.trainer import _float
     from rtdetr.loss import RTDETRCriterion
+    from rtdetr.loss.criterion import to_float32
 
     device = resolve_device(cfg.train.device)
     t = cfg.train
@@ -82,7 +82,7 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=t.amp):
             out = model(x, targets)
-        loss = sum(criterion(_float(out), targets).values())  # the criterion in fp32, as the trainer runs it
+        loss = sum(criterion(to_float32(out), targets).values())  # the criterion in fp32, as the trainer runs it
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

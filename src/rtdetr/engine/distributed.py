@@ -8,7 +8,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["barrier", "cleanup", "get_rank", "get_world_size", "init_distributed", "is_main_process"]
+__all__ = ["barrier", "cleanup", "get_rank", "get_world_size", "init_distributed", "is_main_process", "rank0_decides"]
 
 
 def init_distributed(device: str) -> tuple[int, int, torch.device]:
@@ -61,3 +61,12 @@ def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def rank0_decides(value: bool, device: torch.device) -> bool:
+    """``value`` as process 0 has it, on every process (itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    flag = torch.tensor([1.0 if value else 0.0], device=device)
+    dist.broadcast(flag, 0)
+    return bool(flag.item())

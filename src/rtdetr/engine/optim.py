@@ -50,8 +50,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     )
 
 
-#: Warm-ups never take more than these fractions of a run's optimizer steps.
-WARMUP_FRACTION, EMA_WARMUP_FRACTION = 0.1, 0.2
+#: The EMA warm-up never takes more than this fraction of a run's optimizer steps.
+EMA_WARMUP_FRACTION = 0.2  # (the LR warm-up's share is train.warmup_share, 0.1 by default)
 #: Fewer optimizer steps than this rarely train a detector from scratch: the trainer warns.
 SHORT_RUN_STEPS = 300
 
@@ -61,7 +61,7 @@ def effective_warmups(cfg: TrainConfig, iters_per_epoch: int, total_steps: int |
     at 10% and 20% of the run's optimizer steps (``total_steps``, default epochs x iterations) so that a short run
     on a small dataset leaves warm-up."""
     total = max(1, total_steps if total_steps is not None else cfg.epochs * iters_per_epoch)
-    lr = min(cfg.warmup_iters, max(1, math.ceil(WARMUP_FRACTION * total))) if cfg.warmup_iters > 0 else 0
+    lr = min(cfg.warmup_iters, max(1, math.ceil(cfg.warmup_share * total))) if cfg.warmup_iters > 0 else 0
     ema = min(cfg.ema_warmups, max(1, math.ceil(EMA_WARMUP_FRACTION * total)))
     return lr, ema
 
@@ -75,11 +75,13 @@ def lr_factor(
     warmup = effective_warmups(cfg, iters_per_epoch, total_steps)[0]
     warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     epoch = step / max(1, iters_per_epoch)
-    if cfg.schedule == "cosine":
+    if cfg.schedule in ("cosine", "flat_cosine"):
         if cfg.schedule_over == "time" and cfg.time_budget_s:
             progress = min(1.0, time_used / cfg.time_budget_s)
         else:
             progress = min(1.0, step / max(1, cfg.epochs * iters_per_epoch))
+        if cfg.schedule == "flat_cosine":
+            progress = max(0.0, progress - cfg.flat_share) / (1.0 - cfg.flat_share)
         sched = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     elif cfg.schedule == "step":
         sched = cfg.gamma ** sum(epoch >= m for m in cfg.milestones)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from rtdetr.config import ConfigError, RunConfig, to_dict
@@ -35,7 +35,7 @@ from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex
 from rtdetr.data.transforms import build_train_transforms, build_val_transforms, default_scales
 from rtdetr.defaults import resolve_defaults
-from rtdetr.engine.distributed import barrier, cleanup, init_distributed
+from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_decides
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
 from rtdetr.engine.hardware import amp_dtype
@@ -43,7 +43,6 @@ from rtdetr.engine.logger import RunLogger, format_row, log_index, progress_bar,
 from rtdetr.engine.optim import (
     EMA_WARMUP_FRACTION,
     SHORT_RUN_STEPS,
-    WARMUP_FRACTION,
     build_optimizer,
     effective_warmups,
     lr_factor,
@@ -51,26 +50,13 @@ from rtdetr.engine.optim import (
 from rtdetr.engine.rundir import best_checkpoint, fresh_output_dir
 from rtdetr.engine.warmstart import init_from_checkpoint
 from rtdetr.loss import RTDETRCriterion
+from rtdetr.loss.criterion import to_float32
 from rtdetr.models import build_model
 from rtdetr.models.rtdetr import RTDETR
 
 __all__ = ["Trainer"]
 
 log = logging.getLogger("rtdetr")
-
-
-def _to(targets: list[dict[str, Tensor]], device: torch.device) -> list[dict[str, Tensor]]:
-    return [{k: v.to(device) for k, v in t.items()} for t in targets]
-
-
-def _float(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.float() if obj.is_floating_point() else obj
-    if isinstance(obj, dict):
-        return {k: _float(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_float(v) for v in obj]
-    return obj
 
 
 class Trainer:
@@ -191,7 +177,7 @@ class Trainer:
         if self.main:
             log.info(
                 "%d optimizer steps (%d epochs x %d); lr warm-up %d steps, EMA warm-up %d (capped at %d%% / %d%% of "
-                "the run)", total, t.epochs, self.iters_per_epoch, warmup, ema_warmup, 100 * WARMUP_FRACTION,
+                "the run)", total, t.epochs, self.iters_per_epoch, warmup, ema_warmup, 100 * t.warmup_share,
                 100 * EMA_WARMUP_FRACTION,
             )  # fmt: skip
             if total < SHORT_RUN_STEPS:
@@ -294,13 +280,14 @@ class Trainer:
                 self.out_of_time = True
                 break
             images, targets = next(it)
-            images, targets = images.to(self.device, non_blocking=True), _to(targets, self.device)
+            images = images.to(self.device, non_blocking=True)
+            targets = [{k: v.to(self.device) for k, v in tg.items()} for tg in targets]
             if t.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=t.amp):
                 out = self.net(images, targets)
             try:
-                losses = self.criterion(_float(out), targets)
+                losses = self.criterion(to_float32(out), targets)
                 loss = sum(losses.values())
                 finite = bool(torch.isfinite(loss))
             except FloatingPointError:
@@ -361,12 +348,7 @@ class Trainer:
         """Whether training time has passed the next ``eval_every_s`` mark (decided by rank 0 for every rank)."""
         if self.next_curve_s is None or self.val_loader is None:
             return False
-        due = self.time_used() >= self.next_curve_s
-        if self.world > 1:
-            flag = torch.tensor([1.0 if due else 0.0], device=self.device)
-            dist.broadcast(flag, 0)
-            due = bool(flag.item())
-        return due
+        return rank0_decides(self.time_used() >= self.next_curve_s, self.device)
 
     def curve_point(self, epoch: int, result: dict[str, Any] | None = None) -> None:
         """Evaluate now (unless ``result`` is that evaluation) and append AP/AP50 at this training time to
@@ -497,10 +479,7 @@ class Trainer:
                 stop = (t.patience > 0 and self.bad_evals >= t.patience) or self.out_of_time
                 if self.out_of_time and self.main:
                     log.info("time budget of %.0f s used: stopping after epoch %d", t.time_budget_s, epoch + 1)
-                if self.world > 1:
-                    flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
-                    dist.broadcast(flag, 0)
-                    stop = bool(flag.item())
+                stop = rank0_decides(stop, self.device)
                 if stop:
                     if self.main and not self.out_of_time:
                         log.info("early stop: no AP improvement in %d evaluations", t.patience)

@@ -4,6 +4,8 @@ denoising layer."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -12,9 +14,21 @@ from torch import Tensor, nn
 from rtdetr.loss.matcher import HungarianMatcher
 from rtdetr.ops.boxes import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
 
-__all__ = ["RTDETRCriterion", "denoising_indices"]
+__all__ = ["RTDETRCriterion", "denoising_indices", "to_float32"]
 
 Indices = list[tuple[Tensor, Tensor]]
+
+
+def to_float32(obj: Any) -> Any:
+    """The model's output (nested dicts/lists of tensors) with floating tensors in fp32: the criterion runs in fp32
+    whatever precision the forward ran in."""
+    if isinstance(obj, Tensor):
+        return obj.float() if obj.is_floating_point() else obj
+    if isinstance(obj, dict):
+        return {k: to_float32(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_float32(v) for v in obj]
+    return obj
 
 
 def denoising_indices(dn_meta: dict, targets: list[dict[str, Tensor]]) -> Indices:
