@@ -204,13 +204,15 @@ class TrainConfig:
     """AdamW epsilon."""
     warmup_iters: int = 2000
     """Linear warm-up of the learning rate over this many optimizer steps."""
-    warmup_share: float = 0.1
-    """The LR warm-up takes at most this share of the run's optimizer steps (1.0: no cap)."""
+    warmup_share: float | None = None
+    """The LR warm-up takes at most this share of the run's optimizer steps (1.0: no cap). None:
+    ``recipe_defaults`` decides (official 0.1, fast_small 0.3)."""
     recipe_defaults: Literal["auto", "official", "fast_small"] = "auto"
-    """Values of the settings left at None/``auto`` below (schedule, schedule_over, no_aug_fraction, cls_loss,
-    data.mosaic, data.mixup): ``official`` (RT-DETR's recipe), ``fast_small`` (faster from scratch on small data;
-    ``rtdetr.defaults``) or ``auto``: fast_small for a training set of at most 2000 images trained from scratch
-    (no ``init_from``), official otherwise. The resolved values are saved with the run."""
+    """Values of the settings left at None/``auto`` below (schedule, schedule_over, warmup_share,
+    no_aug_fraction, cls_loss, data.mosaic, data.mixup): ``official`` (RT-DETR's recipe), ``fast_small``
+    (faster from scratch on small data; ``rtdetr.defaults``) or ``auto``: fast_small for a training set of at
+    most 2000 images trained from scratch (no ``init_from``), official otherwise. The resolved values are saved
+    with the run."""
     schedule: Literal["auto", "constant", "cosine", "flat_cosine", "step"] = "auto"
     """After the warm-up: constant, cosine to ``min_lr_ratio``, ``flat_cosine`` (constant for the first
     ``flat_share`` of the run, then cosine), or ``step`` (``gamma`` at each milestone)."""
@@ -293,7 +295,7 @@ class TrainConfig:
             raise ConfigError(f"no_aug_fraction {self.no_aug_fraction} must be within [0, 1)")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigError(f"time_budget_s must be > 0 seconds, got {self.time_budget_s}")
-        if not 0.0 <= self.flat_share < 1.0 or not 0.0 < self.warmup_share <= 1.0:
+        if not 0.0 <= self.flat_share < 1.0 or not 0.0 < (self.warmup_share or 0.1) <= 1.0:
             raise ConfigError("flat_share must be within [0, 1) and warmup_share within (0, 1]")
         if self.eval_every_s is not None and self.eval_every_s <= 0:
             raise ConfigError(f"eval_every_s must be > 0, got {self.eval_every_s}")

@@ -61,7 +61,7 @@ def effective_warmups(cfg: TrainConfig, iters_per_epoch: int, total_steps: int |
     at 10% and 20% of the run's optimizer steps (``total_steps``, default epochs x iterations) so that a short run
     on a small dataset leaves warm-up."""
     total = max(1, total_steps if total_steps is not None else cfg.epochs * iters_per_epoch)
-    lr = min(cfg.warmup_iters, max(1, math.ceil(cfg.warmup_share * total))) if cfg.warmup_iters > 0 else 0
+    lr = min(cfg.warmup_iters, max(1, math.ceil((cfg.warmup_share or 0.1) * total))) if cfg.warmup_iters > 0 else 0
     ema = min(cfg.ema_warmups, max(1, math.ceil(EMA_WARMUP_FRACTION * total)))
     return lr, ema
 
