@@ -4,8 +4,8 @@ seeds) at each budget, and AP against training time per recipe.
     python benchmarks/plot_recipe_ab.py [--results benchmarks/results_recipe_ab.json] [--png benchmarks/recipe_ab.png]
 
 A run longer than a budget also yields that budget's figure from its curve (the evaluation at that training time)
-when its learning rate does not depend on its length (``current``: constant LR); ``fast`` runs follow their own
-budget, so only their final evaluation counts for it.
+when its learning rate does not depend on its length (``official`` on BCCD: constant LR); runs whose schedule follows
+their budget count only with their final evaluation.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def plot(runs: list[dict], path: Path) -> None:
                 xs = [p["train_time_s"] / 60 for p in r["curve"]]
                 ys = [p["AP"] for p in r["curve"]]
                 label = f"{recipe} ({budget:g} min budget, {len(rs)} seeds)" if k == 0 else None
-                color = "tab:gray" if recipe == "current" else None
+                color = "tab:gray" if recipe == "official" else None
                 ax.plot(xs, ys, marker=".", alpha=0.8, label=label, color=color)
         ax.set_title(f"{dataset}: val AP vs training time (from scratch)")
         ax.set_xlabel("training minutes (2 CPU threads; evaluations not counted)")

@@ -1,11 +1,12 @@
 """A/B of training recipes from scratch at an equal wall-clock training budget, with seeds.
 
-    python benchmarks/recipe_ab.py bccd current --budget-min 20 --seeds 0 1 2
-    python benchmarks/recipe_ab.py bccd fast --budget-min 10 --seeds 0 1 2
-    python benchmarks/recipe_ab.py demo current --budget-min 6 --seeds 0
+    python benchmarks/recipe_ab.py bccd official --budget-min 10 --seeds 0 1 2
+    python benchmarks/recipe_ab.py bccd fast_small --budget-min 10 --seeds 0 1 2
+    python benchmarks/recipe_ab.py demo official --budget-min 5 --seeds 0
 
-``current`` is the recipe the project used before the fast one (BCCD: ``benchmarks/train_bccd.py``; demo: the
-demo's own recipe); ``fast`` adds :data:`rtdetr.defaults.FAST_SMALL` (``configs/fast_small.yaml``). Each run
+``official`` is the recipe the project used before fast_small (BCCD: ``benchmarks/train_bccd.py``, constant LR
+after the warm-up; demo: the demo's own recipe); ``fast_small`` adds :data:`rtdetr.defaults.FAST_SMALL`
+(``configs/fast_small.yaml``). Each run
 evaluates every ``--eval-every`` seconds of training (AP-vs-time curve; evaluation time is not counted in the
 budget) and at the end. Results merge into ``--out`` keyed by (dataset, recipe, budget, seed); CPU flags
 recorded. Extra dotted overrides after the recipe name (e.g. for ablations, with ``--tag`` to name them).
@@ -27,21 +28,7 @@ from rtdetr.defaults import fast_small_overrides
 from rtdetr.engine.hardware import cpu_info
 from rtdetr.engine.trainer import Trainer
 from rtdetr.recipe import load_recipe
-
-#: The BCCD recipe of ``benchmarks/train_bccd.py`` before this A/B (constant LR, no augmentation).
-CURRENT_BCCD = [
-    "model.name=rtdetr_r18vd",
-    "train.recipe_defaults=official",
-    "data.augment=false",
-    "data.multi_scale=false",
-    "train.batch_size=8",
-    "train.lr=4e-4",
-    "train.backbone_lr=4e-4",
-    "train.warmup_iters=100",
-    "train.ema_decay=0.999",
-    "train.ema_warmups=200",
-    "train.no_aug_epochs=0",
-]
+from train_bccd import BCCD_RECIPE  # benchmarks/, this script's folder
 
 
 def _datasets_root() -> Path:
@@ -62,20 +49,20 @@ def _data_overrides(dataset: str, size: int, work: Path) -> list[str]:
 
 
 def recipe(dataset: str, name: str) -> list[str]:
-    """Dotted overrides of recipe ``name`` (``current`` or ``fast``) for ``dataset`` (``bccd`` or ``demo``)."""
+    """Dotted overrides of recipe ``name`` (``official`` or ``fast_small``) for ``dataset`` (``bccd`` or ``demo``)."""
     if dataset == "demo":
         from rtdetr.demo import DEMO_RECIPE
 
         base = [o for o in DEMO_RECIPE if not o.startswith("train.exist_ok")]
     else:
-        base = list(CURRENT_BCCD)
-    return base + (fast_small_overrides() if name == "fast" else [])
+        base = list(BCCD_RECIPE)
+    return base + (fast_small_overrides() if name == "fast_small" else [])
 
 
 def _epochs(dataset: str, name: str) -> int:
     """The demo's own recipe follows a 10-epoch cosine that its time budget cuts short (as ``rtdetr.demo`` runs
     it); every other run is ended by its budget alone."""
-    return 10 if (dataset, name) == ("demo", "current") else 1000
+    return 10 if (dataset, name) == ("demo", "official") else 1000
 
 
 def run_one(args: argparse.Namespace, seed: int) -> dict:
@@ -124,7 +111,7 @@ def run_one(args: argparse.Namespace, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=["bccd", "demo"])
-    parser.add_argument("recipe", choices=["current", "fast"])
+    parser.add_argument("recipe", choices=["official", "fast_small"])
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides (ablations)")
     parser.add_argument("--budget-min", type=float, required=True, help="training time per run (minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

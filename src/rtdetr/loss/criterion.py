@@ -31,6 +31,13 @@ def to_float32(obj: Any) -> Any:
     return obj
 
 
+def _weighted_bce(logits: Tensor, target: Tensor, weight: Tensor, num_boxes: float) -> Tensor:
+    """Weighted BCE of ``[B, Q, C]`` logits, averaged over queries, summed over batch and classes, times ``Q``,
+    divided by ``num_boxes`` (the official reduction)."""
+    loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
+    return loss.mean(1).sum() * logits.shape[1] / num_boxes
+
+
 def denoising_indices(dn_meta: dict, targets: list[dict[str, Tensor]]) -> Indices:
     """Fixed (query, target) pairs of the positive denoising queries: target ``j`` of every group."""
     out = []
@@ -126,8 +133,7 @@ class RTDETRCriterion(nn.Module):
         logits = out["pred_logits"]
         onehot, target = self._iou_targets(out, targets, indices, num_classes)
         weight = self.alpha * logits.detach().sigmoid().pow(self.gamma) * (1 - onehot) + target
-        loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
-        return loss.mean(1).sum() * logits.shape[1] / num_boxes
+        return _weighted_bce(logits, target, weight, num_boxes)
 
     def loss_mal(
         self,
@@ -144,8 +150,7 @@ class RTDETRCriterion(nn.Module):
         logits = out["pred_logits"]
         onehot, target = self._iou_targets(out, targets, indices, num_classes)
         weight = logits.detach().sigmoid().pow(self.mal_gamma) * (1 - onehot) + onehot
-        loss = F.binary_cross_entropy_with_logits(logits, target.pow(self.mal_gamma), weight=weight, reduction="none")
-        return loss.mean(1).sum() * logits.shape[1] / num_boxes
+        return _weighted_bce(logits, target.pow(self.mal_gamma), weight, num_boxes)
 
     def loss_boxes(
         self, out: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float
