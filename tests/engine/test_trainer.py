@@ -226,3 +226,33 @@ def test_a_time_budget_scales_the_warm_ups_to_the_steps_it_holds(tiny_data: dict
     # step 4 of a 10-step warm-up (10% of 100), 10% into the cosine over the budget
     expect = 0.5 * 0.5 * (1 + math.cos(0.1 * math.pi))
     assert lr_factor(4, tr.cfg.train, tr.iters_per_epoch, 10.0, tr.expected_steps) == pytest.approx(expect)
+
+
+def test_an_amp_step_hands_the_criterion_fp32(tiny_data: dict, tmp_path: Path) -> None:
+    """bf16 autocast on the CPU: the model's outputs are bf16, the criterion still gets fp32 (to_float32)."""
+    tr = Trainer(tiny_config(tiny_data, tmp_path / "amp", "train.amp=true", "train.amp_dtype=bf16",
+                             "train.max_iters_per_epoch=1"))  # fmt: skip
+
+    def dtypes(obj: object) -> set:
+        if isinstance(obj, torch.Tensor):
+            return {obj.dtype} if obj.is_floating_point() else set()
+        values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else []
+        return set().union(*(dtypes(v) for v in values))
+
+    seen: dict[str, set] = {}
+    model_forward, criterion_forward = tr.net.forward, tr.criterion.forward
+
+    def model_spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        out = model_forward(*args, **kwargs)
+        seen["model"] = dtypes(out["pred_logits"])
+        return out
+
+    def criterion_spy(outputs, targets):  # noqa: ANN001, ANN202
+        seen["criterion"] = dtypes(outputs)
+        return criterion_forward(outputs, targets)
+
+    tr.net.forward, tr.criterion.forward = model_spy, criterion_spy
+    tr._seed_epoch(0)
+    tr.train_one_epoch(0)
+    assert seen["model"] == {torch.bfloat16}  # autocast ran: without the cast the criterion would see bf16
+    assert seen["criterion"] == {torch.float32}
