@@ -295,7 +295,8 @@ class TrainConfig:
             raise ConfigError(f"no_aug_fraction {self.no_aug_fraction} must be within [0, 1)")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigError(f"time_budget_s must be > 0 seconds, got {self.time_budget_s}")
-        if not 0.0 <= self.flat_share < 1.0 or not 0.0 < (self.warmup_share or 0.1) <= 1.0:
+        share = 0.1 if self.warmup_share is None else self.warmup_share
+        if not 0.0 <= self.flat_share < 1.0 or not 0.0 < share <= 1.0:
             raise ConfigError("flat_share must be within [0, 1) and warmup_share within (0, 1]")
         if self.eval_every_s is not None and self.eval_every_s <= 0:
             raise ConfigError(f"eval_every_s must be > 0, got {self.eval_every_s}")
