@@ -22,6 +22,8 @@ def test_small_dataset_from_scratch_gets_the_fast_recipe() -> None:
     cfg, why = _resolved(205, "train.time_budget_s=600")
     assert cfg.train.recipe_defaults == "fast_small" and "205 training images" in why
     assert _values(cfg) == FAST_SMALL
+    edge, _ = _resolved(SMALL_DATASET_IMAGES)  # "small" includes the limit itself
+    assert edge.train.recipe_defaults == "fast_small"
     no_budget, _ = _resolved(205)
     assert no_budget.train.schedule_over == "epochs"  # a cosine over the epochs when there is no time budget
     assert no_budget.train.schedule == "cosine" and no_budget.data.mosaic == FAST_SMALL["data.mosaic"]

@@ -20,6 +20,7 @@ import yaml
 __all__ = [
     "BackboneConfig",
     "ConfigError",
+    "DEFAULT_WARMUP_SHARE",
     "DecoderConfig",
     "EncoderConfig",
     "DataConfig",
@@ -37,10 +38,13 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the dotted path."""
 
 
+#: The LR warm-up's largest share of a run's optimizer steps in RT-DETR's recipe (``train.warmup_share``).
+DEFAULT_WARMUP_SHARE = 0.1
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     name: Literal["presnet", "hgnetv2"] = "presnet"
-    """Backbone family."""
     depth: int = 50
     """PResNet depth: 18, 34, 50 or 101."""
     variant: str = "d"
@@ -77,7 +81,7 @@ class EncoderConfig:
     act: str = "silu"
     pe_temperature: int = 10000
     version: Literal["v1", "v2"] = "v2"
-    """Only changes key names of ``input_proj``: v1 ``input_proj.{i}.0/1``, v2 ``input_proj.{i}.conv/norm``."""
+    """Key names of ``input_proj``: v1 ``input_proj.{i}.0/1``, v2 ``input_proj.{i}.conv/norm``."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,7 @@ class DecoderConfig:
     query_select_method: Literal["default", "one2many", "agnostic"] = "default"
     offset_scale: float = 0.5
     version: Literal["v1", "v2"] = "v2"
-    """Key names / buffers: v2 has ``enc_output.proj/norm`` and persistent ``anchors``/``valid_mask``/
-    ``num_points_scale`` buffers; v1 has ``enc_output.0/1`` and none of those buffers."""
+    """Key names / buffers: v2 ``enc_output.proj/norm`` + ``anchors``/``valid_mask``/``num_points_scale``; v1 not."""
 
 
 @dataclass(frozen=True)
@@ -137,9 +140,8 @@ class ModelConfig:
         if dec.num_levels < len(dec.feat_channels):
             raise ConfigError("decoder.num_levels must be >= the number of encoder levels")
         if len(dec.num_points) != dec.num_levels or min(dec.num_points) < 1:
-            raise ConfigError(
-                f"decoder.num_points {dec.num_points} must give >= 1 point for each of {dec.num_levels} levels"
-            )
+            points, levels = dec.num_points, dec.num_levels
+            raise ConfigError(f"decoder.num_points {points} must give >= 1 point for each of {levels} levels")
         if not -dec.num_layers <= dec.eval_idx < dec.num_layers:
             raise ConfigError(f"decoder.eval_idx {dec.eval_idx} out of range for {dec.num_layers} layers")
         if dec.hidden_dim % dec.nhead or enc.hidden_dim % enc.nhead:
@@ -200,13 +202,11 @@ class TrainConfig:
     no_decay_norm_bias: bool = True
     """No weight decay on normalisation parameters and biases."""
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    """AdamW epsilon."""
+    eps: float = 1e-8  # AdamW
     warmup_iters: int = 2000
     """Linear warm-up of the learning rate over this many optimizer steps."""
     warmup_share: float | None = None
-    """The LR warm-up takes at most this share of the run's optimizer steps (1.0: no cap). None:
-    ``recipe_defaults`` decides (official 0.1, fast_small 0.3)."""
+    """Cap of the LR warm-up as a share of the run's optimizer steps (1.0: no cap; None: ``recipe_defaults``)."""
     recipe_defaults: Literal["auto", "official", "fast_small"] = "auto"
     """Values of the settings left at None/``auto`` below (schedule, schedule_over, warmup_share,
     no_aug_fraction, cls_loss, data.mosaic, data.mixup): ``official`` (RT-DETR's recipe), ``fast_small``
@@ -238,8 +238,7 @@ class TrainConfig:
     no_aug_epochs: int = 1
     """Final epochs without photometric/zoom/crop augmentation and multi-scale (RT-DETRv2 dynamic augmentation)."""
     channels_last: bool = False
-    """NHWC memory layout for convolutions (machine-dependent on CPU: r18vd fp32 steps 8% faster on Zen 4,
-    13% slower on Zen 2; pairs well with bf16 amp where bf16 is native)."""
+    """NHWC layout for convolutions (CPU: r18vd fp32 steps 8% faster on Zen 4, 13% slower on Zen 2)."""
     freeze_bn_stats: bool = False
     """Keep BatchNorm layers on their running statistics during training."""
     sync_bn: bool = False
@@ -293,13 +292,16 @@ class TrainConfig:
             raise ConfigError("schedule 'step' has epoch milestones: use cosine or constant with schedule_over time")
         if self.no_aug_fraction is not None and not 0.0 <= self.no_aug_fraction < 1.0:
             raise ConfigError(f"no_aug_fraction {self.no_aug_fraction} must be within [0, 1)")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise ConfigError(f"time_budget_s must be > 0 seconds, got {self.time_budget_s}")
-        share = 0.1 if self.warmup_share is None else self.warmup_share
-        if not 0.0 <= self.flat_share < 1.0 or not 0.0 < share <= 1.0:
+        if not 0.0 <= self.flat_share < 1.0 or not 0.0 < self.warmup_cap <= 1.0:
             raise ConfigError("flat_share must be within [0, 1) and warmup_share within (0, 1]")
-        if self.eval_every_s is not None and self.eval_every_s <= 0:
-            raise ConfigError(f"eval_every_s must be > 0, got {self.eval_every_s}")
+        for name in ("time_budget_s", "eval_every_s"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+
+    @property
+    def warmup_cap(self) -> float:
+        """``warmup_share``, or :data:`DEFAULT_WARMUP_SHARE` while it is unset (None)."""
+        return DEFAULT_WARMUP_SHARE if self.warmup_share is None else self.warmup_share
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rtdetr.config import RunConfig
+from rtdetr.config import DEFAULT_WARMUP_SHARE, RunConfig
 
 __all__ = ["FAST_SMALL", "OFFICIAL", "SMALL_DATASET_IMAGES", "fast_small_overrides", "resolve_defaults"]
 
@@ -24,7 +24,7 @@ SMALL_DATASET_IMAGES = 2000
 OFFICIAL: dict[str, Any] = {
     "train.schedule": "constant",
     "train.schedule_over": "epochs",
-    "train.warmup_share": 0.1,
+    "train.warmup_share": DEFAULT_WARMUP_SHARE,
     "train.no_aug_fraction": 0.0,
     "train.cls_loss": "vfl",
     "data.mosaic": 0.0,

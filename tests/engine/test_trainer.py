@@ -206,6 +206,9 @@ def test_mixing_augmentations_train_and_evaluation_curve_is_written(tiny_data: d
     assert steps == sorted(steps) and len(rows) >= 3  # a point after every step (marks 1 ms apart) and at the end
     times = [float(r["train_time_s"]) for r in rows]
     assert times == sorted(times) and times[-1] == pytest.approx(tr.train_time_s, abs=0.1)
+    final = result["last_eval"]["stats"]  # the last point is the run's final evaluation, at its last step
+    assert (float(rows[-1]["AP"]), float(rows[-1]["AP50"])) == pytest.approx((final["AP"], final["AP50"]))
+    assert steps[-1] == tr.global_step and len(set(steps)) == len(steps)
     metrics = list(csv.DictReader((Path(result["output_dir"]) / "metrics.csv").open()))
     assert "train_loss_mal" in metrics[0]
 

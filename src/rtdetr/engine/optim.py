@@ -51,17 +51,17 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 #: The EMA warm-up never takes more than this fraction of a run's optimizer steps.
-EMA_WARMUP_FRACTION = 0.2  # (the LR warm-up's share is train.warmup_share, 0.1 by default)
+EMA_WARMUP_FRACTION = 0.2  # (the LR warm-up's cap is train.warmup_share)
 #: Fewer optimizer steps than this rarely train a detector from scratch: the trainer warns.
 SHORT_RUN_STEPS = 300
 
 
 def effective_warmups(cfg: TrainConfig, iters_per_epoch: int, total_steps: int | None = None) -> tuple[int, int]:
     """``(lr warm-up steps, EMA warm-up steps)`` for a run: the configured counts (official: 2000 each), capped
-    at 10% and 20% of the run's optimizer steps (``total_steps``, default epochs x iterations) so that a short run
-    on a small dataset leaves warm-up."""
+    at ``warmup_share`` (official 10%) and 20% of the run's optimizer steps (``total_steps``, default epochs x
+    iterations) so that a short run on a small dataset leaves warm-up."""
     total = max(1, total_steps if total_steps is not None else cfg.epochs * iters_per_epoch)
-    lr = min(cfg.warmup_iters, max(1, math.ceil((cfg.warmup_share or 0.1) * total))) if cfg.warmup_iters > 0 else 0
+    lr = min(cfg.warmup_iters, max(1, math.ceil(cfg.warmup_cap * total))) if cfg.warmup_iters > 0 else 0
     ema = min(cfg.ema_warmups, max(1, math.ceil(EMA_WARMUP_FRACTION * total)))
     return lr, ema
 

@@ -177,7 +177,7 @@ class Trainer:
         if self.main:
             log.info(
                 "%d optimizer steps (%d epochs x %d); lr warm-up %d steps, EMA warm-up %d (capped at %d%% / %d%% of "
-                "the run)", total, t.epochs, self.iters_per_epoch, warmup, ema_warmup, 100 * (t.warmup_share or 0.1),
+                "the run)", total, t.epochs, self.iters_per_epoch, warmup, ema_warmup, 100 * t.warmup_cap,
                 100 * EMA_WARMUP_FRACTION,
             )  # fmt: skip
             if total < SHORT_RUN_STEPS:
