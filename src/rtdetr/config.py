@@ -1,21 +1,18 @@
 """Typed configuration: the single source of truth for building models (and, later, training runs).
 
 Dataclass field names equal constructor argument names, so ``build_*`` functions are thin. Loading from a
-mapping (YAML recipe, checkpoint, CLI overrides) is strict: unknown keys are errors with a "did you mean" hint,
-and values are type-checked against the field annotations.
+mapping (YAML recipe, checkpoint, CLI overrides) is strict (:mod:`rtdetr.config_io`, re-exported here): unknown
+keys are errors with a "did you mean" hint, and values are type-checked against the field annotations.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal
 
-import yaml
+from rtdetr import config_io
+from rtdetr.config_io import ConfigError, from_dict, merge_overrides, to_dict
 
 __all__ = [
     "BackboneConfig",
@@ -32,10 +29,6 @@ __all__ = [
     "merge_overrides",
     "to_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the dotted path."""
 
 
 #: The LR warm-up's largest share of a run's optimizer steps in RT-DETR's recipe (``train.warmup_share``).
@@ -322,179 +315,6 @@ class RunConfig:
             object.__setattr__(self, "model", dataclasses.replace(self.model, eval_spatial_size=size))
 
 
-T = TypeVar("T")
-
-
-def _suggest(key: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(key, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
-        return from_dict(hint, value, path)  # type: ignore[arg-type]
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
-        return value
-    if origin is tuple:
-        if isinstance(value, int | float) and args and args[-1] is Ellipsis:
-            value = (value,)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
-        if args and args[-1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{path}: expected {len(args)} items, got {len(value)}")
-        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads '1e-4' (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    if hint is Any:
-        return value
-    raise ConfigError(f"{path}: unsupported field type {hint!r}")
-
-
-def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, strictly.
-
-    Raises:
-        ConfigError: on an unknown key (with a suggestion), a value of the wrong type, or a failed cross-field
-            check; the message names the dotted path of the offending key.
-    """
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{path}.{key}" if path else str(key)
-        if key not in names:
-            raise ConfigError(f"unknown config key {full!r}{_suggest(str(key), names)}")
-        kwargs[key] = _coerce(value, hints[key], full)
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain-Python (YAML/JSON/``weights_only``-safe) nested dict of a config dataclass; tuples become lists."""
-
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, list | tuple):
-            return [plain(x) for x in v]
-        return v
-
-    result: dict[str, Any] = plain(cfg)
-    return result
-
-
-def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge: mappings merge, any other value replaces."""
-    out = dict(base)
-    for k, v in overrides.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = merge_overrides(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def _field_hint(cls: Any, parts: list[str]) -> Any:
-    """The annotation of the dotted field ``parts`` under dataclass ``cls`` (None if there is no such field)."""
-    hint: Any = cls
-    for part in parts:
-        if not (dataclasses.is_dataclass(hint) and isinstance(hint, type)):
-            return None
-        hints = typing.get_type_hints(hint)
-        if part not in hints:
-            return None
-        hint = hints[part]
-    return hint
-
-
-def _is_text(hint: Any) -> bool:
-    """Whether a field holds text: ``str``, ``str | None`` or a Literal of strings."""
-    if hint is str:
-        return True
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (Union, types.UnionType):
-        return any(_is_text(a) for a in args if a is not type(None)) and all(
-            _is_text(a) or a is type(None) for a in args
-        )
-    return typing.get_origin(hint) is Literal and all(isinstance(a, str) for a in args)
-
-
 def apply_dotted_overrides(data: dict[str, Any], overrides: list[str], schema: Any = None) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` strings to a nested dict.
-
-    The value's type comes from the field it sets in ``schema`` (a config dataclass, default :class:`RunConfig`):
-    text fields (paths, names, choices) take the text exactly as written, so ``my data #2``, ``2024`` or ``null``
-    stay strings; every other field's value is read as YAML (numbers, booleans, lists).
-    """
-    schema = RunConfig if schema is None else schema
-    out = merge_overrides({}, data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.sub=value")
-        key, value = item.split("=", 1)
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            node[part] = dict(child) if isinstance(child, Mapping) else {}
-            node = node[part]
-        hint = _field_hint(schema, parts)
-        node[parts[-1]] = value if _is_text(hint) else _parse_scalar(value, hint)
-    return out
-
-
-def _parse_scalar(text: str, hint: Any = None) -> Any:
-    if hint is float or (typing.get_origin(hint) in (Union, types.UnionType) and float in typing.get_args(hint)):
-        try:
-            return float(text)  # YAML 1.1 would read '2e-4' (no dot) as text
-        except ValueError:
-            pass
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    """:func:`rtdetr.config_io.apply_dotted_overrides` with :class:`RunConfig` as the default ``schema``."""
+    return config_io.apply_dotted_overrides(data, overrides, RunConfig if schema is None else schema)

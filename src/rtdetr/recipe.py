@@ -17,11 +17,11 @@ from rtdetr.config import (
     DataConfig,
     RunConfig,
     TrainConfig,
-    _suggest,
     apply_dotted_overrides,
     from_dict,
     merge_overrides,
 )
+from rtdetr.config_io import _suggest
 from rtdetr.models.variants import get_model_config, get_variant
 
 __all__ = ["load_recipe", "run_config_from_dict"]
