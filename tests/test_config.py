@@ -64,6 +64,8 @@ def test_overrides_merge_into_variant() -> None:
         ("train", {"flat_share": 1.0}, "flat_share must be within"),
         ("train", {"warmup_share": 0.0}, "warmup_share within"),
         ("train", {"time_budget_s": -5.0}, "time_budget_s must be > 0"),
+        ("train", {"o2m_queries": -1}, "o2m_queries must be >= 0"),
+        ("train", {"o2m_repeat": 0}, "o2m_repeat must be >= 1"),
         ("data", {"mosaic": 1.5}, r"data.mosaic is a probability"),
         ("data", {"mixup": -0.1}, r"data.mixup is a probability"),
         ("data", {"mosaic_scale": [0.8, 0.5]}, "mosaic_scale"),

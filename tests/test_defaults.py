@@ -44,8 +44,9 @@ def test_large_data_fine_tuning_or_asked_get_the_official_recipe(n_images: int, 
 
 
 def test_values_set_by_the_user_win() -> None:
-    cfg, _ = _resolved(100, "data.mosaic=0.1", "train.cls_loss=vfl", "train.schedule=constant")
+    cfg, _ = _resolved(100, "data.mosaic=0.1", "train.cls_loss=vfl", "train.schedule=constant", "train.batch_size=8")
     assert (cfg.data.mosaic, cfg.train.cls_loss, cfg.train.schedule) == (0.1, "vfl", "constant")
+    assert (cfg.train.batch_size, cfg.train.lr) == (8, FAST_SMALL["train.lr"])  # one of the three set: the rest stay
     assert cfg.data.mixup == FAST_SMALL["data.mixup"]  # the rest still from the recipe
     big, _ = _resolved(10**5, "train.recipe_defaults=fast_small")
     assert big.train.warmup_share == 0.3 and big.train.schedule == "cosine"
@@ -62,5 +63,6 @@ def test_the_run_saves_the_resolved_recipe(tmp_path: Path) -> None:
     tr = Trainer(cfg)
     saved = yaml.safe_load((tr.out_dir / "config.yaml").read_text())
     assert saved["train"]["recipe_defaults"] == "fast_small" and saved["data"]["mosaic"] == FAST_SMALL["data.mosaic"]
+    assert (tr.cfg.train.batch_size, tr.cfg.train.lr) == (2, 1e-3)  # TINY's, not the recipe's 4 / 4e-4
     assert tr.cfg.train.warmup_share == 0.3 and tr.criterion.cls_loss == "vfl" and tr.train_set.mix is None
     assert "fast_small" in (tr.out_dir / "log.txt").read_text()

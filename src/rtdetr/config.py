@@ -185,12 +185,13 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 72
-    batch_size: int = 16
-    """Global batch size (divided across processes)."""
+    batch_size: int | None = None
+    """Global batch size (divided across processes). None: ``recipe_defaults`` decides (official 16)."""
     accumulate: int = 1
     """Gradient accumulation steps per optimizer step."""
-    lr: float = 1e-4
-    backbone_lr: float = 1e-5
+    lr: float | None = None
+    """AdamW learning rate. None: ``recipe_defaults`` decides (official 1e-4, the backbone's 1e-5)."""
+    backbone_lr: float | None = None
     weight_decay: float = 1e-4
     no_decay_norm_bias: bool = True
     """No weight decay on normalisation parameters and biases."""
@@ -201,8 +202,8 @@ class TrainConfig:
     warmup_share: float | None = None
     """Cap of the LR warm-up as a share of the run's optimizer steps (1.0: no cap; None: ``recipe_defaults``)."""
     recipe_defaults: Literal["auto", "official", "fast_small"] = "auto"
-    """Values of the settings left at None/``auto`` below (schedule, schedule_over, warmup_share,
-    no_aug_fraction, cls_loss, data.mosaic, data.mixup): ``official`` (RT-DETR's recipe), ``fast_small``
+    """Values of the settings left at None/``auto`` (batch_size, lr, backbone_lr, schedule, schedule_over,
+    warmup_share, no_aug_fraction, cls_loss, data.mosaic, data.mixup): ``official`` (RT-DETR's), ``fast_small``
     (faster from scratch on small data; ``rtdetr.defaults``) or ``auto``: fast_small for a training set of at
     most 2000 images trained from scratch (no ``init_from``), official otherwise. The resolved values are saved
     with the run."""
@@ -228,6 +229,11 @@ class TrainConfig:
     cls_loss: Literal["auto", "vfl", "mal"] = "auto"
     """Classification loss: varifocal (official RT-DETR) or DEIM's matchability-aware loss (targets IoU^1.5, no
     down-weighting of positives with a low IoU)."""
+    o2m_queries: int = 0
+    """A one-to-many branch in training only (H-DETR hybrid matching): the top this many encoder proposals are
+    decoded a second time, isolated from the other queries, against the ground truth repeated ``o2m_repeat``
+    times (many positives per object: denser supervision). No parameters; inference is unchanged. 0 = off."""
+    o2m_repeat: int = 4
     no_aug_epochs: int = 1
     """Final epochs without photometric/zoom/crop augmentation and multi-scale (RT-DETRv2 dynamic augmentation)."""
     channels_last: bool = False
@@ -273,11 +279,13 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.accumulate < 1:
-            raise ConfigError("epochs, batch_size and accumulate must be >= 1")
+        if min(self.epochs, self.batch_size or 1, self.accumulate, self.o2m_repeat) < 1:
+            raise ConfigError("epochs, batch_size, accumulate and o2m_repeat must be >= 1")
+        if self.o2m_queries < 0:
+            raise ConfigError(f"o2m_queries must be >= 0, got {self.o2m_queries}")
         if not 0 <= self.no_aug_epochs <= self.epochs:
             raise ConfigError(f"no_aug_epochs {self.no_aug_epochs} must be within 0..epochs ({self.epochs})")
-        if self.lr <= 0 or self.backbone_lr < 0:
+        if (self.lr is not None and self.lr <= 0) or (self.backbone_lr is not None and self.backbone_lr < 0):
             raise ConfigError("lr must be > 0 and backbone_lr >= 0")
         if self.schedule_over == "time" and not self.time_budget_s:
             raise ConfigError("schedule_over 'time' needs time_budget_s (the length the schedule follows)")

@@ -66,9 +66,9 @@ def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> Run
     The learning-rate schedule stays the full ``--max-epochs`` one. Measured on the demo (AVX2, 2 cores): stopped
     after 4 of 10 scheduled epochs it reaches AP 0.35, while a schedule squeezed into 3 epochs decays the rate
     before the model has found the objects and ends at AP 0.02."""
-    step_s, infer_s = time_steps(cfg)
+    step_s, infer_s = time_steps(cfg)  # (raises unless DEMO_RECIPE set the batch size)
     left = max(1.0, seconds - 2 * (step_s + infer_s) * 2 - _AFTER_TRAINING_S)  # minus the timing just done
-    plan = plan_epochs(left, step_s, infer_s, args.train_images, args.val_images, cfg.train.batch_size,
+    plan = plan_epochs(left, step_s, infer_s, args.train_images, args.val_images, cfg.train.batch_size or 1,
                        args.max_epochs, eval_overhead_s=3.0)  # fmt: skip
     eval_s = plan.epoch_s - plan.train_epoch_s  # one evaluation, with the overhead
     train_s = max(step_s, left - (plan.epochs + 1) * eval_s)  # the evaluations get their share

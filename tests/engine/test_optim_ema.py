@@ -11,7 +11,7 @@ def test_param_groups_backbone_lr_and_no_decay() -> None:
     model = create_model("rtdetr_r18vd")  # trainable backbone BatchNorm
     groups = {g["name"]: g for g in param_groups(model, TrainConfig(lr=1e-4, backbone_lr=1e-5))}
     assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
-    frozen = {g["name"] for g in param_groups(create_model("rtdetr_r50vd"), TrainConfig())}
+    frozen = {g["name"] for g in param_groups(create_model("rtdetr_r50vd"), TrainConfig(lr=1e-4, backbone_lr=1e-5))}
     assert "backbone_no_decay" not in frozen  # FrozenBN holds buffers, not parameters
     assert groups["backbone"]["lr"] == 1e-5 and groups["head"]["lr"] == 1e-4
     assert groups["head_no_decay"]["weight_decay"] == 0.0 and groups["head"]["weight_decay"] == 1e-4

@@ -188,9 +188,10 @@ def test_time_schedule_turns_augmentation_off_for_the_budget_tail(tiny_data: dic
     assert share.stop_epoch == 8  # the last ceil(15% of 10) epochs
 
 
-def test_mixing_augmentations_train_and_evaluation_curve_is_written(tiny_data: dict, tmp_path: Path) -> None:
+def test_mixing_augmentations_and_o2m_branch_train_and_the_curve_is_written(tiny_data: dict, tmp_path: Path) -> None:
     cfg = tiny_config(tiny_data, tmp_path / "m", "train.epochs=1", "data.mosaic=1.0", "data.mixup=0.5",
-                      "data.copy_paste=0.5", "train.cls_loss=mal", "train.eval_every_s=0.001")  # fmt: skip
+                      "data.copy_paste=0.5", "train.cls_loss=mal", "train.eval_every_s=0.001",
+                      "train.o2m_queries=16")  # fmt: skip
     tr = Trainer(cfg)
     images, targets = next(iter(tr.train_loader))
     assert images.shape[-2:] == (64, 64)
@@ -210,7 +211,7 @@ def test_mixing_augmentations_train_and_evaluation_curve_is_written(tiny_data: d
     assert (float(rows[-1]["AP"]), float(rows[-1]["AP50"])) == pytest.approx((final["AP"], final["AP50"]))
     assert steps[-1] == tr.global_step and len(set(steps)) == len(steps)
     metrics = list(csv.DictReader((Path(result["output_dir"]) / "metrics.csv").open()))
-    assert "train_loss_mal" in metrics[0]
+    assert "train_loss_mal" in metrics[0] and float(metrics[0]["train_loss_o2m"]) > 0  # the one-to-many branch ran
 
 
 def test_a_time_budget_scales_the_warm_ups_to_the_steps_it_holds(tiny_data: dict, tmp_path: Path) -> None:

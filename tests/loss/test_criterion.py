@@ -109,3 +109,24 @@ def test_mal_is_selected_by_cls_loss_and_named_so() -> None:
     assert "loss_vfl" in RTDETRCriterion(2)(out, targets)
     with pytest.raises(ValueError, match="cls_loss"):
         RTDETRCriterion(2, cls_loss="focal")
+
+
+def test_one_to_many_loss_matches_each_target_repeat_times() -> None:
+    """One target, the one-to-many branch holding it exactly (q0), half as wide (q1) and shifted by 0.02 (q2),
+    and two far boxes: with 3 repeats q0, q1 and q2 are all matched, and the box losses average over the 3
+    pairs (num_boxes x 3); one-to-one (repeat 1) would match q0 alone, for zero box loss."""
+    target = [0.5, 0.5, 0.2, 0.2]
+    boxes = torch.tensor([[target, [0.5, 0.5, 0.1, 0.2], [0.52, 0.5, 0.2, 0.2], [0.1, 0.1, 0.05, 0.05],
+                           [0.9, 0.9, 0.05, 0.05]]])  # fmt: skip
+    branch = {"pred_logits": torch.zeros(1, 5, 1), "pred_boxes": boxes}
+    out = {**branch, "o2m_outputs": [branch]}
+    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([target])}]
+    losses = RTDETRCriterion(1, o2m_repeat=3)(out, targets)
+    giou_q2 = 0.036 / 0.044  # intersection 0.18 x 0.2, union = enclosing box 0.22 x 0.2
+    assert float(losses["loss_bbox_o2m_0"]) == pytest.approx(5.0 * (0.0 + 0.1 + 0.02) / 3, rel=1e-5)
+    assert float(losses["loss_giou_o2m_0"]) == pytest.approx(2.0 * (0.0 + 0.5 + (1 - giou_q2)) / 3, rel=1e-5)
+    assert float(losses["loss_bbox"]) == pytest.approx(0.0, abs=1e-7)  # the one-to-one group: q0 alone
+    once = RTDETRCriterion(1, o2m_repeat=1)(out, targets)
+    assert float(once["loss_bbox_o2m_0"]) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="o2m_repeat"):
+        RTDETRCriterion(1, o2m_repeat=0)

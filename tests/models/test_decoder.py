@@ -86,3 +86,44 @@ def test_extra_level_and_learned_queries() -> None:
     assert len(model.decoder.input_proj) == 4 and hasattr(model.decoder, "tgt_embed")
     out = model.train()(torch.rand(1, 3, 128, 128))
     assert out["pred_logits"].shape == (1, 50, 80)
+
+
+def _train_forward(model: torch.nn.Module, x: torch.Tensor, targets: list[dict] | None, o2m: int) -> dict:
+    model.decoder.num_o2m_queries = o2m
+    torch.manual_seed(1)  # the same denoising noise in every call
+    with torch.no_grad():
+        return model(x, targets)
+
+
+def test_one_to_many_branch_is_isolated_and_training_only() -> None:
+    """The one-to-many queries and the rest cannot see each other: turning the branch on changes none of the
+    other outputs (main, auxiliary, encoder, denoising); with no denoising and as many o2m queries as queries,
+    the branch decodes exactly the main queries' inputs and so gives their outputs."""
+    torch.manual_seed(0)
+    model = create_model("rtdetrv2_r18vd", num_classes=3, decoder={"num_queries": 40}).train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()  # batch statistics would be the same, but keep the running ones fixed across calls
+    for p in model.decoder.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x = torch.rand(2, 3, 128, 128)
+    targets = [
+        {"labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.4]])},
+        {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])},
+    ]
+    off, on = _train_forward(model, x, targets, 0), _train_forward(model, x, targets, 64)
+    assert "o2m_outputs" not in off and len(on["o2m_outputs"]) == 3
+    assert on["o2m_outputs"][0]["pred_boxes"].shape == (2, 64, 4)
+    for key in ("aux_outputs", "dn_aux_outputs", "enc_aux_outputs"):
+        for a, b in zip(off[key], on[key]):
+            assert torch.allclose(a["pred_logits"], b["pred_logits"], atol=1e-5)
+            assert torch.allclose(a["pred_boxes"], b["pred_boxes"], atol=1e-6)
+    assert torch.allclose(off["pred_logits"], on["pred_logits"], atol=1e-5)
+    same = _train_forward(model, x, None, 40)  # no targets: no denoising group
+    assert torch.allclose(same["o2m_outputs"][-1]["pred_logits"], same["pred_logits"], atol=1e-5)
+    assert torch.allclose(same["o2m_outputs"][0]["pred_boxes"], same["aux_outputs"][0]["pred_boxes"], atol=1e-6)
+    # with 64 o2m queries the branch's self-attention holds 24 more proposals than the main group's 40
+    assert not torch.allclose(on["o2m_outputs"][-1]["pred_logits"][:, :40], on["pred_logits"], atol=1e-3)
+    model.eval()
+    with torch.no_grad():
+        assert "o2m_outputs" not in model(x)  # inference never runs the branch

@@ -5,7 +5,7 @@ model on this machine (:func:`time_steps`), then work out how many epochs, with 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -62,12 +62,15 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
 
     device = resolve_device(cfg.train.device)
     t = cfg.train
+    if t.batch_size is None:
+        raise ValueError("train.batch_size is unset: resolve the recipe defaults first")
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device).train()
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     criterion = RTDETRCriterion(cfg.model.num_classes)
-    opt = build_optimizer(model, t)
+    # the step's cost does not depend on the learning rates: any stand in while the recipe has not set them
+    opt = build_optimizer(model, replace(t, lr=t.lr or 1e-4, backbone_lr=t.backbone_lr or 1e-4))
     h, w = cfg.data.image_size
     x = torch.rand(t.batch_size, 3, h, w, device=device)
     if t.channels_last:

@@ -17,7 +17,13 @@ _NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm, FrozenBa
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """AdamW groups: backbone vs the rest (``backbone_lr`` vs ``lr``), each split into decayed weights and
-    undecayed normalisation parameters and biases (when ``no_decay_norm_bias``). Frozen parameters are left out."""
+    undecayed normalisation parameters and biases (when ``no_decay_norm_bias``). Frozen parameters are left out.
+
+    Raises:
+        ValueError: ``lr`` or ``backbone_lr`` is unset (None: :func:`rtdetr.defaults.resolve_defaults` sets them).
+    """
+    if cfg.lr is None or cfg.backbone_lr is None:
+        raise ValueError("train.lr and train.backbone_lr are unset: resolve the recipe defaults first")
     norm_params = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -45,8 +51,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     instead of a Python loop of ~10 ops per tensor (the optimizer step of r18vd falls from 72 to ~35 ms on 2 CPU
     cores) and the same numbers as the loop. Not ``fused=True``: on the CPU (torch 2.13) the fused kernel drifts
     from the reference update within 10 steps and then learns visibly worse (tests/engine/test_optim.py)."""
+    groups = param_groups(model, cfg)  # (raises while lr is unset)
     return torch.optim.AdamW(
-        param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=True
+        groups, lr=float(cfg.lr or 0.0), betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=True
     )
 
 

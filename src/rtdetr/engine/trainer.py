@@ -107,6 +107,7 @@ class Trainer:
         self.cfg, t = cfg, cfg.train
         if self.main:
             log.info("%s", why)
+        assert t.batch_size is not None and t.lr is not None, "resolve_defaults sets batch_size and lr"
         if t.batch_size % self.world:
             raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by {self.world} processes")
 
@@ -117,6 +118,7 @@ class Trainer:
             if self.main:
                 log.log(level, "%s", message)
         self.model.to(self.device)
+        self.model.decoder.num_o2m_queries = t.o2m_queries
         if t.channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.net: nn.Module = self.model
@@ -129,7 +131,8 @@ class Trainer:
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
 
-        self.criterion = RTDETRCriterion(model_cfg.num_classes, cls_loss=str(t.cls_loss)).to(self.device)
+        self.criterion = RTDETRCriterion(model_cfg.num_classes, cls_loss=str(t.cls_loss), o2m_repeat=t.o2m_repeat)
+        self.criterion.to(self.device)
         self.optimizer = build_optimizer(self.net, t)
         self.amp_dtype = amp_dtype(t.amp_dtype, self.device, t.amp and self.main)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp and self.amp_dtype == torch.float16)
@@ -319,6 +322,10 @@ class Trainer:
             for k in ("loss_vfl", "loss_mal", "loss_bbox", "loss_giou"):
                 if k in losses:
                     sums[k] = sums.get(k, 0.0) + float(losses[k].detach())
+            if t.o2m_queries:  # the one-to-many branch's share of the loss, all layers
+                sums["loss_o2m"] = sums.get("loss_o2m", 0.0) + sum(
+                    float(v.detach()) for k, v in losses.items() if "_o2m_" in k
+                )
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(

@@ -1,6 +1,7 @@
 """RT-DETR set criterion: varifocal loss with IoU-aware targets (or DEIM's matchability-aware loss), L1 and GIoU
-box losses, applied to the final decoder layer, every auxiliary layer, the encoder's top-k proposals and every
-denoising layer."""
+box losses, applied to the final decoder layer, every auxiliary layer, the encoder's top-k proposals, every
+denoising layer and, when the model runs one, every layer of the one-to-many branch (against the ground truth
+repeated ``o2m_repeat`` times, H-DETR's hybrid matching)."""
 
 from __future__ import annotations
 
@@ -60,10 +61,11 @@ class RTDETRCriterion(nn.Module):
         num_classes: ``C``.
         matcher: the Hungarian matcher.
         weight_dict: weight per base term (``loss_vfl`` or ``loss_mal``, ``loss_bbox``, ``loss_giou``); terms of
-            other groups get a suffix (``_aux_{i}``, ``_enc_0``, ``_dn_{i}``) and the same weight.
+            other groups get a suffix (``_aux_{i}``, ``_enc_0``, ``_dn_{i}``, ``_o2m_{i}``) and the same weight.
         alpha, gamma: varifocal loss parameters (0.75, 2).
         cls_loss: ``vfl`` (varifocal) or ``mal`` (matchability-aware, :meth:`loss_mal`).
         mal_gamma: the MAL exponent (1.5, as DEIM).
+        o2m_repeat: copies of each target that the one-to-many branch (``o2m_outputs``) is matched against.
     """
 
     def __init__(
@@ -75,15 +77,19 @@ class RTDETRCriterion(nn.Module):
         gamma: float = 2.0,
         cls_loss: str = "vfl",
         mal_gamma: float = 1.5,
+        o2m_repeat: int = 4,
     ) -> None:
         super().__init__()
         if cls_loss not in ("vfl", "mal"):
             raise ValueError(f"cls_loss must be 'vfl' or 'mal', got {cls_loss!r}")
+        if o2m_repeat < 1:
+            raise ValueError(f"o2m_repeat must be >= 1, got {o2m_repeat}")
         self.num_classes = num_classes
         self.matcher = matcher or HungarianMatcher()
         self.cls_loss = cls_loss
         self.weight_dict = dict(weight_dict or {f"loss_{cls_loss}": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0})
         self.alpha, self.gamma, self.mal_gamma = alpha, gamma, mal_gamma
+        self.o2m_repeat = o2m_repeat
 
     @staticmethod
     def _src_idx(indices: Indices) -> tuple[Tensor, Tensor]:
@@ -223,4 +229,9 @@ class RTDETRCriterion(nn.Module):
             dn_boxes = num_boxes * dn_meta["dn_num_group"]
             for i, dn in enumerate(outputs["dn_aux_outputs"]):
                 losses.update(self._group(dn, targets, indices, dn_boxes, f"_dn_{i}"))
+        if "o2m_outputs" in outputs:
+            k = self.o2m_repeat
+            many = [{"labels": t["labels"].repeat(k), "boxes": t["boxes"].repeat(k, 1)} for t in targets]
+            for i, o2m in enumerate(outputs["o2m_outputs"]):
+                losses.update(self._group(o2m, many, self.matcher(o2m, many), num_boxes * k, f"_o2m_{i}"))
         return losses

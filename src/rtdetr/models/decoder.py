@@ -4,7 +4,8 @@ denoising training, and a decoder depth chosen at inference.
 Output dict (boxes are normalised cxcywh in ``[0, 1]``, logits are pre-sigmoid):
     ``pred_logits`` ``[B, Q, C]``, ``pred_boxes`` ``[B, Q, 4]`` from layer ``eval_idx`` at inference and from the
     last layer in training. Training adds ``aux_outputs`` (layers ``0..L-2``), ``enc_aux_outputs`` (the top-k
-    encoder proposals), ``enc_meta``, and with targets ``dn_aux_outputs`` (one per layer) and ``dn_meta``.
+    encoder proposals), ``enc_meta``, with targets ``dn_aux_outputs`` (one per layer) and ``dn_meta``, and with
+    :attr:`RTDETRDecoder.num_o2m_queries` > 0 ``o2m_outputs`` (one per layer) of the one-to-many branch.
 """
 
 from __future__ import annotations
@@ -171,6 +172,10 @@ class RTDETRDecoder(nn.Module):
         self.learn_query_content = learn_query_content
         self.eps = eps
         self.query_select_method = query_select_method
+        self.num_o2m_queries = 0
+        """Training only: queries of a one-to-many branch (H-DETR hybrid matching), the top encoder proposals
+        decoded a second time in a group that no other query sees and that sees no other; set by the trainer
+        (``train.o2m_queries``). No parameters; inference is unchanged."""
         self.eval_spatial_size = tuple(eval_spatial_size) if eval_spatial_size else None
         v2 = version == "v2"
 
@@ -297,38 +302,55 @@ class RTDETRDecoder(nn.Module):
         # official code (a masked copy here zeroes the border tokens that sampling points near the edge read)
         out_memory = self.enc_output(valid.to(memory.dtype) * memory)
         enc_logits = self.enc_score_head(out_memory)
+        n_o2m = min(self.num_o2m_queries, memory.shape[1]) if self.training else 0
+        if n_o2m and self.learn_query_content:
+            raise ValueError("the one-to-many branch (num_o2m_queries) needs learn_query_content=False")
         # rank tokens by score first, then regress boxes for the selected ones only: identical results to
         # running the box head over all V tokens (it is per token), at a fraction of the cost
-        idx = topk_indices(enc_logits, num_queries, self.query_select_method)
+        idx = topk_indices(enc_logits, max(num_queries, n_o2m), self.query_select_method)
         topk_memory, topk_logits = gather_tokens(out_memory, idx), gather_tokens(enc_logits, idx)
         topk_coords = self.enc_bbox_head(topk_memory) + gather_tokens(anchors, idx)
-        enc_topk_boxes = topk_coords.sigmoid()
+        enc_topk_boxes = topk_coords[:, :num_queries].sigmoid()
         content = (
             self.tgt_embed.weight[:num_queries].unsqueeze(0).expand(b, -1, -1)
             if self.learn_query_content
-            else topk_memory.detach()
+            else topk_memory[:, :num_queries].detach()
         )
-        ref_unact = topk_coords.detach()
-        attn_mask = None
+        ref_unact = topk_coords[:, :num_queries].detach()
+        attn_mask = dn.attn_mask if dn is not None else None
+        n_dn = dn.num_split[0] if dn is not None else 0
         if dn is not None:
             content = torch.cat([dn.content, content], 1)
             ref_unact = torch.cat([dn.ref_unact, ref_unact], 1)
-            attn_mask = dn.attn_mask
+        if n_o2m:  # [dn | one-to-one | one-to-many]; the last group and the rest cannot see each other
+            content = torch.cat([content, topk_memory[:, :n_o2m].detach()], 1)
+            ref_unact = torch.cat([ref_unact, topk_coords[:, :n_o2m].detach()], 1)
+            attn_mask = _append_isolated_group(attn_mask, n_dn + num_queries, n_o2m, memory.device)
 
         boxes, logits = self.decoder(
             content, ref_unact, memory, shapes, self.dec_bbox_head, self.dec_score_head, self.query_pos_head, attn_mask
         )
-        if dn is not None:
-            n_dn = dn.num_split[0]
-            dn_boxes, boxes = boxes[:, :, :n_dn], boxes[:, :, n_dn:]
-            dn_logits, logits = logits[:, :, :n_dn], logits[:, :, n_dn:]
+        dn_boxes, dn_logits = boxes[:, :, :n_dn], logits[:, :, :n_dn]
+        o2m_boxes, o2m_logits = boxes[:, :, n_dn + num_queries :], logits[:, :, n_dn + num_queries :]
+        boxes, logits = boxes[:, :, n_dn : n_dn + num_queries], logits[:, :, n_dn : n_dn + num_queries]
 
         out: dict = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         if self.training:
             out["aux_outputs"] = [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(logits[:-1], boxes[:-1])]
-            out["enc_aux_outputs"] = [{"pred_logits": topk_logits, "pred_boxes": enc_topk_boxes}]
+            out["enc_aux_outputs"] = [{"pred_logits": topk_logits[:, :num_queries], "pred_boxes": enc_topk_boxes}]
             out["enc_meta"] = {"class_agnostic": self.query_select_method == "agnostic"}
             if dn is not None:
                 out["dn_aux_outputs"] = [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(dn_logits, dn_boxes)]
                 out["dn_meta"] = dn.meta()
+            if n_o2m:
+                out["o2m_outputs"] = [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(o2m_logits, o2m_boxes)]
         return out
+
+
+def _append_isolated_group(mask: Tensor | None, size: int, extra: int, device: torch.device) -> Tensor:
+    """``[size + extra, size + extra]`` bool attention mask (True = blocked): ``mask`` (``[size, size]`` or None:
+    nothing blocked) for the first ``size`` queries, and ``extra`` more that see only each other."""
+    out = torch.ones((size + extra, size + extra), dtype=torch.bool, device=device)
+    out[:size, :size] = mask if mask is not None else False
+    out[size:, size:] = False
+    return out
