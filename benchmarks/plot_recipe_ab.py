@@ -1,7 +1,8 @@
-"""Summarise and plot ``results_recipe_ab.json`` (written by ``recipe_ab.py``): AP and AP50 (mean and spread over
+"""Summarise and plot ``results_recipe_ab_*.json`` (written by ``recipe_ab.py``): AP and AP50 (mean and spread over
 seeds) at each budget, and AP against training time per recipe.
 
-    python benchmarks/plot_recipe_ab.py [--results benchmarks/results_recipe_ab.json] [--png benchmarks/recipe_ab.png]
+    python benchmarks/plot_recipe_ab.py [--results benchmarks/results_recipe_ab_zen3.json] [--png recipe_ab_zen3.png]
+        [--at 5 10 15 20 25 30]
 
 A run longer than a budget also yields that budget's figure from its curve (the evaluation at that training time)
 when its learning rate does not depend on its length (``official`` on BCCD: constant LR); runs whose schedule follows
@@ -31,8 +32,10 @@ def value_at(run: dict, minutes: float) -> dict | None:
     return None
 
 
-def summary(runs: list[dict]) -> list[dict]:
-    budgets = sorted({r["budget_min"] for r in runs})
+def summary(runs: list[dict], extra_minutes: tuple[float, ...] = ()) -> list[dict]:
+    """Per (dataset, recipe, minutes): AP/AP50 mean, sd and range over seeds, at every run budget and at
+    ``extra_minutes`` (read off the curves of constant-LR runs that long)."""
+    budgets = sorted({r["budget_min"] for r in runs} | set(extra_minutes))
     rows = []
     for dataset in sorted({r["dataset"] for r in runs}):
         for recipe in sorted({r["recipe"] for r in runs if r["dataset"] == dataset}):
@@ -68,7 +71,8 @@ def plot(runs: list[dict], path: Path) -> None:
         palette = iter(["tab:red", "tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive"])
         for (recipe, budget), rs in sorted(groups.items(), key=lambda g: (g[0][0] != "fast_small", g[0])):
             color = "tab:gray" if recipe == "official" else next(palette, "tab:cyan")
-            width = 2.2 if recipe in ("official", "fast_small") else 1.0
+            main_recipe = recipe == "official" or (recipe.startswith("fast_small") and "+" not in recipe)
+            width = 2.2 if main_recipe else 1.0
             for k, r in enumerate(sorted(rs, key=lambda r: r["seed"])):
                 xs = [p["train_time_s"] / 60 for p in r["curve"]]
                 ys = [p["AP"] for p in r["curve"]]
@@ -86,11 +90,13 @@ def plot(runs: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="benchmarks/results_recipe_ab.json")
-    parser.add_argument("--png", default="benchmarks/recipe_ab.png")
+    parser.add_argument("--results", default="benchmarks/results_recipe_ab_zen3.json")
+    parser.add_argument("--at", type=float, nargs="*", default=[5, 10, 15, 20, 25, 30],
+                        help="also report these training minutes, from the curves of constant-LR runs")  # fmt: skip
+    parser.add_argument("--png", help="default: the results file with .png, e.g. recipe_ab_zen3.png")
     args = parser.parse_args(argv)
     data = json.loads(Path(args.results).read_text())
-    rows = summary(data["runs"])
+    rows = summary(data["runs"], tuple(args.at))
     cpu = data["cpu"]
     print(
         f"CPU: {cpu.get('model')} family/model {cpu.get('family/model')} ({cpu.get('class')}), {cpu.get('cores')} cores"
@@ -101,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['dataset']:8} {r['recipe']:28} {r['minutes']:5g} {len(r['seeds']):5d}  "
               f"{r['AP_mean']:.3f} ± {r['AP_sd']:.3f} [{r['AP_min']:.3f}, {r['AP_max']:.3f}]  "
               f"{r['AP50_mean']:.3f} ± {r['AP50_sd']:.3f}")  # fmt: skip
-    plot(data["runs"], Path(args.png))
-    print(f"wrote {args.png}")
+    results = Path(args.results)
+    png = Path(args.png) if args.png else results.with_name(results.stem.removeprefix("results_") + ".png")
+    plot(data["runs"], png)
+    print(f"wrote {png}")
     return 0
 
 

@@ -1,15 +1,16 @@
 """A/B of training recipes from scratch at an equal wall-clock training budget, with seeds.
 
-    python benchmarks/recipe_ab.py bccd official --budget-min 10 --seeds 0 1 2
-    python benchmarks/recipe_ab.py bccd fast_small --budget-min 10 --seeds 0 1 2
-    python benchmarks/recipe_ab.py demo official --budget-min 5 --seeds 0
+    python benchmarks/recipe_ab.py bccd official --budget-min 30 --seeds 0 --eval-every 300 --out results_x.json
+    python benchmarks/recipe_ab.py bccd fast_small --budget-min 15 --seeds 0 1 2 --eval-every 300 --out results_x.json
+    python benchmarks/recipe_ab.py demo official --budget-min 5 --seeds 0 --out results_x.json
 
-``official`` is the recipe the project used before fast_small (BCCD: ``benchmarks/train_bccd.py``, constant LR
-after the warm-up; demo: the demo's own recipe); ``fast_small`` adds :data:`rtdetr.defaults.FAST_SMALL`
-(``configs/fast_small.yaml``). Each run
-evaluates every ``--eval-every`` seconds of training (AP-vs-time curve; evaluation time is not counted in the
-budget) and at the end. Results merge into ``--out`` keyed by (dataset, recipe, budget, seed); CPU flags
-recorded. Extra dotted overrides after the recipe name (e.g. for ablations, with ``--tag`` to name them).
+``official`` is the recipe the project used before fast_small (BCCD: ``benchmarks/train_bccd.py``, batch 8, AdamW
+4e-4 held constant after a 100-step warm-up; demo: the demo's own recipe, batch 16, a 10-epoch cosine);
+``fast_small`` adds :data:`rtdetr.defaults.FAST_SMALL` (``configs/fast_small.yaml``: batch 4, AdamW 4e-4, the LR
+fitted to the budget). Each run evaluates every ``--eval-every`` seconds of training (AP-vs-time curve; evaluation
+time is not counted in the budget) and at the end. Results merge into ``--out`` keyed by (dataset, recipe,
+budget, seed); CPU flags recorded, and a file of another CPU's runs is refused (budgets in minutes compare only
+on one machine). Extra dotted overrides after the recipe name (e.g. for ablations, with ``--tag`` to name them).
 """
 
 from __future__ import annotations
@@ -120,13 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tag", help="name of the variant in the results (default: the recipe name)")
     parser.add_argument("--work", default="outputs/recipe_ab")
-    parser.add_argument("--out", default="benchmarks/results_recipe_ab.json")
+    parser.add_argument("--out", required=True, help="results JSON (one per machine; runs merge into it)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    here = cpu_info().as_dict()
+    if out.is_file() and (theirs := json.loads(out.read_text())["cpu"]) != here:  # before hours of training
+        raise SystemExit(f"{out} holds runs measured on another CPU ({theirs.get('model')} family/model "
+                         f"{theirs.get('family/model')}, this one: {here.get('family/model')}): an A/B compares runs "
+                         "of one machine; give this machine's runs their own --out")  # fmt: skip
     for seed in args.seeds:
         row = run_one(args, seed)
-        data = json.loads(out.read_text()) if out.is_file() else {"cpu": cpu_info().as_dict(), "runs": []}
+        data = json.loads(out.read_text()) if out.is_file() else {"cpu": here, "runs": []}
         key = (row["dataset"], row["recipe"], row["budget_min"], row["seed"])
         data["runs"] = [r for r in data["runs"] if (r["dataset"], r["recipe"], r["budget_min"], r["seed"]) != key]
         data["runs"].append({**row, "cpu_class": cpu_info().cpu_class, "threads": args.threads,
