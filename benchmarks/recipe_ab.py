@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(out.read_text()) if out.is_file() else {"cpu": here, "runs": []}
         key = (row["dataset"], row["recipe"], row["budget_min"], row["seed"])
         data["runs"] = [r for r in data["runs"] if (r["dataset"], r["recipe"], r["budget_min"], r["seed"]) != key]
-        data["runs"].append({**row, "cpu_class": cpu_info().cpu_class, "threads": args.threads,
+        data["runs"].append({**row, "cpu_class": here["class"], "threads": args.threads,
                              "torch": torch.__version__})  # fmt: skip
         out.write_text(json.dumps(data, indent=1))
         print(f"{key}: AP {row['AP']:.4f} AP50 {row['AP50']:.4f} ({row['steps']} steps, {row['wall_min']} min)")

@@ -70,7 +70,9 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     criterion = RTDETRCriterion(cfg.model.num_classes)
     # the step's cost does not depend on the learning rates: any stand in while the recipe has not set them
-    opt = build_optimizer(model, replace(t, lr=t.lr or 1e-4, backbone_lr=t.backbone_lr or 1e-4))
+    lr, backbone_lr = (1e-4 if v is None else v for v in (t.lr, t.backbone_lr))  # (0 is a valid backbone_lr)
+    stand_in = replace(t, lr=lr, backbone_lr=backbone_lr)
+    opt = build_optimizer(model, stand_in)
     h, w = cfg.data.image_size
     x = torch.rand(t.batch_size, 3, h, w, device=device)
     if t.channels_last:

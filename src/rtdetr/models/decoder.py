@@ -317,11 +317,11 @@ class RTDETRDecoder(nn.Module):
             else topk_memory[:, :num_queries].detach()
         )
         ref_unact = topk_coords[:, :num_queries].detach()
-        attn_mask = dn.attn_mask if dn is not None else None
-        n_dn = dn.num_split[0] if dn is not None else 0
+        attn_mask, n_dn = None, 0
         if dn is not None:
             content = torch.cat([dn.content, content], 1)
             ref_unact = torch.cat([dn.ref_unact, ref_unact], 1)
+            attn_mask, n_dn = dn.attn_mask, dn.num_split[0]
         if n_o2m:  # [dn | one-to-one | one-to-many]; the last group and the rest cannot see each other
             content = torch.cat([content, topk_memory[:, :n_o2m].detach()], 1)
             ref_unact = torch.cat([ref_unact, topk_coords[:, :n_o2m].detach()], 1)
