@@ -22,6 +22,8 @@ def test_small_dataset_from_scratch_gets_the_fast_recipe() -> None:
     cfg, why = _resolved(205, "train.time_budget_s=600")
     assert cfg.train.recipe_defaults == "fast_small" and "205 training images" in why
     assert _values(cfg) == FAST_SMALL
+    # the measured recipe (README A/B), pinned as literals: batch 4, AdamW 4e-4 for the backbone too
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.backbone_lr) == (4, 4e-4, 4e-4)
     edge, _ = _resolved(SMALL_DATASET_IMAGES)  # "small" includes the limit itself
     assert edge.train.recipe_defaults == "fast_small"
     no_budget, _ = _resolved(205)
@@ -41,6 +43,7 @@ def test_large_data_fine_tuning_or_asked_get_the_official_recipe(n_images: int, 
     cfg, why = _resolved(n_images, *overrides)
     assert cfg.train.recipe_defaults == "official" and reason in why
     assert _values(cfg) == {k: v for k, v in OFFICIAL.items()}
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.backbone_lr) == (16, 1e-4, 1e-5)  # RT-DETR's own
 
 
 def test_values_set_by_the_user_win() -> None:

@@ -122,6 +122,9 @@ def test_one_to_many_branch_is_isolated_and_training_only() -> None:
     same = _train_forward(model, x, None, 40)  # no targets: no denoising group
     assert torch.allclose(same["o2m_outputs"][-1]["pred_logits"], same["pred_logits"], atol=1e-5)
     assert torch.allclose(same["o2m_outputs"][0]["pred_boxes"], same["aux_outputs"][0]["pred_boxes"], atol=1e-6)
+    # with denoising too: a branch that could see the denoising queries would differ from the main group here
+    with_dn = _train_forward(model, x, targets, 40)
+    assert torch.allclose(with_dn["o2m_outputs"][-1]["pred_logits"], with_dn["pred_logits"], atol=1e-5)
     # with 64 o2m queries the branch's self-attention holds 24 more proposals than the main group's 40
     assert not torch.allclose(on["o2m_outputs"][-1]["pred_logits"][:, :40], on["pred_logits"], atol=1e-3)
     model.eval()
