@@ -11,6 +11,7 @@ Ultralytics (AGPL-3.0) is never a dependency of rtdetr: install it yourself to r
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ def benchmark_yolo(
     threads: int | None = None,
     imgsz: int = 640,
     device: str = "cpu",
+    score_shift: float = 0.0,
 ) -> dict[str, Any]:
     """Time ``ultralytics.YOLO(model).predict`` on ``image`` at each threshold in ``confs`` (batch 1, on
     ``device``; Ultralytics synchronises CUDA inside its stage timers).
@@ -47,10 +49,14 @@ def benchmark_yolo(
     Args:
         model: a local ``.pt`` weights file or a model ``.yaml`` (random weights). Nothing is downloaded: a name
             that is not a local file is refused.
+        score_shift: added to the bias of every class-score output of the detection head. A randomly
+            initialised YOLO scores almost nothing above 0.001, so its NMS sees no work; a raised bias feeds NMS
+            the thousands of candidates a trained model gives it at that threshold. The number of anchors whose
+            best class score passes each threshold is reported as ``candidates``.
 
     Returns:
-        ``{"model", "imgsz", "threads", "results": [{"conf", "preprocess", "inference", "postprocess_nms",
-        "end_to_end", "detections"}]}`` with median/p90 milliseconds per stage.
+        ``{"model", "imgsz", "threads", "score_shift", "results": [{"conf", "preprocess", "inference",
+        "postprocess_nms", "end_to_end", "detections", "candidates"}]}`` with median/p90 milliseconds per stage.
     """
     try:
         from ultralytics import YOLO
@@ -65,6 +71,8 @@ def benchmark_yolo(
     if threads is not None:
         torch.set_num_threads(threads)
     yolo = YOLO(str(path))
+    if score_shift:
+        _raise_class_bias(yolo.model, score_shift)
     frame = np.asarray(image.convert("RGB"))[:, :, ::-1].copy()  # Ultralytics takes numpy images as BGR
     rows = []
     for conf in confs:
@@ -88,6 +96,7 @@ def benchmark_yolo(
                 "postprocess_nms": _stats(stages["postprocess"]),
                 "end_to_end": _stats(stages["wall"]),
                 "detections": count,
+                "candidates": _candidates(yolo.model, frame, imgsz, conf, device),
             }
         )
     return {
@@ -95,5 +104,31 @@ def benchmark_yolo(
         "imgsz": imgsz,
         "device": device,
         "threads": threads if threads is not None else torch.get_num_threads(),
+        "score_shift": score_shift,
         "results": rows,
     }
+
+
+def _raise_class_bias(model: Any, shift: float) -> None:
+    """Add ``shift`` to the last bias of each class branch (``cv3``) of the model's detection head."""
+    head = model.model[-1]
+    branches = getattr(head, "cv3", None)
+    if branches is None:
+        raise ValueError(f"score_shift: {type(head).__name__} has no class branches (cv3) to shift")
+    with torch.no_grad():
+        for branch in branches:
+            last = [m for m in branch.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+            assert last.bias is not None
+            last.bias += shift
+
+
+@torch.inference_mode()
+def _candidates(model: Any, frame: np.ndarray, imgsz: int, conf: float, device: str) -> int:
+    """Anchors whose best class score is above ``conf`` (what YOLO's NMS starts from), on ``frame`` resized to
+    ``imgsz`` square (no letterbox: an approximation of the predict path's input)."""
+    rgb = np.ascontiguousarray(frame[:, :, ::-1])
+    x = torch.from_numpy(np.array(Image.fromarray(rgb).resize((imgsz, imgsz)))).permute(2, 0, 1)[None]
+    net = copy.deepcopy(model).float().eval()  # (the predictor runs its own eval copy; this one stays untouched)
+    out = net(x.to(next(net.parameters()).device).float() / 255)
+    pred = out[0] if isinstance(out, (list, tuple)) else out  # [1, 4 + classes, anchors]
+    return int((pred[:, 4:].amax(1) > conf).sum())
