@@ -16,6 +16,11 @@ from rtdetr.ops.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sig
 
 __all__ = ["DenoisingGroup", "build_denoising_group"]
 
+#: Where the label and box noise is drawn: ``None`` on the model's device; the CPU under
+#: :func:`rtdetr.ops.compare.denoising_noise_on_cpu`, so that a CPU and a CUDA model given the same seed draw the
+#: same groups (each device has its own generator).
+NOISE_DEVICE: torch.device | None = None
+
 
 @dataclass
 class DenoisingGroup:
@@ -93,16 +98,17 @@ def build_denoising_group(
     positive_idx = list(torch.split(pos_idx, [n * num_group for n in num_gts]))
     n_dn = 2 * max_gt * num_group
 
+    noise = NOISE_DEVICE or device
     if label_noise_ratio > 0:
-        flip = torch.rand(labels.shape, device=device) < (label_noise_ratio * 0.5)
-        new_labels = torch.randint_like(labels, 0, num_classes)
+        flip = torch.rand(labels.shape, device=noise).to(device) < (label_noise_ratio * 0.5)
+        new_labels = torch.randint_like(labels.to(noise), 0, num_classes).to(device)
         labels = torch.where(flip & pad_mask, new_labels, labels)
 
     if box_noise_scale > 0:
         xyxy = box_cxcywh_to_xyxy(boxes)
         diff = torch.cat([boxes[..., 2:] * 0.5, boxes[..., 2:] * 0.5], dim=-1) * box_noise_scale
-        sign = torch.randint_like(boxes, 0, 2) * 2.0 - 1.0
-        part = torch.rand_like(boxes)
+        sign = torch.randint_like(boxes.to(noise), 0, 2).to(device) * 2.0 - 1.0
+        part = torch.rand_like(boxes.to(noise)).to(device)
         part = (part + 1.0) * negative + part * (1 - negative)
         xyxy = (xyxy + sign * part * diff).clamp(0.0, 1.0)
         boxes = box_xyxy_to_cxcywh(xyxy)

@@ -3,14 +3,15 @@ and the adversarial set-up that makes such comparisons able to fail."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-__all__ = ["max_query_set_diff", "randomize_for_parity", "topk_cut_gap", "untied_input"]
+__all__ = ["denoising_noise_on_cpu", "max_query_set_diff", "randomize_for_parity", "topk_cut_gap", "untied_input"]
 
 
 def max_query_set_diff(a: dict[str, Tensor], b: dict[str, Tensor]) -> float:
@@ -110,3 +111,18 @@ def untied_input(model: nn.Module, shape: Sequence[int], gap: float = 1e-6, trie
         if topk_cut_gap(model, x) > gap:
             return x
     raise RuntimeError(f"no input without a near-tie at the top-k cut in {tries} draws")
+
+
+@contextlib.contextmanager
+def denoising_noise_on_cpu() -> Iterator[None]:
+    """Inside, denoising groups draw their noise from the CPU generator whatever the model's device (then move
+    it), so that ``torch.manual_seed(s)`` gives a CPU and a CUDA model the same groups; the draws on the CPU are
+    the ones a CPU model makes anyway."""
+    from rtdetr.models import denoising
+
+    saved = denoising.NOISE_DEVICE
+    denoising.NOISE_DEVICE = torch.device("cpu")
+    try:
+        yield
+    finally:
+        denoising.NOISE_DEVICE = saved
