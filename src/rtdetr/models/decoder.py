@@ -270,9 +270,13 @@ class RTDETRDecoder(nn.Module):
         return memory, shapes
 
     def _anchors(self, shapes: list[tuple[int, int]], memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Anchor logits in at least float32, as the official code keeps them: under autocast the memory is
+        fp16/bf16, and anchors of that precision would carry every reference box after them (query selection,
+        each layer's refinement, the sampling locations) in it; bf16 rounds a box coordinate to ~0.4%."""
+        dtype = torch.promote_types(memory.dtype, torch.float32)
         if not self.training and self._anchor_shapes == shapes:
-            return self.anchors.to(memory.dtype), self.valid_mask
-        return generate_anchors(shapes, eps=self.eps, device=memory.device, dtype=memory.dtype)
+            return self.anchors.to(dtype), self.valid_mask
+        return generate_anchors(shapes, eps=self.eps, device=memory.device, dtype=dtype)
 
     def forward(self, feats: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> dict:
         """
