@@ -6,9 +6,11 @@ part from the CPU one?
 * one training step (fp32, train mode, denoising on, the denoising groups drawn on the CPU for both): every
   loss term and every parameter's gradient (relative L2 error; the worst parameters named);
 * the same step under fp16 / bf16 autocast on CUDA against the fp32 CUDA step (loss terms);
-* ``--loop-steps`` optimizer steps of the demo's Trainer (its model, data and recipe; one data worker-free
-  loader, denoising drawn on the CPU, TF32 off) on the CPU and on CUDA from the same seed: mean loss and the
-  parameters furthest apart afterwards.
+* the step's gradients with attention through the reference (math) kernel only, against the CPU: whether the
+  fused attention kernels (used because ``need_weights=False``) account for a gradient difference;
+* ``--loop-steps`` optimizer steps of the demo's Trainer (its model, data and recipe; a loader without workers,
+  denoising drawn on the CPU) on the CPU and on CUDA from the same seed (TF32 off; again with math attention;
+  again with TF32 convolutions): mean loss and the parameters furthest apart afterwards.
 
     PYTHONPATH=src python benchmarks/cuda_parity.py --out cuda_parity.json
 """
@@ -16,6 +18,7 @@ part from the CPU one?
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
@@ -41,8 +44,16 @@ def _on(targets: list[dict[str, torch.Tensor]], device: str) -> list[dict[str, t
     return [{k: v.to(device) for k, v in t.items()} for t in targets]
 
 
-def _step(model: torch.nn.Module, x: torch.Tensor, device: str, dtype: torch.dtype | None) -> dict[str, Any]:
-    """Forward (train mode, autocast in ``dtype`` if given), criterion in fp32, backward: outputs, losses, grads."""
+def _step(
+    model: torch.nn.Module, x: torch.Tensor, device: str, dtype: torch.dtype | None, math_sdpa: bool = False
+) -> dict[str, Any]:
+    """Forward (train mode, autocast in ``dtype`` if given), criterion in fp32, backward: outputs, losses, grads.
+    ``math_sdpa``: attention through PyTorch's reference (math) kernel only, not the fused ones."""
+    if math_sdpa:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.MATH]):
+            return _step(model, x, device, dtype)
     model = model.to(device).train()
     model.zero_grad(set_to_none=True)
     targets = _on(TARGETS, device)
@@ -62,6 +73,14 @@ def _loss_diffs(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
     worst = sorted(rel, key=rel.get, reverse=True)[:6]  # type: ignore[arg-type]
     total_a, total_b = sum(a.values()), sum(b.values())
     return {"total": [round(total_a, 5), round(total_b, 5)], "worst_terms": {k: [a[k], b[k]] for k in worst}}
+
+
+def _grad_errors(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per parameter ``|got - ref| / max(|ref|, 1e-3 * rms parameter gradient norm)``: parameters whose true
+    gradient is zero (a bias before a train-mode BatchNorm) carry rounding noise only and are not counted as
+    differences."""
+    floor = 1e-3 * float(torch.stack([g.norm() for g in ref.values()]).pow(2).mean().sqrt())
+    return {n: float((got[n] - g).norm() / max(float(g.norm()), floor)) for n, g in ref.items() if n in got}
 
 
 def compare(name: str, size: int) -> dict[str, Any]:
@@ -86,12 +105,16 @@ def compare(name: str, size: int) -> dict[str, Any]:
     gpu = _step(copy.deepcopy(model), x, DEV, None)
     row["train_losses_cuda_vs_cpu"] = _loss_diffs(gpu["losses"], cpu["losses"])
     row["train_out_set_diff"] = max_query_set_diff(cpu["out"], gpu["out"]) / scale
-    rel = {n: float((gpu["grads"][n] - g).norm() / g.norm().clamp_min(1e-12)) for n, g in cpu["grads"].items()}
+    rel = _grad_errors(gpu["grads"], cpu["grads"])
     missing = sorted(set(cpu["grads"]) ^ set(gpu["grads"]))
     row["grad_rel_err_max"] = max(rel.values())
     row["grad_rel_err_median"] = float(torch.tensor(list(rel.values())).median())
     row["grad_worst"] = {n: round(rel[n], 6) for n in sorted(rel, key=rel.get, reverse=True)[:8]}  # type: ignore[arg-type]
     row["grads_only_on_one_device"] = missing
+    math = _step(copy.deepcopy(model), x, DEV, None, math_sdpa=True)  # the fused attention kernels' share
+    rel = _grad_errors(math["grads"], cpu["grads"])
+    row["math_sdpa_grad_rel_err_max"] = max(rel.values())
+    row["math_sdpa_grad_worst"] = {n: round(rel[n], 6) for n in sorted(rel, key=rel.get, reverse=True)[:5]}  # type: ignore[arg-type]
     for dtype in (torch.float16, torch.bfloat16):
         amp = _step(copy.deepcopy(model), x, DEV, dtype)
         row[f"amp_{str(dtype)[6:]}_losses_vs_cuda_fp32"] = _loss_diffs(amp["losses"], gpu["losses"])
@@ -111,20 +134,40 @@ def loop(steps: int, size: int, root: Path) -> dict[str, Any]:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     data = make_synthetic_coco(root / "data", 160, 16, size)
     params, row = {}, {"steps": steps}
-    for device in ("cpu", DEV):
+    for device in ("cpu", DEV, f"{DEV}+math_sdpa", f"{DEV}+tf32"):
+        torch.backends.cudnn.allow_tf32 = device.endswith("+tf32")
+        ctx: Any = contextlib.nullcontext()
+        if device.endswith("+math_sdpa"):
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            ctx = sdpa_kernel([SDPBackend.MATH])
         cfg = load_recipe(None, [*DEMO_RECIPE, f"data.image_size=[{size},{size}]", f"data.train={data['train']}",
                                  f"data.val={data['val']}", "train.epochs=1", f"train.max_iters_per_epoch={steps}",
-                                 "data.workers=0", f"train.device={device}", "train.progress=false",
+                                 "data.workers=0", f"train.device={device.split('+')[0]}", "train.progress=false",
                                  f"train.output_dir={root / device}"])  # fmt: skip
         trainer = Trainer(cfg)
-        torch.manual_seed(3)
-        with denoising_noise_on_cpu():
-            stats = trainer.train_one_epoch(0)
-        row[f"train_loss_{device}"] = stats["train_loss"]
+        trainer._seed_epoch(0)  # as fit() does: the same batches, augmentation and denoising draws everywhere
+        losses: list[float] = []
+        criterion = trainer.criterion
+
+        def recorded(out: Any, targets: Any, _c: Any = criterion, _l: list[float] = losses) -> Any:
+            terms = _c(out, targets)
+            _l.append(round(float(sum(terms.values())), 4))
+            return terms
+
+        trainer.criterion = recorded  # type: ignore[assignment]
+        with denoising_noise_on_cpu(), ctx:
+            trainer.train_one_epoch(0)
+        row[f"losses_{device}"] = losses
         params[device] = {n: p.detach().double().cpu() for n, p in trainer.model.named_parameters()}
-    rel = {n: float((params[DEV][n] - p).norm() / p.norm().clamp_min(1e-12)) for n, p in params["cpu"].items()}
-    row["param_rel_diff_median"] = float(torch.tensor(list(rel.values())).median())
-    row["param_worst"] = {n: round(rel[n], 6) for n in sorted(rel, key=rel.get, reverse=True)[:10]}  # type: ignore[arg-type]
+    for device in params:
+        if device == "cpu":
+            continue
+        # (per parameter, Adam makes ones with a zero true gradient move by +-lr on rounding noise: compare all)
+        a = torch.cat([p.flatten() for p in params["cpu"].values()])
+        b = torch.cat([params[device][n].flatten() for n in params["cpu"]])
+        row[f"{device}: params_rel_diff"] = float((a - b).norm() / a.norm())
+    torch.backends.cudnn.allow_tf32 = False
     return row
 
 

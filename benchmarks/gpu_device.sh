@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared command for a lent GPU machine (issue 13): the CUDA tests, then benchmarks/gpu_speed.py.
+# The one prepared command for a lent GPU machine (issue 13): CUDA tests, CPU-vs-CUDA parity, speed.
 # That machine has torch + torchvision and no network. Prepare here, in the repository root, once:
 #
 #   mkdir -p .git/info && printf '/.whl/\n/.peer/\n' >> .git/info/exclude
@@ -12,20 +12,57 @@
 #
 # (polars, an ultralytics requirement, is imported only for its data-frame exports: left behind, it would
 # not fit the 64 MiB that travel.) Then call the device tool's run with carry [".whl", ".peer"],
-# timeout_s 590 and the command:  bash benchmarks/gpu_device.sh
-# Results come back in $OUT: gpu.txt, cuda_tests.log, cli_benchmark.json/.log, gpu_speed.json/.log.
-# Time: tests <= 150 s, CLI benchmark <= 45 s, gpu_speed.py stops starting pieces after 330 s.
+# and the command below.
+# At most 7 files come back (the tool returns 8). Parts (PARTS, default "tests parity demo bench speed"), in that order:
+#   tests   the cuda-marked tests (<= 150 s)                               -> cuda_tests.log
+#   parity  benchmarks/cuda_parity.py: CPU vs CUDA outputs, gradients, Trainer steps (<= 120 s) -> cuda_parity.json/.log
+#   demo    the embedded demo, 4 epochs on CUDA: as is, TF32 off, math attention (<= 3 x 60 s)  -> demo.log
+#   bench   rtdetr benchmark --device cuda --cuda-graph (pre-processing split; <= 45 s) -> cli_benchmark.json
+#   speed   benchmarks/gpu_speed.py, stops starting pieces after 330 s    -> gpu_speed.json/.log
+# e.g. the device tool's run with command "PARTS='tests parity demo' bash benchmarks/gpu_device.sh", timeout_s 560.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
+PARTS=${PARTS:-tests parity demo bench speed}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH="$PWD/src:/tmp/site" || exit 1
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv >"$OUT/gpu.txt" 2>&1
-python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))" >>"$OUT/gpu.txt" 2>&1
-timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/engine/test_cuda.py 2>&1 | tee "$OUT/cuda_tests.log"
-timeout 45 python3 -c "from rtdetr.cli import main; raise SystemExit(main())" benchmark rtdetrv2_r18vd --device cuda \
-  --cuda-graph --batch 1 32 --runs 30 -o "$OUT/cli_benchmark.json" 2>&1 | tee "$OUT/cli_benchmark.log"
-export YOLO_OFFLINE=1
-timeout 360 python3 benchmarks/gpu_speed.py --official .peer/rtdetr_official --yolo-dir .peer/yolo --deadline 330 \
-  --yolo-shift 0 4 6 --out "$OUT/gpu_speed.json" 2>&1 | tee "$OUT/gpu_speed.log"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv 2>&1
+python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))" 2>&1
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+if has tests; then
+  timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda tests/engine/test_cuda.py >"$OUT/cuda_tests.log" 2>&1
+  grep -E "^E  |passed|failed" "$OUT/cuda_tests.log" | tail -25
+fi
+if has parity; then
+  timeout 120 python3 benchmarks/cuda_parity.py --size 160 --loop-steps 20 --out "$OUT/cuda_parity.json" \
+    >"$OUT/cuda_parity.log" 2>&1
+  python3 -c "import json, sys; [print(json.dumps(r)[:1500]) for r in json.load(open(sys.argv[1]))]" "$OUT/cuda_parity.json"
+fi
+if has demo; then
+  for mode in as_is no_tf32 math_attention; do
+    echo "== demo 4 epochs on CUDA: $mode" | tee -a "$OUT/demo.log"
+    timeout 60 python3 - "$mode" >>"$OUT/demo.log" 2>&1 <<'PY'
+import sys, contextlib, torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from rtdetr.demo import main
+mode = sys.argv[1]
+torch.backends.cudnn.allow_tf32 = mode != "no_tf32"
+ctx = sdpa_kernel([SDPBackend.MATH]) if mode == "math_attention" else contextlib.nullcontext()
+with ctx:
+    main(["--out", f"/tmp/demo_{mode}", "--epochs", "4", "train.device=cuda", "train.progress=false"])
+PY
+  done
+  grep -E "^== |epoch [0-9]|Error" "$OUT/demo.log"
+fi
+if has bench; then
+  timeout 45 python3 -c "from rtdetr.cli import main; raise SystemExit(main())" benchmark rtdetrv2_r18vd \
+    --device cuda --cuda-graph --batch 1 32 --runs 30 -o "$OUT/cli_benchmark.json" >/tmp/cli_benchmark.log 2>&1
+  tail -4 /tmp/cli_benchmark.log
+fi
+if has speed; then
+  export YOLO_OFFLINE=1
+  timeout 360 python3 benchmarks/gpu_speed.py --official .peer/rtdetr_official --yolo-dir .peer/yolo --deadline 330 \
+    --yolo-shift 0 4 6 --out "$OUT/gpu_speed.json" >"$OUT/gpu_speed.log" 2>&1
+  tail -5 "$OUT/gpu_speed.log"
+fi

@@ -116,3 +116,17 @@ def test_boxes_are_clipped_to_the_image() -> None:
     out = filter_detections(det, 0.5, image_size=(25, 40))
     assert out["boxes"].tolist() == [[0.0, 0.0, 25.0, 40.0], [10.0, 10.0, 20.0, 20.0]]
     assert filter_detections(det, 0.95, image_size=(25, 40))["boxes"].shape == (0, 4)
+
+
+def test_batch_preprocessing_on_threads_is_the_serial_one(predictor: Predictor) -> None:
+    """A batch is resized on a thread pool: the same pixels, in the same order, as one image at a time (sizes
+    and modes differ, so an order slip or a shared buffer would show)."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random((30 + 7 * i, 90 - 5 * i, 3)) * 255).astype(np.uint8)) for i in range(9)]
+    images[3] = images[3].convert("L")
+    images[5] = images[5].convert("RGBA")
+    x, sizes = predictor.preprocess(images)
+    for i, im in enumerate(images):
+        one, size = predictor.preprocess([im])
+        assert torch.equal(x[i], one[0]) and torch.equal(sizes[i], size[0])
+    assert sizes.tolist() == [list(im.size) for im in images]
