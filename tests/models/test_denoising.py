@@ -49,3 +49,27 @@ def test_all_empty_batch_builds_masked_dummy_group() -> None:
     assert all(len(i) == 0 for i in dn.positive_idx)
     assert torch.equal(dn.content, torch.zeros_like(dn.content))  # padding embedding
     assert build_denoising_group(empty, 3, 10, embed, num_denoising=0) is None
+
+
+def test_noise_on_cpu_changes_nothing_on_the_cpu_and_is_restored() -> None:
+    """``denoising_noise_on_cpu`` makes a CUDA model draw what a CPU model draws (checked on a GPU by
+    tests/engine/test_cuda.py); on the CPU it must leave the draws as they are, and it always restores the
+    setting."""
+    import pytest
+
+    from rtdetr.models import denoising
+    from rtdetr.ops.compare import denoising_noise_on_cpu
+
+    embed = nn.Embedding(4, 8, padding_idx=3)
+    torch.manual_seed(5)
+    plain = build_denoising_group(_targets(), 3, 10, embed, num_denoising=10)
+    torch.manual_seed(5)
+    with denoising_noise_on_cpu():
+        assert str(denoising.NOISE_DEVICE) == "cpu"
+        on_cpu = build_denoising_group(_targets(), 3, 10, embed, num_denoising=10)
+    assert plain is not None and on_cpu is not None
+    assert torch.equal(plain.ref_unact, on_cpu.ref_unact) and torch.equal(plain.content, on_cpu.content)
+    assert denoising.NOISE_DEVICE is None
+    with pytest.raises(RuntimeError), denoising_noise_on_cpu():
+        raise RuntimeError("a failing comparison")
+    assert denoising.NOISE_DEVICE is None
