@@ -83,6 +83,11 @@ def _grad_errors(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> 
     return {n: float((got[n] - g).norm() / max(float(g.norm()), floor)) for n, g in ref.items() if n in got}
 
 
+def _worst(rel: dict[str, float], k: int) -> dict[str, float]:
+    """The ``k`` largest errors by parameter name."""
+    return {n: round(rel[n], 6) for n in sorted(rel, key=rel.__getitem__, reverse=True)[:k]}
+
+
 def compare(name: str, size: int) -> dict[str, Any]:
     torch.manual_seed(0)
     model = create_model(name, num_classes=4, eval_spatial_size=(size, size)).eval()
@@ -109,12 +114,12 @@ def compare(name: str, size: int) -> dict[str, Any]:
     missing = sorted(set(cpu["grads"]) ^ set(gpu["grads"]))
     row["grad_rel_err_max"] = max(rel.values())
     row["grad_rel_err_median"] = float(torch.tensor(list(rel.values())).median())
-    row["grad_worst"] = {n: round(rel[n], 6) for n in sorted(rel, key=rel.get, reverse=True)[:8]}  # type: ignore[arg-type]
+    row["grad_worst"] = _worst(rel, 8)
     row["grads_only_on_one_device"] = missing
     math = _step(copy.deepcopy(model), x, DEV, None, math_sdpa=True)  # the fused attention kernels' share
     rel = _grad_errors(math["grads"], cpu["grads"])
     row["math_sdpa_grad_rel_err_max"] = max(rel.values())
-    row["math_sdpa_grad_worst"] = {n: round(rel[n], 6) for n in sorted(rel, key=rel.get, reverse=True)[:5]}  # type: ignore[arg-type]
+    row["math_sdpa_grad_worst"] = _worst(rel, 5)
     for dtype in (torch.float16, torch.bfloat16):
         amp = _step(copy.deepcopy(model), x, DEV, dtype)
         row[f"amp_{str(dtype)[6:]}_losses_vs_cuda_fp32"] = _loss_diffs(amp["losses"], gpu["losses"])
@@ -190,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(compare(name, args.size))
         except Exception as e:  # the other variant still runs
             rows.append({"variant": name, "error": f"{type(e).__name__}: {e}"[:500]})
-        print(json.dumps(rows[-1], indent=1), flush=True)
-        if args.out:
-            args.out.write_text(json.dumps(rows, indent=2) + "\n")
+        _report(rows, args.out)
     if args.loop_steps:
         import tempfile
 
@@ -201,10 +204,15 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"loop": loop(args.loop_steps, args.size, Path(tmp))})
             except Exception as e:
                 rows.append({"loop": f"{type(e).__name__}: {e}"[:500]})
-        print(json.dumps(rows[-1], indent=1), flush=True)
-        if args.out:
-            args.out.write_text(json.dumps(rows, indent=2) + "\n")
+        _report(rows, args.out)
     return 0
+
+
+def _report(rows: list[dict[str, Any]], out: Path | None) -> None:
+    """Print the newest row; rewrite ``out`` with all of them (a run cut short keeps what it measured)."""
+    print(json.dumps(rows[-1], indent=1), flush=True)
+    if out:
+        out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

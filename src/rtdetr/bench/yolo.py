@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from rtdetr.bench.profile import LatencyStats
 
@@ -74,6 +75,7 @@ def benchmark_yolo(
     if score_shift:
         _raise_class_bias(yolo.model, score_shift)
     frame = np.asarray(image.convert("RGB"))[:, :, ::-1].copy()  # Ultralytics takes numpy images as BGR
+    best = _best_scores(yolo.model, frame, imgsz)
     rows = []
     for conf in confs:
         stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": [], "wall": []}
@@ -96,7 +98,7 @@ def benchmark_yolo(
                 "postprocess_nms": _stats(stages["postprocess"]),
                 "end_to_end": _stats(stages["wall"]),
                 "detections": count,
-                "candidates": _candidates(yolo.model, frame, imgsz, conf, device),
+                "candidates": int((best > conf).sum()),
             }
         )
     return {
@@ -123,12 +125,12 @@ def _raise_class_bias(model: Any, shift: float) -> None:
 
 
 @torch.inference_mode()
-def _candidates(model: Any, frame: np.ndarray, imgsz: int, conf: float, device: str) -> int:
-    """Anchors whose best class score is above ``conf`` (what YOLO's NMS starts from), on ``frame`` resized to
-    ``imgsz`` square (no letterbox: an approximation of the predict path's input)."""
+def _best_scores(model: Any, frame: np.ndarray, imgsz: int) -> Tensor:
+    """``[anchors]``: each anchor's best class score on ``frame`` resized to ``imgsz`` square (no letterbox: an
+    approximation of the predict path's input); the anchors above a threshold are what YOLO's NMS starts from."""
     rgb = np.ascontiguousarray(frame[:, :, ::-1])
     x = torch.from_numpy(np.array(Image.fromarray(rgb).resize((imgsz, imgsz)))).permute(2, 0, 1)[None]
     net = copy.deepcopy(model).float().eval()  # (the predictor runs its own eval copy; this one stays untouched)
     out = net(x.to(next(net.parameters()).device).float() / 255)
     pred = out[0] if isinstance(out, (list, tuple)) else out  # [1, 4 + classes, anchors]
-    return int((pred[:, 4:].amax(1) > conf).sum())
+    return pred[0, 4:].amax(0)
