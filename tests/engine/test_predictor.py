@@ -130,3 +130,31 @@ def test_batch_preprocessing_on_threads_is_the_serial_one(predictor: Predictor) 
         one, size = predictor.preprocess([im])
         assert torch.equal(x[i], one[0]) and torch.equal(sizes[i], size[0])
     assert sizes.tolist() == [list(im.size) for im in images]
+
+
+def test_resize_on_the_device_gives_pils_pixels() -> None:
+    """``resize="device"`` (the default for a model on CUDA; here on the CPU, uint8 kernel) gives PIL's pixels
+    within one grey level, for downscaling (antialiased), upscaling, grey/RGBA images and the network size itself;
+    the detections follow. Without antialiasing the same resize is off by many levels (checked: the test's
+    tolerance would catch it)."""
+    model = create_model("rtdetr_r18vd", num_classes=3, eval_spatial_size=[64, 64]).eval()
+    pil = Predictor(model, ["a", "b", "c"], (64, 64), conf=0.0, max_det=5)
+    dev = Predictor(model, ["a", "b", "c"], (64, 64), conf=0.0, max_det=5, resize="device")
+    assert pil.resize_device is None and dev.resize_device == torch.device("cpu")
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray((rng.random(shape) * 255).astype(np.uint8)) for shape in
+              [(300, 200, 3), (40, 30, 3), (64, 64, 3), (64, 130, 3)]]  # fmt: skip
+    images += [images[0].convert("L"), images[1].convert("RGBA")]
+    a, sa = pil.preprocess(images)
+    b, sb = dev.preprocess(images)
+    assert torch.equal(sa, sb) and a.shape == b.shape == (6, 3, 64, 64)
+    assert (a - b).abs().max() <= 1.0 / 255 + 1e-6 and (a - b).abs().mean() < 0.2 / 255
+    assert torch.equal(a[2], b[2])  # already at the network size: untouched
+    for ra, rb in zip(pil(images[:2]), dev(images[:2])):
+        assert torch.allclose(ra.scores, rb.scores, atol=2e-2)
+    aliased = torch.nn.functional.interpolate(  # the broken variant: bilinear without the antialias filter
+        torch.from_numpy(np.array(images[0])).permute(2, 0, 1)[None].float(), size=(64, 64), mode="bilinear"
+    ).div(255.0)
+    assert (a[0] - aliased[0]).abs().mean() > 1.0 / 255
+    with pytest.raises(ValueError, match="resize must be one of"):
+        Predictor(model, ["a", "b", "c"], (64, 64), resize="gpu")

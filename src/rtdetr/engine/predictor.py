@@ -1,7 +1,9 @@
 """Batched inference over images, lists, folders, globs, videos and camera/stream indices.
 
 Pre-processing matches the official pipeline: RGB, resize to the network size without keeping the aspect ratio
-(PIL bilinear), scale to ``[0, 1]``; boxes are mapped back to each original image.
+(PIL bilinear), scale to ``[0, 1]``; boxes are mapped back to each original image. For a model on a GPU the
+resize runs there (``resize="device"``, the default on CUDA): the uint8 image is copied over and resized with
+PyTorch's antialiased bilinear kernel, which gives PIL's pixels to within one grey level.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -26,9 +29,12 @@ from rtdetr.engine.backend import as_detector
 from rtdetr.engine.results import Results
 from rtdetr.options import InferenceOptions
 
-__all__ = ["VIDEO_SUFFIXES", "Predictor", "filter_detections", "iter_source", "to_input"]
+__all__ = ["RESIZE_MODES", "VIDEO_SUFFIXES", "Predictor", "filter_detections", "iter_source", "to_input"]
 
 log = logging.getLogger("rtdetr")
+
+#: where a batch is resized (:class:`Predictor`)
+RESIZE_MODES = ("auto", "pil", "device")
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
@@ -134,6 +140,11 @@ def _resize_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1), thread_name_prefix="rtdetr-resize")
 
 
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """``[H, W, 3]`` uint8 (a writable copy)."""
+    return np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+
+
 def to_input(images: np.ndarray) -> Tensor:
     """``[B, H, W, 3]`` uint8 -> ``[B, 3, H, W]`` float in ``[0, 1]``."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
@@ -169,6 +180,9 @@ class Predictor:
         image_size: network input ``(height, width)``.
         conf: minimum score kept; max_det: at most this many detections per image; classes: keep only these ids.
         decoder_depth: decoder layers run (None = the model's setting).
+        resize: ``"pil"`` (PIL bilinear on the CPU, as in training), ``"device"`` (uint8 image to the model's
+            device, antialiased bilinear there; PIL's pixels within one grey level) or ``"auto"`` (device for a
+            PyTorch model on CUDA, else PIL).
     """
 
     def __init__(
@@ -185,8 +199,17 @@ class Predictor:
         keep_images: bool = True,
         precision: str = "fp32",
         channels_last: bool = False,
+        resize: str = "auto",
     ) -> None:
         self.detector = as_detector(detector, device, precision=precision, channels_last=channels_last)
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}; got {resize!r}")
+        dev = getattr(self.detector, "device", None)
+        on_gpu = isinstance(dev, torch.device) and dev.type == "cuda"
+        #: where images are resized: ``None`` (PIL on the CPU) or the torch device that resizes them
+        self.resize_device: torch.device | None = None
+        if resize == "device" or (resize == "auto" and on_gpu):
+            self.resize_device = dev if isinstance(dev, torch.device) else torch.device("cpu")
         self.names = list(class_names)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.conf, self.max_det, self.batch_size, self.keep_images = conf, max_det, max(1, batch_size), keep_images
@@ -199,12 +222,27 @@ class Predictor:
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         return np.asarray(rgb.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
 
+    def resize_tensor(self, image: np.ndarray) -> Tensor:
+        """``[H0, W0, 3]`` uint8 -> ``[1, 3, H, W]`` float in ``[0, 1]`` on :attr:`resize_device`: antialiased
+        bilinear (PIL's filter), in uint8 on the CPU (its fast kernel), in float on a GPU."""
+        dev = self.resize_device or torch.device("cpu")
+        t = torch.from_numpy(image).permute(2, 0, 1)[None].to(dev, non_blocking=True)
+        if dev.type != "cpu":
+            t = t.float()
+        if tuple(t.shape[-2:]) != self.image_size:
+            t = F.interpolate(t, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
+        return t.float().div_(255.0) if t.dtype == torch.uint8 else t.clamp_(0, 255).div_(255.0)
+
     def preprocess(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
         """``[B, 3, H, W]`` network input and ``[B, 2]`` original (w, h). A batch is resized on a thread pool
-        (PIL releases the GIL while it resamples): the same pixels, several images at once."""
-        resized = _resize_pool().map(self.resize, images) if len(images) > 1 else map(self.resize, images)
-        x = to_input(np.stack(list(resized)))
-        return x, torch.tensor([im.size for im in images])
+        (PIL releases the GIL while it resamples): the same pixels, several images at once. With
+        :attr:`resize_device` set, the pool only converts to arrays and the resize runs on that device."""
+        pool = _resize_pool().map if len(images) > 1 else map
+        sizes = torch.tensor([im.size for im in images])
+        if self.resize_device is not None:
+            arrays = pool(_rgb_array, images)
+            return torch.cat([self.resize_tensor(a) for a in arrays]), sizes
+        return to_input(np.stack(list(pool(self.resize, images)))), sizes
 
     @torch.inference_mode()
     def infer(self, x: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
