@@ -65,11 +65,16 @@ def _timed(fn: Callable[[], Any], warmup: int, runs: int, device: torch.device) 
 
 
 def _train_images_per_s(model: torch.nn.Module, criterion: Any, batch: int, size: int, device: torch.device,
-                        warmup: int, runs: int) -> float:  # fmt: skip
+                        warmup: int, runs: int, channels_last: bool = False, fused: bool = False) -> float:  # fmt: skip
+    """Images/s of an AMP training step; ``channels_last`` (model and input) and ``fused`` (AdamW's fused CUDA
+    kernel instead of foreach) are the variants measured for ours."""
     model = model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, **({"fused": True} if fused else {"foreach": True}))
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     x = torch.rand(batch, 3, size, size, device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        x = x.contiguous(memory_format=torch.channels_last)
     targets = _targets(batch, 80, device, per_image=6)
 
     def step() -> None:
@@ -168,11 +173,23 @@ def bench_variant(name: str, args: argparse.Namespace, device: torch.device, kee
                 official.multi_scale = None
             tw, tr, tb = args.train_warmup, args.train_runs, args.train_batch
             ours_criterion = RTDETRCriterion(80)
+            ours_loss = lambda o, t: ours_criterion(to_float32(o), t)  # noqa: E731
             row["train_images_per_s"] = {
                 "official": _train_images_per_s(official, criterion, tb, args.size, device, tw, tr),
-                "ours": _train_images_per_s(ours_train, lambda o, t: ours_criterion(to_float32(o), t), tb, args.size,
-                                            device, tw, tr),
-            }  # fmt: skip
+                "ours": _train_images_per_s(ours_train, ours_loss, tb, args.size, device, tw, tr),
+            }
+            # (in this order: channels_last converts the model in place)
+            variants = {"ours fused AdamW": {"fused": True}, "ours channels_last": {"channels_last": True},
+                        "ours channels_last + fused AdamW": {"channels_last": True, "fused": True}}  # fmt: skip
+            for label, kw in variants.items():
+                if _left(args) < args.reserve + 15:
+                    break
+                try:  # (the fused AdamW refuses nothing on CUDA; on a CPU dry run it may)
+                    row["train_images_per_s"][label] = _train_images_per_s(
+                        ours_train, ours_loss, tb, args.size, device, tw, tr, **kw
+                    )
+                except (RuntimeError, ValueError) as e:
+                    row.setdefault("errors", {})[label] = str(e)[:300]
             print(f"{name:<20}train step b{tb} AMP: {row['train_images_per_s']}", flush=True)
     _summarise(row)
     return row
@@ -187,8 +204,9 @@ def _summarise(row: dict[str, Any]) -> None:
         b: round(max(ips[k].get(b, 0.0) for k in ours_paths) / base[b], 2) for b in base if base[b] > 0
     }
     t = row.get("train_images_per_s")
-    if isinstance(t, dict):
-        row["train_step_vs_official"] = round(t["official"] / t["ours"], 3)  # time ratio: <= 0.8 is the goal
+    if isinstance(t, dict):  # time ratio, ours as the trainer runs by default and our best variant: <= 0.8 is the goal
+        row["train_step_vs_official"] = round(t["official"] / t["ours"], 3)
+        row["train_step_best_vs_official"] = round(t["official"] / max(v for k, v in t.items() if k != "official"), 3)
 
 
 def bench_compile(args: argparse.Namespace, device: torch.device, model: torch.nn.Module) -> dict[str, Any]:

@@ -130,3 +130,14 @@ def test_one_to_many_loss_matches_each_target_repeat_times() -> None:
     assert float(once["loss_bbox_o2m_0"]) == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="o2m_repeat"):
         RTDETRCriterion(1, o2m_repeat=0)
+
+
+def test_broken_target_boxes_are_a_clear_error() -> None:
+    """Target boxes are validated once per step (the GIoU inside the loss no longer reads them back)."""
+    out = {"pred_logits": torch.randn(2, 4, 3), "pred_boxes": torch.rand(2, 4, 4)}
+    for bad in (float("nan"), -0.2):
+        targets = _targets()
+        targets[0]["boxes"] = targets[0]["boxes"].clone()
+        targets[0]["boxes"][1, 3] = bad
+        with pytest.raises(ValueError, match="target 0 has non-finite or negative-size boxes"):
+            RTDETRCriterion(3)(out, targets)

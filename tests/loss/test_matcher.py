@@ -41,3 +41,44 @@ def test_all_empty_and_non_finite() -> None:
     out["pred_logits"][0, 0, 0] = float("nan")
     with pytest.raises(FloatingPointError):
         m(out, _targets()[:2])
+
+
+def test_match_many_equals_one_group_at_a_time() -> None:
+    """Several groups (different query counts, target sets, fp32 and fp64, one with no targets at all) matched
+    with one copy give each group's own matching; a non-finite group anywhere raises."""
+    torch.manual_seed(0)
+    m = HungarianMatcher()
+    empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}] * 3
+    groups = [
+        ({"pred_logits": torch.randn(3, 6, 3), "pred_boxes": torch.rand(3, 6, 4) * 0.5 + 0.1}, _targets()),
+        ({"pred_logits": torch.randn(3, 4, 3), "pred_boxes": torch.rand(3, 4, 4) * 0.5 + 0.1}, empty),
+        ({"pred_logits": torch.randn(3, 9, 3).double(), "pred_boxes": torch.rand(3, 9, 4).double()}, _targets()),
+        ({"pred_logits": torch.randn(3, 6, 3), "pred_boxes": torch.rand(3, 6, 4) * 0.5 + 0.1}, _targets()[::-1]),
+    ]
+    many = m.match_many(groups)
+    assert len(many) == len(groups)
+    for (out, tgts), got in zip(groups, many):
+        for (a, b), (c, d) in zip(m(out, tgts), got, strict=True):
+            assert torch.equal(a, c) and torch.equal(b, d)
+    groups[3][0]["pred_boxes"][1, 2, 0] = float("inf")
+    with pytest.raises(FloatingPointError):
+        m.match_many(groups)
+
+
+def test_the_criterion_copies_to_the_cpu_once_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU every device-to-CPU copy is a synchronisation: the matchings of all decoder layers, the encoder
+    proposals and the one-to-many branch share one copy (before: two per group, and two per image for the class
+    id check)."""
+    from rtdetr.loss import RTDETRCriterion
+    from rtdetr.models import create_model
+
+    model = create_model("rtdetr_r18vd", num_classes=3).train()
+    model.decoder.num_o2m_queries = 20
+    targets = [t for t in _targets() if t["labels"].numel()]
+    out = model(torch.rand(2, 3, 96, 96), targets)
+    calls = []
+    original = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: calls.append(self.shape) or original(self, *a, **k))
+    losses = RTDETRCriterion(3)(out, targets)
+    assert any("_o2m_" in k for k in losses) and any("_aux_" in k for k in losses)
+    assert len(calls) == 1, calls

@@ -271,7 +271,7 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         t = self.cfg.train
         self._train_mode()
-        sums: dict[str, float] = {}
+        sums: dict[str, Any] = {}  # running sums of the loss terms, device tensors
         count, nan_streak, skipped = 0, 0, 0
         it = iter(self.train_loader)
         total = min(len(self.train_loader), self.iters_per_epoch * t.accumulate)
@@ -318,21 +318,23 @@ class Trainer:
             if (i + 1) % t.accumulate == 0:
                 self._optimizer_step()
             count += 1
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            # running sums stay on the device: reading a value back waits for the step (on a GPU, a
+            # synchronisation that idles it while the next step is prepared), so it happens every log_interval
+            sums["loss"] = sums.get("loss", 0.0) + loss.detach()
             for k in ("loss_vfl", "loss_mal", "loss_bbox", "loss_giou"):
                 if k in losses:
-                    sums[k] = sums.get(k, 0.0) + float(losses[k].detach())
+                    sums[k] = sums.get(k, 0.0) + losses[k].detach()
             if t.o2m_queries:  # the one-to-many branch's share of the loss, all layers
-                sums["loss_o2m"] = sums.get("loss_o2m", 0.0) + sum(
-                    float(v.detach()) for k, v in losses.items() if "_o2m_" in k
-                )
+                o2m = sum(v.detach() for k, v in losses.items() if "_o2m_" in k)
+                sums["loss_o2m"] = sums.get("loss_o2m", 0.0) + o2m
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(
-                    loss=f"{sums['loss'] / count:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False
-                )
-            if self.main and self.global_step % t.log_interval == 0:
-                self.logger.scalar("train/loss", float(loss.detach()), self.global_step)
+            if self.main and (self.global_step % t.log_interval == 0 or count == 1):
+                if bar is not None:
+                    mean, lr = float(sums["loss"]) / count, self.optimizer.param_groups[0]["lr"]
+                    bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", refresh=False)
+                if self.global_step % t.log_interval == 0:
+                    self.logger.scalar("train/loss", float(loss.detach()), self.global_step)
             if self._curve_due():
                 self._pause()
                 self.curve_point(epoch)
@@ -341,7 +343,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         self._pause()
-        stats = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+        stats = {f"train_{k}": float(v) / max(count, 1) for k, v in sums.items()}
         stats["skipped_steps"] = float(skipped)
         return stats
 

@@ -167,7 +167,8 @@ class RTDETRCriterion(nn.Module):
             zero = out["pred_boxes"].sum() * 0.0  # keeps the graph (DDP) while contributing nothing
             return {"loss_bbox": zero, "loss_giou": zero}
         l1 = F.l1_loss(src, tgt, reduction="sum") / num_boxes
-        giou = (1 - generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)).diag()).sum() / num_boxes
+        pairs = generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt), check=False)  # (targets checked)
+        giou = (1 - pairs.diag()).sum() / num_boxes
         return {"loss_bbox": l1, "loss_giou": giou}
 
     def _group(
@@ -189,11 +190,12 @@ class RTDETRCriterion(nn.Module):
     @staticmethod
     def num_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> float:
         """Ground-truth boxes per process, averaged over processes (all-reduce), at least 1."""
-        n = torch.tensor([float(sum(int(t["labels"].numel()) for t in targets))], device=device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(n)
-            n = n / dist.get_world_size()
-        return max(float(n.item()), 1.0)
+        count = float(sum(int(t["labels"].numel()) for t in targets))
+        if not (dist.is_available() and dist.is_initialized()):
+            return max(count, 1.0)  # (no device round trip: no synchronisation on a GPU)
+        n = torch.tensor([count], device=device)
+        dist.all_reduce(n)
+        return max(float(n.item()) / dist.get_world_size(), 1.0)
 
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """
@@ -205,33 +207,54 @@ class RTDETRCriterion(nn.Module):
         Returns:
             Weighted loss terms; their sum is the training loss.
         """
-        for i, t in enumerate(targets):
-            labels = t["labels"]
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise ValueError(
-                    f"target {i} has class ids outside [0, {self.num_classes}): {sorted(set(labels.tolist()))[:10]}"
-                )
+        self._check_targets(targets)
         device = outputs["pred_logits"].device
         num_boxes = self.num_boxes(targets, device)
+        # every Hungarian matching of the step first, with one device-to-CPU copy (one GPU synchronisation)
+        groups: list[tuple[dict[str, Tensor], list[dict[str, Tensor]], str, float, int | None]] = []
         main = {"pred_logits": outputs["pred_logits"], "pred_boxes": outputs["pred_boxes"]}
-        losses = self._group(main, targets, self.matcher(main, targets), num_boxes, "")
+        groups.append((main, targets, "", num_boxes, None))
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            losses.update(self._group(aux, targets, self.matcher(aux, targets), num_boxes, f"_aux_{i}"))
-        enc_meta = outputs.get("enc_meta", {})
+            groups.append((aux, targets, f"_aux_{i}", num_boxes, None))
+        agnostic = bool(outputs.get("enc_meta", {}).get("class_agnostic"))
+        enc_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets] if agnostic else targets
         for i, enc in enumerate(outputs.get("enc_aux_outputs", [])):
-            agnostic = bool(enc_meta.get("class_agnostic"))
-            enc_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets] if agnostic else targets
-            indices = self.matcher(enc, enc_targets)
-            losses.update(self._group(enc, enc_targets, indices, num_boxes, f"_enc_{i}", 1 if agnostic else None))
+            groups.append((enc, enc_targets, f"_enc_{i}", num_boxes, 1 if agnostic else None))
+        first = len(groups)  # the one-to-many branch's groups come after the denoising terms (the terms' order)
+        if "o2m_outputs" in outputs:
+            k = self.o2m_repeat
+            many = [{"labels": t["labels"].repeat(k), "boxes": t["boxes"].repeat(k, 1)} for t in targets]
+            for i, o2m in enumerate(outputs["o2m_outputs"]):
+                groups.append((o2m, many, f"_o2m_{i}", num_boxes * k, None))
+        matched = self.matcher.match_many([(out, tgts) for out, tgts, *_ in groups])
+        losses: dict[str, Tensor] = {}
+        for (out, tgts, suffix, n, classes), indices in zip(groups[:first], matched):
+            losses.update(self._group(out, tgts, indices, n, suffix, classes))
         if "dn_aux_outputs" in outputs:
             dn_meta = outputs["dn_meta"]
             indices = denoising_indices(dn_meta, targets)
             dn_boxes = num_boxes * dn_meta["dn_num_group"]
             for i, dn in enumerate(outputs["dn_aux_outputs"]):
                 losses.update(self._group(dn, targets, indices, dn_boxes, f"_dn_{i}"))
-        if "o2m_outputs" in outputs:
-            k = self.o2m_repeat
-            many = [{"labels": t["labels"].repeat(k), "boxes": t["boxes"].repeat(k, 1)} for t in targets]
-            for i, o2m in enumerate(outputs["o2m_outputs"]):
-                losses.update(self._group(o2m, many, self.matcher(o2m, many), num_boxes * k, f"_o2m_{i}"))
+        for (out, tgts, suffix, n, classes), indices in zip(groups[first:], matched[first:]):
+            losses.update(self._group(out, tgts, indices, n, suffix, classes))
         return losses
+
+    def _check_targets(self, targets: list[dict[str, Tensor]]) -> None:
+        """Raise ValueError naming the first target with a class id outside ``[0, C)`` or a box that is not finite
+        or has a negative width/height (cxcywh). One read-back (one synchronisation on a GPU) for the batch."""
+        labels = torch.cat([t["labels"] for t in targets]) if targets else torch.zeros(0)
+        if not labels.numel():
+            return
+        boxes = torch.cat([t["boxes"] for t in targets])
+        bad_box = (~torch.isfinite(boxes)).any() | (boxes[:, 2:] < 0).any()
+        lo, hi, bad = torch.stack([labels.min().double(), labels.max().double(), bad_box.double()]).tolist()
+        if lo >= 0 and hi < self.num_classes and not bad:
+            return
+        for i, t in enumerate(targets):
+            ids = t["labels"].tolist()
+            if any(c < 0 or c >= self.num_classes for c in ids):
+                raise ValueError(f"target {i} has class ids outside [0, {self.num_classes}): {sorted(set(ids))[:10]}")
+            b = t["boxes"]
+            if b.numel() and (not bool(torch.isfinite(b).all()) or bool((b[:, 2:] < 0).any())):
+                raise ValueError(f"target {i} has non-finite or negative-size boxes (cxcywh): {b.tolist()[:5]}")

@@ -33,7 +33,6 @@ class HungarianMatcher(nn.Module):
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
         self.alpha, self.gamma = alpha, gamma
 
-    @torch.no_grad()
     def forward(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> list[tuple[Tensor, Tensor]]:
         """
         Args:
@@ -41,20 +40,60 @@ class HungarianMatcher(nn.Module):
             targets: per image ``labels`` ``[N_i]`` and ``boxes`` ``[N_i, 4]`` normalised cxcywh.
 
         Returns:
-            Per image ``(query_idx, target_idx)``, both int64 of length ``min(Q, N_i)`` (empty for ``N_i = 0``).
+            Per image ``(query_idx, target_idx)``, both int64 of length ``min(Q, N_i)`` (empty for ``N_i = 0``), on
+            the predictions' device.
 
         Raises:
             FloatingPointError: if the predictions hold NaN/inf (a diverged step; the trainer skips it).
         """
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
-        bs, nq = logits.shape[:2]
-        sizes = [int(t["boxes"].shape[0]) for t in targets]
+        return self.match_many([(outputs, targets)])[0]
+
+    @torch.no_grad()
+    def match_many(
+        self, groups: list[tuple[dict[str, Tensor], list[dict[str, Tensor]]]]
+    ) -> list[list[tuple[Tensor, Tensor]]]:
+        """:meth:`forward` for several ``(outputs, targets)`` groups (decoder layers, encoder proposals) with one
+        device-to-CPU copy for all of them: on a GPU, one synchronisation per training step instead of two per
+        group. The results are those of matching each group alone, on the predictions' device (on a GPU they go
+        back in one asynchronous copy, so indexing with them does not wait for the GPU)."""
+        costs, checks, plans = [], [], []
+        for outputs, targets in groups:
+            sizes = [int(t["boxes"].shape[0]) for t in targets]
+            plans.append(sizes)
+            if sum(sizes) == 0:
+                continue
+            logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+            checks.append(torch.isfinite(logits).all() & torch.isfinite(boxes).all())
+            costs.append(self._cost(logits, boxes, targets).flatten())
+        if checks:
+            flat = torch.cat([torch.stack(checks).to(costs[0].dtype), *costs]).cpu()  # the one copy
+            if not bool(flat[: len(checks)].all()):
+                raise FloatingPointError("non-finite predictions reached the matcher")
+            host = iter(flat[len(checks) :].split([c.numel() for c in costs]))
         empty = torch.zeros(0, dtype=torch.int64)
-        if sum(sizes) == 0:
-            return [(empty, empty) for _ in targets]
-        if not (torch.isfinite(logits).all() and torch.isfinite(boxes).all()):
-            raise FloatingPointError("non-finite predictions reached the matcher")
-        dtype = torch.promote_types(logits.dtype, torch.float32)  # fp16/bf16 (AMP) costs in fp32, fp64 stays
+        results = []
+        for (outputs, _), sizes in zip(groups, plans):
+            if sum(sizes) == 0:
+                results.append([(empty, empty) for _ in sizes])
+                continue
+            bs, nq = outputs["pred_logits"].shape[:2]
+            cost = next(host).view(bs, nq, -1)
+            indices = []
+            for i, c in enumerate(cost.split(sizes, -1)):
+                if sizes[i] == 0:
+                    indices.append((empty, empty))
+                    continue
+                rows, cols = linear_sum_assignment(c[i].numpy())
+                indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+            results.append(indices)
+        return _to_device(results, groups[0][0]["pred_logits"].device) if groups else results
+
+    def _cost(self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
+        """``[B, Q, N]`` matching cost of every query against every target of the batch (``N = sum N_i``), in at
+        least fp32 (AMP outputs are promoted, fp64 stays). Non-finite predictions give non-finite costs, which
+        :meth:`match_many` refuses once it has them on the CPU."""
+        bs, nq = logits.shape[:2]
+        dtype = torch.promote_types(logits.dtype, torch.float32)
         prob = logits.flatten(0, 1).to(dtype).sigmoid()  # [B*Q, C]
         out_bbox = boxes.flatten(0, 1).to(dtype)  # [B*Q, 4]
         tgt_ids = torch.cat([t["labels"] for t in targets])
@@ -65,15 +104,17 @@ class HungarianMatcher(nn.Module):
         pos = self.alpha * (1 - p) ** self.gamma * -(p + 1e-8).log()
         cost_class = pos - neg
         cost_bbox = torch.cdist(out_bbox, tgt_bbox, p=1)
-        cost_giou = -generalized_box_iou(box_cxcywh_to_xyxy(out_bbox), box_cxcywh_to_xyxy(tgt_bbox))
+        cost_giou = -generalized_box_iou(box_cxcywh_to_xyxy(out_bbox), box_cxcywh_to_xyxy(tgt_bbox), check=False)
         cost = self.cost_bbox * cost_bbox + self.cost_class * cost_class + self.cost_giou * cost_giou
-        cost = cost.view(bs, nq, -1).cpu()
+        return cost.view(bs, nq, -1)
 
-        indices = []
-        for i, c in enumerate(cost.split(sizes, -1)):
-            if sizes[i] == 0:
-                indices.append((empty, empty))
-                continue
-            rows, cols = linear_sum_assignment(c[i].numpy())
-            indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
-        return indices
+
+def _to_device(results: list[list[tuple[Tensor, Tensor]]], device: torch.device) -> list[list[tuple[Tensor, Tensor]]]:
+    """Every index tensor moved to ``device`` in one copy (pinned and asynchronous on CUDA: no synchronisation)."""
+    if device.type == "cpu":
+        return results
+    flat = [t for indices in results for pair in indices for t in pair]
+    host = torch.cat(flat)
+    moved = iter((host.pin_memory() if device.type == "cuda" else host).to(device, non_blocking=True).split(
+        [t.numel() for t in flat]))  # fmt: skip
+    return [[(next(moved), next(moved)) for _ in indices] for indices in results]

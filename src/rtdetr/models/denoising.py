@@ -93,9 +93,9 @@ def build_denoising_group(
     negative = torch.zeros((bs, 2 * max_gt, 1), device=device)
     negative[:, max_gt:] = 1
     negative = negative.repeat(1, num_group, 1)
-    positive = (1 - negative.squeeze(-1)) * pad_mask
-    pos_idx = torch.nonzero(positive)[:, 1]
-    positive_idx = list(torch.split(pos_idx, [n * num_group for n in num_gts]))
+    # positive query j of group k sits at k * 2 * max_gt + j (built from the counts: no read-back of ``positive``)
+    starts = torch.arange(num_group, device=device)[:, None] * (2 * max_gt)
+    positive_idx = [(starts + torch.arange(n, device=device)[None]).flatten() for n in num_gts]
     n_dn = 2 * max_gt * num_group
 
     noise = NOISE_DEVICE or device

@@ -60,12 +60,14 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     return iou, union
 
 
-def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor, check: bool = True) -> Tensor:
     """Pairwise generalised IoU (Rezatofighi et al. 2019).
 
     Args:
         boxes1: ``[N, 4]`` xyxy.
         boxes2: ``[M, 4]`` xyxy.
+        check: validate the boxes (below). The check reads the tensors back (a synchronisation on a GPU): the
+            criterion and matcher turn it off and validate once per step instead.
 
     Returns:
         ``[N, M]`` GIoU in ``[-1, 1]``.
@@ -74,7 +76,7 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         ValueError: if any box has ``x1 < x0`` or ``y1 < y0`` or is not finite (the usual symptom of labels or
             boxes that were never normalised, or of a diverged model).
     """
-    for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
+    for name, b in (("boxes1", boxes1), ("boxes2", boxes2)) if check else ():
         if b.numel() and (not torch.isfinite(b).all() or (b[:, 2:] < b[:, :2]).any()):
             raise ValueError(f"generalized_box_iou: {name} holds degenerate or non-finite xyxy boxes")
     iou, union = box_iou(boxes1, boxes2)
