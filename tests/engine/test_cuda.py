@@ -3,8 +3,9 @@ default CI run is CPU-only); the rest check, on the CPU, what the GPU path is bu
 steps, the option checks).
 
 Where tensors move: data, targets, denoising groups, criterion, EMA and post-processing stay on the model's
-device; the Hungarian matcher builds its cost matrix there and copies only that ``[B, Q, N]`` matrix to the CPU
-for scipy (``rtdetr.loss.matcher``), returning CPU indices that index the device tensors.
+device; the Hungarian matcher builds the ``[B, Q, N]`` cost matrices of all matched groups there, copies them to
+the CPU for scipy in one copy and returns the indices to the device in one asynchronous copy
+(``rtdetr.loss.matcher.HungarianMatcher.match_many``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def _train_step(
     model: torch.nn.Module, device: str, dtype: torch.dtype | None, seed: int = 0, init_scale: float = 2.0**8
 ) -> dict:
     """One optimizer step as the trainer takes it: autocast forward, fp32 criterion, GradScaler for fp16, gradient
-    clipping, AdamW, EMA. Returns the loss, the gradient norm, the scaler's scale after the step and the EMA's
-    device. The denoising noise comes from the CPU generator on every device (the same groups everywhere).
+    clipping, AdamW, EMA. Returns the loss terms, the gradient norm, the scaler's scale after the step, the EMA's
+    device, and the decoder's gradient of the denoising terms alone (see :func:`_close_to_fp32`). The denoising
+    noise comes from the CPU generator on every device (the same groups everywhere).
 
     ``init_scale``: GradScaler's default 2^16 overflows fp16 on this first step of a random model (gradient norm
     ~130, x 65536 > 65504), and the scaler then skips the step, as it should; 2^8 lets the compared step run."""
@@ -64,16 +66,20 @@ def _train_step(
         out = model(x, targets)
     losses = criterion(to_float32(out), targets)  # the criterion runs in fp32, as in the trainer
     loss = sum(losses.values())
+    head = [q for n, q in model.named_parameters() if n.startswith("decoder.")]
+    dn = scaler.scale(sum(v for k, v in losses.items() if "_dn_" in k))
+    dn_grad = torch.autograd.grad(dn, head, retain_graph=True, allow_unused=True)
+    dn_grad = torch.cat([(q.flatten().double() if q is not None else torch.zeros(p.numel(), dtype=torch.float64,
+                          device=p.device)) for q, p in zip(dn_grad, head)]) / scaler.get_scale()  # fmt: skip
     scaler.scale(loss).backward()
     scaler.unscale_(opt)
-    head = torch.cat([q.grad.flatten().double() for n, q in model.named_parameters() if n.startswith("decoder.")])
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1, foreach=True)
     scaler.step(opt)
     scaler.update()
     ema.update(model)
     return {
         "loss": float(loss.detach()),
-        "decoder_grad": head.cpu(),
+        "dn_decoder_grad": dn_grad.cpu(),
         "terms": {k: float(v.detach()) for k, v in losses.items()},
         "grad_norm": float(norm),
         "scale": float(scaler.get_scale()) if scaler.is_enabled() else None,
@@ -88,24 +94,34 @@ def _tiny(seed: int = 0, num_classes: int = 3) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------- on any machine
-def test_cpu_bf16_amp_step_matches_fp32() -> None:
+@pytest.mark.parametrize("seed", [0, 3])  # 3: one whose matched queries differ between fp32 and bf16
+def test_cpu_bf16_amp_step_matches_fp32(seed: int) -> None:
     """The mixed-precision step the trainer takes on a CPU (bf16 autocast, fp32 criterion): finite, and within
     a stated tolerance of the fp32 step (bf16 keeps 8 bits of mantissa: ~1% per layer)."""
-    ref = _train_step(_tiny(), "cpu", None)
-    amp = _train_step(_tiny(), "cpu", torch.bfloat16)
+    ref = _train_step(_tiny(seed), "cpu", None, seed)
+    amp = _train_step(_tiny(seed), "cpu", torch.bfloat16, seed)
     _close_to_fp32(amp, ref)
     assert amp["loss"] != ref["loss"]  # autocast really ran
+    if seed == 0:  # the tolerance tells steps apart: other denoising groups (a different draw) fail it
+        with pytest.raises(AssertionError):
+            _close_to_fp32(_train_step(_tiny(seed), "cpu", torch.bfloat16, seed + 1), ref)
 
 
 def _close_to_fp32(amp: dict, ref: dict) -> None:
-    """Every loss term finite, the total within 2% and the decoder's gradient pointing the same way (cosine >=
-    0.98; measured 0.994 for bf16). Gradients of the backbone are not compared: at 64x64 its last BatchNorm
-    normalises 2x2 maps of 2 images, which amplifies rounding (bf16 backbone: cosine 0.61 against fp64 where
-    fp32 gives 1.0000; the same step with the backbone in fp32 gives 0.994 everywhere)."""
+    """Every loss term finite; the denoising terms within 1% of fp32 and the decoder's gradient of them pointing
+    the same way (cosine >= 0.97).
+
+    Only the denoising terms are compared because only their queries are fixed: the matched terms (final,
+    auxiliary, encoder) follow the encoder's top-k selection and the Hungarian assignment, whose near-ties on a
+    random model resolve differently in another precision. Measured on the CPU, bf16 against fp32, seeds 0-7:
+    the matched terms moved 6-22% on 4 of 8 seeds (0.02-0.2% on the others), the denoising terms at most 0.25%,
+    the denoising gradient's cosine 0.984-0.995. On an H200 the whole bf16 loss was 6.5% off on seed 0 (a flip,
+    not a bug: the same comparison on the CPU flips on seed 3)."""
     assert all(torch.isfinite(torch.tensor(v)) for v in amp["terms"].values())
-    assert amp["loss"] == pytest.approx(ref["loss"], rel=0.02)
-    cos = torch.nn.functional.cosine_similarity(amp["decoder_grad"], ref["decoder_grad"], dim=0)
-    assert cos >= 0.98, f"decoder gradient cosine {float(cos):.3f}"
+    dn_amp, dn_ref = (sum(v for k, v in r["terms"].items() if "_dn_" in k) for r in (amp, ref))
+    assert dn_amp == pytest.approx(dn_ref, rel=0.01)
+    cos = torch.nn.functional.cosine_similarity(amp["dn_decoder_grad"], ref["dn_decoder_grad"], dim=0)
+    assert cos >= 0.97, f"denoising gradient cosine {float(cos):.3f}"
     assert torch.isfinite(torch.tensor(amp["grad_norm"]))
 
 
@@ -204,6 +220,26 @@ def test_postprocess_and_fast_paths_on_cuda() -> None:
 
 @pytest.mark.cuda
 @needs_cuda
+def test_predictor_resizes_on_the_gpu() -> None:
+    """A model on CUDA gets its images resized there (float antialiased bilinear): PIL's pixels within a level."""
+    import numpy as np
+    from PIL import Image
+
+    from rtdetr.engine.predictor import Predictor
+
+    model = _tiny().eval()
+    gpu = Predictor(copy.deepcopy(model), ["a", "b", "c"], (64, 64), device="cuda")
+    pil = Predictor(copy.deepcopy(model), ["a", "b", "c"], (64, 64), device="cuda", resize="pil")
+    assert gpu.resize_device == torch.device("cuda") and pil.resize_device is None
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray((rng.random((300 - 90 * i, 200, 3)) * 255).astype(np.uint8)) for i in range(3)]
+    x, _ = gpu.preprocess(images)
+    ref, _ = pil.preprocess(images)
+    assert x.device.type == "cuda" and (x.cpu() - ref).abs().max() <= 1.0 / 255 + 1e-6
+
+
+@pytest.mark.cuda
+@needs_cuda
 def test_cli_runs_on_cuda(tmp_path: Path, tiny_data: dict, capsys: pytest.CaptureFixture) -> None:
     from rtdetr.cli import main
     from rtdetr.convert import save_model
@@ -263,11 +299,12 @@ def test_serve_on_cuda(tmp_path: Path) -> None:
 @pytest.mark.slow
 @needs_cuda
 def test_demo_on_cuda_reaches_the_cpu_band(tmp_path: Path) -> None:
-    """The embedded demo trained on the GPU lands where the CPU run does: on the CPU (2026-12-03) the 10-epoch
-    schedule gave AP 0.675 (0.59 already after epoch 6); on the GPU it must reach 0.55 (other kernels, another
-    trajectory, the same band)."""
+    """The embedded demo trained on the GPU lands where the CPU run does. The 10-epoch schedule, AP: on the CPU
+    seed 0 0.675, seed 1 0.639; on an H200 (2026-12-04) seeds 0/1/2 0.633 / 0.467 / 0.669 (the loss leaves its
+    first plateau an epoch or two later on some seeds, on either device). CUDA kernels are not deterministic, so
+    seed 0 may follow another trajectory: the bound is the band's floor with a margin."""
     from rtdetr.demo import main
 
     assert main(["--out", str(tmp_path), "--epochs", "10", "train.device=cuda", "train.progress=false"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["best_AP"] >= 0.55
+    assert summary["best_AP"] >= 0.4
