@@ -82,3 +82,19 @@ def test_the_criterion_copies_to_the_cpu_once_per_step(monkeypatch: pytest.Monke
     losses = RTDETRCriterion(3)(out, targets)
     assert any("_o2m_" in k for k in losses) and any("_aux_" in k for k in losses)
     assert len(calls) == 1, calls
+
+
+def test_indices_go_to_the_device_in_one_copy_and_keep_their_pairing() -> None:
+    """The one-copy move to the predictions' device (exercised here with the meta device, which keeps shapes):
+    every pair keeps its shapes and order; nothing to move is fine too."""
+    from rtdetr.loss.matcher import _to_device
+
+    pairs = [[(torch.arange(3), torch.arange(3) + 10), (torch.zeros(0, dtype=torch.int64),) * 2],
+             [(torch.tensor([7]), torch.tensor([0]))]]  # fmt: skip
+    moved = _to_device(pairs, torch.device("meta"))
+    assert [[(a.shape, b.shape, a.device.type) for a, b in g] for g in moved] == [
+        [((3,), (3,), "meta"), ((0,), (0,), "meta")],
+        [((1,), (1,), "meta")],
+    ]
+    assert _to_device([[]], torch.device("meta")) == [[]]
+    assert _to_device(pairs, torch.device("cpu")) is pairs

@@ -111,9 +111,9 @@ class HungarianMatcher(nn.Module):
 
 def _to_device(results: list[list[tuple[Tensor, Tensor]]], device: torch.device) -> list[list[tuple[Tensor, Tensor]]]:
     """Every index tensor moved to ``device`` in one copy (pinned and asynchronous on CUDA: no synchronisation)."""
-    if device.type == "cpu":
-        return results
     flat = [t for indices in results for pair in indices for t in pair]
+    if device.type == "cpu" or not flat:
+        return results
     host = torch.cat(flat)
     moved = iter((host.pin_memory() if device.type == "cuda" else host).to(device, non_blocking=True).split(
         [t.numel() for t in flat]))  # fmt: skip
