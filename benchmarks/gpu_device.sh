@@ -19,7 +19,8 @@
 #   demo    the embedded demo, 10 epochs on CUDA, seeds 0 1 2 side by side (<= 220 s)  -> demo.log
 #   bench   rtdetr benchmark --device cuda --cuda-graph (pre-processing split; <= 45 s) -> cli_benchmark.json
 #   speed   benchmarks/gpu_speed.py, stops starting pieces after 330 s    -> gpu_speed.json/.log
-# e.g. the device tool's run with command "PARTS='tests parity demo' bash benchmarks/gpu_device.sh", timeout_s 560.
+# e.g. the device tool's run with command "PARTS='tests bench speed' bash benchmarks/gpu_device.sh", timeout_s 560
+# (tests <= 100 s + bench <= 45 s + speed <= 360 s; 'parity demo' <= 340 s is the training-parity pair).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 PARTS=${PARTS:-tests parity demo bench speed}
