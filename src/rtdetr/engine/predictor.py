@@ -140,9 +140,13 @@ def _resize_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1), thread_name_prefix="rtdetr-resize")
 
 
+def _rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def _rgb_array(image: Image.Image) -> np.ndarray:
     """``[H, W, 3]`` uint8 (a writable copy)."""
-    return np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+    return np.array(_rgb(image), dtype=np.uint8)
 
 
 def to_input(images: np.ndarray) -> Tensor:
@@ -219,8 +223,7 @@ class Predictor:
     def resize(self, image: Image.Image) -> np.ndarray:
         """``[H, W, 3]`` uint8 at the network size (PIL bilinear, aspect ratio not kept, as in training)."""
         h, w = self.image_size
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        return np.asarray(rgb.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
+        return np.asarray(_rgb(image).resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
 
     def resize_tensor(self, image: np.ndarray) -> Tensor:
         """``[H0, W0, 3]`` uint8 -> ``[1, 3, H, W]`` float in ``[0, 1]`` on :attr:`resize_device`: antialiased

@@ -240,21 +240,27 @@ class RTDETRCriterion(nn.Module):
             losses.update(self._group(out, tgts, indices, n, suffix, classes))
         return losses
 
+    def _invalid(self, labels: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """``[N]`` masks of the class ids outside ``[0, C)`` and of the cxcywh boxes that are not finite or have a
+        negative width/height."""
+        return (labels < 0) | (labels >= self.num_classes), ~torch.isfinite(boxes).all(1) | (boxes[:, 2:] < 0).any(1)
+
     def _check_targets(self, targets: list[dict[str, Tensor]]) -> None:
-        """Raise ValueError naming the first target with a class id outside ``[0, C)`` or a box that is not finite
-        or has a negative width/height (cxcywh). One read-back (one synchronisation on a GPU) for the batch."""
-        labels = torch.cat([t["labels"] for t in targets]) if targets else torch.zeros(0)
-        if not labels.numel():
+        """Raise ValueError naming the first target with an invalid class id or box (:meth:`_invalid`). One
+        read-back (one synchronisation on a GPU) for a valid batch."""
+        if not targets:
             return
-        boxes = torch.cat([t["boxes"] for t in targets])
-        bad_box = (~torch.isfinite(boxes)).any() | (boxes[:, 2:] < 0).any()
-        lo, hi, bad = torch.stack([labels.min().double(), labels.max().double(), bad_box.double()]).tolist()
-        if lo >= 0 and hi < self.num_classes and not bad:
+        bad_label, bad_box = self._invalid(
+            torch.cat([t["labels"] for t in targets]), torch.cat([t["boxes"] for t in targets])
+        )
+        if not bool((bad_label | bad_box).any()):
             return
         for i, t in enumerate(targets):
-            ids = t["labels"].tolist()
-            if any(c < 0 or c >= self.num_classes for c in ids):
-                raise ValueError(f"target {i} has class ids outside [0, {self.num_classes}): {sorted(set(ids))[:10]}")
-            b = t["boxes"]
-            if b.numel() and (not bool(torch.isfinite(b).all()) or bool((b[:, 2:] < 0).any())):
-                raise ValueError(f"target {i} has non-finite or negative-size boxes (cxcywh): {b.tolist()[:5]}")
+            bad_label, bad_box = self._invalid(t["labels"], t["boxes"])
+            if bool(bad_label.any()):
+                ids = sorted(set(t["labels"].tolist()))[:10]
+                raise ValueError(f"target {i} has class ids outside [0, {self.num_classes}): {ids}")
+            if bool(bad_box.any()):
+                raise ValueError(
+                    f"target {i} has non-finite or negative-size boxes (cxcywh): {t['boxes'].tolist()[:5]}"
+                )
