@@ -203,15 +203,22 @@ class TrainConfig:
     """Cap of the LR warm-up as a share of the run's optimizer steps (1.0: no cap; None: ``recipe_defaults``)."""
     recipe_defaults: Literal["auto", "official", "fast_small"] = "auto"
     """Values of the settings left at None/``auto`` (batch_size, lr, backbone_lr, schedule, schedule_over,
-    warmup_share, no_aug_fraction, cls_loss, data.mosaic, data.mixup): ``official`` (RT-DETR's), ``fast_small``
-    (faster from scratch on small data; ``rtdetr.defaults``) or ``auto``: fast_small for a training set of at
-    most 2000 images trained from scratch (no ``init_from``), official otherwise. The resolved values are saved
-    with the run."""
+    anneal_from, warmup_share, no_aug_fraction, cls_loss, data.mosaic, data.mixup): ``official`` (RT-DETR's),
+    ``fast_small`` (faster from scratch on small data; ``rtdetr.defaults``) or ``auto``: fast_small for a training
+    set of at most 2000 images trained from scratch (no ``init_from``), official otherwise. The resolved values
+    are saved with the run."""
     schedule: Literal["auto", "constant", "cosine", "flat_cosine", "step"] = "auto"
     """After the warm-up: constant, cosine to ``min_lr_ratio``, ``flat_cosine`` (constant for the first
     ``flat_share`` of the run, then cosine), or ``step`` (``gamma`` at each milestone)."""
     flat_share: float = 0.5
     """Share of the run a ``flat_cosine`` schedule keeps the full LR."""
+    anneal_from: Literal["auto", "start", "found"] = "auto"
+    """Where a cosine schedule's clock starts: ``start`` (it spans the whole run) or ``found``: the LR holds its
+    peak until the run has found its objects (the final decoder layer's matched boxes reach a mean GIoU of
+    ``found_giou`` over ``log_interval`` steps), then the cosine spans the rest of the run. A run from scratch
+    that anneals while its loss is still on the first plateau ends near zero AP. None/auto: ``recipe_defaults``."""
+    found_giou: float = 0.5
+    """Mean GIoU (-1..1) of the matched boxes at which ``anneal_from: found`` starts the cosine."""
     milestones: tuple[int, ...] = ()
     """Epochs at which a 'step' schedule multiplies the LR by ``gamma``."""
     gamma: float = 0.1
@@ -293,6 +300,8 @@ class TrainConfig:
             raise ConfigError("schedule 'step' has epoch milestones: use cosine or constant with schedule_over time")
         if self.no_aug_fraction is not None and not 0.0 <= self.no_aug_fraction < 1.0:
             raise ConfigError(f"no_aug_fraction {self.no_aug_fraction} must be within [0, 1)")
+        if not -1.0 < self.found_giou < 1.0:
+            raise ConfigError(f"found_giou {self.found_giou} must be within (-1, 1)")
         if not 0.0 <= self.flat_share < 1.0 or not 0.0 < self.warmup_cap <= 1.0:
             raise ConfigError("flat_share must be within [0, 1) and warmup_share within (0, 1]")
         for name in ("time_budget_s", "eval_every_s"):

@@ -1,6 +1,6 @@
 """Training defaults chosen by the data: RT-DETR's official recipe, or the faster one for small datasets.
 
-Settings a recipe leaves at None/``auto`` (``train.schedule``, ``schedule_over``, ``warmup_share``,
+Settings a recipe leaves at None/``auto`` (``train.schedule``, ``schedule_over``, ``anneal_from``, ``warmup_share``,
 ``no_aug_fraction``, ``cls_loss``, ``data.mosaic``, ``data.mixup``) take the values of the recipe
 ``train.recipe_defaults`` names; with ``auto`` that is :data:`FAST_SMALL` for a training set of at most
 :data:`SMALL_DATASET_IMAGES` images trained from scratch, :data:`OFFICIAL` otherwise. The trainer resolves them
@@ -27,6 +27,7 @@ OFFICIAL: dict[str, Any] = {
     "train.backbone_lr": 1e-5,  # a tenth: official runs start from an ImageNet-pretrained backbone
     "train.schedule": "constant",
     "train.schedule_over": "epochs",
+    "train.anneal_from": "start",
     "train.warmup_share": DEFAULT_WARMUP_SHARE,
     "train.no_aug_fraction": 0.0,
     "train.cls_loss": "vfl",
@@ -44,6 +45,7 @@ FAST_SMALL: dict[str, Any] = {
     "train.backbone_lr": 4e-4,  # the backbone learns from scratch too
     "train.schedule": "cosine",
     "train.schedule_over": "time",  # "epochs" when the run has no time budget
+    "train.anneal_from": "found",  # the LR holds its peak until the boxes find the objects
     "train.warmup_share": 0.3,
     "train.no_aug_fraction": 0.0,
     "train.cls_loss": "vfl",

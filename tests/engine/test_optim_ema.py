@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -125,3 +127,22 @@ def test_optimizer_update_is_the_reference_adamw() -> None:
     ours = _trajectory(lambda m: build_optimizer(m, cfg))
     assert (ours - ref).abs().max() < 1e-5
     assert (_trajectory(fused) - ref).abs().max() > 1e-5  # the broken variant fails the same bound
+
+
+def test_the_cosine_starts_where_anneal_from_says() -> None:
+    t = TrainConfig(epochs=1000, warmup_iters=0, schedule="cosine", min_lr_ratio=0.0, schedule_over="time",
+                    time_budget_s=100.0)  # fmt: skip
+    # not found yet: the peak LR however much of the budget is used
+    assert [lr_factor(5, t, 10, time_used=u, anneal_from=None) for u in (0.0, 60.0, 100.0)] == [1.0, 1.0, 1.0]
+    # found at 60 s: the cosine spans the remaining 40 s (half-way at 80 s), not the whole budget
+    assert lr_factor(5, t, 10, time_used=60.0, anneal_from=(50, 60.0)) == pytest.approx(1.0)
+    assert lr_factor(5, t, 10, time_used=80.0, anneal_from=(50, 60.0)) == pytest.approx(0.5)
+    assert lr_factor(5, t, 10, time_used=100.0, anneal_from=(50, 60.0)) == pytest.approx(0.0)
+    assert lr_factor(5, t, 10, time_used=80.0) == pytest.approx(0.5 * (1 + math.cos(0.8 * math.pi)))  # from 0
+    by_steps = TrainConfig(epochs=10, warmup_iters=0, schedule="cosine", min_lr_ratio=0.0)  # 100 steps
+    assert lr_factor(40, by_steps, 10, anneal_from=(40, 0.0)) == pytest.approx(1.0)
+    assert lr_factor(70, by_steps, 10, anneal_from=(40, 0.0)) == pytest.approx(0.5)
+    assert lr_factor(70, by_steps, 10, anneal_from=None) == 1.0
+    # the warm-up still applies while waiting
+    warm = TrainConfig(epochs=10, warmup_iters=10, schedule="cosine")
+    assert lr_factor(4, warm, 10, anneal_from=None) == pytest.approx(0.5)

@@ -260,3 +260,29 @@ def test_an_amp_step_hands_the_criterion_fp32(tiny_data: dict, tmp_path: Path) -
     tr.train_one_epoch(0)
     assert seen["model"] == {torch.bfloat16}  # autocast ran: without the cast the criterion would see bf16
     assert seen["criterion"] == {torch.float32}
+
+
+@pytest.mark.parametrize("found_giou, found", [(-0.99, True), (0.99, False)])
+def test_the_lr_cosine_waits_until_the_run_finds_its_objects(
+    tiny_data: dict, tmp_path: Path, found_giou: float, found: bool
+) -> None:
+    """``anneal_from: found``: the LR holds its peak until the matched boxes' mean GIoU reaches ``found_giou``
+    (read every ``log_interval`` steps), then the cosine spans the rest; never reached, it ends at the peak."""
+    common = ("train.epochs=3", "train.eval_interval=3", "train.log_interval=2", "train.schedule=cosine",
+              "train.min_lr_ratio=0.0", "train.warmup_iters=0", "train.ema=false")  # fmt: skip
+    run = Trainer(tiny_config(tiny_data, tmp_path / "f", *common, "train.anneal_from=found",
+                              f"train.found_giou={found_giou}"))  # fmt: skip
+    run.fit()
+    ckpt = read_checkpoint(run.out_dir / "last.pth")
+    log_text = (run.out_dir / "log.txt").read_text()
+    final_lr = run.optimizer.param_groups[0]["lr"]
+    if found:  # any boxes pass -0.99: the first read-back (step 2) starts the cosine, which ends at 0
+        assert ckpt["anneal"]["start"][0] == 2 and "found the objects at step 2" in log_text
+        assert final_lr == pytest.approx(0.0, abs=1e-9)
+    else:  # the peak LR to the end, and the log says why
+        assert ckpt["anneal"]["start"] is None and "stayed at its peak" in log_text
+        assert final_lr == pytest.approx(1e-3)
+    start = Trainer(tiny_config(tiny_data, tmp_path / "s", *common, "train.anneal_from=start"))
+    start.fit()  # the cosine over the whole run from step 0: not the waiting run's LR in the middle of it
+    lrs = {name: list(csv.DictReader((tr.out_dir / "metrics.csv").open())) for name, tr in (("f", run), ("s", start))}
+    assert float(lrs["s"][0]["lr"]) < 1e-3 * 0.9 and float(lrs["f"][0]["lr"]) > float(lrs["s"][0]["lr"])

@@ -74,19 +74,30 @@ def effective_warmups(cfg: TrainConfig, iters_per_epoch: int, total_steps: int |
 
 
 def lr_factor(
-    step: int, cfg: TrainConfig, iters_per_epoch: int, time_used: float = 0.0, total_steps: int | None = None
+    step: int,
+    cfg: TrainConfig,
+    iters_per_epoch: int,
+    time_used: float = 0.0,
+    total_steps: int | None = None,
+    anneal_from: tuple[int, float] | None = (0, 0.0),
 ) -> float:
     """Multiplier of every group's base LR at optimizer step ``step`` (0-based); warm-up as
     :func:`effective_warmups` gives it for a run of ``total_steps``. With ``schedule_over: time`` the cosine
-    follows ``time_used`` (seconds of training so far) over ``time_budget_s`` instead of the step count."""
+    follows ``time_used`` (seconds of training so far) over ``time_budget_s`` instead of the step count.
+    ``anneal_from``: the (step, seconds of training) where the cosine's clock starts, which then spans the rest
+    of the run; None: not yet (the LR holds its peak; ``train.anneal_from: found``)."""
     warmup = effective_warmups(cfg, iters_per_epoch, total_steps)[0]
     warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     epoch = step / max(1, iters_per_epoch)
     if cfg.schedule in ("cosine", "flat_cosine"):
-        if cfg.schedule_over == "time" and cfg.time_budget_s:
-            progress = min(1.0, time_used / cfg.time_budget_s)
+        if anneal_from is None:
+            progress = 0.0
+        elif cfg.schedule_over == "time" and cfg.time_budget_s:
+            start = min(anneal_from[1], cfg.time_budget_s)
+            progress = min(1.0, max(0.0, time_used - start) / max(1e-9, cfg.time_budget_s - start))
         else:
-            progress = min(1.0, step / max(1, cfg.epochs * iters_per_epoch))
+            start, total = anneal_from[0], cfg.epochs * iters_per_epoch
+            progress = min(1.0, max(0, step - start) / max(1, total - start))
         if cfg.schedule == "flat_cosine":
             progress = max(0.0, progress - cfg.flat_share) / (1.0 - cfg.flat_share)
         sched = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -5,7 +5,8 @@ non-finite loss skips the step on every process) -> backward -> clip -> step -> 
 evaluate the EMA weights, write ``last.pth`` (and ``best.pth``) atomically, log CSV/TensorBoard/PNG.
 
 Resume is exact: the RNG is re-seeded from (seed, rank, epoch) at every epoch start, and the checkpoint holds
-model, EMA, optimizer, scheduler, scaler, step and best metric.
+model, EMA, optimizer, scheduler, scaler, step, where the LR cosine started (:mod:`rtdetr.engine.anneal`) and
+best metric.
 """
 
 from __future__ import annotations
@@ -24,29 +25,19 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from rtdetr.config import ConfigError, RunConfig, to_dict
-from rtdetr.convert.checkpoint import (
-    atomic_save,
-    load_state_dict_into,
-    read_checkpoint,
-    remove_stale_saves,
-)
+from rtdetr.convert.checkpoint import atomic_save, load_state_dict_into, read_checkpoint, remove_stale_saves
 from rtdetr.data import BatchCollator, DetectionDataset, load_index
 from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex
 from rtdetr.data.transforms import build_train_transforms, build_val_transforms, default_scales
 from rtdetr.defaults import resolve_defaults
+from rtdetr.engine.anneal import AnnealStart
 from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_decides
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
 from rtdetr.engine.hardware import amp_dtype
 from rtdetr.engine.logger import RunLogger, format_row, log_index, progress_bar, setup_logging
-from rtdetr.engine.optim import (
-    EMA_WARMUP_FRACTION,
-    SHORT_RUN_STEPS,
-    build_optimizer,
-    effective_warmups,
-    lr_factor,
-)
+from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
 from rtdetr.engine.rundir import best_checkpoint, fresh_output_dir
 from rtdetr.engine.warmstart import init_from_checkpoint
 from rtdetr.loss import RTDETRCriterion
@@ -78,12 +69,8 @@ class Trainer:
                 raise ConfigError("data.train is not set: give a COCO json, YOLO data.yaml or VOC folder")
             train_index = load_index(cfg.data.train, cfg.data.train_split, cfg.data.format)
         if val_index is None and cfg.data.val:
-            val_index = load_index(
-                cfg.data.val,
-                cfg.data.val_split,
-                cfg.data.format,
-                class_names=train_index.class_names if train_index.format == "voc" else None,
-            )
+            names = train_index.class_names if train_index.format == "voc" else None  # VOC: the train set's order
+            val_index = load_index(cfg.data.val, cfg.data.val_split, cfg.data.format, class_names=names)
         if val_index is not None and val_index.class_names != train_index.class_names:
             raise ConfigError(
                 f"train and val class names differ: {train_index.class_names[:5]}... vs {val_index.class_names[:5]}..."
@@ -171,8 +158,12 @@ class Trainer:
         self.train_time_s = 0.0  # seconds of training so far (read by the LR schedule with schedule_over: time)
         self._segment_start: float | None = None  # wall time the running training segment began
         self.expected_steps: int | None = None  # steps the time budget holds (schedule_over: time), once measured
+        self.anneal = AnnealStart(t, self.criterion.weight_dict.get("loss_giou", 0.0))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, t, self.iters_per_epoch, self.time_used(), self.expected_steps)
+            self.optimizer,
+            lambda step: lr_factor(
+                step, t, self.iters_per_epoch, self.time_used(), self.expected_steps, self.anneal.start
+            ),
         )
         warmup, ema_warmup = effective_warmups(t, self.iters_per_epoch)
         self.ema = ModelEMA(self.model, t.ema_decay, ema_warmup) if t.ema else None
@@ -227,6 +218,7 @@ class Trainer:
             self.ema.load_state_dict(ckpt["ema"])
         self.start_epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
         self.train_time_s = float(ckpt.get("train_time_s", 0.0))
+        self.anneal.load_state_dict(ckpt.get("anneal") or {"start": [0, 0.0]})  # (saved before: from the start)
         best = ckpt.get("best", {})
         self.best_ap, self.best_epoch = float(best.get("ap", -1.0)), int(best.get("epoch", -1))
         self.bad_evals = int(best.get("bad_evals", 0))
@@ -315,8 +307,10 @@ class Trainer:
                 continue
             nan_streak = 0
             self.scaler.scale(loss / t.accumulate).backward()
+            self.anneal.observe(losses)
             if (i + 1) % t.accumulate == 0:
                 self._optimizer_step()
+                self.anneal.update(self.global_step, self.time_used(), self.device)
             count += 1
             # running sums stay on the device: reading a value back waits for the step (on a GPU, a
             # synchronisation that idles it while the next step is prepared), so it happens every log_interval
@@ -438,6 +432,7 @@ class Trainer:
             "epoch": epoch,
             "global_step": self.global_step,
             "train_time_s": self.train_time_s,
+            "anneal": self.anneal.state_dict(),
             "best": {"ap": self.best_ap, "epoch": self.best_epoch, "bad_evals": self.bad_evals},
             "model_config": to_dict(self.cfg.model),
             "run_config": to_dict(self.cfg),
@@ -492,6 +487,8 @@ class Trainer:
                     if self.main and not self.out_of_time:
                         log.info("early stop: no AP improvement in %d evaluations", t.patience)
                     break
+            if self.main:
+                self.anneal.report_end()
         finally:
             self.logger.close()
             cleanup()
