@@ -51,6 +51,19 @@ def test_a_window_below_the_threshold_keeps_waiting_and_the_end_says_so(caplog: 
     assert "stayed at its peak" in caplog.text and "0.49" in caplog.text
 
 
+def test_a_start_mode_run_is_watched_without_moving_its_cosine(caplog: pytest.LogCaptureFixture) -> None:
+    start = AnnealStart(TrainConfig(schedule="cosine", anneal_from="start", log_interval=1), giou_weight=2.0)
+    _feed(start, 0.3)
+    with caplog.at_level(logging.INFO, logger="rtdetr"):
+        assert not start.update(1, 1.0, CPU)
+        start.report_end()  # still on the plateau: said, without the held-LR clause
+        assert "still on its first plateau" in caplog.text and "stayed at its peak" not in caplog.text
+        _feed(start, 0.7)
+        assert not start.update(2, 2.0, CPU)  # found, logged, but the cosine started at 0 as configured
+    assert start.found == (2, 2.0) and start.start == (0, 0.0) and "found the objects at step 2" in caplog.text
+    assert not start.watching
+
+
 def test_start_mode_without_giou_and_state_round_trip() -> None:
     assert AnnealStart(TrainConfig(schedule="cosine", anneal_from="start"), 2.0).start == (0, 0.0)
     assert AnnealStart(TrainConfig(schedule="constant", anneal_from="found"), 2.0).start == (0, 0.0)  # no cosine
@@ -61,7 +74,7 @@ def test_start_mode_without_giou_and_state_round_trip() -> None:
     found.update(7, 70.5, CPU)
     again = AnnealStart(_found(), 2.0)
     again.load_state_dict(found.state_dict())
-    assert again.start == (7, 70.5) and not again.waiting
+    assert again.start == (7, 70.5) and again.found == (7, 70.5) and not again.waiting and not again.watching
     waiting = AnnealStart(_found(), 2.0)
     waiting.load_state_dict(AnnealStart(_found(), 2.0).state_dict())
     assert waiting.waiting

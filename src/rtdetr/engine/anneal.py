@@ -6,8 +6,9 @@ budget can anneal the LR while the run is still on that plateau, and such a run 
 5 minutes: README "Training from scratch"). With ``train.anneal_from: found``, :class:`AnnealStart` holds the LR
 at its peak until the final decoder layer's matched boxes overlap their objects with a mean GIoU of at least
 ``train.found_giou`` over a window of ``train.log_interval`` steps, and the cosine then spans the rest of the
-run. A run whose boxes get there quickly (BCCD: within the warm-up) anneals almost as with ``start``; a run that
-never gets there keeps the peak LR, as RT-DETR's constant schedule does.
+run; a run that never gets there keeps the peak LR, as RT-DETR's constant schedule does. Whatever the schedule,
+every run from scratch is watched the same way, and one that ends before its boxes got there is told so: it was
+still on its first plateau, which is why its AP is near zero.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ log = logging.getLogger("rtdetr")
 
 
 class AnnealStart:
-    """The (optimizer step, seconds of training) at which the LR cosine starts, decided during the run.
+    """When the run found its objects, and the (optimizer step, seconds of training) at which the LR cosine starts.
 
     Args:
         cfg: the run's settings (``schedule``, ``anneal_from``, ``found_giou``, ``log_interval``).
@@ -36,8 +37,9 @@ class AnnealStart:
 
     def __init__(self, cfg: TrainConfig, giou_weight: float) -> None:
         cosine = cfg.schedule in ("cosine", "flat_cosine")  # (other schedules have no clock to start)
-        self.watch = cosine and cfg.anneal_from == "found" and giou_weight > 0
-        self.start: tuple[int, float] | None = None if self.watch else (0, 0.0)
+        self.hold = cosine and cfg.anneal_from == "found" and giou_weight > 0
+        self.start: tuple[int, float] | None = None if self.hold else (0, 0.0)
+        self.found: tuple[int, float] | None = None
         self.threshold = cfg.found_giou
         self.interval = max(1, cfg.log_interval)
         self.giou_weight = giou_weight
@@ -48,20 +50,25 @@ class AnnealStart:
 
     @property
     def waiting(self) -> bool:
+        """The LR cosine has not started yet."""
         return self.start is None
+
+    @property
+    def watching(self) -> bool:
+        return self.found is None and self.giou_weight > 0
 
     def observe(self, losses: dict[str, torch.Tensor]) -> None:
         """Add one training step's ``loss_giou`` (final layer, a device tensor; no read-back) to the window."""
-        if self.waiting and "loss_giou" in losses:
+        if self.watching and "loss_giou" in losses:
             value = losses["loss_giou"].detach()
             self._sum = value if self._sum is None else self._sum + value
             self._count += 1
 
     def update(self, step: int, time_s: float, device: torch.device) -> bool:
         """At every ``interval``-th optimizer step (once per step, on every process): read the window's mean
-        matched GIoU back and start the cosine here if it reached the threshold (process 0 decides for all).
-        Returns whether the cosine started now."""
-        if not self.waiting or step % self.interval or step == self._checked_step or not self._count:
+        matched GIoU back; if it reached the threshold (process 0 decides for all), the run found its objects here
+        and, with ``anneal_from: found``, the cosine starts. Returns whether the cosine started now."""
+        if not self.watching or step % self.interval or step == self._checked_step or not self._count:
             return False
         self._checked_step = step
         assert self._sum is not None
@@ -69,26 +76,31 @@ class AnnealStart:
         self._sum, self._count = None, 0
         if not rank0_decides(self.last_giou >= self.threshold, device):
             return False
-        self.start = (step, time_s)
-        log.info(
-            "found the objects at step %d (%.0f s of training): matched boxes' mean GIoU %.2f >= %.2f; the LR cosine "
-            "starts now and spans the rest of the run", step, time_s, self.last_giou, self.threshold,
-        )  # fmt: skip
-        return True
+        self.found = (step, time_s)
+        then = "; the LR cosine starts now and spans the rest of the run" if self.hold else ""
+        log.info("found the objects at step %d (%.0f s of training): matched boxes' mean GIoU %.2f >= %.2f%s", step,
+                 time_s, self.last_giou, self.threshold, then)  # fmt: skip
+        if self.hold:
+            self.start = self.found
+        return self.hold
 
     def report_end(self) -> None:
-        """Say so if the run ended before it found its objects (its LR stayed at the peak)."""
-        if self.waiting and self.watch:
-            seen = "" if self.last_giou is None else f" (last {self.last_giou:.2f})"
+        """Say so if the run ended before it found its objects: still on its first plateau (AP near zero)."""
+        if self.watching and self.last_giou is not None:
+            peak = "; the LR stayed at its peak" if self.hold else ""
             log.warning(
-                "the run ended before its matched boxes reached a mean GIoU of %.2f%s: the LR stayed at its peak; a "
-                "longer run gets further", self.threshold, seen,
+                "the run ended before its matched boxes reached a mean GIoU of %.2f (last %.2f): still on its first "
+                "plateau, where AP stays near zero%s; a longer run (or a fine-tuned start) gets further",
+                self.threshold, self.last_giou, peak,
             )  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
-        return {"start": None if self.start is None else list(self.start), "last_giou": self.last_giou}
+        return {"start": None if self.start is None else list(self.start),
+                "found": None if self.found is None else list(self.found), "last_giou": self.last_giou}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         start = state.get("start")
         self.start = None if start is None else (int(start[0]), float(start[1]))
+        found = state.get("found")
+        self.found = None if found is None else (int(found[0]), float(found[1]))
         self.last_giou = state.get("last_giou")
