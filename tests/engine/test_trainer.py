@@ -277,10 +277,10 @@ def test_the_lr_cosine_waits_until_the_run_finds_its_objects(
     log_text = (run.out_dir / "log.txt").read_text()
     final_lr = run.optimizer.param_groups[0]["lr"]
     if found:  # any boxes pass -0.99: the first read-back (step 2) starts the cosine, which ends at 0
-        assert ckpt["anneal"]["start"][0] == 2 and "found the objects at step 2" in log_text
+        assert ckpt["anneal"]["found"][0] == 2 and "found the objects at step 2" in log_text
         assert final_lr == pytest.approx(0.0, abs=1e-9)
     else:  # the peak LR to the end, and the log says why
-        assert ckpt["anneal"]["start"] is None and "stayed at its peak" in log_text
+        assert ckpt["anneal"]["found"] is None and "stayed at its peak" in log_text
         assert final_lr == pytest.approx(1e-3)
     start = Trainer(tiny_config(tiny_data, tmp_path / "s", *common, "train.anneal_from=start"))
     start.fit()  # the cosine over the whole run from step 0: not the waiting run's LR in the middle of it

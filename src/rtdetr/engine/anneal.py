@@ -38,7 +38,6 @@ class AnnealStart:
     def __init__(self, cfg: TrainConfig, giou_weight: float) -> None:
         cosine = cfg.schedule in ("cosine", "flat_cosine")  # (other schedules have no clock to start)
         self.hold = cosine and cfg.anneal_from == "found" and giou_weight > 0
-        self.start: tuple[int, float] | None = None if self.hold else (0, 0.0)
         self.found: tuple[int, float] | None = None
         self.threshold = cfg.found_giou
         self.interval = max(1, cfg.log_interval)
@@ -47,6 +46,11 @@ class AnnealStart:
         self._sum: torch.Tensor | None = None
         self._count = 0
         self._checked_step = -1
+
+    @property
+    def start(self) -> tuple[int, float] | None:
+        """Where the cosine starts: at the found point when held for it (None until then), else at 0."""
+        return self.found if self.hold else (0, 0.0)
 
     @property
     def waiting(self) -> bool:
@@ -80,8 +84,6 @@ class AnnealStart:
         then = "; the LR cosine starts now and spans the rest of the run" if self.hold else ""
         log.info("found the objects at step %d (%.0f s of training): matched boxes' mean GIoU %.2f >= %.2f%s", step,
                  time_s, self.last_giou, self.threshold, then)  # fmt: skip
-        if self.hold:
-            self.start = self.found
         return self.hold
 
     def report_end(self) -> None:
@@ -95,12 +97,9 @@ class AnnealStart:
             )  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
-        return {"start": None if self.start is None else list(self.start),
-                "found": None if self.found is None else list(self.found), "last_giou": self.last_giou}  # fmt: skip
+        return {"found": None if self.found is None else list(self.found), "last_giou": self.last_giou}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        start = state.get("start")
-        self.start = None if start is None else (int(start[0]), float(start[1]))
         found = state.get("found")
         self.found = None if found is None else (int(found[0]), float(found[1]))
         self.last_giou = state.get("last_giou")

@@ -218,7 +218,7 @@ class Trainer:
             self.ema.load_state_dict(ckpt["ema"])
         self.start_epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
         self.train_time_s = float(ckpt.get("train_time_s", 0.0))
-        self.anneal.load_state_dict(ckpt.get("anneal") or {"start": [0, 0.0]})  # (saved before: from the start)
+        self.anneal.load_state_dict(ckpt.get("anneal") or {})
         best = ckpt.get("best", {})
         self.best_ap, self.best_epoch = float(best.get("ap", -1.0)), int(best.get("epoch", -1))
         self.bad_evals = int(best.get("bad_evals", 0))
