@@ -7,8 +7,10 @@
 ``official`` is the recipe the project used before fast_small (BCCD: ``benchmarks/train_bccd.py``, batch 8, AdamW
 4e-4 held constant after a 100-step warm-up; demo: the demo's own recipe, batch 16, a 10-epoch cosine);
 ``fast_small`` adds :data:`rtdetr.defaults.FAST_SMALL` (``configs/fast_small.yaml``: batch 4, AdamW 4e-4, the LR
-fitted to the budget). Each run evaluates every ``--eval-every`` seconds of training (AP-vs-time curve; evaluation
-time is not counted in the budget) and at the end. Results merge into ``--out`` keyed by (dataset, recipe,
+fitted to the budget), set explicitly on both datasets (the trainer's rule gives data with few objects per image
+batch 16 and 1e-3 instead: pass them as overrides to measure it, as README round 4 does). Each run evaluates
+every ``--eval-every`` seconds of training (AP-vs-time curve; evaluation time is not counted in the budget) and at
+the end. Results merge into ``--out`` keyed by (dataset, recipe,
 budget, seed); CPU flags recorded, and a file of another CPU's runs is refused (budgets in minutes compare only
 on one machine). Extra dotted overrides after the recipe name (e.g. for ablations, with ``--tag`` to name them).
 """

@@ -5,13 +5,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rtdetr.defaults import FAST_SMALL, OFFICIAL, SMALL_DATASET_IMAGES, resolve_defaults
+from rtdetr.defaults import (
+    FAST_SMALL,
+    FAST_SMALL_FEW_OBJECTS,
+    FEW_OBJECTS_PER_IMAGE,
+    OFFICIAL,
+    SMALL_DATASET_IMAGES,
+    resolve_defaults,
+)
 from rtdetr.recipe import load_recipe
 
 
-def _resolved(n_images: int, *overrides: str) -> tuple:
+def _resolved(n_images: int, *overrides: str, boxes: int | None = None) -> tuple:
     cfg = load_recipe(None, ["data.train=x", *overrides])
-    return resolve_defaults(cfg, n_images)
+    return resolve_defaults(cfg, n_images, boxes)
 
 
 def _values(cfg) -> dict:  # noqa: ANN001
@@ -46,6 +53,37 @@ def test_large_data_fine_tuning_or_asked_get_the_official_recipe(n_images: int, 
     assert (cfg.train.batch_size, cfg.train.lr, cfg.train.backbone_lr) == (16, 1e-4, 1e-5)  # RT-DETR's own
 
 
+@pytest.mark.parametrize(
+    "n_images, boxes, expected",
+    [
+        (205, 2804, (4, 4e-4, 4e-4)),  # BCCD: 13.7 objects per image, batch 4 (README round 2)
+        (800, 2738, (16, 1e-3, 1e-3)),  # the demo's shapes: 3.4 per image, batch 16 and 1e-3 (README round 4)
+        (100, 700, (4, 4e-4, 4e-4)),  # exactly 7 per image: the limit is "fewer than"
+        (100, 699, (16, 1e-3, 1e-3)),
+        (100, 0, (16, 1e-3, 1e-3)),  # no objects at all (background images only)
+        (100, None, (4, 4e-4, 4e-4)),  # objects unknown: the base table
+    ],
+)
+def test_fast_small_takes_a_larger_batch_when_images_hold_few_objects(
+    n_images: int, boxes: int | None, expected: tuple
+) -> None:
+    cfg, why = _resolved(n_images, boxes=boxes)
+    assert cfg.train.recipe_defaults == "fast_small"
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.backbone_lr) == expected
+    assert FEW_OBJECTS_PER_IMAGE == 7.0 and FAST_SMALL_FEW_OBJECTS["train.batch_size"] == 16
+    assert ("objects per image" in why) == (boxes is not None)
+    if boxes is not None:
+        assert f"batch {expected[0]}" in why and f"{boxes / n_images:.1f} objects per image" in why
+
+
+def test_few_objects_change_neither_the_official_recipe_nor_settings_given() -> None:
+    big, _ = _resolved(SMALL_DATASET_IMAGES + 1, boxes=SMALL_DATASET_IMAGES)  # 1 per image, but large: official
+    assert (big.train.recipe_defaults, big.train.batch_size, big.train.lr) == ("official", 16, 1e-4)
+    mine, why = _resolved(800, "train.batch_size=8", "train.lr=5e-4", boxes=800)
+    assert (mine.train.batch_size, mine.train.lr, mine.train.backbone_lr) == (8, 5e-4, 1e-3)
+    assert mine.train.schedule == "cosine"  # the rest of fast_small still applies
+
+
 def test_values_set_by_the_user_win() -> None:
     cfg, _ = _resolved(100, "data.mosaic=0.1", "train.cls_loss=vfl", "train.schedule=constant", "train.batch_size=8")
     assert (cfg.data.mosaic, cfg.train.cls_loss, cfg.train.schedule) == (0.1, "vfl", "constant")
@@ -68,4 +106,7 @@ def test_the_run_saves_the_resolved_recipe(tmp_path: Path) -> None:
     assert saved["train"]["recipe_defaults"] == "fast_small" and saved["data"]["mosaic"] == FAST_SMALL["data.mosaic"]
     assert (tr.cfg.train.batch_size, tr.cfg.train.lr) == (2, 1e-3)  # TINY's, not the recipe's 4 / 4e-4
     assert tr.cfg.train.warmup_share == 0.3 and tr.criterion.cls_loss == "vfl" and tr.train_set.mix is None
-    assert "fast_small" in (tr.out_dir / "log.txt").read_text()
+    log = (tr.out_dir / "log.txt").read_text()
+    assert "fast_small" in log
+    boxes = tr.train_index.num_boxes()  # the trainer hands the training set's objects to the defaults
+    assert boxes > 0 and f"{boxes / 4:.1f} objects per image" in log

@@ -3,8 +3,9 @@
 Settings a recipe leaves at None/``auto`` (``train.schedule``, ``schedule_over``, ``anneal_from``, ``warmup_share``,
 ``no_aug_fraction``, ``cls_loss``, ``data.mosaic``, ``data.mixup``) take the values of the recipe
 ``train.recipe_defaults`` names; with ``auto`` that is :data:`FAST_SMALL` for a training set of at most
-:data:`SMALL_DATASET_IMAGES` images trained from scratch, :data:`OFFICIAL` otherwise. The trainer resolves them
-once the data is indexed and saves the result.
+:data:`SMALL_DATASET_IMAGES` images trained from scratch, :data:`OFFICIAL` otherwise. Within fast_small, data with
+fewer than :data:`FEW_OBJECTS_PER_IMAGE` objects per image on average takes :data:`FAST_SMALL_FEW_OBJECTS`' batch
+and LR. The trainer resolves them once the data is indexed and saves the result.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Any
 
 from rtdetr.config import DEFAULT_WARMUP_SHARE, RunConfig
 
-__all__ = ["FAST_SMALL", "OFFICIAL", "SMALL_DATASET_IMAGES", "fast_small_overrides", "resolve_defaults"]
+__all__ = [
+    "FAST_SMALL",
+    "FAST_SMALL_FEW_OBJECTS",
+    "FEW_OBJECTS_PER_IMAGE",
+    "OFFICIAL",
+    "SMALL_DATASET_IMAGES",
+    "fast_small_overrides",
+    "resolve_defaults",
+]
 
 #: "Small": training sets up to this many images (BCCD has 205, the demo 800; COCO 118k). Measured only on
 #: those two from scratch; on a larger set, or fine-tuning, pick ``recipe_defaults: fast_small`` yourself.
@@ -53,6 +62,15 @@ FAST_SMALL: dict[str, Any] = {
     "data.mixup": 0.0,
 }
 
+#: Fewer matched objects per image than this (the training set's mean) and fast_small's batch 4 gives each step too
+#: few one-to-one matches: :data:`FAST_SMALL_FEW_OBJECTS` replaces its batch and LR. Measured on two datasets only
+#: (README round 4): BCCD has 13.7 objects per image (batch 4 = 55 matches per step: its best), the demo's shapes 3.4
+#: (batch 4 = 14 per step: 0.465 AP at 15 min against 0.675 at batch 16 and 1e-3; batch 4 at 1e-3 never learned).
+FEW_OBJECTS_PER_IMAGE = 7.0
+
+#: fast_small's batch and LR for data with few objects per image (about as many matches per step as BCCD's batch 4).
+FAST_SMALL_FEW_OBJECTS: dict[str, Any] = {"train.batch_size": 16, "train.lr": 1e-3, "train.backbone_lr": 1e-3}
+
 _TABLES = {"official": OFFICIAL, "fast_small": FAST_SMALL}
 
 
@@ -72,11 +90,27 @@ def _choose(cfg: RunConfig, num_train_images: int) -> tuple[str, str]:
     return "fast_small", f"{num_train_images} training images (<= {SMALL_DATASET_IMAGES}) from scratch"
 
 
-def resolve_defaults(cfg: RunConfig, num_train_images: int) -> tuple[RunConfig, str]:
-    """``cfg`` with every None/``auto`` setting of the table set, and a line saying which recipe and why."""
+def resolve_defaults(
+    cfg: RunConfig, num_train_images: int, num_train_boxes: int | None = None
+) -> tuple[RunConfig, str]:
+    """``cfg`` with every None/``auto`` setting of the table set, and a line saying which recipe and why.
+
+    ``num_train_boxes`` (the training set's objects; None: unknown) chooses fast_small's batch and LR: fewer than
+    :data:`FEW_OBJECTS_PER_IMAGE` per image on average takes :data:`FAST_SMALL_FEW_OBJECTS`.
+    """
     name, why = _choose(cfg, num_train_images)
+    table = dict(_TABLES[name])
+    if name == "fast_small" and num_train_boxes is not None and num_train_images > 0:
+        per_image = num_train_boxes / num_train_images
+        few = per_image < FEW_OBJECTS_PER_IMAGE
+        if few:
+            table.update(FAST_SMALL_FEW_OBJECTS)
+        why += (
+            f"; {per_image:.1f} objects per image ({'<' if few else '>='} {FEW_OBJECTS_PER_IMAGE:g}): "
+            f"batch {table['train.batch_size']}, lr {table['train.lr']:g} unless set"
+        )
     sections: dict[str, dict[str, Any]] = {"train": {"recipe_defaults": name}, "data": {}}
-    for dotted, value in _TABLES[name].items():
+    for dotted, value in table.items():
         section, key = dotted.split(".")
         if getattr(getattr(cfg, section), key) in (None, "auto"):
             if key == "schedule_over" and value == "time" and not cfg.train.time_budget_s:

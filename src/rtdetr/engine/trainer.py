@@ -90,7 +90,9 @@ class Trainer:
         model_cfg = cfg.model
         if model_cfg.num_classes != train_index.num_classes:
             model_cfg = dataclasses.replace(model_cfg, num_classes=train_index.num_classes)
-        cfg, why = resolve_defaults(dataclasses.replace(cfg, model=model_cfg), len(train_index.records))
+        cfg, why = resolve_defaults(
+            dataclasses.replace(cfg, model=model_cfg), len(train_index.records), train_index.num_boxes()
+        )
         self.cfg, t = cfg, cfg.train
         if self.main:
             log.info("%s", why)
