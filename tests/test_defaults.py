@@ -79,9 +79,13 @@ def test_fast_small_takes_a_larger_batch_when_images_hold_few_objects(
 def test_few_objects_change_neither_the_official_recipe_nor_settings_given() -> None:
     big, _ = _resolved(SMALL_DATASET_IMAGES + 1, boxes=SMALL_DATASET_IMAGES)  # 1 per image, but large: official
     assert (big.train.recipe_defaults, big.train.batch_size, big.train.lr) == ("official", 16, 1e-4)
-    mine, why = _resolved(800, "train.batch_size=8", "train.lr=5e-4", boxes=800)
-    assert (mine.train.batch_size, mine.train.lr, mine.train.backbone_lr) == (8, 5e-4, 1e-3)
+    mine, _ = _resolved(800, "train.lr=5e-4", boxes=800)  # an LR set: batch 16 and the backbone's 1e-3 still
+    assert (mine.train.batch_size, mine.train.lr, mine.train.backbone_lr) == (16, 5e-4, 1e-3)
     assert mine.train.schedule == "cosine"  # the rest of fast_small still applies
+    # a batch set: the LR of the base table, measured at batch 4 (1e-3 at batch 4 never left the plateau, round 4)
+    four, why = _resolved(800, "train.batch_size=4", boxes=800)
+    assert (four.train.batch_size, four.train.lr, four.train.backbone_lr) == (4, 4e-4, 4e-4)
+    assert "lr 0.0004" in why
 
 
 def test_values_set_by_the_user_win() -> None:

@@ -96,14 +96,16 @@ def resolve_defaults(
     """``cfg`` with every None/``auto`` setting of the table set, and a line saying which recipe and why.
 
     ``num_train_boxes`` (the training set's objects; None: unknown) chooses fast_small's batch and LR: fewer than
-    :data:`FEW_OBJECTS_PER_IMAGE` per image on average takes :data:`FAST_SMALL_FEW_OBJECTS`.
+    :data:`FEW_OBJECTS_PER_IMAGE` per image on average takes :data:`FAST_SMALL_FEW_OBJECTS`, unless
+    ``train.batch_size`` is set (then the base table's LR fills in: batch 4 at 1e-3 never learned on the demo).
     """
     name, why = _choose(cfg, num_train_images)
     table = dict(_TABLES[name])
     if name == "fast_small" and num_train_boxes is not None and num_train_images > 0:
         per_image = num_train_boxes / num_train_images
         few = per_image < FEW_OBJECTS_PER_IMAGE
-        if few:
+        # the pair was measured together: a batch the user set keeps the base LR (1e-3 at batch 4 never learned)
+        if few and cfg.train.batch_size is None:
             table.update(FAST_SMALL_FEW_OBJECTS)
         why += (
             f"; {per_image:.1f} objects per image ({'<' if few else '>='} {FEW_OBJECTS_PER_IMAGE:g}): "
