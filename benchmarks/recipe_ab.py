@@ -10,9 +10,9 @@
 fitted to the budget), set explicitly on both datasets (the trainer's rule gives data with few objects per image
 batch 16 and 1e-3 instead: pass them as overrides to measure it, as README round 4 does). Each run evaluates
 every ``--eval-every`` seconds of training (AP-vs-time curve; evaluation time is not counted in the budget) and at
-the end. Results merge into ``--out`` keyed by (dataset, recipe,
-budget, seed); CPU flags recorded, and a file of another CPU's runs is refused (budgets in minutes compare only
-on one machine). Extra dotted overrides after the recipe name (e.g. for ablations, with ``--tag`` to name them).
+the end. Results merge into ``--out`` keyed by (dataset, recipe, budget, seed); CPU flags recorded, and a file of
+another CPU's runs is refused (budgets in minutes compare only on one machine). Extra dotted overrides after the
+recipe name (e.g. for ablations, with ``--tag`` to name them).
 """
 
 from __future__ import annotations
