@@ -23,7 +23,9 @@ def value_at(run: dict, minutes: float) -> dict | None:
     independent of the budget) the first curve point at or after that time (within one step)."""
     if abs(run["budget_min"] - minutes) < 1e-6:
         return {"AP": run["AP"], "AP50": run["AP50"]}
-    constant_lr = not any(o.startswith("train.schedule=cosine") for o in run["overrides"])
+    # official's LR is constant unless a schedule was given (round 1 predates recipe_defaults: constant then)
+    chosen = {"train.recipe_defaults=fast_small", "train.recipe_defaults=auto"} & set(run["overrides"])
+    constant_lr = not chosen and not any(o.startswith("train.schedule=") for o in run["overrides"])
     if not constant_lr or run["budget_min"] < minutes:
         return None
     for point in run["curve"]:

@@ -9,6 +9,8 @@ from rtdetr.defaults import (
     FAST_SMALL,
     FAST_SMALL_FEW_OBJECTS,
     FEW_OBJECTS_PER_IMAGE,
+    LOW_MATCHES_LR,
+    MIN_MATCHES_PER_STEP,
     OFFICIAL,
     SMALL_DATASET_IMAGES,
     resolve_defaults,
@@ -29,8 +31,8 @@ def test_small_dataset_from_scratch_gets_the_fast_recipe() -> None:
     cfg, why = _resolved(205, "train.time_budget_s=600")
     assert cfg.train.recipe_defaults == "fast_small" and "205 training images" in why
     assert _values(cfg) == FAST_SMALL
-    # the measured recipe (README A/B), pinned as literals: batch 4, AdamW 4e-4 for the backbone too
-    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.backbone_lr) == (4, 4e-4, 4e-4)
+    # the measured recipe (README A/B), pinned as literals: batch 4, AdamW 1e-3 for the backbone too (round 5)
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.backbone_lr) == (4, 1e-3, 1e-3)
     edge, _ = _resolved(SMALL_DATASET_IMAGES)  # "small" includes the limit itself
     assert edge.train.recipe_defaults == "fast_small"
     no_budget, _ = _resolved(205)
@@ -56,12 +58,14 @@ def test_large_data_fine_tuning_or_asked_get_the_official_recipe(n_images: int, 
 @pytest.mark.parametrize(
     "n_images, boxes, expected",
     [
-        (205, 2804, (4, 4e-4, 4e-4)),  # BCCD: 13.7 objects per image, batch 4 (README round 2)
+        (205, 2804, (4, 1e-3, 1e-3)),  # BCCD: 13.7 objects per image, batch 4 (README rounds 2 and 5)
         (800, 2738, (16, 1e-3, 1e-3)),  # the demo's shapes: 3.4 per image, batch 16 and 1e-3 (README round 4)
-        (100, 700, (4, 4e-4, 4e-4)),  # exactly 7 per image: the limit is "fewer than"
+        (100, 700, (4, 1e-3, 1e-3)),  # exactly 7 per image: the limit is "fewer than"; 28 per step: 1e-3
         (100, 699, (16, 1e-3, 1e-3)),
-        (100, 0, (16, 1e-3, 1e-3)),  # no objects at all (background images only)
-        (100, None, (4, 4e-4, 4e-4)),  # objects unknown: the base table
+        (100, 175, (16, 1e-3, 1e-3)),  # 1.75 per image: batch 16 holds exactly 28 per step
+        (100, 174, (16, 4e-4, 4e-4)),  # 27.8 per step: the LR that learned with few matches
+        (100, 0, (16, 4e-4, 4e-4)),  # no objects at all (background images only)
+        (100, None, (4, 1e-3, 1e-3)),  # objects unknown: the base table
     ],
 )
 def test_fast_small_takes_a_larger_batch_when_images_hold_few_objects(
@@ -70,22 +74,32 @@ def test_fast_small_takes_a_larger_batch_when_images_hold_few_objects(
     cfg, why = _resolved(n_images, boxes=boxes)
     assert cfg.train.recipe_defaults == "fast_small"
     assert (cfg.train.batch_size, cfg.train.lr, cfg.train.backbone_lr) == expected
-    assert FEW_OBJECTS_PER_IMAGE == 7.0 and FAST_SMALL_FEW_OBJECTS["train.batch_size"] == 16
+    assert FEW_OBJECTS_PER_IMAGE == 7.0 and FAST_SMALL_FEW_OBJECTS == {"train.batch_size": 16}
+    assert (MIN_MATCHES_PER_STEP, LOW_MATCHES_LR) == (28.0, 4e-4)
     assert ("objects per image" in why) == (boxes is not None)
     if boxes is not None:
         assert f"batch {expected[0]}" in why and f"{boxes / n_images:.1f} objects per image" in why
+        assert f"{expected[0] * boxes / n_images:.0f} per step" in why and f"lr {expected[1]:g}" in why
 
 
 def test_few_objects_change_neither_the_official_recipe_nor_settings_given() -> None:
     big, _ = _resolved(SMALL_DATASET_IMAGES + 1, boxes=SMALL_DATASET_IMAGES)  # 1 per image, but large: official
     assert (big.train.recipe_defaults, big.train.batch_size, big.train.lr) == ("official", 16, 1e-4)
-    mine, _ = _resolved(800, "train.lr=5e-4", boxes=800)  # an LR set: batch 16 and the backbone's 1e-3 still
+    mine, why = _resolved(800, "train.lr=5e-4", boxes=2738)  # an LR set: batch 16 and the backbone's 1e-3 still
     assert (mine.train.batch_size, mine.train.lr, mine.train.backbone_lr) == (16, 5e-4, 1e-3)
-    assert mine.train.schedule == "cosine"  # the rest of fast_small still applies
-    # a batch set: the LR of the base table, measured at batch 4 (1e-3 at batch 4 never left the plateau, round 4)
-    four, why = _resolved(800, "train.batch_size=4", boxes=800)
+    assert mine.train.schedule == "cosine" and "lr 0.0005" in why  # the log says the LR the run gets
+    # a batch set: the LR follows the objects per step (1e-3 at batch 4 on the demo never left the plateau, round 4)
+    four, why = _resolved(800, "train.batch_size=4", boxes=2738)  # 14 per step
     assert (four.train.batch_size, four.train.lr, four.train.backbone_lr) == (4, 4e-4, 4e-4)
-    assert "lr 0.0004" in why
+    assert "batch 4, 14 per step (< 28): lr 0.0004" in why
+    sixteen, _ = _resolved(800, "train.batch_size=16", boxes=2738)  # 55 per step: what the demo learned best at
+    assert (sixteen.train.batch_size, sixteen.train.lr) == (16, 1e-3)
+    two, _ = _resolved(205, "train.batch_size=2", boxes=2804)  # BCCD at batch 2: 27.4 per step
+    assert (two.train.lr, two.train.backbone_lr) == (4e-4, 4e-4)
+    acc, why = _resolved(205, "train.batch_size=2", "train.accumulate=2", boxes=2804)  # per optimizer step: 54.7
+    assert (acc.train.lr, acc.train.backbone_lr) == (1e-3, 1e-3) and "55 per step" in why
+    own, _ = _resolved(205, "train.batch_size=2", "train.backbone_lr=1e-4", boxes=2804)  # the one set stays
+    assert (own.train.lr, own.train.backbone_lr) == (4e-4, 1e-4)
 
 
 def test_values_set_by_the_user_win() -> None:
@@ -108,9 +122,38 @@ def test_the_run_saves_the_resolved_recipe(tmp_path: Path) -> None:
     tr = Trainer(cfg)
     saved = yaml.safe_load((tr.out_dir / "config.yaml").read_text())
     assert saved["train"]["recipe_defaults"] == "fast_small" and saved["data"]["mosaic"] == FAST_SMALL["data.mosaic"]
-    assert (tr.cfg.train.batch_size, tr.cfg.train.lr) == (2, 1e-3)  # TINY's, not the recipe's 4 / 4e-4
+    assert (tr.cfg.train.batch_size, tr.cfg.train.lr) == (2, 1e-3)  # TINY's, not the recipe's
     assert tr.cfg.train.warmup_share == 0.3 and tr.criterion.cls_loss == "vfl" and tr.train_set.mix is None
     log = (tr.out_dir / "log.txt").read_text()
     assert "fast_small" in log
     boxes = tr.train_index.num_boxes()  # the trainer hands the training set's objects to the defaults
     assert boxes > 0 and f"{boxes / 4:.1f} objects per image" in log
+
+
+def test_the_benchmark_recipes_resolve_as_its_rounds_ran_them() -> None:
+    """``benchmarks/recipe_ab.py``: ``fast_small`` stays the table rounds 2 to 5 measured (4e-4), ``auto`` is what
+    ``rtdetr train`` gives the data, ``official`` the project's pre-fast_small recipe."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("recipe_ab", bench / "recipe_ab.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(bench))
+
+    def got(dataset: str, name: str, images: int, boxes: int) -> tuple:
+        overrides = ["data.train=x", "train.time_budget_s=900", *mod.recipe(dataset, name)]  # as recipe_ab runs them
+        cfg, _ = resolve_defaults(load_recipe(None, overrides), images, boxes)
+        return cfg.train.recipe_defaults, cfg.train.batch_size, cfg.train.lr, cfg.train.backbone_lr
+
+    assert got("bccd", "fast_small", 205, 2804) == ("fast_small", 4, 4e-4, 4e-4)
+    assert got("demo", "fast_small", 800, 2738) == ("fast_small", 4, 4e-4, 4e-4)
+    assert got("bccd", "auto", 205, 2804) == ("fast_small", 4, 1e-3, 1e-3)
+    assert got("demo", "auto", 800, 2738) == ("fast_small", 16, 1e-3, 1e-3)
+    assert got("bccd", "official", 205, 2804) == ("official", 8, 4e-4, 4e-4)
+    assert got("demo", "official", 800, 2738) == ("official", 16, 1e-3, 1e-3)

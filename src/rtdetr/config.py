@@ -191,8 +191,8 @@ class TrainConfig:
     accumulate: int = 1
     """Gradient accumulation steps per optimizer step."""
     lr: float | None = None
-    """AdamW learning rate. None: ``recipe_defaults`` decides (official 1e-4, the backbone's 1e-5; fast_small 4e-4
-    for both, or 1e-3 with its batch of 16)."""
+    """AdamW learning rate. None: ``recipe_defaults`` decides (official 1e-4, the backbone's 1e-5; fast_small 1e-3
+    for both, or 4e-4 when a step holds fewer than 28 objects: batch x accumulate x objects per image)."""
     backbone_lr: float | None = None
     weight_decay: float = 1e-4
     no_decay_norm_bias: bool = True

@@ -4,8 +4,9 @@ Settings a recipe leaves at None/``auto`` (``train.schedule``, ``schedule_over``
 ``no_aug_fraction``, ``cls_loss``, ``data.mosaic``, ``data.mixup``) take the values of the recipe
 ``train.recipe_defaults`` names; with ``auto`` that is :data:`FAST_SMALL` for a training set of at most
 :data:`SMALL_DATASET_IMAGES` images trained from scratch, :data:`OFFICIAL` otherwise. Within fast_small, data with
-fewer than :data:`FEW_OBJECTS_PER_IMAGE` objects per image on average takes :data:`FAST_SMALL_FEW_OBJECTS`' batch
-and LR. The trainer resolves them once the data is indexed and saves the result.
+fewer than :data:`FEW_OBJECTS_PER_IMAGE` objects per image on average takes :data:`FAST_SMALL_FEW_OBJECTS`' batch,
+and a step that would hold fewer than :data:`MIN_MATCHES_PER_STEP` objects takes :data:`LOW_MATCHES_LR`. The
+trainer resolves them once the data is indexed and saves the result.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ __all__ = [
     "FAST_SMALL",
     "FAST_SMALL_FEW_OBJECTS",
     "FEW_OBJECTS_PER_IMAGE",
+    "LOW_MATCHES_LR",
+    "MIN_MATCHES_PER_STEP",
     "OFFICIAL",
     "SMALL_DATASET_IMAGES",
-    "fast_small_overrides",
     "resolve_defaults",
 ]
 
@@ -50,8 +52,8 @@ OFFICIAL: dict[str, Any] = {
 #: the matchability-aware loss (MAL), which the data/loss options still offer.
 FAST_SMALL: dict[str, Any] = {
     "train.batch_size": 4,  # twice the optimizer steps of batch 8 in the same time: the largest gain measured
-    "train.lr": 4e-4,
-    "train.backbone_lr": 4e-4,  # the backbone learns from scratch too
+    "train.lr": 1e-3,  # BCCD at 15 min: +2.7 AP over 4e-4, each of 3 seeds (README round 5); see LOW_MATCHES_LR
+    "train.backbone_lr": 1e-3,  # the backbone learns from scratch too
     "train.schedule": "cosine",
     "train.schedule_over": "time",  # "epochs" when the run has no time budget
     "train.anneal_from": "start",  # "found" (peak LR until the boxes find the objects) measured no better
@@ -62,21 +64,25 @@ FAST_SMALL: dict[str, Any] = {
     "data.mixup": 0.0,
 }
 
-#: Fewer matched objects per image than this (the training set's mean) and fast_small's batch 4 gives each step too
-#: few one-to-one matches: :data:`FAST_SMALL_FEW_OBJECTS` replaces its batch and LR. Measured on two datasets only
-#: (README round 4): BCCD has 13.7 objects per image (batch 4 = 55 matches per step: its best), the demo's shapes 3.4
-#: (batch 4 = 14 per step: 0.465 AP at 15 min against 0.675 at batch 16 and 1e-3; batch 4 at 1e-3 never learned).
+#: Fewer objects per image than this (the training set's mean) and fast_small's batch 4 gives each step too few
+#: one-to-one matches: :data:`FAST_SMALL_FEW_OBJECTS` replaces its batch. Measured on two datasets only (README
+#: round 4): BCCD has 13.7 objects per image (batch 4 = 55 matches per step: its best), the demo's shapes 3.4
+#: (batch 4 = 14 per step: 0.465 AP at 15 min against 0.675 at batch 16 and 1e-3).
 FEW_OBJECTS_PER_IMAGE = 7.0
 
-#: fast_small's batch and LR for data with few objects per image (about as many matches per step as BCCD's batch 4).
-FAST_SMALL_FEW_OBJECTS: dict[str, Any] = {"train.batch_size": 16, "train.lr": 1e-3, "train.backbone_lr": 1e-3}
+#: fast_small's batch for data with few objects per image (about as many matches per step as BCCD's batch 4).
+FAST_SMALL_FEW_OBJECTS: dict[str, Any] = {"train.batch_size": 16}
+
+#: Matched objects per optimizer step (batch x mean objects per image) below which fast_small's 1e-3 does not
+#: learn: the demo at batch 4 (14 per step) never left the first plateau at 1e-3 and reached 0.465 at 4e-4; at 55 per
+#: step 1e-3 learned on both datasets (the demo at batch 16: 0.675; BCCD at batch 4: above 4e-4, README round 5).
+#: The limit, 4 x FEW_OBJECTS_PER_IMAGE, lies between the measured 14 and 55; unmeasured in between.
+MIN_MATCHES_PER_STEP = 28.0
+
+#: fast_small's LR (the backbone's too) for steps with fewer than :data:`MIN_MATCHES_PER_STEP` matches.
+LOW_MATCHES_LR = 4e-4
 
 _TABLES = {"official": OFFICIAL, "fast_small": FAST_SMALL}
-
-
-def fast_small_overrides() -> list[str]:
-    """:data:`FAST_SMALL` as dotted overrides (``train.recipe_defaults=fast_small`` first)."""
-    return ["train.recipe_defaults=fast_small", *(f"{k}={v}" for k, v in FAST_SMALL.items())]
 
 
 def _choose(cfg: RunConfig, num_train_images: int) -> tuple[str, str]:
@@ -96,20 +102,26 @@ def resolve_defaults(
     """``cfg`` with every None/``auto`` setting of the table set, and a line saying which recipe and why.
 
     ``num_train_boxes`` (the training set's objects; None: unknown) chooses fast_small's batch and LR: fewer than
-    :data:`FEW_OBJECTS_PER_IMAGE` per image on average takes :data:`FAST_SMALL_FEW_OBJECTS`, unless
-    ``train.batch_size`` is set (then the base table's LR fills in: batch 4 at 1e-3 never learned on the demo).
+    :data:`FEW_OBJECTS_PER_IMAGE` per image on average takes :data:`FAST_SMALL_FEW_OBJECTS`' batch unless
+    ``train.batch_size`` is set; then, if the batch (set or chosen) times ``train.accumulate`` times the objects
+    per image is below :data:`MIN_MATCHES_PER_STEP`, the LRs not set take :data:`LOW_MATCHES_LR`.
     """
     name, why = _choose(cfg, num_train_images)
     table = dict(_TABLES[name])
     if name == "fast_small" and num_train_boxes is not None and num_train_images > 0:
         per_image = num_train_boxes / num_train_images
         few = per_image < FEW_OBJECTS_PER_IMAGE
-        # the pair was measured together: a batch the user set keeps the base LR (1e-3 at batch 4 never learned)
         if few and cfg.train.batch_size is None:
             table.update(FAST_SMALL_FEW_OBJECTS)
+        batch = cfg.train.batch_size or table["train.batch_size"]
+        matches = batch * cfg.train.accumulate * per_image  # per optimizer step
+        if matches < MIN_MATCHES_PER_STEP:  # 1e-3 at 14 matches per step never learned (README round 4)
+            table.update({"train.lr": LOW_MATCHES_LR, "train.backbone_lr": LOW_MATCHES_LR})
+        lr = cfg.train.lr or table["train.lr"]
         why += (
-            f"; {per_image:.1f} objects per image ({'<' if few else '>='} {FEW_OBJECTS_PER_IMAGE:g}): "
-            f"batch {table['train.batch_size']}, lr {table['train.lr']:g} unless set"
+            f"; {per_image:.1f} objects per image ({'<' if few else '>='} {FEW_OBJECTS_PER_IMAGE:g}): batch {batch}, "
+            f"{matches:.0f} per step ({'<' if matches < MIN_MATCHES_PER_STEP else '>='} {MIN_MATCHES_PER_STEP:g}): "
+            f"lr {lr:g}"
         )
     sections: dict[str, dict[str, Any]] = {"train": {"recipe_defaults": name}, "data": {}}
     for dotted, value in table.items():
