@@ -17,6 +17,10 @@ AdamW step, fp32, denoising on, the same targets):
   exported to ONNX (opset 17) on ONNX Runtime; the training step;
 * ours: eager, the default predict path (fused + channels_last, fp32), ONNX Runtime fp32 and int8, OpenVINO fp32
   and int8 (where installed); the training step, plain and channels_last.
+
+Where the CPU has native bf16 (AVX512_BF16 or AMX; ``--bf16 auto``, the default), both sides are also timed under
+bf16 autocast: official eager and ours fused + channels_last (what ``precision="auto"`` picks there), and the
+training step with the forward pass in bf16 and the criterion in fp32 (as ``train.amp=true`` does).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from rtdetr.convert import load_model  # noqa: E402
 from rtdetr.engine.backend import TorchDetector  # noqa: E402
 from rtdetr.engine.hardware import cpu_info  # noqa: E402
 from rtdetr.loss import RTDETRCriterion  # noqa: E402
+from rtdetr.loss.criterion import to_float32  # noqa: E402
 from rtdetr.models.postprocess import PostProcessor  # noqa: E402
 
 _BOXES = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.5, 0.3, 0.4], [0.7, 0.2, 0.1, 0.1]])
@@ -79,12 +84,20 @@ def _stages(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
     return {k: round(measure_latency(f, 1, 5).median_ms, 1) for k, f in parts.items()}
 
 
-def _train_step(model: torch.nn.Module, criterion, x: torch.Tensor, targets: list[dict]):  # noqa: ANN001, ANN202
+def _train_step(  # noqa: ANN202
+    model: torch.nn.Module,
+    criterion,  # noqa: ANN001
+    x: torch.Tensor,
+    targets: list[dict],
+    bf16: bool = False,
+):
+    """One optimizer step; with ``bf16`` the forward pass runs under bf16 autocast, the criterion in fp32."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     def step() -> None:
-        out = model(x, targets)
-        losses = criterion(out, targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x, targets)
+        losses = criterion(to_float32(out), targets)
         loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -105,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-batch", type=int, default=2)
     ap.add_argument("--train-runs", type=int, default=6)
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                    help="also time bf16 autocast paths (auto: where the CPU has native bf16)")  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    bf16 = args.bf16 == "on" or (args.bf16 == "auto" and cpu_info().native_bf16)
     folder, config = VARIANTS[args.variant]
     tmp = Path(tempfile.mkdtemp())
     ms: dict[str, float] = {}
@@ -133,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             t("official eager fp32", lambda: post(official(x), sizes))
             t("official deploy() fp32", lambda: dpost(deployed(x), sizes))
             stages["official deploy()"] = _stages(deployed, x)
+            if bf16:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    t("official eager bf16 autocast", lambda: post(official(x), sizes))
+                    t("official deploy() bf16 autocast", lambda: dpost(deployed(x), sizes))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -152,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
             stages["ours fused + channels_last"] = _stages(
                 det.module(), x.contiguous(memory_format=torch.channels_last)
             )
+            if bf16:
+                det16 = TorchDetector(ours, precision="bf16", channels_last=True, fuse=True)
+                t("ours fused bf16 + channels_last", lambda: det16.detect(x, sizes))
         from rtdetr.export import OnnxRuntimeDetector, export_onnx, quantize_onnx_int8
 
         export_onnx(ours, tmp / "ours.onnx", (args.size, args.size), check=False)
@@ -167,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             from rtdetr.export import OpenVinoDetector, to_openvino
 
             ov = OpenVinoDetector(to_openvino(tmp / "ours.onnx", tmp / "ov"), threads=args.threads)
-            t("ours OpenVINO fp32", lambda: ov.run(x.numpy(), sizes.numpy()))
+            t(f"ours OpenVINO {ov.precision}", lambda: ov.run(x.numpy(), sizes.numpy()))  # bf16 where native
             ov8 = OpenVinoDetector(to_openvino(tmp / "ours_int8.onnx", tmp / "ov8"), threads=args.threads)
             t("ours OpenVINO int8", lambda: ov8.run(x.numpy(), sizes.numpy()))
         except ImportError as e:
@@ -187,20 +210,36 @@ def main(argv: list[str] | None = None) -> int:
             xcl = xb.contiguous(memory_format=torch.channels_last)
             t("train step ours fp32 + channels_last", _train_step(cl, RTDETRCriterion(80), xcl, targets),
               args.train_runs, 2)  # fmt: skip
+            if bf16:
+                t("train step official bf16 autocast", _train_step(official, criterion, xb, targets, True),
+                  args.train_runs, 2)  # fmt: skip
+                t("train step ours bf16 autocast + channels_last",
+                  _train_step(cl, RTDETRCriterion(80), xcl, targets, True), args.train_runs, 2)  # fmt: skip
 
     infer = {k: v for k, v in ms.items() if k.startswith("ours") and "train" not in k}
     best = min(infer, key=infer.__getitem__)
+    peer = {k: v for k, v in ms.items() if k.startswith("official") and "train" not in k}
+    peer_best = min(peer, key=peer.__getitem__)
     ratios = {
         "ours_eager_vs_official_eager": round(ms["ours eager fp32"] / ms["official eager fp32"], 3),
         "ours_default_vs_official_eager": round(ms["ours fused fp32 + channels_last"] / ms["official eager fp32"], 3),
         "best_path": best,
         "best_path_vs_official_onnxruntime": round(ms[best] / ms["official ONNX Runtime fp32"], 3),
+        "official_best_path": peer_best,
+        "best_path_vs_official_best_path": round(ms[best] / ms[peer_best], 3),
     }
     if "train step ours fp32" in ms:
         ratios["train_step_vs_official"] = round(ms["train step ours fp32"] / ms["train step official fp32"], 3)
         ratios["train_step_channels_last_vs_official"] = round(
             ms["train step ours fp32 + channels_last"] / ms["train step official fp32"], 3
         )
+        if bf16:
+            ratios["train_step_bf16_vs_official_bf16"] = round(
+                ms["train step ours bf16 autocast + channels_last"] / ms["train step official bf16 autocast"], 3
+            )
+            ratios["train_step_bf16_vs_official_fp32"] = round(
+                ms["train step ours bf16 autocast + channels_last"] / ms["train step official fp32"], 3
+            )
     res = {
         "variant": args.variant,
         "input": f"{args.size}x{args.size}, inference batch 1, training batch {args.train_batch}",
