@@ -56,7 +56,7 @@ FAST_SMALL: dict[str, Any] = {
     "train.backbone_lr": 1e-3,  # the backbone learns from scratch too
     "train.schedule": "cosine",
     "train.schedule_over": "time",  # "epochs" when the run has no time budget
-    "train.anneal_from": "start",  # "found" (peak LR until the boxes find the objects) measured no better
+    "train.anneal_from": "start",  # "found" (peak LR until the objects are found): no better (rounds 3 and 6)
     "train.warmup_share": 0.3,
     "train.no_aug_fraction": 0.0,
     "train.cls_loss": "vfl",
@@ -76,8 +76,9 @@ FAST_SMALL_FEW_OBJECTS: dict[str, Any] = {"train.batch_size": 16}
 #: Matched objects per optimizer step (batch x mean objects per image) below which fast_small's 1e-3 does not
 #: learn: the demo at batch 4 (14 per step) never left the first plateau at 1e-3 and reached 0.465 at 4e-4; at 55 per
 #: step 1e-3 learned on both datasets (the demo at batch 16: 0.675; BCCD at batch 4: above 4e-4, README round 5).
-#: The limit, 4 x FEW_OBJECTS_PER_IMAGE, lies between the measured 14 and 55; unmeasured in between.
-MIN_MATCHES_PER_STEP = 28.0
+#: The limit, fast_small's batch 4 x FEW_OBJECTS_PER_IMAGE = 28, lies between the measured 14 and 55; unmeasured in
+#: between.
+MIN_MATCHES_PER_STEP: float = FAST_SMALL["train.batch_size"] * FEW_OBJECTS_PER_IMAGE
 
 #: fast_small's LR (the backbone's too) for steps with fewer than :data:`MIN_MATCHES_PER_STEP` matches.
 LOW_MATCHES_LR = 4e-4
