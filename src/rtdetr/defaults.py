@@ -112,7 +112,7 @@ def resolve_defaults(
     if name == "fast_small" and num_train_boxes is not None and num_train_images > 0:
         per_image = num_train_boxes / num_train_images
         few = per_image < FEW_OBJECTS_PER_IMAGE
-        if few and cfg.train.batch_size is None:
+        if few:  # a batch the user set still wins, as every setting does where the table is applied below
             table.update(FAST_SMALL_FEW_OBJECTS)
         batch = cfg.train.batch_size or table["train.batch_size"]
         matches = batch * cfg.train.accumulate * per_image  # per optimizer step
