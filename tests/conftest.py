@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -38,6 +41,23 @@ def shared_datasets() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared datasets not found at {root} (set RTDETR_SHARED_DATASETS to run this test)")
     return root
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` (not a package) as a module, with ``benchmarks/`` on ``sys.path`` while it
+    loads so that its imports of sibling scripts resolve."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None, f"no benchmark script {name}.py in {BENCHMARKS}"
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return mod
 
 
 def randomize_batchnorm(model: torch.nn.Module) -> None:

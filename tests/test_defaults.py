@@ -16,6 +16,7 @@ from rtdetr.defaults import (
     resolve_defaults,
 )
 from rtdetr.recipe import load_recipe
+from tests.conftest import load_benchmark
 
 
 def _resolved(n_images: int, *overrides: str, boxes: int | None = None) -> tuple:
@@ -133,18 +134,7 @@ def test_the_run_saves_the_resolved_recipe(tmp_path: Path) -> None:
 def test_the_benchmark_recipes_resolve_as_its_rounds_ran_them() -> None:
     """``benchmarks/recipe_ab.py``: ``fast_small`` stays the table rounds 2 to 5 measured (4e-4), ``auto`` is what
     ``rtdetr train`` gives the data, ``official`` the project's pre-fast_small recipe."""
-    import importlib.util
-    import sys
-
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))
-    try:
-        spec = importlib.util.spec_from_file_location("recipe_ab", bench / "recipe_ab.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(bench))
+    mod = load_benchmark("recipe_ab")
 
     def got(dataset: str, name: str, images: int, boxes: int) -> tuple:
         overrides = ["data.train=x", "train.time_budget_s=900", *mod.recipe(dataset, name)]  # as recipe_ab runs them

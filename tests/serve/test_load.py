@@ -3,26 +3,17 @@ requests, bounded memory, and requests actually batched together."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "load_test.py"
-
-
-def _load_script():  # noqa: ANN202
-    spec = importlib.util.spec_from_file_location("load_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_benchmark
 
 
 @pytest.mark.slow
 def test_load_script_zero_failures(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    load_test = _load_script()
+    load_test = load_benchmark("load_test")
     out = tmp_path / "load.json"
     rc = load_test.main(
         [f"--model={tiny_checkpoint}", "--concurrency", "50", "--requests=150", "--repeat=2", "--threads=1",
@@ -40,6 +31,6 @@ def test_load_script_zero_failures(tiny_checkpoint: Path, tmp_path: Path) -> Non
 
 
 def test_load_script_refuses_remote_urls() -> None:
-    load_test = _load_script()
+    load_test = load_benchmark("load_test")
     with pytest.raises(SystemExit):
         load_test.main(["--url=http://example.com:8000"])

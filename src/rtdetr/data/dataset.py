@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex, ImageRecord
-from rtdetr.data.transforms import Sample, normalized_cxcywh
+from rtdetr.data.transforms import Sample, StopsAtEpoch, normalized_cxcywh
 
 __all__ = ["BatchCollator", "DetectionDataset", "ImageTooLarge", "load_image"]
 
@@ -152,20 +152,13 @@ class DetectionDataset(Dataset):
         return self.transforms(s) if self.transforms is not None else s
 
 
-class BatchCollator:
+class BatchCollator(StopsAtEpoch):
     """Stack equally sized images; with ``scales`` every training batch is resized (nearest) to one random square
     size until ``stop_epoch`` (normalised boxes need no change)."""
 
     def __init__(self, scales: Sequence[int] | None = None, stop_epoch: int | None = None) -> None:
+        super().__init__(stop_epoch)  # once stopped, multi-scale is off
         self.scales = list(scales) if scales else None
-        self.stop_epoch = stop_epoch
-        self.epoch = 0
-        self.stopped = False
-
-    def set_epoch(self, epoch: int, stopped: bool | None = None) -> None:
-        """``stopped`` (default: ``epoch >= stop_epoch``) turns multi-scale off."""
-        self.epoch = epoch
-        self.stopped = stopped if stopped is not None else self.stop_epoch is not None and epoch >= self.stop_epoch
 
     def __call__(self, batch: list[tuple[Tensor, Target]]) -> tuple[Tensor, list[Target]]:
         images = [b[0] for b in batch]

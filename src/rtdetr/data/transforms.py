@@ -233,20 +233,27 @@ class Resize:
         return Sample(img.clamp(0, 1), s.boxes * scale, s.labels)
 
 
-class Compose:
-    """Apply ops in order; ops marked ``stoppable`` are skipped once ``epoch >= stop_epoch`` or when the trainer
-    says so (dynamic augmentation)."""
+class StopsAtEpoch:
+    """State of an augmentation that turns off for the last epochs: ``stopped`` once ``epoch >= stop_epoch``
+    (``None``: never), or when the trainer says so (dynamic augmentation)."""
 
-    def __init__(self, ops: Sequence[object], stop_epoch: int | None = None) -> None:
-        self.ops = list(ops)
+    def __init__(self, stop_epoch: int | None = None) -> None:
         self.stop_epoch = stop_epoch
         self.epoch = 0
         self.stopped = False
 
     def set_epoch(self, epoch: int, stopped: bool | None = None) -> None:
-        """Start epoch ``epoch``; ``stopped`` (default: ``epoch >= stop_epoch``) turns the stoppable ops off."""
+        """Start epoch ``epoch``; ``stopped`` (default: ``epoch >= stop_epoch``) turns the augmentation off."""
         self.epoch = epoch
         self.stopped = stopped if stopped is not None else self.stop_epoch is not None and epoch >= self.stop_epoch
+
+
+class Compose(StopsAtEpoch):
+    """Apply ops in order; ops marked ``stoppable`` are skipped once stopped (:class:`StopsAtEpoch`)."""
+
+    def __init__(self, ops: Sequence[object], stop_epoch: int | None = None) -> None:
+        super().__init__(stop_epoch)
+        self.ops = list(ops)
 
     def __call__(self, s: Sample) -> Sample:
         for op in self.ops:
