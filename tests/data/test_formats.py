@@ -23,6 +23,24 @@ def test_coco_remaps_drops_and_reports(coco_dir: Path) -> None:
     assert any("annotations[3]" in p and "category_id 99" in p for p in idx.problems)
 
 
+def test_coco_repeated_ids(coco_dir: Path) -> None:
+    """A repeated image id is dropped and reported (the first entry keeps the annotations); a category id listed
+    twice under one name counts once, under two names it is an error naming both."""
+    path = coco_dir / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    data["images"].append({"id": 1, "file_name": "3.png", "width": 64, "height": 48})
+    data["categories"].append({"id": 7, "name": "cat"})
+    path.write_text(json.dumps(data))
+    idx = load_coco(path)
+    assert [r.path.name for r in idx.records] == ["1.png", "2.png", "3.png"] and idx.class_names == ["dog", "cat"]
+    assert idx.records[0].labels.tolist() == [1, 0] and idx.dropped["duplicate image id"] == 1
+    assert any("images[3] (3.png) repeats id 1 of 1.png" in p for p in idx.problems)
+    data["categories"].append({"id": 3, "name": "wolf"})
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="instances_train.json: category id 3 is listed twice, as 'dog' and 'wolf'"):
+        load_coco(path)
+
+
 def test_coco_broken_json_names_file_and_position(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [1, 2,]')
@@ -41,7 +59,23 @@ def test_yolo_data_yaml_and_bad_lines(yolo_dir: Path) -> None:
     assert len(idx.records[2].labels) == 0  # no label file: background image
     assert idx.dropped == {"class id out of range": 2, "malformed label line": 2}
     assert any(p.endswith("b.txt:1: class 5 not in 0..1") for p in idx.problems)
-    assert any("b.txt:2: expected 'class cx cy w h', got 3 fields" in p for p in idx.problems)
+    assert any("b.txt:2: expected 'class cx cy w h' or 'class x1 y1" in p and "got 3 fields" in p for p in idx.problems)
+
+
+def test_yolo_polygon_labels_become_their_boxes(yolo_dir: Path) -> None:
+    """Segmentation-format lines (class and 3+ points) count as their bounding boxes; an even count of fields or
+    two points is still malformed."""
+    labels = yolo_dir / "labels" / "train"
+    (labels / "c.txt").write_text(
+        "1 0.1 0.2 0.5 0.3 0.3 0.6 0.2 0.5\n0 0.1 0.1 0.2 0.2 0.3 0.3 0.4\n0 0.1 0.1 0.2 0.2\n"
+    )
+    idx = load_yolo(yolo_dir / "data.yaml")
+    c = idx.records[2]
+    assert c.labels.tolist() == [1, 0]  # the polygon and the plain box; the 7-value line is dropped
+    assert np.allclose(c.boxes[0], [10, 10, 50, 30])  # x 0.1..0.5 of 100, y 0.2..0.6 of 50
+    assert np.allclose(c.boxes[1], [0, 0, 20, 10])  # the 5-field line: cx 0.1 w 0.2 -> 0..20
+    assert any("c.txt:2: expected" in p and "got 8 fields" in p for p in idx.problems)
+    assert any("polygon (segmentation) labels are read as their bounding boxes" in n for n in idx.notes)
 
 
 def test_voc_split_classes_and_broken_xml(voc_dir: Path) -> None:

@@ -47,7 +47,7 @@ def load_coco(ann_file: str | Path, image_dir: str | Path | None = None) -> Data
     cats = [c for c in data["categories"] if isinstance(c, dict) and isinstance(c.get("id"), int)]
     if not cats:
         raise DataError(f"{ann_path}: no valid categories")
-    cats.sort(key=lambda c: c["id"])
+    cats = _unique_categories(cats, ann_path)
     cat_to_label = {c["id"]: i for i, c in enumerate(cats)}
     names = [str(c.get("name", c["id"])) for c in cats]
     folder = Path(image_dir) if image_dir is not None else _guess_image_dir(ann_path)
@@ -60,7 +60,13 @@ def load_coco(ann_file: str | Path, image_dir: str | Path | None = None) -> Data
         if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not isinstance(img.get("file_name"), str):
             index.drop("malformed image entry", f"{ann_path}: images[{i}] lacks an integer 'id' or 'file_name'")
             continue
-        images[img["id"]] = img
+        first = images.setdefault(img["id"], img)
+        if first is not img:
+            index.drop(
+                "duplicate image id",
+                f"{ann_path}: images[{i}] ({img['file_name']}) repeats id {img['id']} of {first['file_name']}: "
+                "the first entry is kept and gets every annotation of that id",
+            )
 
     per_image: dict[int, list[tuple[list[float], int]]] = defaultdict(list)
     for i, ann in enumerate(data.get("annotations", [])):
@@ -94,6 +100,18 @@ def load_coco(ann_file: str | Path, image_dir: str | Path | None = None) -> Data
         boxes, labels = sanitize_boxes(boxes, labels, w, h, index, f"{ann_path}: image {img['file_name']}")
         index.records.append(ImageRecord(folder / img["file_name"], boxes, labels, img_id, w, h))
     return index
+
+
+def _unique_categories(cats: list[dict], ann_path: Path) -> list[dict]:
+    """Categories sorted by id; an id listed twice under one name counts once, under two names it is an error."""
+    by_id: dict[int, dict] = {}
+    for c in cats:
+        first = by_id.setdefault(c["id"], c)
+        if str(first.get("name")) != str(c.get("name")):
+            raise DataError(
+                f"{ann_path}: category id {c['id']} is listed twice, as {first.get('name')!r} and {c.get('name')!r}"
+            )
+    return sorted(by_id.values(), key=lambda c: c["id"])
 
 
 def _guess_image_dir(ann_path: Path) -> Path:

@@ -119,6 +119,7 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
 def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.ndarray, np.ndarray]:
     rows: list[list[float]] = []
     labels: list[int] = []
+    polygons_noted = any("polygon (segmentation) labels" in n for n in index.notes)
     if path.is_file():
         try:
             text = path.read_text(encoding="utf-8")
@@ -130,8 +131,12 @@ def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.
             if not fields:
                 continue
             where = f"{path}:{n}"
-            if len(fields) != 5:
-                index.drop("malformed label line", f"{where}: expected 'class cx cy w h', got {len(fields)} fields")
+            polygon = len(fields) >= 7 and len(fields) % 2 == 1  # segmentation labels: class x1 y1 x2 y2 x3 y3 ...
+            if len(fields) != 5 and not polygon:
+                index.drop(
+                    "malformed label line",
+                    f"{where}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...', got {len(fields)} fields",
+                )
                 continue
             try:
                 cls_f = float(fields[0])
@@ -139,6 +144,12 @@ def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.
             except ValueError:
                 index.drop("malformed label line", f"{where}: non-numeric value in {line.strip()!r}")
                 continue
+            if polygon:  # its bounding box, in the same normalised cx cy w h
+                xs, ys = vals[0::2], vals[1::2]
+                vals = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
+                if not polygons_noted:
+                    index.notes.append(f"{path.parent}: polygon (segmentation) labels are read as their bounding boxes")
+                    polygons_noted = True
             if not math.isfinite(cls_f) or cls_f != int(cls_f) or not 0 <= int(cls_f) < num_classes:
                 index.drop("class id out of range", f"{where}: class {fields[0]} not in 0..{num_classes - 1}")
                 continue
