@@ -38,6 +38,40 @@ def test_sources(tmp_path: Path, predictor: Predictor) -> None:
     assert (r.boxes[:, 2] <= 50 + 1e-3).all() and (r.boxes[:, 3] <= 42 + 1e-3).all()
 
 
+def test_array_and_tensor_pixels_keep_their_values() -> None:
+    """Every accepted pixel type gives the same image; values outside its range raise instead of being clipped
+    (an int array of 0..255 or a float array of 0..255 used to become a black-and-white image)."""
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    want = np.asarray(next(iter_source(rgb))[0])
+    assert (want == rgb).all()
+    same = [
+        rgb.astype(np.int64),
+        rgb.astype(np.float32) / 255,
+        np.concatenate([rgb, np.full((6, 7, 1), 255, np.uint8)], -1),  # RGBA
+        torch.from_numpy(rgb).permute(2, 0, 1),
+        torch.from_numpy(rgb).permute(2, 0, 1).to(torch.int32),
+        torch.from_numpy(rgb).permute(2, 0, 1).float() / 255,
+        (torch.from_numpy(rgb).permute(2, 0, 1).double() / 255).requires_grad_(),
+    ]
+    for src in same:
+        assert (np.asarray(next(iter_source(src))[0]) == want).all(), (type(src), src.dtype)
+    gray = next(iter_source(rgb[..., 0].astype(np.uint16)))[0]
+    assert (np.asarray(gray) == rgb[..., :1]).all()
+    wide = rgb.astype(np.int32)
+    wide[0, 0, 0] = 1000
+    bad = [
+        (r"array: integer pixels span \d+\.\.1000, expected 0\.\.255", wide),
+        (r"array: float pixels span \d+\.\.\d+, expected 0\.\.1", np.full((4, 4, 3), 255.0, np.float32)),
+        ("array: float pixels include NaN", np.full((4, 4, 3), np.nan, np.float32)),
+        (r"array: integer pixels span -1\.\.", rgb.astype(np.int16) - 1 - rgb.min()),
+        ("array: pixel type bool is not supported", np.ones((4, 4, 3), bool)),
+        (r"tensor: float pixels span \d+\.\.\d+", torch.from_numpy(rgb).permute(2, 0, 1).float()),
+    ]
+    for message, src in bad:
+        with pytest.raises(ValueError, match=message):
+            next(iter_source(src))
+
+
 def test_missing_and_bad_sources(tmp_path: Path, predictor: Predictor) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
         predictor(tmp_path / "nope.jpg")

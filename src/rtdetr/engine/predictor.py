@@ -42,7 +42,37 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 Item = tuple[Image.Image, str | None, int | None]
 
 
+def _as_uint8(values: np.ndarray, what: str) -> np.ndarray:
+    """Pixel values as uint8: integers must lie in 0..255, floats in [0, 1] (a rounding slack of 1e-3 allowed).
+
+    Anything else (an int array holding 0..65535, floats holding 0..255, NaN) raises instead of being clipped
+    into an image of black and white pixels.
+    """
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == np.bool_ or not (
+        np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+    ):
+        raise ValueError(f"{what}: pixel type {values.dtype} is not supported (use uint8 0..255 or float 0..1)")
+    if values.size == 0:
+        raise ValueError(f"{what}: the image is empty")
+    lo, hi = float(values.min()), float(values.max())
+    if np.issubdtype(values.dtype, np.integer):
+        if lo < 0 or hi > 255:
+            raise ValueError(f"{what}: integer pixels span {lo:g}..{hi:g}, expected 0..255")
+        return values.astype(np.uint8)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{what}: float pixels include NaN or infinity")
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"{what}: float pixels span {lo:g}..{hi:g}, expected 0..1 (pass uint8 for 0..255 values)")
+    return (np.clip(values, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
 def _to_pil(obj: Any) -> Image.Image:
+    """A PIL image, an ``[H, W]`` / ``[H, W, 3|4]`` RGB(A) array or a ``[3, H, W]`` tensor as an RGB PIL image.
+
+    Arrays and tensors hold uint8 0..255 (or another integer type within that range) or floats in 0..1.
+    """
     if isinstance(obj, Image.Image):
         return obj.convert("RGB")
     if isinstance(obj, np.ndarray):
@@ -50,14 +80,14 @@ def _to_pil(obj: Any) -> Image.Image:
             obj = np.stack([obj] * 3, -1)
         if obj.ndim != 3 or obj.shape[-1] not in (3, 4):
             raise ValueError(f"expected an HxWx3 RGB array, got shape {obj.shape}")
-        arr = obj if obj.dtype == np.uint8 else (np.clip(obj, 0, 1) * 255).astype(np.uint8)
-        return Image.fromarray(arr[..., :3])
+        return Image.fromarray(np.ascontiguousarray(_as_uint8(obj[..., :3], "array")))
     if isinstance(obj, Tensor):
         t = obj.detach().cpu()
         if t.ndim != 3 or t.shape[0] != 3:
             raise ValueError(f"expected a [3, H, W] tensor, got shape {tuple(t.shape)}")
-        t = t.float() / 255 if t.dtype == torch.uint8 else t.float()
-        return Image.fromarray((t.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+        if t.dtype in (torch.bfloat16, torch.float16):
+            t = t.float()
+        return Image.fromarray(np.ascontiguousarray(_as_uint8(t.permute(1, 2, 0).numpy(), "tensor")))
     raise TypeError(f"unsupported image source type {type(obj).__name__}")
 
 
@@ -86,8 +116,9 @@ def _video_frames(source: str | int, stride: int = 1) -> Iterator[Item]:
 def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
     """Expand any supported source into ``(PIL image, path or None, frame or None)`` items.
 
-    Sources: a PIL image, an HxWx3 uint8 RGB array, a ``[3, H, W]`` tensor, an image path, a folder, a glob
-    pattern, a video file, a camera index (int or digit string), a stream URL, or a list of any of these.
+    Sources: a PIL image, an HxWx3 RGB array (uint8, or floats in 0..1), a ``[3, H, W]`` tensor (same), an image
+    path, a folder, a glob pattern, a video file, a camera index (int or digit string), a stream URL, or a list
+    of any of these.
     Unreadable images inside a folder/glob/list are skipped with a warning naming the file.
     """
     if isinstance(source, list | tuple):
