@@ -56,3 +56,24 @@ def test_typo_and_unannotated_images_are_reported(tmp_path: Path, capsys: pytest
     main(["check-data", str(root), "--split", "train", "--no-decode"])
     out = capsys.readouterr().out
     assert "note: no ImageSets/Main lists" in out and "note: 1 images" in out
+
+
+def test_filename_with_another_extension_finds_the_image(tmp_path: Path) -> None:
+    """<filename> says .jpg but the export wrote .png (or no extension at all): the image with the annotation's
+    name is used and the substitution is stated; a name matching nothing stays missing."""
+    root = tmp_path / "voc"
+    (root / "Annotations").mkdir(parents=True)
+    for stem, written, named in [
+        ("a", "a.png", "a.jpg"),
+        ("b", "b.JPEG", "b"),
+        ("c", "c.jpg", "c.jpg"),
+        ("d", "x.png", "d.jpg"),
+    ]:
+        (root / "Annotations" / f"{stem}.xml").write_text(_XML.format(name="X", cls="rbc").replace("X.jpg", named))
+        write_image(root / "JPEGImages" / written)
+    idx = load_index(root, None)  # type: ignore[arg-type]
+    paths = {r.path.name for r in idx.records}
+    assert paths == {"a.png", "b.JPEG", "c.jpg", "d.jpg"}
+    assert [r.path.is_file() for r in idx.records] == [True, True, True, False]
+    note = next(n for n in idx.notes if "name an image file that is not in" in n)
+    assert note.startswith("2 annotations") and "a.xml: a.jpg -> a.png" in note and "b.xml: b -> b.JPEG" in note

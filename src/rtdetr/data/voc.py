@@ -78,7 +78,9 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
     else:
         xml_files = sorted(ann_dir.glob("*.xml"))
     annotated = {x.stem for x in ann_dir.glob("*.xml")}
-    orphans = sorted(p.name for p in find_images(img_dir) if p.stem not in annotated) if img_dir.is_dir() else []
+    images = find_images(img_dir) if img_dir.is_dir() else []
+    by_stem = {p.stem: p for p in images}
+    orphans = sorted(p.name for p in images if p.stem not in annotated)
     if orphans:
         index.notes.append(
             f"{len(orphans)} images in {img_dir} have no annotation file and are not used (e.g. {orphans[:3]})"
@@ -115,6 +117,7 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
     index.class_names = list(class_names)
     label_of = {n: i for i, n in enumerate(class_names)}
 
+    renamed: list[str] = []
     for image_id, (x, node) in enumerate(parsed):
         assert node is not None
         filename = _text(node, "filename") or f"{x.stem}.jpg"
@@ -144,7 +147,15 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
             np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(labels), w, h, index, str(x)
         )
         img_path = img_dir / filename
-        if not img_path.is_file() and (img_dir / f"{x.stem}.jpg").is_file():
-            img_path = img_dir / f"{x.stem}.jpg"
+        if not img_path.is_file():  # <filename> names another extension or another name: match the name stem
+            found = by_stem.get(x.stem) or by_stem.get(Path(filename).stem)
+            if found is not None:
+                renamed.append(f"{x.name}: {filename} -> {found.name}")
+                img_path = found
         index.records.append(ImageRecord(img_path, arr, lab, image_id, w, h))
+    if renamed:
+        index.notes.append(
+            f"{len(renamed)} annotations name an image file that is not in {img_dir}; the image with the "
+            f"annotation's name (any image extension) was used, e.g. {renamed[:3]}"
+        )
     return index
