@@ -124,7 +124,7 @@ yolo_token = st.one_of(
     st.sampled_from(["nan", "inf", "-inf", "1e400", "0.5", "1.0", "2", "-0.1", "x", "", "1,0", "0x10", "３"]),
     st.text(max_size=4),
 )
-yolo_line = st.one_of(st.lists(yolo_token, min_size=5, max_size=5), st.lists(yolo_token, max_size=7)).map(" ".join)
+yolo_line = st.one_of(st.lists(yolo_token, min_size=5, max_size=5), st.lists(yolo_token, max_size=9)).map(" ".join)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +141,7 @@ def yolo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @FUZZ
 @given(lines=st.lists(yolo_line, max_size=10), raw=st.one_of(st.none(), st.binary(max_size=60)))
 @example(lines=["0.0 0.0 0.0 0.0 \r 0.0", "1 0.5 0.5 0.2 0.2\x0c2 0.5 0.5 0.1 0.1"], raw=None)  # line breaks
+@example(lines=["0.0 0.0 0.0 0.0 0.0 0.0 0.0", "2 0.1 0.1 0.9 0.2 0.5 0.8", "1 0 0 1 1 0 0 1"], raw=None)  # polygons
 def test_yolo_label_lines_never_crash(yolo_root: Path, lines: list[str], raw: bytes | None) -> None:
     label = yolo_root / "labels" / "train" / "a.txt"
     if raw is None:
@@ -160,7 +161,7 @@ def test_yolo_label_lines_never_crash(yolo_root: Path, lines: list[str], raw: by
 
 def _valid_yolo_line(line: str) -> bool:
     f = line.split()
-    if len(f) != 5:
+    if len(f) != 5 and not (len(f) >= 7 and len(f) % 2 == 1):  # a box, or a polygon of 3+ points
         return False
     try:
         vals = [float(v) for v in f]
