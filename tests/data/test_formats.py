@@ -41,6 +41,30 @@ def test_coco_repeated_ids(coco_dir: Path) -> None:
         load_coco(path)
 
 
+def test_roboflow_coco_export_layout(coco_dir: Path, tmp_path: Path) -> None:
+    """<root>/{train,valid}/_annotations.coco.json beside the images (Roboflow's COCO export): the root with a
+    split, the split folder and the json itself all load; ``val`` finds ``valid``."""
+    ann = json.loads((coco_dir / "annotations" / "instances_train.json").read_text())
+    root = tmp_path / "roboflow"
+    for split in ("train", "valid"):
+        (root / split).mkdir(parents=True)
+        for f in (coco_dir / "images" / "train").iterdir():
+            (root / split / f.name).write_bytes(f.read_bytes())
+        (root / split / "_annotations.coco.json").write_text(json.dumps(ann))
+    assert detect_format(root) == detect_format(root / "train") == "coco"
+    for idx in (
+        load_index(root, "val"),
+        load_index(root / "valid", "val"),
+        load_index(root / "train" / "_annotations.coco.json"),
+    ):
+        assert [r.path.name for r in idx.records] == ["1.png", "2.png", "3.png"]
+        assert all(r.path.is_file() for r in idx.records)
+    assert load_index(root, "val").records[0].path.parent.name == "valid"
+    assert load_index(root, "train").records[0].path.parent.name == "train"
+    with pytest.raises(DataError, match="no COCO json for split 'test'"):
+        load_index(root, "test")
+
+
 def test_coco_broken_json_names_file_and_position(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [1, 2,]')

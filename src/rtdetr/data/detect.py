@@ -36,6 +36,8 @@ def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
             return "yolo"
         if find_images(p) and (p.parent / "labels").is_dir():
             return "yolo"
+        if _folder_json(p) or any(_folder_json(p / s) for s in ("train", "valid", "val", "test")):
+            return "coco"  # a json beside the images, per split folder (Roboflow's COCO export)
     raise DataError(
         f"{p}: cannot tell the dataset format; expected a COCO .json (or a folder with annotations/*.json), "
         "a YOLO data.yaml (or images/ + labels/ folders), or a VOC folder with Annotations/ and JPEGImages/ "
@@ -43,7 +45,32 @@ def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
     )
 
 
+#: split folder names tried for a split (Roboflow exports name the validation folder ``valid``)
+_SPLIT_FOLDERS = {"val": ("val", "valid", "validation"), "valid": ("valid", "val", "validation")}
+
+
+def _folder_json(folder: Path) -> Path | None:
+    """The COCO json lying directly in ``folder``: ``_annotations.coco.json``, else its only json, else None."""
+    if not folder.is_dir():
+        return None
+    files = sorted(folder.glob("*.json"))
+    named = [f for f in files if f.name == "_annotations.coco.json"]
+    return named[0] if named else (files[0] if len(files) == 1 else None)
+
+
 def _coco_json_for(root: Path, split: str) -> Path:
+    """The json of ``split`` under ``root``: in ``annotations/`` (by split name), directly in ``root``, or in the
+    split's folder (``<root>/<split>/_annotations.coco.json``, the Roboflow layout; ``val`` also finds ``valid``)."""
+    if not (root / "annotations").is_dir():
+        found = _folder_json(root)
+        for name in _SPLIT_FOLDERS.get(split, (split,)):
+            found = found or _folder_json(root / name)
+        if found is None:
+            raise DataError(
+                f"{root}: no COCO json for split {split!r} (looked in annotations/, {root.name}/ and "
+                f"{'/, '.join(_SPLIT_FOLDERS.get(split, (split,)))}/)"
+            )
+        return found
     files = sorted((root / "annotations").glob("*.json"))
     matching = [f for f in files if split in f.stem]
     if len(matching) >= 1:
