@@ -92,8 +92,10 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
     if not names:
         raise DataError(f"{image_dir}: class names unknown; pass a data.yaml with 'names'")
     index = DatasetIndex([], list(names), "yolo", str(src))
+    polygons = 0
     for image_id, img_path in enumerate(find_images(image_dir)):
-        boxes, labels = _read_labels(label_dir / f"{img_path.stem}.txt", len(names), index)
+        boxes, labels, n_polygons = _read_labels(label_dir / f"{img_path.stem}.txt", len(names), index)
+        polygons += n_polygons
         try:
             with Image.open(img_path) as im:
                 w, h = im.size
@@ -113,13 +115,16 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
         index.records.append(ImageRecord(img_path, xyxy, labels, image_id, w, h))
     if not index.records:
         raise DataError(f"{image_dir}: no images found")
+    if polygons:
+        index.notes.append(f"{label_dir}: {polygons} polygon (segmentation) labels are read as their bounding boxes")
     return index
 
 
-def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.ndarray, np.ndarray]:
+def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.ndarray, np.ndarray, int]:
+    """Boxes (normalised cx cy w h), labels and how many lines were polygons turned into boxes."""
     rows: list[list[float]] = []
     labels: list[int] = []
-    polygons_noted = any("polygon (segmentation) labels" in n for n in index.notes)
+    polygons = 0
     if path.is_file():
         try:
             text = path.read_text(encoding="utf-8")
@@ -147,12 +152,10 @@ def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.
             if polygon:  # its bounding box, in the same normalised cx cy w h
                 xs, ys = vals[0::2], vals[1::2]
                 vals = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
-                if not polygons_noted:
-                    index.notes.append(f"{path.parent}: polygon (segmentation) labels are read as their bounding boxes")
-                    polygons_noted = True
             if not math.isfinite(cls_f) or cls_f != int(cls_f) or not 0 <= int(cls_f) < num_classes:
                 index.drop("class id out of range", f"{where}: class {fields[0]} not in 0..{num_classes - 1}")
                 continue
             rows.append(vals)
             labels.append(int(cls_f))
-    return np.array(rows, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64)
+            polygons += polygon
+    return np.array(rows, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64), polygons
