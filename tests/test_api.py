@@ -87,10 +87,28 @@ def test_cli_predict(trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.
         )
         == 0
     )
-    assert "1 images, 2 detections" in capsys.readouterr().out
+    assert "1 image, 2 detections" in capsys.readouterr().out
     assert (tmp_path / "out" / "x.jpg").is_file() and (tmp_path / "out" / "x.json").is_file()
     assert main(["predict", str(ckpt), str(img), "--json", "--no-save", "--conf", "0", "--max-det", "1"]) == 0
     assert len(json.loads(capsys.readouterr().out)["detections"]) == 1
+
+
+def test_cli_default_folders_keep_earlier_runs(
+    trained: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Without -o a second predict (or val) writes to runs/predict2 (runs/val2): it used to overwrite the first."""
+    ckpt, data = trained
+    img = tmp_path / "x.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(img)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert main(["predict", str(ckpt), str(img), "--conf", "0", "--max-det", "1"]) == 0
+        assert main(["val", str(ckpt), "--data", str(data["val"]), "--batch", "2", "--json"]) == 0
+    capsys.readouterr()
+    for name in ("predict", "predict2"):
+        assert sorted(f.name for f in (tmp_path / "runs" / name).iterdir()) == ["x.jpg", "x.json"]
+    for name in ("val", "val2"):
+        assert (tmp_path / "runs" / name / "metrics.json").is_file()
 
 
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -87,13 +87,25 @@ def test_train_minutes_sets_the_time_budget(monkeypatch: pytest.MonkeyPatch, cap
             seen["cfg"] = cfg
 
         def fit(self) -> dict:
-            return {"best_ap": 0.0, "best_epoch": 0, "output_dir": "x"}
+            return {"best_ap": -1.0, "best_epoch": -1, "epochs_run": 2, "last_eval": None, "output_dir": "x"}
 
     monkeypatch.setattr("rtdetr.engine.trainer.Trainer", FakeTrainer)
     assert main(["train", "--data", "d.json", "--minutes", "1.5"]) == 0
     assert seen["cfg"].train.time_budget_s == 90.0
+    # no validation set: said so, instead of "best AP -1.0000 at epoch -1"
+    assert "no validation set, so no AP: best.pth holds the last epoch (2)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         main(["train", "--data", "d.json", "--minutes", "soon"])
     assert e.value.code == 2
     assert main(["train", "--data", "d.json", "--minutes", "0"]) == 1
     assert "time_budget_s must be > 0 seconds, got 0.0" in capsys.readouterr().err
+
+
+def test_train_summary_line() -> None:
+    from rtdetr.cli import _train_summary
+
+    run = {"best_ap": 0.4321, "best_epoch": 3, "epochs_run": 5, "last_eval": {"stats": {}}, "output_dir": "r"}
+    assert _train_summary(run) == "best AP 0.4321 at epoch 3; outputs in r"
+    assert _train_summary({**run, "best_ap": -1.0, "best_epoch": -1, "last_eval": None}).startswith(
+        "no validation set, so no AP: best.pth holds the last epoch (5); evaluate it with 'rtdetr val r/best.pth"
+    )

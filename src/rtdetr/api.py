@@ -14,6 +14,7 @@ from rtdetr.engine.backend import Detector, TorchDetector, open_detector
 from rtdetr.engine.distributed import resolve_device
 from rtdetr.engine.predictor import Predictor
 from rtdetr.engine.results import Results
+from rtdetr.engine.saver import save_results
 from rtdetr.models import list_models
 from rtdetr.models.rtdetr import RTDETR as RTDETRModel
 from rtdetr.options import InferenceOptions
@@ -184,14 +185,18 @@ class RTDETR:
         batch: int = InferenceOptions.batch,
         stream: bool = False,
         output: str | Path | None = None,
+        video_stride: int = 1,
     ) -> list[Results] | Iterator[Results]:
         """Detect objects in ``source`` (image, array, tensor, path, folder, glob, video, camera index, URL, or a
-        list). ``stream=True`` returns a generator (use it for videos and cameras). With ``output`` (a folder)
-        every drawn image and a JSON per image are written there."""
+        list); of a video or stream every ``video_stride``-th frame. ``stream=True`` returns a generator (use it
+        for videos and cameras). With ``output`` (a folder) each image's drawing and JSON, and each video's drawn
+        video and JSON lines are written there (:class:`~rtdetr.engine.saver.ResultSaver`: no name reused)."""
+        if isinstance(video_stride, bool) or not isinstance(video_stride, int) or video_stride < 1:
+            raise ValueError(f"video_stride must be an integer >= 1; got {video_stride!r}")
         pred = self.predictor(conf, max_det, classes, decoder_depth, image_size, batch)
-        gen = pred.stream(source)
+        gen = pred.stream(source, video_stride)
         if output is not None:
-            gen = _saving(gen, Path(output))
+            gen = save_results(gen, output, video_stride)
         return gen if stream else list(gen)
 
     # ---------------------------------------------------------------------------------------------------- val
@@ -337,14 +342,3 @@ def _calibration_images(source: str | Path, limit: int = 64) -> list[Path]:
         raise ValueError(f"{source}: no calibration images found")
     step = max(1, len(files) // limit)
     return files[::step][:limit]
-
-
-def _saving(results: Iterator[Results], folder: Path) -> Iterator[Results]:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, r in enumerate(results):
-        stem = Path(r.path).stem if r.path else f"image_{i:05d}"
-        if r.frame is not None:
-            stem = f"{stem}_{r.frame:06d}"
-        r.save(folder / f"{stem}.jpg")
-        r.save(folder / f"{stem}.json")
-        yield r

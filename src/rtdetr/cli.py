@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from rtdetr.engine.backend import COMPILE_MODES
+from rtdetr.engine.rundir import fresh_folder
 from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args
 
 __all__ = ["main"]
+
+#: where ``val`` and ``predict`` write when ``-o`` is not given (a used one moves on to ``runs/val2``...)
+DEFAULT_VAL_DIR, DEFAULT_PREDICT_DIR = "runs/val", "runs/predict"
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -89,8 +93,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
             (updates[section] if section else updates)[key] = value
     cfg = load_recipe(args.recipe, list(args.overrides), updates)
     result = Trainer(cfg).fit()
-    print(f"best AP {result['best_ap']:.4f} at epoch {result['best_epoch']}; outputs in {result['output_dir']}")
+    print(_train_summary(result))
     return 0
+
+
+def _train_summary(result: dict) -> str:
+    """The last line of ``rtdetr train``: the best AP and its epoch, or why there is none."""
+    where = f"outputs in {result['output_dir']}"
+    if result["best_epoch"] >= 1:
+        return f"best AP {result['best_ap']:.4f} at epoch {result['best_epoch']}; {where}"
+    if result.get("last_eval") is None:
+        return (
+            f"no validation set, so no AP: best.pth holds the last epoch ({result.get('epochs_run')}); evaluate it with"
+            f" 'rtdetr val {result['output_dir']}/best.pth --data ...'; {where}"
+        )
+    return f"AP not measured (the evaluation gave none); {where}"
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
@@ -104,9 +121,10 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 def _cmd_val(args: argparse.Namespace) -> int:
     det = _open(args)
     size = (args.size, args.size) if args.size else None
+    output = args.output or fresh_folder(DEFAULT_VAL_DIR)
     res = det.val(
         args.data, split=args.split, batch=args.batch, decoder_depth=args.decoder_depth, conf=args.conf,
-        image_size=size, output=args.output, format=args.format,
+        image_size=size, output=output, format=args.format,
     )  # fmt: skip
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "files"}, indent=2))
@@ -132,23 +150,36 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     det.predictor(**dataclasses.asdict(opts))  # options against this model first: a bad one is the only line
     _say_path(det)
     source = int(args.source) if args.source.isdigit() else args.source
-    save_dir = None if args.no_save else args.output
+    save_dir = None if args.no_save else (args.output or fresh_folder(DEFAULT_PREDICT_DIR))
     n_images = n_dets = 0
-    for r in det.predict(source, **dataclasses.asdict(opts), stream=True, output=save_dir):
-        n_images += 1
-        n_dets += len(r)
-        if args.json:
-            print(r.to_json())
-        else:
-            where = r.path or "image"
-            if r.frame is not None:
-                where += f" frame {r.frame}"
-            found = ", ".join(f"{n} {s:.2f}" for n, s in zip(r.class_names, r.scores.tolist())) or "nothing"
-            print(f"{where}: {found}")
+    videos: dict[str | None, int] = {}
+    results = det.predict(
+        source, **dataclasses.asdict(opts), stream=True, output=save_dir, video_stride=args.video_stride
+    )
+    try:  # closing the generator finishes the videos it writes, also on Ctrl-C
+        for r in results:
+            if r.frame is None:
+                n_images += 1
+            else:
+                videos[r.path] = videos.get(r.path, 0) + 1
+            n_dets += len(r)
+            if args.json:
+                print(r.to_json())
+            else:
+                where = r.path or "image"
+                if r.frame is not None:
+                    where += f" frame {r.frame}"
+                found = ", ".join(f"{n} {s:.2f}" for n, s in zip(r.class_names, r.scores.tolist())) or "nothing"
+                print(f"{where}: {found}")
+    finally:
+        results.close()
     if not args.json:
-        print(
-            f"{n_images} images, {n_dets} detections" + (f"; drawn images and JSON in {save_dir}" if save_dir else "")
-        )
+        read = [f"{n_images} image{'s' * (n_images != 1)}"] if n_images or not videos else []
+        if videos:
+            frames = sum(videos.values())
+            read.append(f"{len(videos)} video{'s' * (len(videos) != 1)} ({frames} frame{'s' * (frames != 1)})")
+        where = f"; drawn images and videos with their JSON in {save_dir}" if save_dir else ""
+        print(f"{' and '.join(read)}, {n_dets} detections{where}")
     return 0
 
 
@@ -321,6 +352,16 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cuda-graph", action="store_true", help="replay inference as CUDA graphs (CUDA, fixed size)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -388,8 +429,9 @@ def _build_parser() -> argparse.ArgumentParser:
     val.add_argument("--size", type=int, help="square input size (default: the model's)")
     val.add_argument("--conf", type=float, default=0.5, help="score threshold for P/R/F1 and the confusion matrix")
     val.add_argument(
-        "-o", "--output", "--save-dir", dest="output", default="runs/val",
-        help="folder for metrics.json, predictions.json, per_class.csv, PR curve and confusion matrix (runs/val)",
+        "-o", "--output", "--save-dir", dest="output",
+        help="folder for metrics.json, predictions.json, per_class.csv, PR curve and confusion matrix"
+        f" (default {DEFAULT_VAL_DIR}, or {DEFAULT_VAL_DIR}2, 3... when it holds files)",
     )  # fmt: skip
     val.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_speed_options(val)
@@ -400,9 +442,13 @@ def _build_parser() -> argparse.ArgumentParser:
     pred.add_argument("source", help="image, folder, glob ('imgs/*.jpg'), video file, camera index or stream URL")
     add_arguments(pred, InferenceOptions, ("conf", "max_det", "classes", "image_size", "batch"))
     pred.add_argument(
-        "-o", "--output", "--save-dir", dest="output", default="runs/predict",
-        help="folder for drawn images and JSON (default runs/predict)",
+        "-o", "--output", "--save-dir", dest="output",
+        help="folder for drawn images and videos with their JSON"
+        f" (default {DEFAULT_PREDICT_DIR}, or {DEFAULT_PREDICT_DIR}2, 3... when it holds files)",
     )  # fmt: skip
+    pred.add_argument(
+        "--video-stride", type=_positive_int, default=1, help="of videos and streams, every n-th frame (default 1)"
+    )
     pred.add_argument("--no-save", action="store_true", help="print only")
     pred.add_argument("--json", action="store_true", help="print one JSON object per image")
     _add_speed_options(pred)

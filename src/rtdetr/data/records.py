@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = ["DataError", "DatasetIndex", "ImageRecord", "IMAGE_SUFFIXES", "sanitize_boxes"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # a GIF: its first frame
 
 
 class DataError(ValueError):

@@ -119,7 +119,8 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
     Sources: a PIL image, an HxWx3 RGB array (uint8, or floats in 0..1), a ``[3, H, W]`` tensor (same), an image
     path, a folder, a glob pattern, a video file, a camera index (int or digit string), a stream URL, or a list
     of any of these.
-    Unreadable images inside a folder/glob/list are skipped with a warning naming the file.
+    Unreadable images and videos inside a folder or glob are skipped with a warning naming the file; the files of a
+    folder that are neither (by extension) are named in one warning.
     """
     if isinstance(source, list | tuple):
         for item in source:
@@ -134,9 +135,20 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
     if isinstance(source, str | Path):
         p = Path(source)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            files, others = [], []
+            for f in sorted(p.iterdir()):
+                if f.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+                    files.append(f)
+                elif f.is_file() and not f.name.startswith("."):
+                    others.append(f.name)
             if not files:
                 raise FileNotFoundError(f"{p}: no images or videos in this folder")
+            if others:
+                more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+                log.warning(
+                    "%s: %d file%s not read (not an image or video by its extension): %s%s",
+                    p, len(others), "s" * (len(others) > 1), ", ".join(others[:5]), more,
+                )  # fmt: skip
             yield from _files(files, video_stride)
         elif p.is_file():
             if p.suffix.lower() in VIDEO_SUFFIXES:
@@ -144,7 +156,7 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
             else:
                 yield load_image(p), str(p), None
         elif any(c in str(source) for c in "*?["):
-            files = sorted(Path(f) for f in globlib.glob(str(source), recursive=True))
+            files = sorted(Path(f) for f in globlib.glob(str(source), recursive=True) if Path(f).is_file())
             if not files:
                 raise FileNotFoundError(f"{source}: the pattern matches no file")
             yield from _files(files, video_stride)
@@ -157,7 +169,10 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
 def _files(files: Sequence[Path], video_stride: int) -> Iterator[Item]:
     for f in files:
         if f.suffix.lower() in VIDEO_SUFFIXES:
-            yield from _video_frames(str(f), video_stride)
+            try:  # a video that cannot be opened is skipped like an unreadable image
+                yield from _video_frames(str(f), video_stride)
+            except OSError as e:
+                log.warning("skipping %s", e)
             continue
         try:
             yield load_image(f), str(f), None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_FILES", "best_checkpoint", "fresh_output_dir"]
+__all__ = ["RUN_FILES", "best_checkpoint", "fresh_folder", "fresh_output_dir"]
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv")
 
@@ -14,6 +14,17 @@ def fresh_output_dir(path: Path) -> Path:
     """``path`` if no run has written there yet, else the first of ``<path>2``, ``<path>3``, ... that is free."""
     candidate, i = path, 1
     while any((candidate / name).exists() for name in RUN_FILES):
+        i += 1
+        candidate = path.with_name(f"{path.name}{i}")
+    return candidate
+
+
+def fresh_folder(path: str | Path) -> Path:
+    """``path`` if it does not exist or is empty, else the first of ``<path>2``, ``<path>3``, ... that is: where a
+    command's default output folder goes, so that a second run never overwrites the first one's files."""
+    path = Path(path)
+    candidate, i = path, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
         i += 1
         candidate = path.with_name(f"{path.name}{i}")
     return candidate

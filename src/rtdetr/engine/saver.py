@@ -1,0 +1,143 @@
+"""Writing a predict run's results to a folder without losing any: one drawn image and one JSON per image, one
+drawn video and one JSON-lines file per video or stream, names never reused within the run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtdetr.engine.results import Results
+
+__all__ = ["ResultSaver", "save_results", "source_fps"]
+
+log = logging.getLogger(__name__)
+
+#: frames per second written for a camera or stream (their rate is not known ahead)
+STREAM_FPS = 30.0
+
+
+def source_fps(path: str | None, video_stride: int = 1) -> float:
+    """Frames per second of the frames a video file gives with ``video_stride``; :data:`STREAM_FPS` for a camera,
+    a stream or a file whose rate OpenCV cannot read."""
+    fps = 0.0
+    if path is not None and Path(path).is_file():
+        import cv2
+
+        cap = cv2.VideoCapture(path)
+        try:
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        finally:
+            cap.release()
+    if not np.isfinite(fps) or fps <= 0:
+        return STREAM_FPS
+    return fps / max(1, video_stride)
+
+
+class _VideoOut:
+    """The drawn video (``.mp4``, else Motion-JPEG ``.avi`` where OpenCV lacks an mp4 encoder) and the
+    ``.jsonl`` (one line per frame) of one video source."""
+
+    def __init__(self, stem: Path, fps: float, size: tuple[int, int]) -> None:
+        import cv2
+
+        self.size = size
+        self.writer: Any = None
+        for suffix, codec in ((".mp4", "mp4v"), (".avi", "MJPG")):
+            fourcc = cv2.VideoWriter.fourcc(*codec)
+            writer = cv2.VideoWriter(str(stem) + suffix, fourcc, fps, size)
+            if writer.isOpened():
+                self.writer, self.video = writer, Path(str(stem) + suffix)
+                break
+            writer.release()
+            Path(str(stem) + suffix).unlink(missing_ok=True)
+        if self.writer is None:
+            raise OSError(f"{stem}: OpenCV cannot write a video here (neither mp4v nor MJPG)")
+        self.jsonl = Path(str(stem) + ".jsonl")
+        self.lines = self.jsonl.open("w")
+
+    def write(self, r: Results) -> None:
+        import cv2
+
+        drawn = np.asarray(r.plot().convert("RGB"))
+        if drawn.shape[1::-1] != self.size:  # a stream that changed resolution: keep the video's size
+            drawn = cv2.resize(drawn, self.size)
+        self.writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        self.lines.write(r.to_json() + "\n")
+
+    def close(self) -> None:
+        self.writer.release()
+        self.lines.close()
+
+
+class ResultSaver:
+    """Writes results into ``folder``: an image's as ``<stem>.jpg`` + ``<stem>.json``; a video's or stream's
+    frames into one ``<stem>.mp4`` (at the source's frame rate divided by ``video_stride``) + ``<stem>.jsonl``.
+    Two sources with the same stem (``a/x.jpg`` and ``b/x.jpg``, ``x.jpg`` and ``x.png``) get ``x`` and ``x_2``:
+    nothing written in this run is overwritten. In-memory images are ``image_00000``...; a camera is ``camera``,
+    a stream URL ``stream``. Use as a context manager (closes the videos)."""
+
+    def __init__(self, folder: str | Path, video_stride: int = 1) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.video_stride = video_stride
+        self.used: set[str] = set()
+        self.videos: dict[str, _VideoOut] = {}
+        self.n_in_memory = 0
+        #: every file written, in order
+        self.written: list[Path] = []
+
+    def _stem(self, base: str) -> Path:
+        stem, i = base, 1
+        while stem.lower() in self.used:
+            i += 1
+            stem = f"{base}_{i}"
+        self.used.add(stem.lower())
+        return self.folder / stem
+
+    def add(self, r: Results) -> None:
+        """Write one result (a video's frames go to its open video)."""
+        if r.frame is None:
+            if r.path:
+                stem = self._stem(Path(r.path).stem)
+            else:
+                stem = self._stem(f"image_{self.n_in_memory:05d}")
+                self.n_in_memory += 1
+            for suffix in (".jpg", ".json"):
+                self.written.append(r.save(stem.with_name(stem.name + suffix)))
+            return
+        key = r.path if r.path is not None else "<camera>"
+        out = self.videos.get(key)
+        if out is None:
+            for other in list(self.videos):  # sources run one after another: the previous one has ended
+                self.videos.pop(other).close()
+            if r.path is not None and Path(r.path).is_file():
+                base, fps = Path(r.path).stem, source_fps(r.path, self.video_stride)
+            else:
+                base, fps = ("camera" if r.path is None else "stream"), STREAM_FPS / max(1, self.video_stride)
+            out = _VideoOut(self._stem(base), fps, r.orig_size)
+            self.videos[key] = out
+            self.written += [out.video, out.jsonl]
+        out.write(r)
+
+    def close(self) -> None:
+        for out in self.videos.values():
+            out.close()
+        self.videos.clear()
+
+    def __enter__(self) -> ResultSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def save_results(results: Iterator[Results], folder: str | Path, video_stride: int = 1) -> Iterator[Results]:
+    """Pass ``results`` through, writing each into ``folder`` (:class:`ResultSaver`) before yielding it."""
+    with ResultSaver(folder, video_stride) as saver:
+        for r in results:
+            saver.add(r)
+            yield r

@@ -1,0 +1,121 @@
+"""Writing predict results: every source gets its own files (no name reused), a video becomes one drawn video and
+one JSON-lines file at the source's frame rate, and a command's default folder never overwrites an earlier run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rtdetr.engine.predictor import Predictor
+from rtdetr.engine.results import Results
+from rtdetr.engine.rundir import fresh_folder
+from rtdetr.engine.saver import ResultSaver, save_results, source_fps
+from rtdetr.models import create_model
+
+cv2 = pytest.importorskip("cv2")
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    model = create_model("rtdetr_r18vd", num_classes=3, eval_spatial_size=[64, 64])
+    return Predictor(model, ["a", "b", "c"], (64, 64), conf=0.0, max_det=2, batch_size=2)
+
+
+def _result(path: str | None, frame: int | None = None, size: tuple[int, int] = (40, 30)) -> Results:
+    return Results(
+        torch.tensor([[1.0, 2.0, 20.0, 25.0]]), torch.tensor([0.9]), torch.tensor([1]), ["a", "b"], size, path, frame,
+        Image.new("RGB", size, (10, 200, 10)),
+    )  # fmt: skip
+
+
+def _video(path: Path, frames: int, fps: float, size: tuple[int, int] = (48, 32)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), 30 * i % 255, np.uint8))
+    writer.release()
+    return path
+
+
+def test_no_name_is_reused(tmp_path: Path) -> None:
+    """a/x.jpg, b/x.jpg, x.png and X.jpg used to be written to one x.jpg/x.json, the last one overwriting the rest."""
+    paths = ["a/x.jpg", "b/x.jpg", "c/x.png", "c/X.jpg", None, None]
+    with ResultSaver(tmp_path / "out") as saver:
+        for p in paths:
+            saver.add(_result(p))
+    names = sorted(f.name for f in (tmp_path / "out").iterdir())
+    assert names == sorted(
+        f"{s}.{ext}" for s in ("x", "x_2", "x_3", "X_4", "image_00000", "image_00001") for ext in ("jpg", "json")
+    )
+    written = [json.loads(f.read_text())["path"] for f in saver.written if f.suffix == ".json"]
+    assert written == paths  # each source's JSON kept, in order
+    assert all(f.is_file() for f in saver.written)
+
+
+def test_video_becomes_one_video_and_jsonl(tmp_path: Path, predictor: Predictor) -> None:
+    clips = tmp_path / "clips"
+    (clips / "b").mkdir(parents=True)
+    _video(clips / "clip.avi", 6, 10.0)
+    _video(clips / "b" / "clip.avi", 3, 4.0, (40, 24))
+    assert source_fps(str(clips / "clip.avi"), 2) == pytest.approx(5.0)
+    assert source_fps(None) == source_fps(str(tmp_path / "missing.avi")) == 30.0
+    out = tmp_path / "out"
+    results = list(
+        save_results(predictor.stream([clips / "clip.avi", clips / "b" / "clip.avi"], video_stride=2), out, 2)
+    )
+    assert [r.frame for r in results] == [0, 2, 4, 0, 2]
+    files = sorted(f.name for f in out.iterdir())
+    assert files[0::2] == ["clip.jsonl", "clip_2.jsonl"] and all(f.endswith((".mp4", ".avi")) for f in files[1::2])
+    for name, frames, fps, size in (("clip", [0, 2, 4], 5.0, (48, 32)), ("clip_2", [0, 2], 2.0, (40, 24))):
+        lines = [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
+        assert [d["frame"] for d in lines] == frames and all(len(d["detections"]) == 2 for d in lines)
+        video = next(out.glob(f"{name}.[ma][pv][4i]"))
+        cap = cv2.VideoCapture(str(video))
+        got = [cap.get(cv2.CAP_PROP_FPS), cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)]
+        count = 0
+        while cap.read()[0]:
+            count += 1
+        cap.release()
+        assert got == [pytest.approx(fps), size[0], size[1]] and count == len(frames)
+
+
+def test_fresh_folder(tmp_path: Path) -> None:
+    base = tmp_path / "runs" / "predict"
+    assert fresh_folder(base) == base  # missing
+    base.mkdir(parents=True)
+    assert fresh_folder(base) == base  # empty
+    (base / "x.jpg").write_bytes(b"1")
+    (tmp_path / "runs" / "predict2").write_text("a file, not a folder")
+    assert fresh_folder(base) == tmp_path / "runs" / "predict3"
+
+
+def test_folder_skips_what_it_cannot_read(
+    tmp_path: Path, predictor: Predictor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A video that cannot be opened used to stop the whole folder; GIFs were ignored without a word, and so were
+    the other files."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (30, 20), (1, 2, 3)).save(folder / "a.png")
+    Image.new("P", (30, 20)).save(folder / "b.gif")
+    (folder / "c.mp4").write_bytes(b"not a video")
+    Image.new("RGB", (30, 20)).save(folder / "d.jpg")
+    (folder / "notes.txt").write_text("x")
+    (folder / ".DS_Store").write_bytes(b"x")
+    (folder / "sub").mkdir()
+    with caplog.at_level(logging.WARNING):
+        got = [Path(r.path).name for r in predictor.stream(folder)]
+    assert got == ["a.png", "b.gif", "d.jpg"]
+    assert "c.mp4: cannot open video" in caplog.text
+    assert "1 file not read (not an image or video by its extension): notes.txt" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a glob's folders are not files to read
+        assert len(predictor(str(tmp_path / "**" / "*.*g"))) == 2
+        with pytest.raises(FileNotFoundError, match="the pattern matches no file"):  # only a folder matched
+            predictor(str(tmp_path / "*"))
+    assert "Is a directory" not in caplog.text
