@@ -225,3 +225,29 @@ def test_clipped_and_inverted_boxes_are_reported_by_file(tmp_path: Path, capsys:
     out = capsys.readouterr().out
     assert "changed while parsing: box clipped to the image: 1" in out and "inverted box: 1" in out
     assert "reaches past the 64x48 image; clipped to [50.0, 10.0, 64.0, 30.0]" in out
+
+
+def test_rounding_past_the_edge_is_clipped_without_a_report(tmp_path: Path) -> None:
+    """YOLO labels whose box reaches past the edge by float rounding (cx - w/2 = -1e-6) used to fill the problem list
+    (33 of coco128's 128 label files, 'box [-0.0, 148.96000671386719, ...] reaches past'); half a pixel or more is
+    still reported, its numbers to two decimals."""
+    from tests.data.conftest import write_image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    write_image(tmp_path / "images" / "a.jpg", (100, 50))
+    lines = [
+        "0 0.1499995 0.5 0.300001 0.4",  # x1 = -1e-6 * 100 px, x2 = 30.0001
+        "0 0.9 0.5 0.2000004 0.2",  # x2 = 100.00002
+        "0 0.5 0.9123 0.2 0.2",  # y2 = 50.615: 0.6 px past
+    ]
+    (tmp_path / "labels" / "a.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images\nnames: [x]\n")
+    idx = load_index(tmp_path / "data.yaml", "train")
+    assert idx.adjusted["box clipped to the image"] == 1 and idx.num_boxes() == 3
+    (note,) = [p for p in idx.problems if "reaches past" in p]
+    assert note.endswith(
+        "box [40.0, 40.62, 60.0, 50.62] reaches past the 100x50 image; clipped to [40.0, 40.62, 60.0, 50.0]"
+    )
+    boxes = idx.records[0].boxes
+    assert boxes.min() >= 0 and boxes[:, 2].max() <= 100 and boxes[:, 3].max() <= 50  # all clipped

@@ -79,6 +79,15 @@ class DatasetIndex:
             self.problems.append(detail)
 
 
+#: how far (pixels) past the image edge a box may reach before its clipping is reported
+CLIP_SLACK_PX = 0.5
+
+
+def _box(box: np.ndarray) -> list[float]:
+    """A box for a message: its coordinates to two decimals (``148.96``, not float32's ``148.96000671386719``)."""
+    return [round(float(v), 2) + 0.0 for v in box]  # + 0.0: no -0.0
+
+
 def sanitize_boxes(
     boxes: np.ndarray,
     labels: np.ndarray,
@@ -102,25 +111,26 @@ def sanitize_boxes(
     inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     for i in np.flatnonzero(inverted):
         index.drop(
-            "inverted box", f"{where}: box {boxes[i].round(2).tolist()} has x2 < x1 or y2 < y1 (not [x1, y1, x2, y2]?)"
+            "inverted box", f"{where}: box {_box(boxes[i])} has x2 < x1 or y2 < y1 (not [x1, y1, x2, y2]?)"
         )
     boxes, labels = boxes[~inverted], labels[~inverted]
     if width is not None and height is not None:
         clipped = boxes.copy()
         clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
         clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
-        for i in np.flatnonzero((clipped != boxes).any(1)):
+        # a box past the edge by under half a pixel is rounding in the label file (YOLO's cx - w/2 = -1e-6): clipped
+        # without a word, so that the problems listed are the labels worth a look
+        for i in np.flatnonzero((np.abs(clipped - boxes) > CLIP_SLACK_PX).any(1)):
             index.adjust(
                 "box clipped to the image",
-                f"{where}: box {boxes[i].round(2).tolist()} reaches past the {width}x{height} image; clipped to "
-                f"{clipped[i].round(2).tolist()}",
+                f"{where}: box {_box(boxes[i])} reaches past the {width}x{height} image; clipped to {_box(clipped[i])}",
             )
         boxes = clipped
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     ok = (w >= min_size) & (h >= min_size)
     for i in np.flatnonzero(~ok):
         index.drop(
-            "degenerate box", f"{where}: box {boxes[i].round(2).tolist()} is smaller than {min_size} px after clipping"
+            "degenerate box", f"{where}: box {_box(boxes[i])} is smaller than {min_size} px after clipping"
         )
     return boxes[ok], labels[ok]
 

@@ -202,6 +202,11 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
     return app
 
 
+def _head(data: bytes) -> str:
+    """How a body starts, for a message: ``empty`` or its first bytes."""
+    return f"starting {data[:12]!r}" if data else "empty"
+
+
 async def _read_upload(request: Request) -> tuple[bytes, str]:
     """The image bytes of a multipart field ``image`` (or the only file field) or of the raw body."""
     ctype = request.headers.get("content-type", "")
@@ -225,7 +230,11 @@ async def _read_upload(request: Request) -> tuple[bytes, str]:
         data, name = await request.body(), "upload"
         # `curl --data-binary @img.jpg` labels the body as a form: accept it when the bytes are an image
         if ctype.startswith("application/x-www-form-urlencoded") and not _looks_like_image(data):
-            raise HTTPException(400, "send the image as multipart/form-data (field 'image') or as the raw body")
+            raise HTTPException(
+                400,
+                f"upload: not an image (a {len(data)}-byte body sent as a form, {_head(data)}); send the image"
+                " file's bytes as the raw body or as multipart/form-data (field 'image')",
+            )
     if not data:
         raise HTTPException(400, f"{name}: empty upload")
     return data, name
