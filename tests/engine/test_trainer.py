@@ -286,3 +286,43 @@ def test_the_lr_cosine_waits_until_the_run_finds_its_objects(
     start.fit()  # the cosine over the whole run from step 0: not the waiting run's LR in the middle of it
     lrs = {name: list(csv.DictReader((tr.out_dir / "metrics.csv").open())) for name, tr in (("f", run), ("s", start))}
     assert float(lrs["s"][0]["lr"]) < 1e-3 * 0.9 and float(lrs["f"][0]["lr"]) > float(lrs["s"][0]["lr"])
+
+
+def test_resume_keeps_the_logs_and_refuses_a_finished_run(
+    tiny_data: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Resuming used to rewrite metrics.csv with epochs as 1.0, 2.0, drop every curve.csv point of the first part,
+    take an AP-vs-time point at once, and, on a run whose time budget was spent, log an empty epoch of NaN losses
+    and evaluate the same weights again."""
+    from rtdetr.convert.checkpoint import atomic_save
+
+    out = tmp_path / "r"
+    first = Trainer(tiny_config(tiny_data, out, "train.epochs=3", "train.eval_every_s=0.001"))
+    first._seed_epoch(0)
+    first.train_one_epoch(0)  # a curve point after every step (marks 1 ms apart)
+    first.logger.epoch({"epoch": 1, "lr": 1e-3, "train_loss": 1.5})
+    atomic_save(first.checkpoint(1), out / "last.pth")
+    first.logger.close()
+    before = list(csv.DictReader((out / "curve.csv").open()))
+    assert len(before) == first.global_step
+    every = first.train_time_s / 2.5
+    resumed = Trainer(tiny_config(tiny_data, out, "train.epochs=2", f"resume={out / 'last.pth'}",
+                                  f"train.eval_every_s={every}"))  # fmt: skip
+    assert resumed.next_curve_s == pytest.approx(3 * every)  # the next mark after the time trained, not one at once
+    resumed.fit()
+    epochs = [r["epoch"] for r in csv.DictReader((out / "metrics.csv").open())]
+    assert epochs == ["1", "2"]
+    after = list(csv.DictReader((out / "curve.csv").open()))
+    assert after[: len(before)] == before and len(after) > len(before)  # the first part's points kept
+    assert all(int(r["step"]) > first.global_step for r in after[len(before) :])
+
+    finished = Trainer(tiny_config(tiny_data, out, "train.epochs=2", f"resume={out / 'last.pth'}"))
+    capsys.readouterr()
+    result = finished.fit()
+    assert "nothing to resume, it trained all 2 epochs" in capsys.readouterr().out and result["last_eval"] is None
+    assert [r["epoch"] for r in csv.DictReader((out / "metrics.csv").open())] == ["1", "2"]  # no row added
+
+    spent = tiny_config(tiny_data, out, "train.epochs=5", f"resume={out / 'last.pth'}", "train.time_budget_s=1e-3")
+    Trainer(spent).fit()
+    assert "nothing to resume, it used its time budget of 0 s (stopped after epoch 2)" in capsys.readouterr().out
+    assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2

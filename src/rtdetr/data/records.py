@@ -110,9 +110,7 @@ def sanitize_boxes(
     boxes, labels = boxes[finite], labels[finite]
     inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     for i in np.flatnonzero(inverted):
-        index.drop(
-            "inverted box", f"{where}: box {_box(boxes[i])} has x2 < x1 or y2 < y1 (not [x1, y1, x2, y2]?)"
-        )
+        index.drop("inverted box", f"{where}: box {_box(boxes[i])} has x2 < x1 or y2 < y1 (not [x1, y1, x2, y2]?)")
     boxes, labels = boxes[~inverted], labels[~inverted]
     if width is not None and height is not None:
         clipped = boxes.copy()
@@ -129,9 +127,7 @@ def sanitize_boxes(
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     ok = (w >= min_size) & (h >= min_size)
     for i in np.flatnonzero(~ok):
-        index.drop(
-            "degenerate box", f"{where}: box {_box(boxes[i])} is smaller than {min_size} px after clipping"
-        )
+        index.drop("degenerate box", f"{where}: box {_box(boxes[i])} is smaller than {min_size} px after clipping")
     return boxes[ok], labels[ok]
 
 

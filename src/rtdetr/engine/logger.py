@@ -34,14 +34,18 @@ class RunLogger:
             except Exception as e:  # tensorboard missing or broken: CSV still works
                 log.info("TensorBoard logging off (%s)", e)
 
-    def load_existing(self, upto_epoch: int) -> None:
-        """On resume: keep the rows already written for epochs ``1..upto_epoch`` (the checkpoint's epoch); rows
-        of epochs the run is about to redo (killed after logging, before checkpointing) are dropped."""
-        path = self.out_dir / "metrics.csv"
-        if path.is_file():
-            with path.open() as f:
-                rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
-            self.rows = [r for r in rows if isinstance(r.get("epoch"), float) and r["epoch"] <= upto_epoch]
+    def load_existing(self, upto_epoch: int, upto_step: int | None = None) -> None:
+        """On resume: keep the rows already written for epochs ``1..upto_epoch`` (the checkpoint's epoch) and the
+        ``curve.csv`` points up to step ``upto_step``; rows of what the run is about to redo (killed after logging,
+        before checkpointing) are dropped. Numbers read back keep their type (epoch 3, not 3.0)."""
+        self.rows = [
+            r for r in _read_rows(self.out_dir / "metrics.csv")
+            if isinstance(r.get("epoch"), int | float) and r["epoch"] <= upto_epoch
+        ]  # fmt: skip
+        self.curve_rows = [
+            r for r in _read_rows(self.out_dir / "curve.csv")
+            if upto_step is None or (isinstance(r.get("step"), int | float) and r["step"] <= upto_step)
+        ]  # fmt: skip
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.tb is not None:
@@ -82,11 +86,24 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def _num(v: str) -> Any:
-    try:
-        return float(v) if v not in ("", None) else math.nan
-    except ValueError:
-        return v
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV this logger wrote (none when it does not exist), numbers as numbers."""
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _num(v: str | None) -> Any:
+    """A CSV cell: an int where it is written as one, else a float, else the text; empty is NaN."""
+    if v in ("", None):
+        return math.nan
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:

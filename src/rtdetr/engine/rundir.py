@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_FILES", "best_checkpoint", "fresh_folder", "fresh_output_dir"]
+__all__ = ["RUN_FILES", "best_checkpoint", "finished_run", "fresh_folder", "fresh_output_dir"]
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv")
 
@@ -28,6 +28,19 @@ def fresh_folder(path: str | Path) -> Path:
         i += 1
         candidate = path.with_name(f"{path.name}{i}")
     return candidate
+
+
+def finished_run(epochs: int, time_budget_s: float | None, done_epochs: int, trained_s: float) -> str | None:
+    """Why a run resumed after ``done_epochs`` epochs and ``trained_s`` seconds of training has nothing left to
+    do (every epoch trained, or the whole time budget used), with how to train further; None when it has."""
+    if done_epochs >= epochs:
+        return f"it trained all {epochs} epochs; to train longer, resume with more (--epochs N, train.epochs=N)"
+    if time_budget_s is not None and trained_s >= time_budget_s:
+        return (
+            f"it used its time budget of {time_budget_s:.0f} s (stopped after epoch {done_epochs}); to train longer,"
+            " resume with a larger one (--minutes M, train.time_budget_s=S)"
+        )
+    return None
 
 
 def best_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_
 from rtdetr.engine.hardware import amp_dtype
 from rtdetr.engine.logger import RunLogger, format_row, log_index, progress_bar, setup_logging
 from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
-from rtdetr.engine.rundir import best_checkpoint, fresh_output_dir
+from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir
 from rtdetr.engine.warmstart import init_from_checkpoint
 from rtdetr.loss import RTDETRCriterion
 from rtdetr.loss.criterion import to_float32
@@ -224,7 +224,9 @@ class Trainer:
         best = ckpt.get("best", {})
         self.best_ap, self.best_epoch = float(best.get("ap", -1.0)), int(best.get("epoch", -1))
         self.bad_evals = int(best.get("bad_evals", 0))
-        self.logger.load_existing(self.start_epoch)
+        self.logger.load_existing(self.start_epoch, self.global_step)
+        if every := self.cfg.train.eval_every_s:  # the next AP-vs-time mark after the time trained, not one at once
+            self.next_curve_s = (math.floor(self.train_time_s / every) + 1) * every
         if self.main:
             log.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.global_step)
 
@@ -410,16 +412,9 @@ class Trainer:
     def evaluate(self) -> dict[str, Any] | None:
         if self.val_loader is None or self.evaluator is None:
             return None
-        result = None
-        if self.main:
-            result = evaluate_model(
-                self.eval_model(),
-                self.val_loader,
-                self.evaluator,
-                self.device,
-                self.cfg.train.eval_decoder_depth,
-                max_det=self.cfg.model.decoder.num_queries,
-            )
+        result = evaluate_model(self.eval_model(), self.val_loader, self.evaluator, self.device,
+                                self.cfg.train.eval_decoder_depth, max_det=self.cfg.model.decoder.num_queries,
+                                ) if self.main else None  # fmt: skip
         barrier()
         return result
 
@@ -448,8 +443,14 @@ class Trainer:
         """Train from ``start_epoch`` to ``epochs``; returns the best/last metrics and the output folder."""
         t = self.cfg.train
         last_eval: dict[str, Any] | None = None
+        done, until = self.start_epoch, t.epochs
+        why = finished_run(t.epochs, t.time_budget_s, done, self.train_time_s) if self.cfg.resume else None
+        if why is not None:  # resuming a finished run: said, instead of an empty epoch and the same evaluation again
+            until = done
+            if self.main:
+                log.warning("%s: nothing to resume, %s", self.cfg.resume, why)
         try:
-            for epoch in range(self.start_epoch, t.epochs):
+            for epoch in range(self.start_epoch, until):
                 self._seed_epoch(epoch)
                 t0 = time.time()
                 stats = self.train_one_epoch(epoch)
@@ -459,6 +460,7 @@ class Trainer:
                     **stats,
                     "time_s": round(time.time() - t0, 1),
                 }
+                done = epoch + 1
                 is_best = False
                 final = epoch + 1 == t.epochs or self.out_of_time
                 if self.val_loader is not None and ((epoch + 1) % t.eval_interval == 0 or final):
@@ -489,11 +491,10 @@ class Trainer:
                     if self.main and not self.out_of_time:
                         log.info("early stop: no AP improvement in %d evaluations", t.patience)
                     break
-            if self.main:
+            if self.main and why is None:
                 self.anneal.report_end()
         finally:
             self.logger.close()
             cleanup()
-        done = int(row["epoch"]) if t.epochs > self.start_epoch else self.start_epoch
         return {"best_ap": self.best_ap, "best_epoch": self.best_epoch, "epochs_run": done,
                 "last_eval": last_eval, "output_dir": str(self.out_dir)}  # fmt: skip
