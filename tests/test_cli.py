@@ -109,3 +109,31 @@ def test_train_summary_line() -> None:
     assert _train_summary({**run, "best_ap": -1.0, "best_epoch": -1, "last_eval": None}).startswith(
         "no validation set, so no AP: best.pth holds the last epoch (5); evaluate it with 'rtdetr val r/best.pth"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["val", "m.pth", "--data", "d", "--batch", "0"], "--batch: 0 is too small; it must be >= 1"),
+        (["val", "m.pth", "--data", "d", "--conf", "2"], "--conf: 2.0 is out of range; it must be within 0..1"),
+        (["val", "m.pth", "--data", "d", "--size", "7"], "--size: 7 is too small; it must be >= 32"),
+        (["predict", "m.pth", "x.jpg", "--threads", "-1"], "--threads: -1 is too small; it must be >= 1"),
+        (["predict", "m.pth", "x.jpg", "--decoder-depth", "0"], "--decoder-depth: 0 is too small"),
+        (["predict", "m.pth", "x.jpg", "--video-stride", "two"], "--video-stride: 'two' is not a whole number"),
+        (["export", "m.pth", "--max-det", "0"], "--max-det: 0 is too small; it must be >= 1"),
+        (["benchmark", "m.pth", "--batch", "1", "0"], "--batch: 0 is too small"),
+        (["benchmark", "m.pth", "--warmup", "-1"], "--warmup: -1 is too small; it must be >= 0"),
+        (["benchmark", "m.pth", "--yolo-conf", "5"], "--yolo-conf: 5.0 is out of range"),
+        (["info", "--measure", "--size", "0"], "--size: 0 is too small; it must be >= 32"),
+        (["convert", "a.pth", "b.pth", "--num-classes", "0"], "--num-classes: 0 is too small"),
+        (["train", "--data", "d", "--batch", "0"], "--batch: 0 is too small; it must be >= 1"),
+        (["train", "--data", "d", "--threads", "0"], "--threads: 0 is too small"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(argv: list[str], needle: str, capsys: pytest.CaptureFixture) -> None:
+    """Each used to get past the parser: a traceback (--threads -1), a library's words (--batch 0: 'batch_size
+    should be a positive integer value'; --size 0: a convolution's kernel size), or a run on a meaningless value
+    (--conf 2, --size 7, --max-det 0, --warmup -1)."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and needle in capsys.readouterr().err

@@ -11,14 +11,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rtdetr.engine.backend import COMPILE_MODES
+from rtdetr import cli_args as arg
 from rtdetr.engine.rundir import fresh_folder
 from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args
 
 __all__ = ["main"]
-
-#: where ``val`` and ``predict`` write when ``-o`` is not given (a used one moves on to ``runs/val2``...)
-DEFAULT_VAL_DIR, DEFAULT_PREDICT_DIR = "runs/val", "runs/predict"
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -102,12 +99,10 @@ def _train_summary(result: dict) -> str:
     where = f"outputs in {result['output_dir']}"
     if result["best_epoch"] >= 1:
         return f"best AP {result['best_ap']:.4f} at epoch {result['best_epoch']}; {where}"
-    if result.get("last_eval") is None:
-        return (
-            f"no validation set, so no AP: best.pth holds the last epoch ({result.get('epochs_run')}); evaluate it with"
-            f" 'rtdetr val {result['output_dir']}/best.pth --data ...'; {where}"
-        )
-    return f"AP not measured (the evaluation gave none); {where}"
+    if result.get("last_eval") is not None:
+        return f"AP not measured (the evaluation gave none); {where}"
+    return (f"no validation set, so no AP: best.pth holds the last epoch ({result.get('epochs_run')}); evaluate it "
+            f"with 'rtdetr val {result['output_dir']}/best.pth --data ...'; {where}")  # fmt: skip
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
@@ -121,7 +116,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 def _cmd_val(args: argparse.Namespace) -> int:
     det = _open(args)
     size = (args.size, args.size) if args.size else None
-    output = args.output or fresh_folder(DEFAULT_VAL_DIR)
+    output = args.output or fresh_folder(arg.DEFAULT_VAL_DIR)
     res = det.val(
         args.data, split=args.split, batch=args.batch, decoder_depth=args.decoder_depth, conf=args.conf,
         image_size=size, output=output, format=args.format,
@@ -150,7 +145,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     det.predictor(**dataclasses.asdict(opts))  # options against this model first: a bad one is the only line
     _say_path(det)
     source = int(args.source) if args.source.isdigit() else args.source
-    save_dir = None if args.no_save else (args.output or fresh_folder(DEFAULT_PREDICT_DIR))
+    save_dir = None if args.no_save else (args.output or fresh_folder(arg.DEFAULT_PREDICT_DIR))
     n_images = n_dets = 0
     videos: dict[str | None, int] = {}
     results = det.predict(
@@ -329,49 +324,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_speed_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that run a model: device, decoder depth, precision, memory layout."""
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--threads", type=int, help="CPU threads (PyTorch, ONNX Runtime and OpenVINO)")
-    p.add_argument("--decoder-depth", type=int, help="decoder layers to run (fewer = faster)")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="auto (default): bf16 autocast on CPUs with native bf16 (AVX512_BF16/AMX), fp16 on CUDA, else fp32",
-    )
-    p.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="NHWC memory layout for convolutions (default: on for the CPU)",
-    )
-    p.add_argument(
-        "--compile", choices=COMPILE_MODES, help="torch.compile the model in this mode (first call compiles)"
-    )
-    p.add_argument("--cuda-graph", action="store_true", help="replay inference as CUDA graphs (CUDA, fixed size)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is out of range; a port is within 1..65535")
-    return port
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtdetr", description="RT-DETR real-time object detection.")
     from rtdetr import __version__
@@ -382,7 +334,7 @@ def _build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="list model variants with parameters and GFLOPs")
     info.add_argument("pattern", nargs="?", default="*", help="shell pattern over variant names (default: all)")
     info.add_argument("--measure", action="store_true", help="build each model and count params/GFLOPs here")
-    info.add_argument("--size", type=int, default=640, help="input side for --measure (default 640)")
+    info.add_argument("--size", type=arg.side, default=640, help="input side for --measure (default 640)")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_cmd_info)
 
@@ -390,7 +342,9 @@ def _build_parser() -> argparse.ArgumentParser:
     conv.add_argument("source", help="official .pth/.pt, HF model.safetensors (config.json beside it), or ours")
     conv.add_argument("output", help="output .pth (weights + model config)")
     conv.add_argument("--variant", help="pin the variant name instead of inferring it (e.g. rtdetrv2_r18vd_dsp)")
-    conv.add_argument("--num-classes", type=int, help="re-head for another class count (implies --non-strict)")
+    conv.add_argument(
+        "--num-classes", type=arg.positive_int, help="re-head for another class count (implies --non-strict)"
+    )
     conv.add_argument("--non-strict", action="store_true", help="load what fits, leave the rest randomly initialised")
     conv.add_argument("--trust", action="store_true", help="allow unpickling arbitrary objects (trusted files only)")
     conv.set_defaults(func=_cmd_convert)
@@ -406,16 +360,16 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="training set: COCO json, YOLO data.yaml/images folder, or VOC folder")
     train.add_argument("--val", help="validation set (same forms)")
     train.add_argument("--model", help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info')")
-    train.add_argument("--epochs", type=int)
+    train.add_argument("--epochs", type=arg.positive_int)
     train.add_argument(
         "--minutes", type=float, help="training time budget (train.time_budget_s; the fast_small defaults "
         "of a small dataset spread their LR schedule over it)",
     )  # fmt: skip
-    train.add_argument("--batch", type=int, help="global batch size")
+    train.add_argument("--batch", type=arg.positive_int, help="global batch size")
     train.add_argument("-o", "--output", help="run folder (default runs/train; a fresh runs/train2... if used)")
-    train.add_argument("--size", type=int, help="square input side (data.image_size; default 640)")
+    train.add_argument("--size", type=arg.side, help="square input side (data.image_size; default 640)")
     train.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
-    train.add_argument("--threads", type=int, help="CPU threads")
+    train.add_argument("--threads", type=arg.positive_int, help="CPU threads")
     train.add_argument("--init-from", help="start from this checkpoint (official, HF or ours); new class count OK")
     train.add_argument("--resume", help="continue a run exactly from its last.pth")
     train.set_defaults(func=_cmd_train)
@@ -425,16 +379,18 @@ def _build_parser() -> argparse.ArgumentParser:
     val.add_argument("--data", required=True, help="COCO json, YOLO data.yaml/images folder, or VOC folder")
     val.add_argument("--split", default="val")
     val.add_argument("--format", default="auto", choices=["auto", "coco", "yolo", "voc"])
-    val.add_argument("--batch", type=int, default=8)
-    val.add_argument("--size", type=int, help="square input size (default: the model's)")
-    val.add_argument("--conf", type=float, default=0.5, help="score threshold for P/R/F1 and the confusion matrix")
+    val.add_argument("--batch", type=arg.positive_int, default=8)
+    val.add_argument("--size", type=arg.side, help="square input size (default: the model's)")
+    val.add_argument(
+        "--conf", type=arg.fraction, default=0.5, help="score threshold for P/R/F1 and the confusion matrix"
+    )
     val.add_argument(
         "-o", "--output", "--save-dir", dest="output",
         help="folder for metrics.json, predictions.json, per_class.csv, PR curve and confusion matrix"
-        f" (default {DEFAULT_VAL_DIR}, or {DEFAULT_VAL_DIR}2, 3... when it holds files)",
+        f" (default {arg.DEFAULT_VAL_DIR}, or {arg.DEFAULT_VAL_DIR}2, 3... when it holds files)",
     )  # fmt: skip
     val.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    _add_speed_options(val)
+    arg.add_speed_options(val)
     val.set_defaults(func=_cmd_val)
 
     pred = sub.add_parser("predict", help="detect objects in images, folders, globs, videos or a camera")
@@ -444,14 +400,14 @@ def _build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "-o", "--output", "--save-dir", dest="output",
         help="folder for drawn images and videos with their JSON"
-        f" (default {DEFAULT_PREDICT_DIR}, or {DEFAULT_PREDICT_DIR}2, 3... when it holds files)",
+        f" (default {arg.DEFAULT_PREDICT_DIR}, or {arg.DEFAULT_PREDICT_DIR}2, 3... when it holds files)",
     )  # fmt: skip
     pred.add_argument(
-        "--video-stride", type=_positive_int, default=1, help="of videos and streams, every n-th frame (default 1)"
+        "--video-stride", type=arg.positive_int, default=1, help="of videos and streams, every n-th frame (default 1)"
     )
     pred.add_argument("--no-save", action="store_true", help="print only")
     pred.add_argument("--json", action="store_true", help="print one JSON object per image")
-    _add_speed_options(pred)
+    arg.add_speed_options(pred)
     pred.set_defaults(func=_cmd_predict)
 
     exp = sub.add_parser("export", help="export model + post-processor to ONNX (parity-checked against PyTorch)")
@@ -462,25 +418,27 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("--calib", help="calibration images for --int8: an image folder or a dataset path")
     exp.add_argument("--output", "-o", help="output file (default: <checkpoint stem>.onnx)")
-    exp.add_argument("--size", type=int, help="square input size (default: the model's)")
+    exp.add_argument("--size", type=arg.side, help="square input size (default: the model's)")
     exp.add_argument("--opset", type=int, default=17)
-    exp.add_argument("--max-det", type=int, default=InferenceOptions.max_det, help="detections per image in the graph")
-    exp.add_argument("--decoder-depth", type=int, help="bake a truncated decoder into the graph")
+    exp.add_argument(
+        "--max-det", type=arg.positive_int, default=InferenceOptions.max_det, help="detections per image in the graph"
+    )
+    exp.add_argument("--decoder-depth", type=arg.positive_int, help="bake a truncated decoder into the graph")
     exp.add_argument("--simplify", action="store_true", help="run onnxslim/onnxsim if installed")
     exp.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
     exp.set_defaults(func=_cmd_export)
 
     bench = sub.add_parser("benchmark", help="latency split into preprocess / model / post-process")
     bench.add_argument("model", help="checkpoint, variant name or exported .onnx")
-    bench.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes to sweep")
-    bench.add_argument("--runs", type=int, default=10)
-    bench.add_argument("--warmup", type=int, default=3)
+    bench.add_argument("--batch", type=arg.positive_int, nargs="+", default=[1], help="batch sizes to sweep")
+    bench.add_argument("--runs", type=arg.positive_int, default=10)
+    bench.add_argument("--warmup", type=arg.count0, default=3)
     bench.add_argument("--image", help="image to time with (default: a generated 1280x720 image)")
     bench.add_argument("-o", "--output", help="write the results as JSON to this file")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--yolo", help="also time an Ultralytics YOLO .pt/.yaml with its NMS (needs ultralytics)")
     bench.add_argument(
-        "--yolo-conf", type=float, nargs="+", default=[0.001, 0.25], help="YOLO score thresholds to time"
+        "--yolo-conf", type=arg.fraction, nargs="+", default=[0.001, 0.25], help="YOLO score thresholds to time"
     )
     bench.add_argument(
         "--all-paths",
@@ -488,16 +446,16 @@ def _build_parser() -> argparse.ArgumentParser:
         help="time every CPU path here (PyTorch fp32/bf16, ONNX Runtime and OpenVINO fp32/int8) and print a table",
     )
     bench.add_argument("--calib", help="calibration images for the int8 paths of --all-paths (default: generated)")
-    _add_speed_options(bench)
+    arg.add_speed_options(bench)
     bench.set_defaults(func=_cmd_benchmark)
 
     srv = sub.add_parser("serve", help="HTTP service with a web page: POST an image, get JSON detections")
     srv.add_argument("model", help="checkpoint, variant name (random weights), exported .onnx or OpenVINO .xml")
     srv.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to listen on every interface)")
-    srv.add_argument("--port", type=_port, default=8000, help="TCP port, 1..65535 (default 8000)")
+    srv.add_argument("--port", type=arg.port, default=8000, help="TCP port, 1..65535 (default 8000)")
     add_arguments(srv, ServeConfig)
     srv.add_argument("--no-fuse", action="store_true", help="do not fold Conv+BN/RepVGG before serving")
-    _add_speed_options(srv)
+    arg.add_speed_options(srv)
     srv.set_defaults(func=_cmd_serve)
 
     check = sub.add_parser("check-data", help="summarise a dataset and list its problems")

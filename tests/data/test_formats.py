@@ -251,3 +251,22 @@ def test_rounding_past_the_edge_is_clipped_without_a_report(tmp_path: Path) -> N
     )
     boxes = idx.records[0].boxes
     assert boxes.min() >= 0 and boxes[:, 2].max() <= 100 and boxes[:, 3].max() <= 50  # all clipped
+
+
+def test_the_only_json_of_another_split_is_used_with_a_warning(
+    coco_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """coco128 holds instances_train2017.json only: 'val' of that folder evaluated on the training images without a
+    word. It still loads (a folder with one json is that json) and now says whose split it is."""
+    with caplog.at_level("WARNING"):
+        idx = load_index(coco_dir, "val")
+        assert idx.source.endswith("instances_train.json")
+        assert "no json for split 'val'; using the only one, instances_train.json, whose name says train" in caplog.text
+        caplog.clear()
+        load_index(coco_dir, "train")
+        assert caplog.text == ""
+    valid = coco_dir / "annotations" / "instances_train.json"
+    valid.rename(valid.with_name("instances_valid.json"))
+    with caplog.at_level("WARNING"):
+        load_index(coco_dir, "val")  # 'valid' is the val split: nothing to say
+    assert caplog.text == ""

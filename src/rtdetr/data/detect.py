@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +11,11 @@ from rtdetr.data.coco import load_coco
 from rtdetr.data.records import DataError, DatasetIndex, find_images
 from rtdetr.data.voc import load_voc
 from rtdetr.data.yolo import load_yolo
+
+log = logging.getLogger(__name__)
+
+#: the split a file name speaks of (``instances_train2017``: train; ``valid``: val)
+_SPLIT_WORD = re.compile(r"train|val|test")
 
 __all__ = ["DatasetFormat", "detect_format", "load_index"]
 
@@ -76,6 +83,12 @@ def _coco_json_for(root: Path, split: str) -> Path:
     if len(matching) >= 1:
         return sorted(matching, key=lambda f: (not f.stem.startswith("instances"), len(f.stem)))[0]
     if len(files) == 1:
+        named = set(_SPLIT_WORD.findall(files[0].stem.lower())) - set(_SPLIT_WORD.findall(split.lower()))
+        if named:  # e.g. only instances_train2017.json when asked for 'val': evaluating on the training images
+            log.warning(
+                "%s/annotations: no json for split %r; using the only one, %s, whose name says %s",
+                root, split, files[0].name, " / ".join(sorted(named)),
+            )  # fmt: skip
         return files[0]
     raise DataError(f"{root}/annotations: no json for split {split!r} among {[f.name for f in files]}")
 

@@ -102,15 +102,16 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
         except OSError as e:
             index.drop("unreadable image", f"{img_path}: cannot read image header ({e})")
             continue
-        xyxy = np.stack(
-            [
-                (boxes[:, 0] - boxes[:, 2] / 2) * w,
-                (boxes[:, 1] - boxes[:, 3] / 2) * h,
-                (boxes[:, 0] + boxes[:, 2] / 2) * w,
-                (boxes[:, 1] + boxes[:, 3] / 2) * h,
-            ],
-            1,
-        )
+        with np.errstate(invalid="ignore", over="ignore"):  # inf/nan in a label file: dropped (and named) below
+            xyxy = np.stack(
+                [
+                    (boxes[:, 0] - boxes[:, 2] / 2) * w,
+                    (boxes[:, 1] - boxes[:, 3] / 2) * h,
+                    (boxes[:, 0] + boxes[:, 2] / 2) * w,
+                    (boxes[:, 1] + boxes[:, 3] / 2) * h,
+                ],
+                1,
+            )
         xyxy, labels = sanitize_boxes(xyxy, labels, w, h, index, str(label_dir / f"{img_path.stem}.txt"))
         index.records.append(ImageRecord(img_path, xyxy, labels, image_id, w, h))
     if not index.records:

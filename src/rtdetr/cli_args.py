@@ -1,0 +1,85 @@
+"""The command line's argument types (a bad value is a usage error, exit 2, naming the rule) and the options
+shared by the commands that run a model."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from rtdetr.engine.backend import COMPILE_MODES
+
+#: where ``val`` and ``predict`` write when ``-o`` is not given (a used one moves on to ``runs/val2``...)
+DEFAULT_VAL_DIR, DEFAULT_PREDICT_DIR = "runs/val", "runs/predict"
+
+__all__ = [
+    "DEFAULT_PREDICT_DIR",
+    "DEFAULT_VAL_DIR",
+    "add_speed_options",
+    "at_least",
+    "count0",
+    "fraction",
+    "port",
+    "positive_int",
+    "side",
+]
+
+
+def add_speed_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that run a model: device, decoder depth, precision, memory layout."""
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (PyTorch, ONNX Runtime and OpenVINO)")
+    p.add_argument("--decoder-depth", type=positive_int, help="decoder layers to run (fewer = faster)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto (default): bf16 autocast on CPUs with native bf16 (AVX512_BF16/AMX), fp16 on CUDA, else fp32",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC memory layout for convolutions (default: on for the CPU)",
+    )
+    p.add_argument(
+        "--compile", choices=COMPILE_MODES, help="torch.compile the model in this mode (first call compiles)"
+    )
+    p.add_argument("--cuda-graph", action="store_true", help="replay inference as CUDA graphs (CUDA, fixed size)")
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``low`` (a bad one is a usage error naming the rule)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small; it must be >= {low}")
+        return value
+
+    return parse
+
+
+positive_int, count0, side = at_least(1), at_least(0), at_least(32)
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; it must be within 0..1")
+    return value
+
+
+def port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range; a port is within 1..65535")
+    return port
