@@ -12,7 +12,7 @@ import pytest
 
 from rtdetr import RTDETR
 from rtdetr.cli import _build_parser, main
-from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args
+from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args, resolve_classes
 from tests.conftest import RunCaptured
 from tests.engine.conftest import TINY_MODEL
 
@@ -106,3 +106,38 @@ def test_train_takes_the_shared_vocabulary(tmp_path, captured_run: dict) -> None
     cfg = captured_run["cfg"]
     assert cfg.train.output_dir == str(tmp_path / "r") and cfg.data.image_size == (96, 96)
     assert cfg.model.eval_spatial_size == (96, 96)
+
+
+def test_classes_by_id_or_name() -> None:
+    """`classes` takes names as well as ids (API, --classes, the service's ?classes=): a name used to be a TypeError
+    ("'<' not supported between instances of 'str' and 'int'") in Python and a usage error on the command line."""
+    names = ["person", "traffic light", "car"]
+    assert resolve_classes(None, names) is None
+    assert resolve_classes([2, "Person", "traffic_light", "1"], names) == (2, 0, 1, 1)
+    assert resolve_classes("car, person", names) == (2, 0)
+    assert resolve_classes(["TRAFFIC  light"], names) == (1,)
+    with pytest.raises(ValueError, match=r"no class named 'persn'; did you mean 'person'\? \(its classes: person, "):
+        resolve_classes(["persn"], names)
+    with pytest.raises(ValueError, match="class ids or names, got True"):
+        resolve_classes([True], names)
+    det = RTDETR("rtdetr_r18vd")  # COCO names
+    img = np.zeros((40, 40, 3), np.uint8)
+    by_id = det.predict(img, conf=0.0, classes=[0, 2])[0]
+    by_name = det.predict(img, conf=0.0, classes=["person", "car"])[0]
+    assert set(by_name.labels.tolist()) <= {0, 2} and by_name.labels.tolist() == by_id.labels.tolist()
+    with pytest.raises(ValueError, match="did you mean 'cat'"):
+        det.predict(img, classes=["cta"])
+
+
+def test_cli_classes_by_name(capsys: pytest.CaptureFixture, tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.new("RGB", (40, 30)).save(img)
+    argv = ["predict", "rtdetr_r18vd", str(img), "--no-save", "--json", "--conf", "0", "--classes", "person", "2"]
+    assert main(argv) == 0
+    assert {d["label"] for d in json.loads(capsys.readouterr().out)["detections"]} <= {0, 2}
+    assert main(["predict", "rtdetr_r18vd", str(img), "--no-save", "--classes", "persn"]) == 1
+    assert "did you mean 'person'" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from rtdetr.engine.results import Results
 from rtdetr.engine.saver import save_results
 from rtdetr.models import list_models
 from rtdetr.models.rtdetr import RTDETR as RTDETRModel
-from rtdetr.options import InferenceOptions
+from rtdetr.options import InferenceOptions, resolve_classes
 from rtdetr.recipe import load_recipe
 
 __all__ = ["RTDETR"]
@@ -154,15 +154,16 @@ class RTDETR:
         self,
         conf: float = InferenceOptions.conf,
         max_det: int = InferenceOptions.max_det,
-        classes: Sequence[int] | None = InferenceOptions.classes,
+        classes: Sequence[int | str] | str | None = InferenceOptions.classes,
         decoder_depth: int | None = InferenceOptions.decoder_depth,
         image_size: tuple[int, int] | None = InferenceOptions.image_size,
         batch: int = InferenceOptions.batch,
     ) -> Predictor:
-        """A :class:`Predictor` with these options (see :class:`rtdetr.options.InferenceOptions`; a value out of
-        range, a class id past the model's classes or a depth past its decoder raise ValueError)."""
+        """A :class:`Predictor` with these options (see :class:`rtdetr.options.InferenceOptions`; ``classes`` by id
+        or name; a value out of range, a class past the model's classes or a depth past its decoder raise
+        ValueError)."""
         opts = InferenceOptions(
-            conf, max_det, tuple(classes) if classes is not None else None, decoder_depth,
+            conf, max_det, resolve_classes(classes, self.class_names), decoder_depth,
             tuple(image_size) if image_size is not None else None, batch,  # type: ignore[arg-type]
         )  # fmt: skip
         opts.check_model(self.backend.num_classes, self.backend.decoder_layers)
@@ -179,7 +180,7 @@ class RTDETR:
         source: Any,
         conf: float = InferenceOptions.conf,
         max_det: int = InferenceOptions.max_det,
-        classes: Sequence[int] | None = InferenceOptions.classes,
+        classes: Sequence[int | str] | str | None = InferenceOptions.classes,
         decoder_depth: int | None = InferenceOptions.decoder_depth,
         image_size: tuple[int, int] | None = InferenceOptions.image_size,
         batch: int = InferenceOptions.batch,

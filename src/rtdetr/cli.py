@@ -13,7 +13,7 @@ from typing import Any
 
 from rtdetr import cli_args as arg
 from rtdetr.engine.rundir import fresh_folder
-from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args
+from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args, resolve_classes
 
 __all__ = ["main"]
 
@@ -140,8 +140,10 @@ def _cmd_val(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    classes, args.classes = args.classes, None  # ids or names: resolved against the model's class names
     opts = from_args(args, InferenceOptions)
     det = _open(args, say=False)
+    opts = dataclasses.replace(opts, classes=resolve_classes(classes, det.class_names))
     det.predictor(**dataclasses.asdict(opts))  # options against this model first: a bad one is the only line
     _say_path(det)
     source = int(args.source) if args.source.isdigit() else args.source

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import typing
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["InferenceOptions", "ServeConfig", "add_arguments", "from_args"]
+__all__ = ["InferenceOptions", "ServeConfig", "add_arguments", "from_args", "resolve_classes"]
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -26,7 +28,7 @@ class InferenceOptions:
 
     conf: float = _opt(0.25, "minimum score kept, 0..1")
     max_det: int = _opt(300, "most detections per image, >= 1")
-    classes: tuple[int, ...] | None = _opt(None, "keep only these class ids")
+    classes: tuple[int, ...] | None = _opt(None, "keep only these classes: ids or names", type=str)
     decoder_depth: int | None = _opt(None, "decoder layers to run (fewer = faster; default: the model's)")
     image_size: tuple[int, int] | None = _opt(None, "square input side (default: the model's)", flag="--size")
     batch: int = _opt(1, "images per forward pass, >= 1")
@@ -79,6 +81,38 @@ class ServeConfig:
         return int(self.max_upload_mb * 1024 * 1024)
 
 
+def resolve_classes(classes: Iterable[int | str] | str | None, names: Sequence[str]) -> tuple[int, ...] | None:
+    """Class ids from ids or names (``[0, "car"]``, ``"person,car"``, digits as ids; names matched ignoring case,
+    and ``_`` as a space). Ids are checked against the model later (:meth:`InferenceOptions.check_model`).
+
+    Raises:
+        ValueError: a name the model does not have, with the closest ones it has.
+    """
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        classes = [c for c in classes.split(",") if c.strip()]
+    lookup = {_name_key(n): i for i, n in enumerate(names)}
+    ids: list[int] = []
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, int | str):
+            raise ValueError(f"classes must be class ids or names, got {c!r}")
+        if isinstance(c, int) or c.strip().lstrip("-").isdigit():
+            ids.append(int(c))
+        elif _name_key(c) in lookup:
+            ids.append(lookup[_name_key(c)])
+        else:
+            near = difflib.get_close_matches(_name_key(c), list(lookup), n=3)
+            hint = f"; did you mean {', '.join(repr(names[lookup[k]]) for k in near)}?" if near else ""
+            shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+            raise ValueError(f"classes: this model has no class named {c!r}{hint} (its classes: {shown})")
+    return tuple(ids)
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.replace("_", " ").lower().split())
+
+
 def _flag(f: dataclasses.Field) -> str:
     return str(f.metadata.get("flag", "--" + f.name.replace("_", "-")))
 
@@ -95,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: Any, names: typing.Seque
         base = args[0]
         kw: dict[str, Any] = {"dest": f.name, "default": f.default, "help": f.metadata.get("help", "")}
         if typing.get_origin(base) is tuple:
-            kw["type"] = int
+            kw["type"] = f.metadata.get("type", int)  # str for classes: ids or names, resolved against the model
             if _flag(f) != "--size":
                 kw["nargs"] = "+"
         elif base is bool:
@@ -118,6 +152,11 @@ def from_args(args: argparse.Namespace, cls: Any) -> Any:
         if _flag(f) == "--size" and isinstance(value, int):
             value = (value, value)
         elif isinstance(value, list):
+            if f.metadata.get("type") is str:  # ids here; names need the model (resolve_classes)
+                bad = [v for v in value if not str(v).strip().lstrip("-").isdigit()]
+                if bad:
+                    raise ValueError(f"{_flag(f)} {bad[0]!r} is a name: resolve names against a model first")
+                value = [int(v) for v in value]
             value = tuple(value)
         values[f.name] = value
     try:

@@ -137,6 +137,16 @@ def test_results_formats_and_save(tmp_path: Path) -> None:
     no_image = Results(r.boxes, r.scores, r.labels, r.names, r.orig_size)
     with pytest.raises(ValueError, match="keeps no image"):
         no_image.plot()
+    with pytest.raises(ValueError, match=r"o.txt: save as an image \(.jpg, .png, ...\) or as .json, not .txt"):
+        r.save(tmp_path / "o.txt")
+    assert not (tmp_path / "o.txt").exists()
+    # one line, not every class name and tensor (an 80-class model printed ~1,500 characters per result)
+    assert repr(r) == "Results('x.jpg', 100x200, 1 detections: b 0.80)"
+    many = Results(torch.zeros(7, 4), torch.linspace(0.9, 0.3, 7), torch.zeros(7, dtype=torch.long), ["a"] * 80,
+                   (5, 6), None, 3)  # fmt: skip
+    assert repr(many) == (
+        "Results(in-memory image frame 3, 5x6, 7 detections: a 0.90, a 0.80, a 0.70, a 0.60, a 0.50, ... (7 in all))"
+    )
 
 
 def test_boxes_are_clipped_to_the_image() -> None:

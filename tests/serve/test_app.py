@@ -53,6 +53,8 @@ def test_predict_matches_the_python_api(client: TestClient, detector: RTDETR) ->
     dets = r2.json()["detections"]
     assert len(dets) <= 3 and all(d["label"] in (0, 2) for d in dets)
     assert r2.json()["timing_ms"]["total"] > 0
+    by_name = client.post("/predict?conf=0&max_det=3&classes=Circle,triangle", content=data)
+    assert by_name.status_code == 200 and by_name.json()["detections"] == dets  # names select the same classes
 
 
 def test_draw_and_decoder_depth(client: TestClient) -> None:
@@ -111,7 +113,8 @@ def test_streamed_body_over_the_limit_is_413(client: TestClient) -> None:
         ("max_det=0", "max_det"),
         ("decoder_depth=0", "decoder_depth"),
         ("decoder_depth=9", "over the model's 2 layers"),
-        ("classes=1,x", "comma-separated"),
+        ("classes=1,x", "no class named 'x'"),
+        ("classes=squre", "did you mean 'square'?"),
         ("classes=7", "[7]"),
     ],
 )

@@ -43,6 +43,16 @@ class Results:
     def __len__(self) -> int:
         return int(self.scores.numel())
 
+    def __repr__(self) -> str:
+        """One line: the source, the image size and the first detections (not every class name and tensor)."""
+        where = repr(self.path) if self.path is not None else "in-memory image"
+        if self.frame is not None:
+            where += f" frame {self.frame}"
+        shown = ", ".join(f"{n} {s:.2f}" for n, s in zip(self.class_names[:5], self.scores.tolist()))
+        more = f", ... ({len(self)} in all)" if len(self) > 5 else ""
+        w, h = self.orig_size
+        return f"Results({where}, {w}x{h}, {len(self)} detections{': ' + shown if shown else ''}{more})"
+
     @property
     def xyxy(self) -> Tensor:
         return self.boxes
@@ -95,6 +105,8 @@ class Results:
     def save(self, path: str | Path) -> Path:
         """Save the drawn image (``.jpg``/``.png``) or the JSON (``.json``)."""
         p = Path(path)
+        if p.suffix.lower() not in Image.registered_extensions() and p.suffix.lower() != ".json":
+            raise ValueError(f"{p}: save as an image (.jpg, .png, ...) or as .json, not {p.suffix or 'no extension'}")
         p.parent.mkdir(parents=True, exist_ok=True)
         if p.suffix.lower() == ".json":
             p.write_text(self.to_json(indent=2))

@@ -5,7 +5,8 @@ Endpoints:
     ``GET /health``    liveness and load: ``{"status": "ok", "pending": n, "queued": n, "uptime_s": t}``.
     ``GET /info``      the model (variant, classes, input size, decoder layers, backend) and the service limits.
     ``POST /predict``  the image as a multipart file field ``image`` or as the raw body. Query parameters:
-                       ``conf`` (0..1), ``max_det``, ``classes`` (``"0,2"``), ``decoder_depth``, ``draw``.
+                       ``conf`` (0..1), ``max_det``, ``classes`` (ids or names: ``"0,2"``, ``"person,car"``),
+                       ``decoder_depth``, ``draw``.
 
 Every client mistake is a 4xx with ``{"detail": "..."}`` naming the problem: 400 undecodable or empty upload,
 413 too many bytes or pixels, 422 bad query parameter; 503 (with ``Retry-After``) when ``max_pending`` requests
@@ -34,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rtdetr.api import RTDETR
 from rtdetr.data.dataset import ImageTooLarge, load_image
 from rtdetr.engine.predictor import filter_detections, to_input
-from rtdetr.options import InferenceOptions, ServeConfig
+from rtdetr.options import InferenceOptions, ServeConfig, resolve_classes
 from rtdetr.serve.batcher import Busy, MicroBatcher
 from rtdetr.viz import draw_detections
 
@@ -149,12 +150,14 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
         request: Request,
         conf: float = Query(InferenceOptions.conf, ge=0.0, le=1.0, description="minimum score"),
         max_det: int = Query(cfg.max_det, ge=1, le=cfg.max_det, description="most detections returned"),
-        classes: str | None = Query(None, description="comma-separated class ids to keep, e.g. 0,2"),
+        classes: str | None = Query(
+            None, description="classes to keep, comma-separated ids or names: 0,2 or person,car"
+        ),
         decoder_depth: int | None = Query(None, ge=1, description="decoder layers to run (PyTorch models)"),
         draw: bool = Query(False, description="also return the drawn image as a JPEG data URL"),
     ) -> JSONResponse:
         t0 = time.perf_counter()
-        keep = _parse_classes(classes, len(detector.class_names))
+        keep = _parse_classes(classes, list(detector.class_names))
         if decoder_depth is not None:
             if layers is None:
                 raise HTTPException(400, "the decoder depth of an exported graph is fixed at export")
@@ -266,13 +269,15 @@ def _drawn(data: bytes, name: str, max_pixels: int, det: dict[str, torch.Tensor]
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _parse_classes(text: str | None, num_classes: int) -> set[int] | None:
+def _parse_classes(text: str | None, names: list[str]) -> set[int] | None:
+    """``classes=0,2`` or ``classes=person,car`` (or both mixed) -> class ids; 400 naming what is wrong."""
     if text is None or not text.strip():
         return None
     try:
-        ids = {int(t) for t in text.split(",") if t.strip()}
-    except ValueError:
-        raise HTTPException(400, f"classes must be comma-separated integers, got {text!r}") from None
+        ids = set(resolve_classes(text, names) or ())
+    except ValueError as e:
+        raise HTTPException(400, str(e)) from None
+    num_classes = len(names)
     bad = sorted(i for i in ids if not 0 <= i < num_classes)
     if bad:
         raise HTTPException(400, f"class ids {bad} are not in 0..{num_classes - 1}")
