@@ -270,3 +270,20 @@ def test_the_only_json_of_another_split_is_used_with_a_warning(
     with caplog.at_level("WARNING"):
         load_index(coco_dir, "val")  # 'valid' is the val split: nothing to say
     assert caplog.text == ""
+
+
+def test_yolo_without_names_says_where_it_looked(tmp_path: Path) -> None:
+    """The error named no place to put the names; now it lists the files it looked for, and classes.txt there works."""
+    from tests.data.conftest import write_image
+
+    for d in ("images/train", "labels/train"):
+        (tmp_path / d).mkdir(parents=True)
+    write_image(tmp_path / "images" / "train" / "a.jpg", (40, 30))
+    (tmp_path / "labels" / "train" / "a.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match=r"class names unknown \(none of .*data\.yaml, .*classes\.txt exists\)"):
+        load_index(tmp_path)
+    (tmp_path / "labels" / "train" / "classes.txt").write_text("cat\ndog\n")
+    idx = load_index(tmp_path)
+    assert idx.class_names == ["cat", "dog"] and idx.records[0].labels.tolist() == [1]
+    # the split's images folder itself (it was 'cannot tell the dataset format')
+    assert load_index(tmp_path / "images" / "train").records[0].labels.tolist() == [1]

@@ -10,7 +10,7 @@ from typing import Literal
 from rtdetr.data.coco import load_coco
 from rtdetr.data.records import DataError, DatasetIndex, find_images
 from rtdetr.data.voc import load_voc
-from rtdetr.data.yolo import load_yolo
+from rtdetr.data.yolo import label_dir_for, load_yolo
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
             return "voc"  # the lowercase annotations/ + images/ export layout
         if (p / "data.yaml").is_file() or (p / "labels").is_dir() or (p.parent / "labels" / p.name).is_dir():
             return "yolo"
-        if find_images(p) and (p.parent / "labels").is_dir():
+        if find_images(p) and _has_yolo_labels(p):  # an images folder: .../images/<split> beside .../labels/<split>
             return "yolo"
         if _folder_json(p) or any(_folder_json(p / s) for s in ("train", "valid", "val", "test")):
             return "coco"  # a json beside the images, per split folder (Roboflow's COCO export)
@@ -50,6 +50,14 @@ def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
         "a YOLO data.yaml (or images/ + labels/ folders), or a VOC folder with Annotations/ and JPEGImages/ "
         "(or annotations/*.xml and images/)"
     )
+
+
+def _has_yolo_labels(image_dir: Path) -> bool:
+    try:
+        label_dir_for(image_dir)
+    except DataError:
+        return False
+    return True
 
 
 #: split folder names tried for a split (Roboflow exports name the validation folder ``valid``)

@@ -83,14 +83,20 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: image folder not found")
     label_dir = label_dir_for(image_dir)
+    looked = list(dict.fromkeys(
+        [label_dir.parent.parent / "data.yaml", image_dir.parent / "data.yaml", label_dir / "classes.txt"]
+    ))  # fmt: skip
     if names is None:
-        for cand in (label_dir.parent.parent / "data.yaml", image_dir.parent / "data.yaml", label_dir / "classes.txt"):
+        for cand in looked:
             if cand.is_file():
                 names = read_data_yaml(cand)["names"] if cand.suffix == ".yaml" else cand.read_text().split("\n")
                 names = [n.strip() for n in names if n.strip()]
                 break
     if not names:
-        raise DataError(f"{image_dir}: class names unknown; pass a data.yaml with 'names'")
+        raise DataError(
+            f"{image_dir}: class names unknown (none of {', '.join(str(c) for c in looked)} exists); pass a data.yaml"
+            f" with 'names', or write the names one per line, in class-id order, to {label_dir / 'classes.txt'}"
+        )
     index = DatasetIndex([], list(names), "yolo", str(src))
     polygons = 0
     for image_id, img_path in enumerate(find_images(image_dir)):
