@@ -267,6 +267,7 @@ def test_the_only_json_of_another_split_is_used_with_a_warning(
         assert caplog.text == ""
     valid = coco_dir / "annotations" / "instances_train.json"
     valid.rename(valid.with_name("instances_valid.json"))
+    (coco_dir / "images" / "train").rename(coco_dir / "images" / "valid")
     with caplog.at_level("WARNING"):
         load_index(coco_dir, "val")  # 'valid' is the val split: nothing to say
     assert caplog.text == ""
@@ -287,3 +288,33 @@ def test_yolo_without_names_says_where_it_looked(tmp_path: Path) -> None:
     assert idx.class_names == ["cat", "dog"] and idx.records[0].labels.tolist() == [1]
     # the split's images folder itself (it was 'cannot tell the dataset format')
     assert load_index(tmp_path / "images" / "train").records[0].labels.tolist() == [1]
+
+
+def test_missing_image_files_are_dropped_when_loaded(coco_dir: Path) -> None:
+    """A json whose file_name does not match the folder used to load fine; training then skipped every image as
+    unreadable and stopped on 'no readable image'. Now each missing file is dropped and listed, and none left is a
+    DataError saying where file_name was looked up (check-data still reports, with allow_empty)."""
+    (coco_dir / "images" / "train" / "2.png").unlink()
+    idx = load_index(coco_dir)
+    assert [r.image_id for r in idx.records] == [1, 3] and idx.dropped["missing image file"] == 1
+    assert any(
+        "1 of 3 images are missing, looked for in " in n and "relative to <root>/<split>" in n for n in idx.notes
+    )
+    for i in (1, 3):
+        (coco_dir / "images" / "train" / f"{i}.png").unlink()
+    with pytest.raises(DataError, match=r"no usable images \(3 of 3 images are missing"):
+        load_index(coco_dir)
+    assert load_index(coco_dir, allow_empty=True).records == []
+
+
+def test_ground_truth_covers_the_loaded_images_only(coco_dir: Path) -> None:
+    """An image dropped while loading (here: its file is missing) is not scored: its boxes used to count as
+    missed detections, lowering AP for images the model never saw."""
+    from rtdetr.engine.evaluator import ground_truth_for
+
+    (coco_dir / "images" / "train" / "1.png").unlink()
+    gt, note = ground_truth_for(load_index(coco_dir))
+    assert sorted(im["id"] for im in gt["images"]) == [2, 3]
+    assert all(a["image_id"] in (2, 3) for a in gt["annotations"]) and "2 of its images evaluated" in note
+    full, note = ground_truth_for(load_coco(coco_dir / "annotations" / "instances_train.json"))
+    assert len(full["images"]) == 3 and "evaluated" not in note

@@ -78,7 +78,7 @@ def check_dataset(
     path: str | Path, split: str = "train", format: DatasetFormat = "auto", decode: bool = True
 ) -> DataReport:
     """Parse the dataset and (with ``decode``) fully decode every image."""
-    index = load_index(path, split, format)
+    index = load_index(path, split, format, allow_empty=True)
     report = DataReport(index, split=split)
     for rec in index.records:
         report.boxes_per_class.update(rec.labels.tolist())

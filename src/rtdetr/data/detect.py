@@ -107,9 +107,43 @@ def load_index(
     format: DatasetFormat = "auto",
     image_dir: str | Path | None = None,
     class_names: list[str] | None = None,
+    allow_empty: bool = False,
 ) -> DatasetIndex:
-    """Parse the dataset at ``path`` (format auto-detected unless given) for ``split``."""
-    p = Path(path)
+    """Parse the dataset at ``path`` (format auto-detected unless given) for ``split``.
+
+    Raises:
+        DataError: the format cannot be told or parsed, or (unless ``allow_empty``, as ``check-data`` does) no
+            image is left to use, with the notes and first problems saying why.
+    """
+    index = _load(Path(path), split, format, class_names, image_dir)
+    _drop_missing_files(index)
+    if not index.records and not allow_empty:
+        why = "; ".join([*index.notes, *index.problems[:3]]) or "no images"
+        raise DataError(f"{index.source}: no usable images ({why})")
+    return index
+
+
+def _drop_missing_files(index: DatasetIndex) -> None:
+    """Drop (and list) the images whose file is not there, with one note saying which folder the annotation
+    names were read against (a wrong one used to pass the load, then training skipped every image as unreadable)."""
+    missing = [r for r in index.records if not r.path.is_file()]
+    if not missing:
+        return
+    for r in missing:
+        index.drop("missing image file", f"{index.source}: image id {r.image_id}: no file {r.path}")
+    folders = sorted({str(r.path.parent) for r in missing})
+    index.notes.append(
+        f"{len(missing)} of {len(index.records)} images are missing, looked for in {', '.join(folders[:3])}"
+        + (" (a COCO json's file_name is read relative to <root>/<split>, <root>/images/<split>, <root>/images or"
+           " the json's folder, the first that exists)" if index.format == "coco" else "")
+    )  # fmt: skip
+    gone = {id(r) for r in missing}
+    index.records = [r for r in index.records if id(r) not in gone]
+
+
+def _load(
+    p: Path, split: str, format: DatasetFormat, class_names: list[str] | None, image_dir: str | Path | None
+) -> DatasetIndex:
     fmt = detect_format(p) if format == "auto" else format
     if fmt == "coco":
         ann = p if p.is_file() else _coco_json_for(p, split)

@@ -75,7 +75,14 @@ def ground_truth_for(index: DatasetIndex) -> tuple[dict[str, Any], str]:
         with open(index.source, encoding="utf-8") as f:
             gt = json.load(f)
         gt.setdefault("annotations", [])
-        return gt, f"ground truth: {index.source} as given (crowds and areas from the file)"
+        note = f"ground truth: {index.source} as given (crowds and areas from the file)"
+        ids = {r.image_id for r in index.records}
+        kept = [im for im in gt["images"] if isinstance(im, dict) and im.get("id") in ids]
+        if len(kept) < len(gt["images"]):  # images the loader dropped (missing file, repeated id) are not scored
+            gt["images"] = kept
+            gt["annotations"] = [a for a in gt["annotations"] if isinstance(a, dict) and a.get("image_id") in ids]
+            note += f"; {len(ids)} of its images evaluated (the others were dropped while loading)"
+        return gt, note
     return coco_gt_from_index(index), f"ground truth: rebuilt from the {index.format} boxes (no crowds, box areas)"
 
 
