@@ -286,8 +286,9 @@ class RTDETR:
 
         ``format="onnx"`` writes an ONNX graph (parity-checked against PyTorch by default); ``int8=True`` also
         writes ``<stem>_int8.onnx`` calibrated on up to 64 images from ``calibration`` (an image folder or any
-        dataset path). ``format="openvino"`` converts the ONNX graph to OpenVINO IR, and with ``int8=True`` the
-        int8 graph too (``<stem>_int8_openvino/``). Returns the report.
+        dataset path). ``format="openvino"`` converts the ONNX graph to OpenVINO IR (``<stem>_openvino/<stem>.xml``,
+        or exactly ``output`` when it ends in ``.xml``), and with ``int8=True`` the int8 graph too
+        (``<stem>_int8_openvino/``, or ``<stem>_int8.xml`` beside an ``.xml`` output). Returns the report.
         """
         from rtdetr.export.onnx import export_onnx
 
@@ -320,10 +321,14 @@ class RTDETR:
         if format == "openvino":
             from rtdetr.export.quantize import to_openvino
 
-            report["openvino_path"] = str(to_openvino(onnx_path, onnx_path.parent / f"{onnx_path.stem}_openvino"))
+            # an output named .xml is the IR's own path (the ONNX graph and the int8 IR beside it); else a folder
+            beside = output is not None and Path(output).suffix.lower() == ".xml"
+            ir_dir = onnx_path.parent if beside else onnx_path.parent / f"{onnx_path.stem}_openvino"
+            report["openvino_path"] = str(to_openvino(onnx_path, ir_dir))
             if int8:  # OpenVINO runs the calibrated QDQ graph in int8: the fastest CPU path measured here
                 q_path = Path(report["int8_path"])
-                report["openvino_int8_path"] = str(to_openvino(q_path, q_path.parent / f"{q_path.stem}_openvino"))
+                q_dir = q_path.parent if beside else q_path.parent / f"{q_path.stem}_openvino"
+                report["openvino_int8_path"] = str(to_openvino(q_path, q_dir))
         return report
 
     def __repr__(self) -> str:

@@ -107,3 +107,9 @@ def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(r8) == 10 and r8.names == ["a", "b", "c"]
     assert main(["export", str(ckpt), "--int8"]) == 1
     assert "needs calibration images" in capsys.readouterr().err
+    # -o ending in .xml: the IR goes exactly there (it went to <stem>_openvino/ whatever -o said)
+    ir = tmp_path / "ir" / "det.xml"
+    assert main(["export", str(ckpt), "-o", str(ir), "--format", "openvino", "--max-det", "10"]) == 0
+    assert ir.is_file() and ir.with_suffix(".bin").is_file() and not (tmp_path / "ir" / "det_openvino").exists()
+    assert f"wrote {ir}" in capsys.readouterr().out
+    assert len(RTDETR(ir).predict(np.zeros((40, 50, 3), np.uint8), conf=0.0)[0]) == 10
