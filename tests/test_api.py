@@ -105,6 +105,11 @@ def test_cli_default_folders_keep_earlier_runs(
         assert main(["predict", str(ckpt), str(img), "--conf", "0", "--max-det", "1"]) == 0
         assert main(["val", str(ckpt), "--data", str(data["val"]), "--batch", "2", "--json"]) == 0
     capsys.readouterr()
+    assert (
+        main(["val", str(ckpt), "--data", str(data["val"]), "--batch", "2", "--json", "-o", str(tmp_path / "vj")]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "NaN" not in printed and json.loads(printed)["per_class"]  # strict JSON (a class without objects is null)
     for name in ("predict", "predict2"):
         assert sorted(f.name for f in (tmp_path / "runs" / name).iterdir()) == ["x.jpg", "x.json"]
     for name in ("val", "val2"):

@@ -137,3 +137,15 @@ def test_bad_numbers_are_usage_errors(argv: list[str], needle: str, capsys: pyte
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_json_output_is_strict() -> None:
+    """`rtdetr val --json` printed NaN for a class without objects (its AP, P, R, F1): not JSON for jq or a browser."""
+    from rtdetr.cli_args import dumps
+
+    def refuse(token: str) -> None:
+        raise ValueError(token)
+
+    text = dumps({"per_class": {"toaster": {"AP": float("nan"), "f1": float("inf")}}, "rows": [1.5, (float("nan"),)]})
+    assert json.loads(text, parse_constant=refuse) == {"per_class": {"toaster": {"AP": None, "f1": None}},
+                                                       "rows": [1.5, [None]]}  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,7 +40,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             row["gflops"] = round(count_gflops(model, (args.size, args.size)), 1)
         rows.append(row)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(arg.dumps(rows))
         return 0
     header = f"{'variant':<22}{'params(M)':>10}{'GFLOPs':>9}{'COCO AP':>9}{'dec layers':>11}"
     print(header)
@@ -122,7 +121,7 @@ def _cmd_val(args: argparse.Namespace) -> int:
         image_size=size, output=output, format=args.format,
     )  # fmt: skip
     if args.json:
-        print(json.dumps({k: v for k, v in res.items() if k != "files"}, indent=2))
+        print(arg.dumps({k: v for k, v in res.items() if k != "files"}))
         return 0
     print(res["ground_truth"])
     print("  ".join(f"{k} {v:.4f}" for k, v in res["stats"].items()))
@@ -230,9 +229,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             max(det.image_size), str(det.device),
         )  # fmt: skip
     if args.output:
-        Path(args.output).write_text(json.dumps(res, indent=2))
+        Path(args.output).write_text(arg.dumps(res))
     if args.json:
-        print(json.dumps(res, indent=2))
+        print(arg.dumps(res))
         return 0
     print(
         f"{res['backend']}, {res['threads']} threads, input {res['image_size'][0]}x{res['image_size'][1]}, "
@@ -270,8 +269,8 @@ def _benchmark_all_paths(args: argparse.Namespace) -> int:
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     if args.output:
-        Path(args.output).write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2) if args.json else format_paths(res))
+        Path(args.output).write_text(arg.dumps(res))
+    print(arg.dumps(res) if args.json else format_paths(res))
     return 0
 
 

@@ -1,10 +1,13 @@
-"""The command line's argument types (a bad value is a usage error, exit 2, naming the rule) and the options
-shared by the commands that run a model."""
+"""The command line's argument types (a bad value is a usage error, exit 2, naming the rule), the options shared
+by the commands that run a model, and the JSON the commands print."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from collections.abc import Callable
+from typing import Any
 
 from rtdetr.engine.backend import COMPILE_MODES
 
@@ -83,3 +86,19 @@ def port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is out of range; a port is within 1..65535")
     return port
+
+
+def dumps(obj: Any) -> str:
+    """Strict JSON for ``--json`` and ``-o``: an undefined number (NaN, e.g. the AP of a class without objects) is
+    ``null``; Python's own ``NaN`` is not JSON and stops jq, JavaScript and most parsers."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=2, allow_nan=False)

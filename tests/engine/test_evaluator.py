@@ -192,3 +192,5 @@ def test_precision_without_detections_is_zero_not_nan() -> None:
     pc = m.per_class()
     assert pc["precision"][0] == 1.0 and pc["precision"][1] == 0.0 and pc["recall"][1] == 0.0
     assert np.isnan(pc["precision"][2])  # no objects and no detections: undefined
+    # ... and so is its F1 (it printed 0.0000 beside nan precision and recall); a missed class's F1 is 0
+    assert np.isnan(pc["f1"][2]) and pc["f1"][1] == 0.0 and pc["f1"][0] == 1.0

@@ -90,7 +90,7 @@ class ThresholdMetrics:
         return {
             "precision": precision,
             "recall": recall,
-            "f1": np.nan_to_num(f1, nan=0.0) * (tp + fp + fn > 0),
+            "f1": np.where(tp + fp + fn > 0, np.nan_to_num(f1, nan=0.0), np.nan),  # undefined like P and R
             "tp": tp,
             "fp": fp,
             "fn": fn,
