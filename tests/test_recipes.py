@@ -27,6 +27,27 @@ def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
         load_recipe(bad)
     with pytest.raises(ConfigError, match="must look like key.sub=value"):
         load_recipe(None, ["train.epochs"])
+    # a key without its section names the section it belongs to ('lr' used to get no hint)
+    with pytest.raises(ConfigError, match=r"unknown config key 'lr' \(did you mean 'train.lr'\?\)"):
+        load_recipe(None, ["lr=1e-3"])
+    with pytest.raises(ConfigError, match=r"'image_size' \(did you mean 'data.image_size'\?\)"):
+        load_recipe(None, ["image_size=[64,64]"])
+
+
+def test_broken_recipe_files_are_one_line_errors(tmp_path: Path) -> None:
+    """Bad YAML was a multi-line parser dump ('in "<unicode string>"'), and in a base recipe a traceback."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line 2, column 1: expected ',' or ']'") as e:
+        load_recipe(bad)
+    assert "\n" not in str(e.value) and "unicode string" not in str(e.value)
+    child = tmp_path / "child.yaml"
+    child.write_text("base: bad.yaml\ntrain:\n  lr: 0.001\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML at line 2"):
+        load_recipe(child)
+    child.write_text("base: gone.yaml\n")
+    with pytest.raises(ConfigError, match="gone.yaml: cannot read recipe"):
+        load_recipe(child)
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:

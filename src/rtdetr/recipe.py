@@ -6,6 +6,7 @@ the variant table lives with the models.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import yaml
 from rtdetr.config import (
     ConfigError,
     DataConfig,
+    ModelConfig,
     RunConfig,
     TrainConfig,
     apply_dotted_overrides,
@@ -27,15 +29,34 @@ from rtdetr.models.variants import get_model_config, get_variant
 __all__ = ["load_recipe", "run_config_from_dict"]
 
 
+def _read_recipe(p: Path) -> dict[str, Any]:
+    """A recipe file's mapping; a missing file, bad YAML (line and column in one line) or another shape is a
+    :class:`ConfigError` naming the file."""
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read recipe ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: a recipe must be a mapping with model/data/train sections")
+    return loaded
+
+
 def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """Build a :class:`RunConfig`; ``model`` may name a registered variant (``name``) plus overrides."""
     data = dict(data)
     unknown = set(data) - {"model", "data", "train", "init_from", "resume", "base"}
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(
-            f"unknown config key {key!r}{_suggest(key, ['model', 'data', 'train', 'init_from', 'resume'])}"
+        sections = {"train": TrainConfig, "data": DataConfig, "model": ModelConfig}
+        home = next((f"{s}.{key}" for s, c in sections.items() if key in {f.name for f in dataclasses.fields(c)}), None)
+        hint = (
+            f" (did you mean {home!r}?)" if home else _suggest(key, ["model", "data", "train", "init_from", "resume"])
         )
+        raise ConfigError(f"unknown config key {key!r}{hint}")
     model = dict(data.get("model") or {})
     name = model.pop("name", "rtdetr_r18vd")
     try:
@@ -83,15 +104,10 @@ def load_recipe(
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{p}: cannot read recipe ({e})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: a recipe must be a mapping with model/data/train sections")
+        loaded = _read_recipe(p)
         if "base" in loaded:
             base_path = p.parent / str(loaded.pop("base"))
-            base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+            base = _read_recipe(base_path)
             if "base" in base:
                 raise ConfigError(f"{base_path}: a base recipe cannot have its own base")
             loaded = merge_overrides(base, loaded)
