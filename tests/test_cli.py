@@ -51,6 +51,13 @@ def test_convert_bad_file_is_a_clear_error(tmp_path: Path, capsys: pytest.Captur
     assert main(["convert", str(bad), str(tmp_path / "o.pth")]) == 1
     err = capsys.readouterr().err
     assert "bad.pth" in err and "not a readable PyTorch checkpoint" in err
+    # another model's weights (a classifier, a .safetensors of another architecture): said so with its keys; the
+    # message used to send the user to rtdetr.convert.hf, which the CLI already runs for HF files
+    torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7), "fc.weight": torch.zeros(10, 8)}, tmp_path / "resnet.pth")
+    assert main(["convert", str(tmp_path / "resnet.pth"), str(tmp_path / "o.pth")]) == 1
+    err = capsys.readouterr().err
+    assert "not an RT-DETR checkpoint" in err and "(first of 2 keys: conv1.weight, fc.weight)" in err
+    assert "convert.hf" not in err
 
 
 def test_version_and_load_model_export(capsys: pytest.CaptureFixture) -> None:

@@ -132,9 +132,10 @@ def infer_model_config(state: Mapping[str, Tensor], name: str | None = None, **o
             if not arch:
                 raise ValueError(f"unrecognised HGNetv2 stem width {stem_out}")
         else:
+            first = ", ".join(sorted(keys)[:3]) or "none"
             raise ValueError(
-                "state dict has neither 'backbone.res_layers' nor 'backbone.stem': not an RT-DETR model "
-                "in the official layout (HF checkpoints need rtdetr.convert.hf first)"
+                "not an RT-DETR checkpoint: its weights have neither 'backbone.res_layers' nor 'backbone.stem' (the"
+                f" official layout) nor HF's 'model.backbone' (first of {len(keys)} keys: {first})"
             )
         name = f"{prefix}_{arch}"
 
