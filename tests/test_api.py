@@ -163,3 +163,32 @@ def test_variant_name_warns_about_random_weights() -> None:
     finally:
         logger.removeHandler(handler)
     assert any("RANDOM weights" in m for m in seen)
+
+
+def test_val_labels_follow_the_model_class_names(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A VOC validation folder without one of the model's classes discovered its own, shorter list, so 'the model
+    predicts 3 classes but ... has 2' (or, with a same-length list, labels shifted); the model's names now fix the
+    labels. Same-length names that differ id by id are warned about."""
+    from tests.data.conftest import write_image
+
+    root = tmp_path / "voc"
+    (root / "Annotations").mkdir(parents=True)
+    xml = ("<annotation><filename>{n}.jpg</filename><size><width>64</width><height>48</height></size><object>"
+           "<name>{c}</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object>"
+           "</annotation>")  # fmt: skip
+    for i, cls in enumerate(["ant", "cat", "cat"]):  # no 'bee'
+        (root / "Annotations" / f"{i}.xml").write_text(xml.format(n=i, c=cls))
+        write_image(root / "JPEGImages" / f"{i}.jpg")
+    det = RTDETR("rtdetr_r18vd", class_names=["ant", "bee", "cat"], num_classes=3, **TINY_MODEL)
+    res = det.val(root, split=None, batch=2)  # type: ignore[arg-type]
+    assert list(res["per_class"]) == ["ant", "bee", "cat"]
+    assert np.isnan(res["per_class"]["bee"]["AP"])  # no 'bee' objects: cat's objects are scored as class 2
+    yolo = tmp_path / "yolo"
+    (yolo / "images").mkdir(parents=True)
+    (yolo / "labels").mkdir()
+    write_image(yolo / "images" / "a.jpg")
+    (yolo / "labels" / "a.txt").write_text("2 0.5 0.5 0.3 0.3\n")
+    (yolo / "data.yaml").write_text("path: .\ntrain: images\nval: images\nnames: [ant, cat, bee]\n")
+    with caplog.at_level("WARNING"):
+        det.val(yolo / "data.yaml", batch=1)
+    assert "1: 'cat' in the data, 'bee' in the model; 2: 'bee' in the data, 'cat' in the model" in caplog.text

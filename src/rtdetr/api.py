@@ -17,7 +17,7 @@ from rtdetr.engine.results import Results
 from rtdetr.engine.saver import save_results
 from rtdetr.models import list_models
 from rtdetr.models.rtdetr import RTDETR as RTDETRModel
-from rtdetr.options import InferenceOptions, resolve_classes
+from rtdetr.options import InferenceOptions, class_key, resolve_classes
 from rtdetr.recipe import load_recipe
 
 __all__ = ["RTDETR"]
@@ -218,7 +218,17 @@ class RTDETR:
         from rtdetr.data import load_index
         from rtdetr.engine.evaluator import validate
 
-        index = load_index(data, split, format)  # type: ignore[arg-type]
+        named = self.class_names if any(not n.isdigit() for n in self.class_names) else None
+        # the model's names fix the label of each VOC class name (a val folder missing a class used to shift them)
+        index = load_index(data, split, format, class_names=named)  # type: ignore[arg-type]
+        differ = [
+            (i, a, b) for i, (a, b) in enumerate(zip(named or [], index.class_names)) if class_key(a) != class_key(b)
+        ]
+        if differ and len(index.class_names) == len(self.class_names):
+            log.warning(
+                "the dataset's class names are not the model's, id by id (%s): labels are compared by id, so check "
+                "the order", "; ".join(f"{i}: {b!r} in the data, {a!r} in the model" for i, a, b in differ[:3]),
+            )  # fmt: skip
         save = str(output) if output is not None else None
         return validate(self.backend, index, image_size or self.image_size, batch, decoder_depth, conf, save)
 

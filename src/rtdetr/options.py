@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["InferenceOptions", "ServeConfig", "add_arguments", "from_args", "resolve_classes"]
+__all__ = ["InferenceOptions", "ServeConfig", "add_arguments", "class_key", "from_args", "resolve_classes"]
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -92,24 +92,25 @@ def resolve_classes(classes: Iterable[int | str] | str | None, names: Sequence[s
         return None
     if isinstance(classes, str):
         classes = [c for c in classes.split(",") if c.strip()]
-    lookup = {_name_key(n): i for i, n in enumerate(names)}
+    lookup = {class_key(n): i for i, n in enumerate(names)}
     ids: list[int] = []
     for c in classes:
         if isinstance(c, bool) or not isinstance(c, int | str):
             raise ValueError(f"classes must be class ids or names, got {c!r}")
         if isinstance(c, int) or c.strip().lstrip("-").isdigit():
             ids.append(int(c))
-        elif _name_key(c) in lookup:
-            ids.append(lookup[_name_key(c)])
+        elif class_key(c) in lookup:
+            ids.append(lookup[class_key(c)])
         else:
-            near = difflib.get_close_matches(_name_key(c), list(lookup), n=3)
+            near = difflib.get_close_matches(class_key(c), list(lookup), n=3)
             hint = f"; did you mean {', '.join(repr(names[lookup[k]]) for k in near)}?" if near else ""
             shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
             raise ValueError(f"classes: this model has no class named {c!r}{hint} (its classes: {shown})")
     return tuple(ids)
 
 
-def _name_key(name: str) -> str:
+def class_key(name: str) -> str:
+    """How class names compare: case, ``_`` against space and repeated spaces do not matter."""
     return " ".join(name.replace("_", " ").lower().split())
 
 
