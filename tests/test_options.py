@@ -89,7 +89,7 @@ def test_out_of_range_api_options_are_refused() -> None:
 def test_serve_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as e:
         main(["serve", "rtdetr_r18vd", "--port", "99999"])
-    assert e.value.code == 2 and "--port: 99999 is out of range; a port is within 1..65535" in capsys.readouterr().err
+    assert e.value.code == 2 and "--port: 99999 is out of range; it must be within 1..65535" in capsys.readouterr().err
 
 
 def test_train_takes_the_shared_vocabulary(tmp_path, captured_run: dict) -> None:  # noqa: ANN001

@@ -14,17 +14,8 @@ from rtdetr.engine.backend import COMPILE_MODES
 #: where ``val`` and ``predict`` write when ``-o`` is not given (a used one moves on to ``runs/val2``...)
 DEFAULT_VAL_DIR, DEFAULT_PREDICT_DIR = "runs/val", "runs/predict"
 
-__all__ = [
-    "DEFAULT_PREDICT_DIR",
-    "DEFAULT_VAL_DIR",
-    "add_speed_options",
-    "at_least",
-    "count0",
-    "fraction",
-    "port",
-    "positive_int",
-    "side",
-]
+__all__ = ["DEFAULT_PREDICT_DIR", "DEFAULT_VAL_DIR", "add_speed_options", "count0", "dumps", "fraction", "port",
+           "positive_int", "side", "within"]  # fmt: skip
 
 
 def add_speed_options(p: argparse.ArgumentParser) -> None:
@@ -50,42 +41,28 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cuda-graph", action="store_true", help="replay inference as CUDA graphs (CUDA, fixed size)")
 
 
-def at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: a whole number >= ``low`` (a bad one is a usage error naming the rule)."""
+def within(kind: Callable[[str], Any], low: float, high: float | None = None, noun: str = "a number") -> Any:
+    """An argparse type: a ``kind`` (int, float) >= ``low`` and, given ``high``, <= ``high``; a bad value is a
+    usage error naming the rule."""
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
         if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is too small; it must be >= {low}")
+            rule = f"within {low:g}..{high:g}" if high is not None else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"{value} is too small; it must be {rule}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; it must be within {low:g}..{high:g}")
         return value
 
     return parse
 
 
-positive_int, count0, side = at_least(1), at_least(0), at_least(32)
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is out of range; it must be within 0..1")
-    return value
-
-
-def port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is out of range; a port is within 1..65535")
-    return port
+positive_int, count0, side = (within(int, low, noun="a whole number") for low in (1, 0, 32))
+fraction = within(float, 0.0, 1.0)
+port = within(int, 1, 65535, noun="a port number")
 
 
 def dumps(obj: Any) -> str:
