@@ -318,3 +318,34 @@ def test_ground_truth_covers_the_loaded_images_only(coco_dir: Path) -> None:
     assert all(a["image_id"] in (2, 3) for a in gt["annotations"]) and "2 of its images evaluated" in note
     full, note = ground_truth_for(load_coco(coco_dir / "annotations" / "instances_train.json"))
     assert len(full["images"]) == 3 and "evaluated" not in note
+
+
+def test_yolo_yaml_splits_as_lists_and_txt_files(tmp_path: Path) -> None:
+    """Ultralytics' data.yaml forms: a split as a list of folders (it was a TypeError traceback), as a .txt list of
+    image paths ('./' relative to the list, or to the dataset root; it was 'image folder not found'), and images
+    whose labels sit beside them (darknet)."""
+    from tests.data.conftest import write_image
+
+    for sub, n in (("a", 2), ("b", 1)):
+        (tmp_path / "images" / sub).mkdir(parents=True)
+        (tmp_path / "labels" / sub).mkdir(parents=True)
+        for i in range(n):
+            write_image(tmp_path / "images" / sub / f"{sub}{i}.jpg", (40, 30))
+            (tmp_path / "labels" / sub / f"{sub}{i}.txt").write_text(f"{i} 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "flat").mkdir()
+    write_image(tmp_path / "flat" / "d.jpg", (40, 30))
+    (tmp_path / "flat" / "d.txt").write_text("1 0.5 0.5 0.4 0.4\n")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "val.txt").write_text("# val images\n../images/a/a1.jpg\nimages/b/b0.jpg\n\n../flat/d.jpg\n")
+    (tmp_path / "data.yaml").write_text(
+        "path: .\ntrain: [images/a, images/b]\nval: lists/val.txt\ntest: 5\nextra: [images/a, gone]\nnames: [x, y]\n"
+    )
+    train = load_index(tmp_path / "data.yaml", "train")
+    assert sorted(r.path.name for r in train.records) == ["a0.jpg", "a1.jpg", "b0.jpg"]
+    assert sorted(int(r.labels[0]) for r in train.records) == [0, 0, 1]
+    val = load_index(tmp_path / "data.yaml", "val")
+    assert [(r.path.name, r.labels.tolist()) for r in val.records] == [("a1.jpg", [1]), ("b0.jpg", [0]), ("d.jpg", [1])]
+    with pytest.raises(DataError, match="'test' must be a folder, a .txt list of images or a list of these; got 5"):
+        load_index(tmp_path / "data.yaml", "test")
+    with pytest.raises(DataError, match=r"gone: image folder \(or .txt list of images\) not found"):
+        load_index(tmp_path / "data.yaml", "extra")

@@ -42,6 +42,51 @@ def read_data_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _split_entry(entry: Any, root: Path, what: str) -> Path:
+    """One entry of a data.yaml split: a folder or ``.txt`` list, relative to the dataset root (a folder written
+    with the upstream layout that is not there is also tried as ``<root>/<its name>``)."""
+    if not isinstance(entry, str) or not entry.strip():
+        raise DataError(f"{what} must be a folder, a .txt list of images or a list of these; got {entry!r}")
+    p = Path(entry)
+    p = p if p.is_absolute() else root / p
+    if not p.exists() and (root / p.name).exists():
+        p = root / p.name
+    return p
+
+
+def _listed_images(listing: Path, root: Path) -> list[Path]:
+    """The images a ``.txt`` list names, one per line; a relative path is read against the list's folder, else
+    the dataset root (the first where it exists)."""
+    out = []
+    for line in listing.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line)
+        if not p.is_absolute():
+            p = next((c for c in (listing.parent / p, root / p) if c.exists()), listing.parent / p)
+        out.append(p)
+    return out
+
+
+def _label_file(image: Path) -> Path:
+    """An image's label file: ``.../images/x/a.jpg`` -> ``.../labels/x/a.txt`` (Ultralytics' rule), else beside it
+    (``a.txt``, as darknet keeps them) where that exists, else in the labels folder :func:`label_dir_for` finds."""
+    parts = image.parts
+    if "images" in parts[:-1]:
+        i = len(parts) - 2 - parts[-2::-1].index("images")
+        cand = Path(*parts[:i], "labels", *parts[i + 1 :]).with_suffix(".txt")
+        if cand.parent.is_dir():
+            return cand
+    beside = image.with_suffix(".txt")
+    if beside.is_file():
+        return beside
+    try:
+        return label_dir_for(image.parent) / f"{image.stem}.txt"
+    except DataError:
+        return beside
+
+
 def label_dir_for(image_dir: Path) -> Path:
     """YOLO convention: ``.../images/<split>`` -> ``.../labels/<split>``; else ``<parent>/labels/<name>``."""
     parts = list(image_dir.parts)
@@ -61,8 +106,10 @@ def label_dir_for(image_dir: Path) -> Path:
 def load_yolo(source: str | Path, split: str = "train", names: list[str] | None = None) -> DatasetIndex:
     """Parse a YOLO dataset from a ``data.yaml`` (``split`` selects ``train``/``val``/``test``) or an images folder.
 
-    Images without a label file are background images. Bad lines (wrong field count, non-numbers, class ids out
-    of range) are dropped and reported as ``file:line``.
+    A split entry of the yaml is a folder of images, a ``.txt`` list of image paths (one per line, relative to the
+    list's folder or the dataset root) or a list of these, as in Ultralytics. Labels are found by the
+    ``images`` -> ``labels`` convention. Images without a label file are background images. Bad lines (wrong field
+    count, non-numbers, class ids out of range) are dropped and reported as ``file:line``.
     """
     src = Path(source)
     if src.suffix in (".yaml", ".yml"):
@@ -72,17 +119,22 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
         root = root if root.is_absolute() else (src.parent / root)
         if split not in data:
             raise DataError(f"{src}: no '{split}' entry")
-        image_dir = Path(data[split])
-        image_dir = image_dir if image_dir.is_absolute() else root / image_dir
-        if not image_dir.is_dir():  # common: yaml paths follow the upstream layout; try <root>/<basename>
-            alt = root / image_dir.name
-            if alt.is_dir():
-                image_dir = alt
+        entries = data[split] if isinstance(data[split], list) else [data[split]]
+        sources = [_split_entry(e, root, f"{src}: '{split}'") for e in entries]
     else:
-        image_dir = src
-    if not image_dir.is_dir():
-        raise DataError(f"{image_dir}: image folder not found")
-    label_dir = label_dir_for(image_dir)
+        sources, root = [src], src.parent
+    pairs: list[tuple[Path, Path]] = []  # (image, its label file)
+    label_dirs: list[Path] = []
+    for where in sources:
+        if where.is_file() and where.suffix.lower() == ".txt":
+            pairs += [(img, _label_file(img)) for img in _listed_images(where, root)]
+        elif where.is_dir():
+            label_dirs.append(label_dir_for(where))
+            pairs += [(img, label_dirs[-1] / f"{img.stem}.txt") for img in find_images(where)]
+        else:
+            raise DataError(f"{where}: image folder (or .txt list of images) not found")
+    image_dir = sources[0]
+    label_dir = label_dirs[0] if label_dirs else (pairs[0][1].parent if pairs else image_dir.parent)
     looked = list(dict.fromkeys(
         [label_dir.parent.parent / "data.yaml", image_dir.parent / "data.yaml", label_dir / "classes.txt"]
     ))  # fmt: skip
@@ -99,8 +151,8 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
         )
     index = DatasetIndex([], list(names), "yolo", str(src))
     polygons = 0
-    for image_id, img_path in enumerate(find_images(image_dir)):
-        boxes, labels, n_polygons = _read_labels(label_dir / f"{img_path.stem}.txt", len(names), index)
+    for image_id, (img_path, label_path) in enumerate(pairs):
+        boxes, labels, n_polygons = _read_labels(label_path, len(names), index)
         polygons += n_polygons
         try:
             with Image.open(img_path) as im:
@@ -118,7 +170,7 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
                 ],
                 1,
             )
-        xyxy, labels = sanitize_boxes(xyxy, labels, w, h, index, str(label_dir / f"{img_path.stem}.txt"))
+        xyxy, labels = sanitize_boxes(xyxy, labels, w, h, index, str(label_path))
         index.records.append(ImageRecord(img_path, xyxy, labels, image_id, w, h))
     if not index.records:
         raise DataError(f"{image_dir}: no images found")
