@@ -349,3 +349,24 @@ def test_yolo_yaml_splits_as_lists_and_txt_files(tmp_path: Path) -> None:
         load_index(tmp_path / "data.yaml", "test")
     with pytest.raises(DataError, match=r"gone: image folder \(or .txt list of images\) not found"):
         load_index(tmp_path / "data.yaml", "extra")
+
+
+def test_data_yaml_names_and_nc(tmp_path: Path) -> None:
+    """names as a mapping with quoted ids ('0': a) was a KeyError traceback; an 'nc' that disagrees with the names
+    was ignored (the class count then came from the names alone)."""
+    from rtdetr.data.yolo import read_data_yaml
+
+    y = tmp_path / "data.yaml"
+    y.write_text("names:\n  '1': b\n  '0': a\n")
+    assert read_data_yaml(y)["names"] == ["a", "b"]
+    y.write_text("nc: 2\nnames: {0: a, 1: b}\n")
+    assert read_data_yaml(y)["names"] == ["a", "b"]
+    for text, message in [
+        ("nc: 3\nnames: [a, b]\n", "'nc' is 3 but 'names' has 2 classes"),
+        ("names: {0: a, '0': b}\n", "'names' ids must be 0..N-1 once each"),
+        ("names: {0: a, 2: b}\n", "'names' ids must be 0..N-1 once each"),
+        ("names: {x: a}\n", "'names' keys must be integers"),
+    ]:
+        y.write_text(text)
+        with pytest.raises(DataError, match=message):
+            read_data_yaml(y)

@@ -29,16 +29,20 @@ def read_data_yaml(path: str | Path) -> dict[str, Any]:
     names = data["names"]
     if isinstance(names, dict):
         try:
-            keys = sorted(int(k) for k in names)
+            by_id = {int(k): v for k, v in names.items()}  # keys written as 0 or '0'
         except (TypeError, ValueError):
             raise DataError(f"{p}: 'names' keys must be integers") from None
-        if keys != list(range(len(keys))):
-            raise DataError(f"{p}: 'names' ids must be 0..N-1, got {keys[:10]}")
-        data["names"] = [str(names[k]) for k in keys]
+        keys = sorted(by_id)
+        if keys != list(range(len(keys))) or len(by_id) != len(names):
+            raise DataError(f"{p}: 'names' ids must be 0..N-1 once each, got {sorted(names, key=str)[:10]}")
+        data["names"] = [str(by_id[k]) for k in keys]
     elif isinstance(names, list):
         data["names"] = [str(n) for n in names]
     else:
         raise DataError(f"{p}: 'names' must be a list or mapping")
+    nc = data.get("nc")
+    if nc is not None and nc != len(data["names"]):
+        raise DataError(f"{p}: 'nc' is {nc} but 'names' has {len(data['names'])} classes")
     return data
 
 
