@@ -77,3 +77,28 @@ def test_filename_with_another_extension_finds_the_image(tmp_path: Path) -> None
     assert idx.dropped["missing image file"] == 1 and any("no file" in p and "d.jpg" in p for p in idx.problems)
     note = next(n for n in idx.notes if "name an image file that is not in" in n)
     assert note.startswith("2 annotations") and "a.xml: a.jpg -> a.png" in note and "b.xml: b -> b.JPEG" in note
+
+
+def test_box_problems_name_the_tag_and_case_twins_are_noted(tmp_path: Path) -> None:
+    """A missing <bndbox> or an empty <xmin> read as 'non-finite coordinates [nan, nan, nan, nan]'; 'Cat' and 'cat'
+    became two classes without a word."""
+    root = tmp_path / "voc"
+    (root / "Annotations").mkdir(parents=True)
+    head = "<annotation><filename>{}.jpg</filename><size><width>64</width><height>48</height></size>"
+    bodies = {
+        "a": "<object><name>cat</name><bndbox><xmin>1.5</xmin><ymin>2</ymin><xmax>20</xmax><ymax>30</ymax></bndbox>"
+        "</object>",
+        "b": "<object><name>Cat</name></object>",
+        "c": "<object><name>cat</name><bndbox><xmin></xmin><ymin>2</ymin><xmax>x</xmax><ymax>30</ymax></bndbox>"
+        "</object>",
+    }
+    for stem, body in bodies.items():
+        (root / "Annotations" / f"{stem}.xml").write_text(head.format(stem) + body + "</annotation>")
+        write_image(root / "JPEGImages" / f"{stem}.jpg")
+    idx = load_index(root, None)  # type: ignore[arg-type]
+    assert idx.dropped["malformed bbox"] == 2 and idx.num_boxes() == 1
+    assert any(
+        p.endswith("b.xml: object 0 (Cat): no <bndbox>; a box needs numeric xmin/ymin/xmax/ymax") for p in idx.problems
+    )
+    assert any("c.xml: object 0 (cat): no <xmin>, <xmax> 'x';" in p for p in idx.problems)
+    assert any("class names ['Cat', 'cat'] differ only in case" in n for n in idx.notes)

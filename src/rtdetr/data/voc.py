@@ -3,6 +3,7 @@ layout) + optional ``ImageSets/Main/<split>.txt``."""
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
@@ -43,6 +44,13 @@ def _split_without_lists(xml_files: list[Path], split: str, root: Path, index: D
         f"{len(chosen)} files; add ImageSets/Main/{split}.txt to choose"
     )
     return chosen
+
+
+def _is_number(text: str | None) -> bool:
+    try:
+        return text is not None and math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def load_voc(root: str | Path, split: str | None = "train", class_names: list[str] | None = None) -> DatasetIndex:
@@ -106,6 +114,14 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
                 for n in names - {""}:
                     files_of.setdefault(n, []).append(x.name)
             class_names = sorted(files_of)
+            by_key: dict[str, list[str]] = {}
+            for n in class_names:
+                by_key.setdefault(n.strip().lower(), []).append(n)
+            for same in (v for v in by_key.values() if len(v) > 1):
+                index.notes.append(
+                    f"class names {same} differ only in case or spaces and count as {len(same)} classes: rename them"
+                    f" in the xml files, or pin the list in {root / 'label_list.txt'}"
+                )
             rare = [n for n, files in files_of.items() if len(files) == 1 and len(annotated) >= 20]
             for n in sorted(rare):
                 index.notes.append(
@@ -136,11 +152,19 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
                 index.drop("unknown class", f"{x}: object {k} has class {name!r} not in {class_names}")
                 continue
             bb = obj.find("bndbox")
-            try:
-                coords = [float(_text(bb, t) or "nan") for t in ("xmin", "ymin", "xmax", "ymax")]
-            except ValueError:
-                index.drop("malformed bbox", f"{x}: object {k} has a non-numeric bndbox")
+            texts = {t: _text(bb, t) for t in ("xmin", "ymin", "xmax", "ymax")} if bb is not None else {}
+            bad = [t for t, v in texts.items() if not _is_number(v)]
+            if bb is None or bad:  # a message that says which tag, not 'non-finite coordinates [nan, ...]'
+                what = (
+                    "no <bndbox>"
+                    if bb is None
+                    else ", ".join(f"<{t}> {texts[t]!r}" if texts[t] else f"no <{t}>" for t in bad)
+                )
+                index.drop(
+                    "malformed bbox", f"{x}: object {k} ({name}): {what}; a box needs numeric xmin/ymin/xmax/ymax"
+                )
                 continue
+            coords = [float(texts[t]) for t in ("xmin", "ymin", "xmax", "ymax")]  # type: ignore[arg-type]
             boxes.append(coords)
             labels.append(label_of[name])
         arr, lab = sanitize_boxes(
