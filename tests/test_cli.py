@@ -156,3 +156,15 @@ def test_json_output_is_strict() -> None:
     text = dumps({"per_class": {"toaster": {"AP": float("nan"), "f1": float("inf")}}, "rows": [1.5, (float("nan"),)]})
     assert json.loads(text, parse_constant=refuse) == {"per_class": {"toaster": {"AP": None, "f1": None}},
                                                        "rows": [1.5, [None]]}  # fmt: skip
+
+
+def test_os_errors_lead_with_the_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """-o naming a file printed '[Errno 17] File exists: 'x''; the path now comes first, with what is wrong."""
+    (tmp_path / "afile").write_text("x")
+    img = tmp_path / "i.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(img)
+    assert main(["predict", "rtdetr_r18vd", str(img), "-o", str(tmp_path / "afile")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'afile'}: file exists; an output folder is needed there" in err and "Errno" not in err

@@ -1,5 +1,4 @@
-"""Command line: ``rtdetr <command> ...``. Thin: parse, call the library, print; errors exit non-zero with a
-one-line message naming the problem."""
+"""Command line ``rtdetr <command> ...``: parse, call the library, print; errors exit non-zero in one line."""
 
 from __future__ import annotations
 
@@ -493,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (ValueError, RuntimeError, OSError, ImportError) as e:
-        print(f"rtdetr {args.command}: error: {e}", file=sys.stderr)
+        print(f"rtdetr {args.command}: error: {arg.error_text(e)}", file=sys.stderr)
         return 1
 
 

@@ -15,7 +15,7 @@ from rtdetr.engine.backend import COMPILE_MODES
 DEFAULT_VAL_DIR, DEFAULT_PREDICT_DIR = "runs/val", "runs/predict"
 
 __all__ = ["DEFAULT_PREDICT_DIR", "DEFAULT_VAL_DIR", "add_speed_options", "count0", "dumps", "fraction", "port",
-           "positive_int", "side", "within"]  # fmt: skip
+           "positive_int", "side", "within", "error_text"]  # fmt: skip
 
 
 def add_speed_options(p: argparse.ArgumentParser) -> None:
@@ -79,3 +79,12 @@ def dumps(obj: Any) -> str:
         return v
 
     return json.dumps(clean(obj), indent=2, allow_nan=False)
+
+
+def error_text(e: BaseException) -> str:
+    """The one line a failed command prints: ours as written; a bare OS error (``[Errno 17] File exists: 'x'``) as
+    the path first, then what is wrong with it."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror and str(e).startswith("[Errno"):
+        hint = "; an output folder is needed there" if isinstance(e, FileExistsError | NotADirectoryError) else ""
+        return f"{e.filename}: {e.strerror.lower()}{hint}"
+    return str(e)
