@@ -58,6 +58,10 @@ def test_convert_bad_file_is_a_clear_error(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err
     assert "not an RT-DETR checkpoint" in err and "(first of 2 keys: conv1.weight, fc.weight)" in err
     assert "convert.hf" not in err
+    # an exported graph (it read 'not a readable PyTorch checkpoint (corrupt or another format)')
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
+    assert main(["convert", str(tmp_path / "m.onnx"), str(tmp_path / "o.pth")]) == 1
+    assert "m.onnx: an exported ONNX graph, not a checkpoint; predict, val" in capsys.readouterr().err
 
 
 def test_version_and_load_model_export(capsys: pytest.CaptureFixture) -> None:

@@ -79,6 +79,11 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict[
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
+    if p.suffix.lower() in (".onnx", ".xml"):  # an exported graph: runs (predict, val, serve), never trains
+        raise CheckpointError(
+            f"{p}: an exported {'ONNX' if p.suffix.lower() == '.onnx' else 'OpenVINO'} graph, not a checkpoint;"
+            " predict, val, benchmark and serve run it, while training and converting need the .pth it came from"
+        )
     if p.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
