@@ -72,6 +72,31 @@ def test_array_and_tensor_pixels_keep_their_values() -> None:
             next(iter_source(src))
 
 
+def test_batches_and_empty_arrays(predictor: Predictor) -> None:
+    """A [B, 3, H, W] tensor (what a torch pipeline holds) was refused as not [3, H, W]; it is B images now, and a
+    [B, H, W, 3] array too. An array with no pixels gave a result for an empty image; now it is a ValueError."""
+    batch = torch.rand(3, 3, 20, 24)
+    results = predictor(batch)
+    assert len(results) == 3 and all(r.orig_size == (24, 20) for r in results)
+    one = predictor(batch[1])[0]
+    assert torch.allclose(results[1].boxes, one.boxes, atol=1e-3) and torch.allclose(
+        results[1].scores, one.scores, atol=1e-5
+    )
+    assert len(predictor(np.zeros((2, 20, 24, 3), np.uint8))) == 2
+    # the batch used to change image 1's detections: a model in training mode ran with batch statistics; it runs in
+    # eval mode now, and each module's own flag comes back (a training loop keeps its frozen BN in eval)
+    model = predictor.detector.model  # type: ignore[attr-defined]
+    frozen = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    model.train()
+    frozen.eval()
+    flags = [m.training for m in model.modules()]
+    assert [r.scores.tolist() for r in predictor(batch)] == [r.scores.tolist() for r in results]
+    assert [m.training for m in model.modules()] == flags and not frozen.training
+    for empty in (np.zeros((0, 10, 3), np.uint8), torch.zeros(3, 0, 5)):
+        with pytest.raises(ValueError, match=r"holds no pixels"):
+            predictor(empty)
+
+
 def test_missing_and_bad_sources(tmp_path: Path, predictor: Predictor) -> None:
     with pytest.raises(FileNotFoundError, match="no such file"):
         predictor(tmp_path / "nope.jpg")

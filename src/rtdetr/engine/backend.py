@@ -94,7 +94,8 @@ class TorchDetector:
     """A PyTorch :class:`~rtdetr.models.RTDETR` behind the :class:`Detector` interface.
 
     Args:
-        model: the model (moved to ``device``; its mode is left as it is, so a training loop can evaluate it).
+        model: the model (moved to ``device``). Inference runs it in eval mode; a model in training mode gets each
+            module's flag back afterwards, so a training loop can evaluate it.
         fuse: run a ``deploy()``-fused copy (Conv+BN folded, RepVGG merged: same outputs, faster). The copy is
             rebuilt whenever a parameter or buffer of ``model`` changes, and follows its decoder depth.
         precision, channels_last: see :class:`FastPath`; :attr:`precision` is the one chosen and
@@ -200,8 +201,14 @@ class TorchDetector:
     def infer(self, images: Tensor, sizes: Tensor) -> dict[str, Tensor]:
         """Raw outputs ``pred_logits`` ``[B, Q, C]``, ``pred_boxes`` ``[B, Q, 4]`` (cxcywh in ``[0, 1]``), fp32."""
         run = self.runner()
-        with self.fast.context():
-            out = run(self.fast.input(images))
+        modes = [(m, m.training) for m in self.model.modules()] if self.model.training else []
+        self.model.eval()  # a model in training mode would normalise by the batch's own statistics
+        try:
+            with self.fast.context():
+                out = run(self.fast.input(images))
+        finally:
+            for m, mode in modes:  # each module's own flag back (a training loop's frozen BN stays in eval)
+                m.training = mode
         return {k: v.float() for k, v in out.items() if k in ("pred_logits", "pred_boxes")}
 
     def postprocess(self, raw: dict[str, Tensor], sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]:

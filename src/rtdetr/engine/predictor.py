@@ -75,6 +75,8 @@ def _to_pil(obj: Any) -> Image.Image:
     """
     if isinstance(obj, Image.Image):
         return obj.convert("RGB")
+    if isinstance(obj, np.ndarray | Tensor) and 0 in tuple(obj.shape):
+        raise ValueError(f"{type(obj).__name__.lower()} of shape {tuple(obj.shape)} holds no pixels")
     if isinstance(obj, np.ndarray):
         if obj.ndim == 2:
             obj = np.stack([obj] * 3, -1)
@@ -116,9 +118,9 @@ def _video_frames(source: str | int, stride: int = 1) -> Iterator[Item]:
 def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
     """Expand any supported source into ``(PIL image, path or None, frame or None)`` items.
 
-    Sources: a PIL image, an HxWx3 RGB array (uint8, or floats in 0..1), a ``[3, H, W]`` tensor (same), an image
-    path, a folder, a glob pattern, a video file, a camera index (int or digit string), a stream URL, or a list
-    of any of these.
+    Sources: a PIL image, an HxWx3 RGB array (uint8, or floats in 0..1), a ``[3, H, W]`` tensor (same), a batch of
+    these (``[B, H, W, 3]`` array, ``[B, 3, H, W]`` tensor), an image path, a folder, a glob pattern, a video file,
+    a camera index (int or digit string), a stream URL, or a list of any of these.
     Unreadable images and videos inside a folder or glob are skipped with a warning naming the file; the files of a
     folder that are neither (by extension) are named in one warning.
     """
@@ -162,6 +164,10 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
             yield from _files(files, video_stride)
         else:
             raise FileNotFoundError(f"{source}: no such file, folder or pattern")
+        return
+    if isinstance(source, Tensor) and source.ndim == 4 or isinstance(source, np.ndarray) and source.ndim == 4:
+        for image in source:  # a batch: [B, 3, H, W] tensor or [B, H, W, 3] array, one image each
+            yield _to_pil(image), None, None
         return
     yield _to_pil(source), None, None
 
