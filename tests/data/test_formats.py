@@ -338,7 +338,8 @@ def test_yolo_yaml_splits_as_lists_and_txt_files(tmp_path: Path) -> None:
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "val.txt").write_text("# val images\n../images/a/a1.jpg\nimages/b/b0.jpg\n\n../flat/d.jpg\n")
     (tmp_path / "data.yaml").write_text(
-        "path: .\ntrain: [images/a, images/b]\nval: lists/val.txt\ntest: 5\nextra: [images/a, gone]\nnames: [x, y]\n"
+        "path: .\ntrain: [images/a, images/b]\nval: lists/val.txt\ntest: 5\nextra: [images/a, gone]\nnone: []\n"
+        "names: [x, y]\n"
     )
     train = load_index(tmp_path / "data.yaml", "train")
     assert sorted(r.path.name for r in train.records) == ["a0.jpg", "a1.jpg", "b0.jpg"]
@@ -349,6 +350,8 @@ def test_yolo_yaml_splits_as_lists_and_txt_files(tmp_path: Path) -> None:
         load_index(tmp_path / "data.yaml", "test")
     with pytest.raises(DataError, match=r"gone: image folder \(or .txt list of images\) not found"):
         load_index(tmp_path / "data.yaml", "extra")
+    with pytest.raises(DataError, match="'none' lists no folder or .txt list of images"):
+        load_index(tmp_path / "data.yaml", "none")
 
 
 def test_data_yaml_names_and_nc(tmp_path: Path) -> None:

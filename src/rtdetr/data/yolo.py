@@ -124,6 +124,8 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
         if split not in data:
             raise DataError(f"{src}: no '{split}' entry")
         entries = data[split] if isinstance(data[split], list) else [data[split]]
+        if not entries:
+            raise DataError(f"{src}: '{split}' lists no folder or .txt list of images")
         sources = [_split_entry(e, root, f"{src}: '{split}'") for e in entries]
     else:
         sources, root = [src], src.parent
