@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +13,19 @@ RUN_FILES = ("last.pth", "best.pth", "metrics.csv")
 
 def fresh_output_dir(path: Path) -> Path:
     """``path`` if no run has written there yet, else the first of ``<path>2``, ``<path>3``, ... that is free."""
-    candidate, i = path, 1
-    while any((candidate / name).exists() for name in RUN_FILES):
-        i += 1
-        candidate = path.with_name(f"{path.name}{i}")
-    return candidate
+    return _first_free(path, lambda d: any((d / name).exists() for name in RUN_FILES))
 
 
 def fresh_folder(path: str | Path) -> Path:
     """``path`` if it does not exist or is empty, else the first of ``<path>2``, ``<path>3``, ... that is: where a
     command's default output folder goes, so that a second run never overwrites the first one's files."""
-    path = Path(path)
+    return _first_free(Path(path), lambda d: d.exists() and (not d.is_dir() or any(d.iterdir())))
+
+
+def _first_free(path: Path, taken: Callable[[Path], bool]) -> Path:
+    """``path``, else ``<path>2``, ``<path>3``, ...: the first that is not ``taken``."""
     candidate, i = path, 1
-    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+    while taken(candidate):
         i += 1
         candidate = path.with_name(f"{path.name}{i}")
     return candidate
