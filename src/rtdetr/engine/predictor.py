@@ -54,8 +54,6 @@ def _as_uint8(values: np.ndarray, what: str) -> np.ndarray:
         np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
     ):
         raise ValueError(f"{what}: pixel type {values.dtype} is not supported (use uint8 0..255 or float 0..1)")
-    if values.size == 0:
-        raise ValueError(f"{what}: the image is empty")
     lo, hi = float(values.min()), float(values.max())
     if np.issubdtype(values.dtype, np.integer):
         if lo < 0 or hi > 255:
@@ -165,7 +163,7 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
         else:
             raise FileNotFoundError(f"{source}: no such file, folder or pattern")
         return
-    if isinstance(source, Tensor) and source.ndim == 4 or isinstance(source, np.ndarray) and source.ndim == 4:
+    if isinstance(source, Tensor | np.ndarray) and source.ndim == 4:
         for image in source:  # a batch: [B, 3, H, W] tensor or [B, H, W, 3] array, one image each
             yield _to_pil(image), None, None
         return

@@ -3,7 +3,6 @@ drawn video and one JSON-lines file per video or stream, names never reused with
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,15 +13,13 @@ from rtdetr.engine.results import Results
 
 __all__ = ["ResultSaver", "save_results", "source_fps"]
 
-log = logging.getLogger(__name__)
-
 #: frames per second written for a camera or stream (their rate is not known ahead)
 STREAM_FPS = 30.0
 
 
 def source_fps(path: str | None, video_stride: int = 1) -> float:
-    """Frames per second of the frames a video file gives with ``video_stride``; :data:`STREAM_FPS` for a camera,
-    a stream or a file whose rate OpenCV cannot read."""
+    """Frames per second of the frames a source gives with ``video_stride``: a video file's own rate, else
+    :data:`STREAM_FPS` (a camera, a stream or a file whose rate OpenCV cannot read), divided by the stride."""
     fps = 0.0
     if path is not None and Path(path).is_file():
         import cv2
@@ -32,9 +29,8 @@ def source_fps(path: str | None, video_stride: int = 1) -> float:
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         finally:
             cap.release()
-    if not np.isfinite(fps) or fps <= 0:
-        return STREAM_FPS
-    return fps / max(1, video_stride)
+    rate = fps if np.isfinite(fps) and fps > 0 else STREAM_FPS
+    return rate / max(1, video_stride)
 
 
 class _VideoOut:
@@ -85,7 +81,8 @@ class ResultSaver:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.video_stride = video_stride
         self.used: set[str] = set()
-        self.videos: dict[str, _VideoOut] = {}
+        #: the video being written and its source (sources run one after another: one is open at a time)
+        self.video: tuple[str | None, _VideoOut] | None = None
         self.n_in_memory = 0
         #: every file written, in order
         self.written: list[Path] = []
@@ -109,24 +106,21 @@ class ResultSaver:
             for suffix in (".jpg", ".json"):
                 self.written.append(r.save(stem.with_name(stem.name + suffix)))
             return
-        key = r.path if r.path is not None else "<camera>"
-        out = self.videos.get(key)
-        if out is None:
-            for other in list(self.videos):  # sources run one after another: the previous one has ended
-                self.videos.pop(other).close()
+        if self.video is None or self.video[0] != r.path:  # a new source: the previous one has ended
+            self.close()
             if r.path is not None and Path(r.path).is_file():
-                base, fps = Path(r.path).stem, source_fps(r.path, self.video_stride)
+                base = Path(r.path).stem
             else:
-                base, fps = ("camera" if r.path is None else "stream"), STREAM_FPS / max(1, self.video_stride)
-            out = _VideoOut(self._stem(base), fps, r.orig_size)
-            self.videos[key] = out
+                base = "camera" if r.path is None else "stream"
+            out = _VideoOut(self._stem(base), source_fps(r.path, self.video_stride), r.orig_size)
+            self.video = (r.path, out)
             self.written += [out.video, out.jsonl]
-        out.write(r)
+        self.video[1].write(r)
 
     def close(self) -> None:
-        for out in self.videos.values():
-            out.close()
-        self.videos.clear()
+        if self.video is not None:
+            self.video[1].close()
+            self.video = None
 
     def __enter__(self) -> ResultSaver:
         return self
