@@ -97,7 +97,7 @@ def resolve_classes(classes: Iterable[int | str] | str | None, names: Sequence[s
     for c in classes:
         if isinstance(c, bool) or not isinstance(c, int | str):
             raise ValueError(f"classes must be class ids or names, got {c!r}")
-        if isinstance(c, int) or c.strip().lstrip("-").isdigit():
+        if isinstance(c, int) or _is_id(c):
             ids.append(int(c))
         elif class_key(c) in lookup:
             ids.append(lookup[class_key(c)])
@@ -107,6 +107,11 @@ def resolve_classes(classes: Iterable[int | str] | str | None, names: Sequence[s
             shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
             raise ValueError(f"classes: this model has no class named {c!r}{hint} (its classes: {shown})")
     return tuple(ids)
+
+
+def _is_id(text: str) -> bool:
+    """Whether a class given as text is an id (``"2"``, ``"-1"``: checked against the model later), not a name."""
+    return text.strip().lstrip("-").isdigit()
 
 
 def class_key(name: str) -> str:
@@ -154,7 +159,7 @@ def from_args(args: argparse.Namespace, cls: Any) -> Any:
             value = (value, value)
         elif isinstance(value, list):
             if f.metadata.get("type") is str:  # ids here; names need the model (resolve_classes)
-                bad = [v for v in value if not str(v).strip().lstrip("-").isdigit()]
+                bad = [v for v in value if not _is_id(str(v))]
                 if bad:
                     raise ValueError(f"{_flag(f)} {bad[0]!r} is a name: resolve names against a model first")
                 value = [int(v) for v in value]
