@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-__all__ = ["ConfigError", "apply_dotted_overrides", "from_dict", "merge_overrides", "to_dict"]
+__all__ = ["ConfigError", "apply_dotted_overrides", "from_dict", "merge_overrides", "to_dict", "yaml_error_text"]
 
 
 class ConfigError(ValueError):
@@ -22,6 +22,14 @@ class ConfigError(ValueError):
 
 
 T = TypeVar("T")
+
+
+def yaml_error_text(e: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: ``not valid YAML at line L, column C: <problem>`` (PyYAML's own message spans
+    several lines and names ``"<unicode string>"`` instead of the file)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {getattr(e, 'problem', None) or e}"
 
 
 def _suggest(key: str, options: list[str]) -> str:

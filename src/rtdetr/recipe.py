@@ -23,7 +23,7 @@ from rtdetr.config import (
     from_dict,
     merge_overrides,
 )
-from rtdetr.config_io import _suggest
+from rtdetr.config_io import _suggest, yaml_error_text
 from rtdetr.models.variants import get_model_config, get_variant
 
 __all__ = ["load_recipe", "run_config_from_dict"]
@@ -37,9 +37,7 @@ def _read_recipe(p: Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"{p}: cannot read recipe ({e.strerror or e})") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+        raise ConfigError(f"{p}: {yaml_error_text(e)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{p}: a recipe must be a mapping with model/data/train sections")
     return loaded

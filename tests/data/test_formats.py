@@ -364,6 +364,10 @@ def test_data_yaml_names_and_nc(tmp_path: Path) -> None:
     assert read_data_yaml(y)["names"] == ["a", "b"]
     y.write_text("nc: 2\nnames: {0: a, 1: b}\n")
     assert read_data_yaml(y)["names"] == ["a", "b"]
+    y.write_text("names: [a, b\n")  # the recipe fix's twin: PyYAML's multi-line dump became one line
+    with pytest.raises(DataError, match=r"data.yaml: not valid YAML at line 2, column 1: expected ',' or ']'") as e:
+        read_data_yaml(y)
+    assert "\n" not in str(e.value)
     for text, message in [
         ("nc: 3\nnames: [a, b]\n", "'nc' is 3 but 'names' has 2 classes"),
         ("names: {0: a, '0': b}\n", "'names' ids must be 0..N-1 once each"),

@@ -10,6 +10,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from rtdetr.config_io import yaml_error_text
 from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, find_images, sanitize_boxes
 
 __all__ = ["label_dir_for", "load_yolo", "read_data_yaml"]
@@ -21,7 +22,7 @@ def read_data_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise DataError(f"{p}: invalid YAML ({e})") from None
+        raise DataError(f"{p}: {yaml_error_text(e)}") from None
     except OSError as e:
         raise DataError(f"{p}: cannot read ({e})") from None
     if not isinstance(data, dict) or "names" not in data:
