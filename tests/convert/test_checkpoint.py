@@ -85,6 +85,22 @@ def test_non_strict_load_keeps_heads_random_for_new_classes(tmp_path: Path) -> N
     assert torch.equal(tuned.backbone.conv1.conv1_1.conv.weight, src.backbone.conv1.conv1_1.conv.weight)
 
 
+def test_weights_holding_nan_or_inf_are_refused_by_name(tmp_path: Path) -> None:
+    model = create_model("rtdetr_r18vd", num_classes=3)
+    state = model.state_dict()
+    state["decoder.dec_bbox_head.2.layers.2.bias"][1] = float("nan")  # a diverged run's box head
+    state["backbone.conv1.conv1_1.norm.running_var"][0] = float("inf")
+    path = tmp_path / "diverged.pth"
+    torch.save({"model": state}, path)
+    with pytest.raises(CheckpointError, match=r"diverged.pth: 2 weight tensor\(s\) hold NaN or infinite values \("):
+        load_model(path)
+    with pytest.raises(CheckpointError, match="decoder.dec_bbox_head.2.layers.2.bias"):
+        load_state_dict_into(create_model("rtdetr_r18vd", num_classes=5), state, strict=False)  # fine-tune start too
+    state["decoder.dec_bbox_head.2.layers.2.bias"][1] = 0.0
+    state["backbone.conv1.conv1_1.norm.running_var"][0] = 1.0
+    load_state_dict_into(create_model("rtdetr_r18vd", num_classes=3), state)  # finite again: loads
+
+
 def test_save_load_round_trip_restores_config(tmp_path: Path) -> None:
     src = create_model("rtdetrv2_r50vd_m", num_classes=4, decoder={"num_points": [2, 3, 4]})
     path = save_model(src, tmp_path / "sub" / "ckpt.pth", extra={"epoch": 3})

@@ -187,6 +187,29 @@ def test_boxes_are_clipped_to_the_image() -> None:
     assert filter_detections(det, 0.95, image_size=(25, 40))["boxes"].shape == (0, 4)
 
 
+def test_non_finite_detections_are_dropped_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NaN/inf boxes or scores (broken weights, fp16 overflow) are dropped before clipping, which would turn an
+    infinite edge into the image's edge; said once, not for every frame."""
+    import logging
+
+    from rtdetr.engine import predictor as module
+
+    monkeypatch.setattr(module, "_non_finite_seen", [])
+    nan, inf = float("nan"), float("inf")
+    det = {
+        "boxes": torch.tensor([[1.0, 2.0, 3.0, 4.0], [nan, 0, 5, 5], [0, 0, inf, 5], [0, 0, 4, 4], [1, 1, 2, 2]]),
+        "scores": torch.tensor([0.9, 0.8, 0.7, nan, 0.6]),
+        "labels": torch.tensor([0, 1, 2, 0, 1]),
+    }
+    with caplog.at_level(logging.WARNING, logger="rtdetr"):
+        out = module.filter_detections(det, 0.0, image_size=(25, 40))
+        module.filter_detections(det, 0.0, image_size=(25, 40))
+    assert out["boxes"].tolist() == [[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 2.0, 2.0]] and out["labels"].tolist() == [0, 1]
+    assert caplog.text.count("gave 3 detection(s) with NaN or infinite") == 1
+
+
 def test_batch_preprocessing_on_threads_is_the_serial_one(predictor: Predictor) -> None:
     """A batch is resized on a thread pool: the same pixels, in the same order, as one image at a time (sizes
     and modes differ, so an order slip or a shared buffer would show)."""

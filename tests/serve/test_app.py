@@ -57,6 +57,18 @@ def test_predict_matches_the_python_api(client: TestClient, detector: RTDETR) ->
     assert by_name.status_code == 200 and by_name.json()["detections"] == dets  # names select the same classes
 
 
+def test_a_model_giving_nan_boxes_answers_200_without_them(detector: RTDETR) -> None:
+    """JSON has no NaN: such detections were a 500 ("Out of range float values are not JSON compliant")."""
+    import torch
+
+    with torch.no_grad():
+        detector.model.decoder.dec_bbox_head[-1].layers[-1].bias.fill_(float("nan"))
+    with TestClient(create_app(detector)) as c:
+        r = c.post("/predict?conf=0&draw=true", content=image_bytes())
+    assert r.status_code == 200, r.text
+    assert r.json()["detections"] == [] and r.json()["drawn"].startswith("data:image/jpeg;base64,")
+
+
 def test_draw_and_decoder_depth(client: TestClient) -> None:
     data = image_bytes("PNG")
     r = client.post("/predict?conf=0&draw=true&decoder_depth=1", files={"image": ("b.png", data, "image/png")})

@@ -153,7 +153,8 @@ def load_state_dict_into(
 ) -> LoadReport:
     """Load ``state`` (official layout, either key version) into ``model``.
 
-    With ``strict`` any missing, unexpected or mis-shaped key raises :class:`CheckpointError` listing them all;
+    With ``strict`` any missing, unexpected or mis-shaped key raises :class:`CheckpointError` listing them all
+    (weights holding NaN or infinite values raise it in either mode);
     otherwise the loadable subset is loaded and the report says what was skipped (fine-tuning with another
     number of classes, for example).
     """
@@ -171,6 +172,12 @@ def load_state_dict_into(
     if strict and not report.ok:
         raise CheckpointError(f"{origin}: weights do not fit the model:\n{report.describe()}")
     bad = {k for k, _, _ in report.mismatched} | set(report.unexpected)
+    broken = [k for k, v in state.items() if k not in bad and v.is_floating_point() and not bool(v.isfinite().all())]
+    if broken:
+        raise CheckpointError(
+            f"{origin}: {len(broken)} weight tensor(s) hold NaN or infinite values ({', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''}): the weights are broken (saved from a diverged run?)"
+        )
     model.load_state_dict({k: v for k, v in state.items() if k not in bad}, strict=False)
     return report
 

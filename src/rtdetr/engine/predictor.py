@@ -213,8 +213,13 @@ def filter_detections(
 ) -> dict[str, Tensor]:
     """Keep detections (sorted by score) with ``score >= conf`` and a label in ``classes``; at most ``max_det``;
     with ``image_size`` ``(width, height)`` boxes are clipped to the image (the model may predict past its edge).
-    Returns CPU tensors."""
+    Detections holding a NaN or infinite score or coordinate are dropped, with a warning the first time (broken
+    weights, or an fp16 overflow). Returns CPU tensors."""
     keep = det["scores"] >= conf
+    finite = det["scores"].isfinite() & det["boxes"].isfinite().all(-1)
+    if not bool(finite.all()):
+        _warn_non_finite(int((~finite).sum()))
+        keep &= finite
     if classes is not None:
         keep &= torch.tensor([int(lb) in classes for lb in det["labels"].tolist()], dtype=torch.bool).to(keep.device)
     out = {k: det[k][keep].cpu() for k in ("boxes", "scores", "labels")}
@@ -222,6 +227,21 @@ def filter_detections(
         w, h = image_size
         out["boxes"] = out["boxes"].clamp(min=0).minimum(out["boxes"].new_tensor([w, h, w, h]))
     return {k: v[:max_det] for k, v in out.items()} if max_det is not None else out
+
+
+_non_finite_seen: list[int] = []  # counts already warned about (once per process: every frame would repeat it)
+
+
+def _warn_non_finite(count: int) -> None:
+    """Warn once: the model gave ``count`` NaN or infinite detections for an image."""
+    if not _non_finite_seen:
+        _non_finite_seen.append(count)
+        log.warning(
+            "the model gave %d detection(s) with NaN or infinite scores or boxes for an image; they are dropped (said"
+            " once). Finite weights do not do this in fp32: the checkpoint may be broken (a diverged run?) or fp16"
+            " overflowed (try --precision fp32)",
+            count,
+        )
 
 
 class Predictor:
