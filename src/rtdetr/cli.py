@@ -371,7 +371,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
     train.add_argument("--threads", type=arg.positive_int, help="CPU threads")
     train.add_argument("--init-from", help="start from this checkpoint (official, HF or ours); new class count OK")
-    train.add_argument("--resume", help="continue a run exactly from its last.pth")
+    train.add_argument("--resume", help="continue a run exactly from its last.pth (or its run folder)")
     train.set_defaults(func=_cmd_train)
 
     val = sub.add_parser("val", help="COCO metrics, per-class AP, P/R/F1, PR curves and confusion matrix")

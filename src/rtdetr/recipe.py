@@ -97,8 +97,8 @@ def load_recipe(
     text, typed by the field they set). Unknown keys anywhere are errors.
 
     With ``resume`` set (in ``updates`` or ``overrides``) and no recipe, the run config saved in that checkpoint
-    is the base, writing into the checkpoint's folder: ``rtdetr train --resume runs/x/last.pth`` alone continues
-    exactly that run; flags given beside it (e.g. ``--epochs``) still apply."""
+    is the base, writing into the checkpoint's folder: ``rtdetr train --resume runs/x/last.pth`` (or ``runs/x``)
+    alone continues exactly that run; flags given beside it (e.g. ``--epochs``) still apply."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -113,8 +113,22 @@ def load_recipe(
     resume = (updates or {}).get("resume") or next(
         (o.split("=", 1)[1] for o in overrides or [] if o.startswith("resume=")), None
     )
+    if resume:
+        resume = _last_of(str(resume))
     if resume and path is None:  # continue that run: its own settings, in its own folder
-        data = _run_of(str(resume))
+        data = _run_of(resume)
     data = merge_overrides(data, updates or {})
     data = apply_dotted_overrides(data, overrides or [])
+    if resume:
+        data["resume"] = resume  # a run folder given: its last.pth
     return run_config_from_dict(data)
+
+
+def _last_of(resume: str) -> str:
+    """The checkpoint to resume: ``resume`` itself, or the ``last.pth`` in it when it is a run folder."""
+    folder = Path(resume)
+    if not folder.is_dir():
+        return resume
+    if (folder / "last.pth").is_file():
+        return str(folder / "last.pth")
+    raise ConfigError(f"resume: {folder} is a folder without a last.pth (rtdetr train writes one after each epoch)")

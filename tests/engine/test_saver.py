@@ -14,7 +14,7 @@ from PIL import Image
 
 from rtdetr.engine.predictor import Predictor
 from rtdetr.engine.results import Results
-from rtdetr.engine.rundir import fresh_folder
+from rtdetr.engine.rundir import finished_run, fresh_folder
 from rtdetr.engine.saver import ResultSaver, save_results, source_fps
 from rtdetr.models import create_model
 
@@ -119,3 +119,12 @@ def test_folder_skips_what_it_cannot_read(
         with pytest.raises(FileNotFoundError, match="the pattern matches no file"):  # only a folder matched
             predictor(str(tmp_path / "*"))
     assert "Is a directory" not in caplog.text
+
+
+def test_finished_run_reasons_count_epochs_in_words() -> None:
+    assert finished_run(1, None, 1, 5.0) == (
+        "it trained its one epoch; to train longer, resume with more (--epochs N, train.epochs=N)"
+    )
+    assert "all 3 epochs" in (finished_run(3, None, 3, 5.0) or "")
+    assert "time budget of 60 s (stopped after epoch 2)" in (finished_run(5, 60.0, 2, 61.0) or "")
+    assert finished_run(5, 60.0, 2, 30.0) is None

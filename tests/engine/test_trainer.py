@@ -128,7 +128,7 @@ def test_runs_never_overwrite_each_other(tiny_data: dict, tmp_path: Path) -> Non
 
 
 def test_cli_resume_alone_continues_the_run_in_its_folder(
-    tiny_data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     from rtdetr.cli import main
     from rtdetr.convert.checkpoint import atomic_save
@@ -139,10 +139,13 @@ def test_cli_resume_alone_continues_the_run_in_its_folder(
     cut.train_one_epoch(0)
     atomic_save(cut.checkpoint(1), run / "last.pth")
     monkeypatch.chdir(tmp_path)  # a default runs/train here would show up
-    assert main(["train", "--resume", str(run / "last.pth")]) == 0
+    assert main(["train", "--resume", str(run)]) == 0  # the run folder stands for its last.pth
     assert read_checkpoint(run / "last.pth")["epoch"] == 2 and (run / "best.pth").is_file()
     assert not (tmp_path / "runs").exists()
     assert main(["train", "--resume", str(tmp_path / "nothing.pth")]) == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty")]) == 1
+    assert "empty is a folder without a last.pth" in capsys.readouterr().err
 
 
 def test_init_from_another_variant_is_refused_unless_partial(tiny_data: dict, tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ class AnnealStart:
             return False
         self.found = (step, time_s)
         then = "; the LR cosine starts now and spans the rest of the run" if self.hold else ""
-        log.info("found the objects at step %d (%.0f s of training): matched boxes' mean GIoU %.2f >= %.2f%s", step,
+        log.info("found the objects at step %d (%.0f s of training): matched boxes' mean GIoU %.3f >= %.2f%s", step,
                  time_s, self.last_giou, self.threshold, then)  # fmt: skip
         return self.hold
 
@@ -91,7 +91,7 @@ class AnnealStart:
         if self.watching and self.last_giou is not None:
             peak = "; the LR stayed at its peak" if self.hold else ""
             log.warning(
-                "the run ended before its matched boxes reached a mean GIoU of %.2f (last %.2f): still on its first "
+                "the run ended before its matched boxes reached a mean GIoU of %.2f (last %.3f): still on its first "
                 "plateau, where AP stays near zero%s; a longer run (or a fine-tuned start) gets further",
                 self.threshold, self.last_giou, peak,
             )  # fmt: skip

@@ -35,7 +35,8 @@ def finished_run(epochs: int, time_budget_s: float | None, done_epochs: int, tra
     """Why a run resumed after ``done_epochs`` epochs and ``trained_s`` seconds of training has nothing left to
     do (every epoch trained, or the whole time budget used), with how to train further; None when it has."""
     if done_epochs >= epochs:
-        return f"it trained all {epochs} epochs; to train longer, resume with more (--epochs N, train.epochs=N)"
+        trained = "its one epoch" if epochs == 1 else f"all {epochs} epochs"
+        return f"it trained {trained}; to train longer, resume with more (--epochs N, train.epochs=N)"
     if time_budget_s is not None and trained_s >= time_budget_s:
         return (
             f"it used its time budget of {time_budget_s:.0f} s (stopped after epoch {done_epochs}); to train longer,"
