@@ -40,6 +40,14 @@ def test_lowercase_export_layout_with_a_fixed_split(tmp_path: Path) -> None:
         load_index(root, "holdout")
 
 
+def test_a_split_path_inside_a_voc_folder_points_to_the_folder(tmp_path: Path) -> None:
+    root = _export(tmp_path / "voc", 4, "Annotations", "JPEGImages")
+    with pytest.raises(Exception, match=r"voc/train: no such file or folder \(.*voc is a VOC folder: give that"):
+        load_index(root / "train", "train")
+    with pytest.raises(Exception, match=r"voc/cells: no such file or folder$"):  # not a split name: no guess
+        load_index(root / "cells", "train")
+
+
 def test_typo_and_unannotated_images_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = _export(tmp_path / "voc", 24, "Annotations", "JPEGImages", typo_at=7)
     write_image(root / "JPEGImages" / "extra.jpg")

@@ -26,7 +26,10 @@ def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
     """Guess the format of ``path``; raises :class:`DataError` with what was expected."""
     p = Path(path)
     if not p.exists():
-        raise DataError(f"{p}: no such file or folder")
+        hint = ""
+        if _SPLIT_WORD.search(p.name) and p.parent.is_dir() and (p.parent / "Annotations").is_dir():
+            hint = f" ({p.parent} is a VOC folder: give that; the split (train, val) picks ImageSets/Main/<split>.txt)"
+        raise DataError(f"{p}: no such file or folder{hint}")
     if p.is_file():
         if p.suffix == ".json":
             return "coco"
