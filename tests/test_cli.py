@@ -139,6 +139,9 @@ def test_train_summary_line() -> None:
         (["convert", "a.pth", "b.pth", "--num-classes", "0"], "--num-classes: 0 is too small"),
         (["train", "--data", "d", "--batch", "0"], "--batch: 0 is too small; it must be >= 1"),
         (["train", "--data", "d", "--threads", "0"], "--threads: 0 is too small"),
+        (["train", "--data", "d", "--minutes", "0"], "--minutes: 0.0 is too small; it must be >= 0.01"),
+        (["train", "--data", "d", "--minutes", "nan"], "--minutes: 'nan' is not a finite number"),
+        (["val", "m.pth", "--data", "d", "--conf", "nan"], "--conf: 'nan' is not a finite number"),
     ],
 )
 def test_bad_numbers_are_usage_errors(argv: list[str], needle: str, capsys: pytest.CaptureFixture) -> None:

@@ -116,5 +116,9 @@ def test_serve_config_validates_itself() -> None:
 
     with pytest.raises(ValueError, match="decode_workers must be >= 1"):
         ServeConfig(decode_workers=0)
-    with pytest.raises(ValueError, match="max_wait_ms must be >= 0"):
-        ServeConfig(max_wait_ms=-1)
+    for wait in (-1, float("nan"), float("inf")):  # NaN passed 'wait < 0'; inf waited for ever
+        with pytest.raises(ValueError, match="max_wait_ms must be a number >= 0"):
+            ServeConfig(max_wait_ms=wait)
+    for mb in (0, float("nan"), float("inf")):  # inf: int(inf) raised OverflowError in max_upload_bytes
+        with pytest.raises(ValueError, match="max_upload_mb must be a number > 0"):
+            ServeConfig(max_upload_mb=mb)

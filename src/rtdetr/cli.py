@@ -362,7 +362,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info')")
     train.add_argument("--epochs", type=arg.positive_int)
     train.add_argument(
-        "--minutes", type=float, help="training time budget (train.time_budget_s; the fast_small defaults "
+        "--minutes", type=arg.minutes, help="training time budget (train.time_budget_s; the fast_small defaults "
         "of a small dataset spread their LR schedule over it)",
     )  # fmt: skip
     train.add_argument("--batch", type=arg.positive_int, help="global batch size")

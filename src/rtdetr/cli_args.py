@@ -50,6 +50,8 @@ def within(kind: Callable[[str], Any], low: float, high: float | None = None, no
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not math.isfinite(value):  # float("nan") passes every comparison below
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if value < low:
             rule = f"within {low:g}..{high:g}" if high is not None else f">= {low:g}"
             raise argparse.ArgumentTypeError(f"{value} is too small; it must be {rule}")
@@ -62,6 +64,7 @@ def within(kind: Callable[[str], Any], low: float, high: float | None = None, no
 
 positive_int, count0, side = (within(int, low, noun="a whole number") for low in (1, 0, 32))
 fraction = within(float, 0.0, 1.0)
+minutes = within(float, 0.01)
 port = within(int, 1, 65535, noun="a port number")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -71,10 +72,10 @@ class ServeConfig:
         for name in ("max_batch", "max_pending", "max_det", "decode_workers", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_upload_mb <= 0:
-            raise ValueError(f"max_upload_mb must be > 0, got {self.max_upload_mb}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if not 0 < self.max_upload_mb < math.inf:  # written so that NaN fails too
+            raise ValueError(f"max_upload_mb must be a number > 0, got {self.max_upload_mb}")
+        if not 0 <= self.max_wait_ms < math.inf:
+            raise ValueError(f"max_wait_ms must be a number >= 0, got {self.max_wait_ms}")
 
     @property
     def max_upload_bytes(self) -> int:
