@@ -108,7 +108,7 @@ def test_train_minutes_sets_the_time_budget(monkeypatch: pytest.MonkeyPatch, cap
     with pytest.raises(SystemExit) as e:
         main(["train", "--data", "d.json", "--minutes", "soon"])
     assert e.value.code == 2
-    assert main(["train", "--data", "d.json", "--minutes", "0"]) == 1
+    assert main(["train", "--data", "d.json", "train.time_budget_s=0"]) == 1  # --minutes 0: a usage error
     assert "time_budget_s must be > 0 seconds, got 0.0" in capsys.readouterr().err
 
 

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from rtdetr.config import ConfigError, DecoderConfig, ModelConfig, from_dict, to_dict
@@ -11,7 +13,7 @@ def test_round_trip_every_variant() -> None:
 
 
 def test_unknown_key_is_an_error_with_suggestion() -> None:
-    with pytest.raises(ConfigError, match=r"unknown config key 'decoder.num_layer'.*did you mean 'num_layers'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'decoder.num_layer'.*did you mean 'decoder.num_layers'"):
         from_dict(ModelConfig, {"decoder": {"num_layer": 3}})
 
 
@@ -66,9 +68,20 @@ def test_overrides_merge_into_variant() -> None:
         ("train", {"time_budget_s": -5.0}, "time_budget_s must be > 0"),
         ("train", {"o2m_queries": -1}, "o2m_queries must be >= 0"),
         ("train", {"o2m_repeat": 0}, "o2m_repeat must be >= 1"),
-        ("data", {"mosaic": 1.5}, r"data.mosaic is a probability"),
-        ("data", {"mixup": -0.1}, r"data.mixup is a probability"),
+        ("data", {"mosaic": 1.5}, r"data: mosaic is a probability"),
+        ("data", {"mixup": -0.1}, r"data: mixup is a probability"),
         ("data", {"mosaic_scale": [0.8, 0.5]}, "mosaic_scale"),
+        # each of these was accepted: a run on a meaningless value, or a library's words later
+        ("train", {"batch_size": 0}, "batch_size"),  # 'batch_size or 1' let 0 by; torch's DataLoader then said so
+        ("train", {"lr": float("nan")}, r"train.lr: expected a finite number, got nan"),  # torch: 'Invalid lr'
+        ("train", {"weight_decay": "inf"}, "train.weight_decay: expected a finite number"),  # diverged at step 21
+        ("train", {"weight_decay": -1e-4}, "weight_decay must be >= 0"),
+        ("train", {"ema_decay": 2.0}, r"ema_decay must be within \[0, 1\)"),  # trained on, an EMA that explodes
+        ("train", {"betas": [0.9, 1.5]}, r"betas within \[0, 1\)"),
+        ("train", {"log_interval": 0}, "log_interval must be >= 1"),
+        ("train", {"eval_decoder_depth": 0}, "eval_decoder_depth must be >= 1"),
+        ("data", {"image_size": [0, 0]}, r"data: image_size \[0, 0\] must be >= 32"),
+        ("data", {"workers": -1}, "data: workers must be >= 0"),
     ],
 )
 def test_training_recipe_checks(section: str, values: dict, message: str) -> None:
@@ -76,3 +89,33 @@ def test_training_recipe_checks(section: str, values: dict, message: str) -> Non
 
     with pytest.raises(ConfigError, match=message):
         from_dict(TrainConfig if section == "train" else DataConfig, values, section)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"decoder": {"num_layers": 0}}, "decoder.num_layers must be >= 1"),  # was 'eval_idx -1 out of range'
+        ({"decoder": {"nhead": 0}}, "decoder.nhead must be >= 1"),  # was ZeroDivisionError
+        ({"decoder": {"num_queries": 0}}, "decoder.num_queries must be >= 1"),
+        ({"encoder": {"num_encoder_layers": -1}}, "encoder.num_encoder_layers must be >= 0"),
+        ({"decoder": {"label_noise_ratio": 1.5}}, "label_noise_ratio within"),
+        ({"encoder": {"depth_mult": 0.0}}, "depth_mult"),
+    ],
+)
+def test_model_config_checks(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        get_model_config("rtdetr_r18vd", **overrides)
+
+
+def test_unknown_keys_point_to_where_the_setting_lives() -> None:
+    from rtdetr.recipe import run_config_from_dict
+
+    for data, hint in [
+        ({"model": {"num_queries": 10}}, "'model.num_queries' (did you mean 'model.decoder.num_queries'?)"),
+        ({"model": {"hidden_dim": 64}}, "(did you mean 'model.encoder.hidden_dim' or 'model.decoder.hidden_dim'?)"),
+        ({"model": {"decoder": {"num_layer": 3}}}, "(did you mean 'model.decoder.num_layers'?)"),
+        ({"train": {"clip_max_norm": 0.1}}, "(did you mean 'train.clip_grad'?)"),  # the official recipe's name
+        ({"train": {"epoches": 3}}, "(did you mean 'train.epochs'?)"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(hint)):
+            run_config_from_dict(data)

@@ -20,7 +20,7 @@ def test_recipe_loads(path: Path) -> None:
 def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  name: rtdetr_r18vd\ntrain:\n  epochz: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.epochz'.*did you mean 'epochs'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epochz'.*did you mean 'train.epochs'"):
         load_recipe(bad)
     bad.write_text("model:\n  name: rtdetr_r19vd\n")
     with pytest.raises(ConfigError, match="model.name: unknown model variant 'rtdetr_r19vd'"):

@@ -35,6 +35,14 @@ __all__ = [
 DEFAULT_WARMUP_SHARE = 0.1
 
 
+def _at_least(cfg: Any, low: int, *names: str) -> None:
+    """Each of the fields ``names`` of ``cfg`` that is set (not None) must be >= ``low``."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and not value >= low:
+            raise ConfigError(f"{name} must be >= {low}, got {value}")
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     name: Literal["presnet", "hgnetv2"] = "presnet"
@@ -122,6 +130,21 @@ class ModelConfig:
         enc, dec = self.encoder, self.decoder
         if self.num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
+        common = ("hidden_dim", "nhead", "dim_feedforward")
+        for where, part, positive, counts in (
+            ("encoder", enc, common, ("num_encoder_layers",)),
+            ("decoder", dec, (*common, "num_queries", "num_layers"), ("num_denoising",)),
+        ):
+            try:
+                _at_least(part, 1, *positive)
+                _at_least(part, 0, *counts)
+            except ConfigError as e:
+                raise ConfigError(f"{where}.{e}") from None
+        if not (0 <= enc.dropout < 1 and 0 <= dec.dropout < 1 and 0 <= dec.label_noise_ratio <= 1):
+            raise ConfigError("dropout must be within [0, 1) and decoder.label_noise_ratio within [0, 1]")
+        if not (enc.expansion > 0 and enc.depth_mult > 0 and dec.box_noise_scale >= 0 and dec.offset_scale > 0):
+            raise ConfigError("encoder.expansion, encoder.depth_mult and decoder.offset_scale must be > 0, "
+                              "decoder.box_noise_scale >= 0")  # fmt: skip
         if len(enc.in_channels) != len(enc.feat_strides):
             raise ConfigError("encoder.in_channels and encoder.feat_strides must have the same length")
         if len(self.backbone.return_idx) != len(enc.in_channels):
@@ -176,10 +199,14 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("mosaic", "mixup", "copy_paste"):
             if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"data.{name} is a probability: {getattr(self, name)} is not within [0, 1]")
+                raise ConfigError(f"{name} is a probability: {getattr(self, name)} is not within [0, 1]")
+        if min(self.image_size) < 32:
+            raise ConfigError(f"image_size {list(self.image_size)} must be >= 32 on each side")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
         lo, hi = self.mosaic_scale
         if not 0 < lo <= hi <= 1:
-            raise ConfigError(f"data.mosaic_scale {self.mosaic_scale} must satisfy 0 < low <= high <= 1")
+            raise ConfigError(f"mosaic_scale {self.mosaic_scale} must satisfy 0 < low <= high <= 1")
 
 
 @dataclass(frozen=True)
@@ -288,8 +315,18 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        if min(self.epochs, self.batch_size or 1, self.accumulate, self.o2m_repeat) < 1:
+        batch = 1 if self.batch_size is None else self.batch_size  # 0 is not None: 'batch_size or 1' let it by
+        if min(self.epochs, batch, self.accumulate, self.o2m_repeat) < 1:
             raise ConfigError("epochs, batch_size, accumulate and o2m_repeat must be >= 1")
+        _at_least(self, 1, "eval_interval", "max_nan_steps", "log_interval", "max_iters_per_epoch",
+                  "eval_decoder_depth")  # fmt: skip
+        _at_least(self, 0, "weight_decay", "warmup_iters", "clip_grad", "ema_warmups", "patience")
+        if not (self.eps > 0 and self.gamma > 0 and all(0 <= b < 1 for b in self.betas)):
+            raise ConfigError(f"eps and gamma must be > 0 and betas within [0, 1), got {self.eps}, {self.gamma}, "
+                              f"{self.betas}")  # fmt: skip
+        if not (0 <= self.ema_decay < 1 and 0 <= self.min_lr_ratio <= 1):
+            raise ConfigError(f"ema_decay must be within [0, 1) and min_lr_ratio within [0, 1], got "
+                              f"{self.ema_decay} and {self.min_lr_ratio}")  # fmt: skip
         if self.o2m_queries < 0:
             raise ConfigError(f"o2m_queries must be >= 0, got {self.o2m_queries}")
         if not 0 <= self.no_aug_epochs <= self.epochs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -32,9 +33,9 @@ def yaml_error_text(e: yaml.YAMLError) -> str:
     return f"not valid YAML{where}: {getattr(e, 'problem', None) or e}"
 
 
-def _suggest(key: str, options: list[str]) -> str:
+def _suggest(key: str, options: list[str], prefix: str = "") -> str:
     close = difflib.get_close_matches(key, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
@@ -88,6 +89,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
                 raise ConfigError(f"{path}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # NaN passes every range check written as a comparison
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -96,6 +99,25 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is Any:
         return value
     raise ConfigError(f"{path}: unsupported field type {hint!r}")
+
+
+#: the official code's names for settings named otherwise here
+_OFFICIAL_NAMES = {"epoches": "epochs", "clip_max_norm": "clip_grad", "use_amp": "amp", "use_ema": "ema",
+                   "num_workers": "workers"}  # fmt: skip
+
+
+def _nested_homes(cls: Any, key: str, path: str) -> list[str]:
+    """The dotted paths of the fields named ``key`` in dataclasses nested in ``cls`` (``model.num_queries``:
+    ``model.decoder.num_queries``)."""
+    hints, homes = typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        sub = hints[f.name]
+        if dataclasses.is_dataclass(sub):
+            where = f"{path}.{f.name}" if path else f.name
+            if key in {g.name for g in dataclasses.fields(sub)}:
+                homes.append(f"{where}.{key}")
+            homes += _nested_homes(sub, key, where)
+    return homes
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
@@ -113,7 +135,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     for key, value in data.items():
         full = f"{path}.{key}" if path else str(key)
         if key not in names:
-            raise ConfigError(f"unknown config key {full!r}{_suggest(str(key), names)}")
+            prefix = f"{path}." if path else ""
+            homes = _nested_homes(cls, str(key), path)
+            if _OFFICIAL_NAMES.get(str(key)) in names:
+                homes = [prefix + _OFFICIAL_NAMES[str(key)]]
+            hint = f" (did you mean {' or '.join(map(repr, homes))}?)" if homes else _suggest(str(key), names, prefix)
+            raise ConfigError(f"unknown config key {full!r}{hint}")
         kwargs[key] = _coerce(value, hints[key], full)
     try:
         return cls(**kwargs)

@@ -22,6 +22,7 @@ from rtdetr.config import (
     apply_dotted_overrides,
     from_dict,
     merge_overrides,
+    to_dict,
 )
 from rtdetr.config_io import _suggest, yaml_error_text
 from rtdetr.models.variants import get_model_config, get_variant
@@ -61,7 +62,7 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
         get_variant(str(name))
     except ValueError as e:
         raise ConfigError(f"model.name: {e}") from None
-    model_cfg = get_model_config(str(name), **model)
+    model_cfg = from_dict(ModelConfig, merge_overrides(to_dict(get_model_config(str(name))), model), "model")
     return RunConfig(
         model=model_cfg,
         data=from_dict(DataConfig, data.get("data") or {}, "data"),

@@ -86,7 +86,7 @@ def test_non_strict_load_keeps_heads_random_for_new_classes(tmp_path: Path) -> N
 
 
 def test_weights_holding_nan_or_inf_are_refused_by_name(tmp_path: Path) -> None:
-    model = create_model("rtdetr_r18vd", num_classes=3)
+    model = create_model("rtdetrv2_r18vd", num_classes=3)
     state = model.state_dict()
     state["decoder.dec_bbox_head.2.layers.2.bias"][1] = float("nan")  # a diverged run's box head
     state["backbone.conv1.conv1_1.norm.running_var"][0] = float("inf")
@@ -95,10 +95,11 @@ def test_weights_holding_nan_or_inf_are_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"diverged.pth: 2 weight tensor\(s\) hold NaN or infinite values \("):
         load_model(path)
     with pytest.raises(CheckpointError, match="decoder.dec_bbox_head.2.layers.2.bias"):
-        load_state_dict_into(create_model("rtdetr_r18vd", num_classes=5), state, strict=False)  # fine-tune start too
+        load_state_dict_into(create_model("rtdetrv2_r18vd", num_classes=5), state, strict=False)  # fine-tune start too
     state["decoder.dec_bbox_head.2.layers.2.bias"][1] = 0.0
     state["backbone.conv1.conv1_1.norm.running_var"][0] = 1.0
-    load_state_dict_into(create_model("rtdetr_r18vd", num_classes=3), state)  # finite again: loads
+    state["decoder.anchors"][0, 0] = float("inf")  # the official buffer marks invalid anchors so: not a weight
+    load_state_dict_into(create_model("rtdetrv2_r18vd", num_classes=3), state)  # finite weights again: loads
 
 
 def test_save_load_round_trip_restores_config(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from rtdetr.config import ConfigError, ModelConfig, from_dict, merge_overrides, to_dict
 from rtdetr.convert.hf import hf_to_official, is_hf_state_dict, model_config_from_hf
-from rtdetr.convert.official import adapt_state_dict, infer_model_config, is_tensor_dict, strip_prefix
+from rtdetr.convert.official import REGENERABLE, adapt_state_dict, infer_model_config, is_tensor_dict, strip_prefix
 from rtdetr.models.rtdetr import RTDETR, build_model
 from rtdetr.models.variants import create_model, get_model_config, list_models
 
@@ -172,7 +172,11 @@ def load_state_dict_into(
     if strict and not report.ok:
         raise CheckpointError(f"{origin}: weights do not fit the model:\n{report.describe()}")
     bad = {k for k, _, _ in report.mismatched} | set(report.unexpected)
-    broken = [k for k, v in state.items() if k not in bad and v.is_floating_point() and not bool(v.isfinite().all())]
+    broken = [  # anchors hold inf where invalid (the official buffer): regenerable buffers are not weights
+        k
+        for k, v in state.items()
+        if k not in bad and not REGENERABLE.search(k) and v.is_floating_point() and not bool(v.isfinite().all())
+    ]
     if broken:
         raise CheckpointError(
             f"{origin}: {len(broken)} weight tensor(s) hold NaN or infinite values ({', '.join(broken[:3])}"
