@@ -175,3 +175,24 @@ def test_os_errors_lead_with_the_path(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["predict", "rtdetr_r18vd", str(img), "-o", str(tmp_path / "afile")]) == 1
     err = capsys.readouterr().err
     assert f"error: {tmp_path / 'afile'}: file exists; an output folder is needed there" in err and "Errno" not in err
+
+
+def test_predict_takes_several_sources_and_writes_yolo_labels(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`rtdetr predict m.pth imgs/*.jpg` hands the shell's expansion over as several arguments: that was
+    'unrecognized arguments'. --save-txt/--save-conf write YOLO labels; with --no-save they are refused."""
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / name)
+    out = tmp_path / "out"
+    argv = ["predict", "rtdetr_r18vd", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--size", "64"]
+    assert main([*argv, "-o", str(out), "--save-conf", "--conf", "0", "--max-det", "3"]) == 0
+    said = capsys.readouterr().out
+    assert f"2 images, 6 detections; drawn images and videos with their JSON in {out}, YOLO labels in {out}/lab" in said
+    assert sorted(f.name for f in (out / "labels").iterdir()) == ["a.txt", "b.txt", "classes.txt"]
+    assert all(len(line.split()) == 6 for line in (out / "labels" / "a.txt").read_text().splitlines())
+    with pytest.raises(SystemExit):
+        main([*argv, "--no-save", "--save-txt"])
+    assert "argument --save-txt: not allowed with argument --no-save" in capsys.readouterr().err
+    assert main([*argv, "--no-save", "--save-conf"]) == 1
+    assert "--save-conf writes label files: it cannot go with --no-save" in capsys.readouterr().err

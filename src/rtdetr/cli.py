@@ -144,12 +144,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     opts = dataclasses.replace(opts, classes=resolve_classes(classes, det.class_names))
     det.predictor(**dataclasses.asdict(opts))  # options against this model first: a bad one is the only line
     _say_path(det)
-    source = int(args.source) if args.source.isdigit() else args.source
+    sources = [int(s) if s.isdigit() else s for s in args.source]  # several: a shell-expanded glob, say
+    source = sources[0] if len(sources) == 1 else sources
+    if args.no_save and args.save_conf:
+        raise ValueError("--save-conf writes label files: it cannot go with --no-save")
     save_dir = None if args.no_save else (args.output or fresh_folder(arg.DEFAULT_PREDICT_DIR))
     n_images = n_dets = 0
     videos: dict[str | None, int] = {}
+    labels = {"save_txt": args.save_txt or args.save_conf, "save_conf": args.save_conf} if save_dir else {}
     results = det.predict(
-        source, **dataclasses.asdict(opts), stream=True, output=save_dir, video_stride=args.video_stride
+        source, **dataclasses.asdict(opts), stream=True, output=save_dir, video_stride=args.video_stride, **labels
     )
     try:  # closing the generator finishes the videos it writes, also on Ctrl-C
         for r in results:
@@ -174,6 +178,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             frames = sum(videos.values())
             read.append(f"{len(videos)} video{'s' * (len(videos) != 1)} ({frames} frame{'s' * (frames != 1)})")
         where = f"; drawn images and videos with their JSON in {save_dir}" if save_dir else ""
+        where += f", YOLO labels in {Path(str(save_dir)) / 'labels'}" if labels.get("save_txt") else ""
         print(f"{' and '.join(read)}, {n_dets} detections{where}")
     return 0
 
@@ -395,18 +400,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     pred = sub.add_parser("predict", help="detect objects in images, folders, globs, videos or a camera")
     pred.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
-    pred.add_argument("source", help="image, folder, glob ('imgs/*.jpg'), video file, camera index or stream URL")
-    add_arguments(pred, InferenceOptions, ("conf", "max_det", "classes", "image_size", "batch"))
     pred.add_argument(
-        "-o", "--output", "--save-dir", dest="output",
-        help="folder for drawn images and videos with their JSON"
-        f" (default {arg.DEFAULT_PREDICT_DIR}, or {arg.DEFAULT_PREDICT_DIR}2, 3... when it holds files)",
-    )  # fmt: skip
-    pred.add_argument(
-        "--video-stride", type=arg.positive_int, default=1, help="of videos and streams, every n-th frame (default 1)"
+        "source", nargs="+", help="images, folders, globs ('imgs/*.jpg'), video files, a camera index or stream URL"
     )
-    pred.add_argument("--no-save", action="store_true", help="print only")
-    pred.add_argument("--json", action="store_true", help="print one JSON object per image")
+    add_arguments(pred, InferenceOptions, ("conf", "max_det", "classes", "image_size", "batch"))
+    arg.add_predict_outputs(pred)
     arg.add_speed_options(pred)
     pred.set_defaults(func=_cmd_predict)
 

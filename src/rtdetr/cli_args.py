@@ -14,8 +14,8 @@ from rtdetr.engine.backend import COMPILE_MODES
 #: where ``val`` and ``predict`` write when ``-o`` is not given (a used one moves on to ``runs/val2``...)
 DEFAULT_VAL_DIR, DEFAULT_PREDICT_DIR = "runs/val", "runs/predict"
 
-__all__ = ["DEFAULT_PREDICT_DIR", "DEFAULT_VAL_DIR", "add_speed_options", "count0", "dumps", "fraction", "port",
-           "positive_int", "side", "within", "error_text"]  # fmt: skip
+__all__ = ["DEFAULT_PREDICT_DIR", "DEFAULT_VAL_DIR", "add_predict_outputs", "add_speed_options", "count0", "dumps",
+           "fraction", "minutes", "port", "positive_int", "side", "within", "error_text"]  # fmt: skip
 
 
 def add_speed_options(p: argparse.ArgumentParser) -> None:
@@ -39,6 +39,25 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
         "--compile", choices=COMPILE_MODES, help="torch.compile the model in this mode (first call compiles)"
     )
     p.add_argument("--cuda-graph", action="store_true", help="replay inference as CUDA graphs (CUDA, fixed size)")
+
+
+def add_predict_outputs(p: argparse.ArgumentParser) -> None:
+    """What ``rtdetr predict`` writes and prints."""
+    p.add_argument(
+        "-o", "--output", "--save-dir", dest="output",
+        help="folder for drawn images and videos with their JSON"
+        f" (default {DEFAULT_PREDICT_DIR}, or {DEFAULT_PREDICT_DIR}2, 3... when it holds files)",
+    )  # fmt: skip
+    p.add_argument(
+        "--video-stride", type=positive_int, default=1, help="of videos and streams, every n-th frame (default 1)"
+    )
+    saving = p.add_mutually_exclusive_group()
+    saving.add_argument("--no-save", action="store_true", help="print only")
+    saving.add_argument(
+        "--save-txt", action="store_true", help="also write YOLO labels (class cx cy w h) to <output>/labels/"
+    )
+    p.add_argument("--save-conf", action="store_true", help="--save-txt with the score as a sixth column")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image")
 
 
 def within(kind: Callable[[str], Any], low: float, high: float | None = None, noun: str = "a number") -> Any:

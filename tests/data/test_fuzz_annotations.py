@@ -161,7 +161,7 @@ def test_yolo_label_lines_never_crash(yolo_root: Path, lines: list[str], raw: by
 
 def _valid_yolo_line(line: str) -> bool:
     f = line.split()
-    if len(f) != 5 and not (len(f) >= 7 and len(f) % 2 == 1):  # a box, or a polygon of 3+ points
+    if len(f) not in (5, 6) and not (len(f) >= 7 and len(f) % 2 == 1):  # a box (+ a score), or a 3+ point polygon
         return False
     try:
         vals = [float(v) for v in f]

@@ -128,3 +128,51 @@ def test_finished_run_reasons_count_epochs_in_words() -> None:
     assert "all 3 epochs" in (finished_run(3, None, 3, 5.0) or "")
     assert "time budget of 60 s (stopped after epoch 2)" in (finished_run(5, 60.0, 2, 61.0) or "")
     assert finished_run(5, 60.0, 2, 30.0) is None
+
+
+def test_yolo_labels_round_trip_through_the_yolo_reader(tmp_path: Path, predictor: Predictor) -> None:
+    """--save-txt writes what `rtdetr train` reads: the YOLO loader gives back the predicted pixel boxes and
+    classes (a swapped axis, a missing normalisation or xyxy written as xywh would not)."""
+    from rtdetr.data import load_index
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(80, 50), (37, 91)]):  # not square: an axis mix-up shows
+        Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)).save(images / f"im{i}.png")
+    out = tmp_path / "out"
+    results = list(save_results(predictor.stream(images), out, save_txt=True, save_conf=True))
+    for r in results:
+        lines = (out / "labels" / f"{Path(str(r.path)).stem}.txt").read_text().splitlines()
+        assert [float(line.split()[5]) for line in lines] == pytest.approx(r.scores.tolist(), abs=1e-5)
+    (out / "labels").rename(tmp_path / "labels")  # beside the original images: a YOLO set, classes.txt included
+    index = load_index(images, "train", "yolo")
+    assert index.class_names == ["a", "b", "c"]
+    assert any("sixth column, a score" in n for n in index.notes)
+    for rec in index.records:
+        r = next(r for r in results if Path(str(r.path)).name == rec.path.name)
+        assert rec.labels.tolist() == r.labels.tolist()
+        np.testing.assert_allclose(rec.boxes, r.boxes.numpy(), atol=1e-3)
+
+
+def test_yolo_lines_of_a_known_box_and_the_empty_and_video_cases(tmp_path: Path, predictor: Predictor) -> None:
+    r = _result("x.jpg", size=(40, 30))  # box 1,2 .. 20,25 in a 40x30 image, class 1, score 0.9
+    assert r.to_yolo() == "1 0.262500 0.450000 0.475000 0.766667\n"
+    assert r.to_yolo(conf=True) == "1 0.262500 0.450000 0.475000 0.766667 0.90000\n"
+    empty = Results(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), ["a", "b", "c"], (5, 5),
+                    "classes.jpg", None, Image.new("RGB", (5, 5)))  # fmt: skip
+    assert empty.to_yolo() == ""
+    with pytest.raises(ValueError, match=r"or as .txt \(YOLO labels\)"):
+        r.save(tmp_path / "x.csv")
+    assert r.save(tmp_path / "x.txt").read_text() == r.to_yolo()
+    _video(tmp_path / "clip.avi", 3, 10.0)
+    with ResultSaver(tmp_path / "out", save_txt=True) as saver:
+        saver.add(empty)
+        for res in predictor.stream(tmp_path / "clip.avi"):
+            saver.add(res)
+    labels = sorted(f.name for f in (tmp_path / "out" / "labels").iterdir())
+    # an image without detections: an empty file; one named like the class list does not overwrite it
+    assert labels == ["classes.txt", "classes_2.txt", "clip_0.txt", "clip_1.txt", "clip_2.txt"]
+    assert (tmp_path / "out" / "labels" / "classes_2.txt").read_text() == ""
+    assert (tmp_path / "out" / "labels" / "classes.txt").read_text() == "a\nb\nc\n"
+    assert len((tmp_path / "out" / "labels" / "clip_1.txt").read_text().splitlines()) == 2

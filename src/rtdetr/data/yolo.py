@@ -157,10 +157,10 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
             f" with 'names', or write the names one per line, in class-id order, to {label_dir / 'classes.txt'}"
         )
     index = DatasetIndex([], list(names), "yolo", str(src))
-    polygons = 0
+    polygons = scored = 0
     for image_id, (img_path, label_path) in enumerate(pairs):
-        boxes, labels, n_polygons = _read_labels(label_path, len(names), index)
-        polygons += n_polygons
+        boxes, labels, n_polygons, n_scored = _read_labels(label_path, len(names), index)
+        polygons, scored = polygons + n_polygons, scored + n_scored
         try:
             with Image.open(img_path) as im:
                 w, h = im.size
@@ -183,14 +183,20 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
         raise DataError(f"{image_dir}: no images found")
     if polygons:
         index.notes.append(f"{label_dir}: {polygons} polygon (segmentation) labels are read as their bounding boxes")
+    if scored:
+        index.notes.append(
+            f"{label_dir}: {scored} label lines carry a sixth column, a score (predictions saved with --save-conf):"
+            " read as boxes, the score ignored"
+        )
     return index
 
 
-def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.ndarray, np.ndarray, int]:
-    """Boxes (normalised cx cy w h), labels and how many lines were polygons turned into boxes."""
+def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Boxes (normalised cx cy w h), labels, how many lines were polygons turned into boxes and how many carried
+    a score as a sixth column (ignored)."""
     rows: list[list[float]] = []
     labels: list[int] = []
-    polygons = 0
+    polygons = scored = 0
     if path.is_file():
         try:
             text = path.read_text(encoding="utf-8")
@@ -203,10 +209,12 @@ def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.
                 continue
             where = f"{path}:{n}"
             polygon = len(fields) >= 7 and len(fields) % 2 == 1  # segmentation labels: class x1 y1 x2 y2 x3 y3 ...
-            if len(fields) != 5 and not polygon:
+            with_score = len(fields) == 6  # class cx cy w h score: saved predictions (pseudo-labels)
+            if len(fields) != 5 and not polygon and not with_score:
                 index.drop(
                     "malformed label line",
-                    f"{where}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...', got {len(fields)} fields",
+                    f"{where}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...' (or 'class cx cy w h "
+                    f"score'), got {len(fields)} fields",
                 )
                 continue
             try:
@@ -215,6 +223,8 @@ def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.
             except ValueError:
                 index.drop("malformed label line", f"{where}: non-numeric value in {line.strip()!r}")
                 continue
+            if with_score:  # a number, read and left out
+                vals, scored = vals[:4], scored + 1
             if polygon:  # its bounding box, in the same normalised cx cy w h
                 xs, ys = vals[0::2], vals[1::2]
                 vals = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
@@ -224,4 +234,4 @@ def _read_labels(path: Path, num_classes: int, index: DatasetIndex) -> tuple[np.
             rows.append(vals)
             labels.append(int(cls_f))
             polygons += polygon
-    return np.array(rows, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64), polygons
+    return np.array(rows, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64), polygons, scored

@@ -96,6 +96,14 @@ class Results:
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
+    def to_yolo(self, conf: bool = False) -> str:
+        """YOLO label lines, one per detection: ``class cx cy w h`` normalised to the image (``rtdetr train`` and
+        Ultralytics read them as labels), with ``conf`` a sixth column, the score. Empty for no detections."""
+        rows = zip(self.labels.tolist(), self.xywhn.tolist(), self.scores.tolist())
+        return "".join(
+            f"{lb} {' '.join(f'{v:.6f}' for v in box)}{f' {s:.5f}' if conf else ''}\n" for lb, box, s in rows
+        )
+
     def plot(self) -> Image.Image:
         """The original image with the detections drawn."""
         if self.image is None:
@@ -103,13 +111,19 @@ class Results:
         return draw_detections(self.image, self.boxes.tolist(), self.labels.tolist(), self.scores.tolist(), self.names)
 
     def save(self, path: str | Path) -> Path:
-        """Save the drawn image (``.jpg``/``.png``) or the JSON (``.json``)."""
+        """Save the drawn image (``.jpg``/``.png``), the JSON (``.json``) or YOLO label lines (``.txt``)."""
         p = Path(path)
-        if p.suffix.lower() not in Image.registered_extensions() and p.suffix.lower() != ".json":
-            raise ValueError(f"{p}: save as an image (.jpg, .png, ...) or as .json, not {p.suffix or 'no extension'}")
+        ext = p.suffix.lower()
+        if ext not in Image.registered_extensions() and ext not in (".json", ".txt"):
+            raise ValueError(
+                f"{p}: save as an image (.jpg, .png, ...), as .json or as .txt (YOLO labels), not "
+                f"{ext or 'no extension'}"
+            )
         p.parent.mkdir(parents=True, exist_ok=True)
-        if p.suffix.lower() == ".json":
+        if ext == ".json":
             p.write_text(self.to_json(indent=2))
+        elif ext == ".txt":
+            p.write_text(self.to_yolo())
         else:
             self.plot().save(p)
         return p

@@ -74,13 +74,20 @@ class ResultSaver:
     frames into one ``<stem>.mp4`` (at the source's frame rate divided by ``video_stride``) + ``<stem>.jsonl``.
     Two sources with the same stem (``a/x.jpg`` and ``b/x.jpg``, ``x.jpg`` and ``x.png``) get ``x`` and ``x_2``:
     nothing written in this run is overwritten. In-memory images are ``image_00000``...; a camera is ``camera``,
-    a stream URL ``stream``. Use as a context manager (closes the videos)."""
+    a stream URL ``stream``. With ``save_txt`` YOLO label files go to ``labels/<stem>.txt`` (a video's frames:
+    ``labels/<stem>_<frame>.txt``; an image without detections: an empty file) and the class names to
+    ``labels/classes.txt``, with ``save_conf`` a sixth column, the score. Use as a context manager (closes the
+    videos)."""
 
-    def __init__(self, folder: str | Path, video_stride: int = 1) -> None:
+    def __init__(
+        self, folder: str | Path, video_stride: int = 1, save_txt: bool = False, save_conf: bool = False
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.video_stride = video_stride
-        self.used: set[str] = set()
+        self.labels = self.folder / "labels" if save_txt else None
+        self.save_conf = save_conf
+        self.used: set[str] = {"classes"} if save_txt else set()  # labels/classes.txt holds the class names
         #: the video being written and its source (sources run one after another: one is open at a time)
         self.video: tuple[str | None, _VideoOut] | None = None
         self.n_in_memory = 0
@@ -105,6 +112,7 @@ class ResultSaver:
                 self.n_in_memory += 1
             for suffix in (".jpg", ".json"):
                 self.written.append(r.save(stem.with_name(stem.name + suffix)))
+            self._txt(r, stem.name)
             return
         if self.video is None or self.video[0] != r.path:  # a new source: the previous one has ended
             self.close()
@@ -116,6 +124,17 @@ class ResultSaver:
             self.video = (r.path, out)
             self.written += [out.video, out.jsonl]
         self.video[1].write(r)
+        self._txt(r, f"{self.video[1].video.stem}_{r.frame}")
+
+    def _txt(self, r: Results, name: str) -> None:
+        if self.labels is not None:
+            if not self.labels.is_dir():  # the names too, where the YOLO reader looks for them
+                self.labels.mkdir()
+                (self.labels / "classes.txt").write_text("".join(f"{n}\n" for n in r.names))
+                self.written.append(self.labels / "classes.txt")
+            path = self.labels / f"{name}.txt"
+            path.write_text(r.to_yolo(conf=self.save_conf))
+            self.written.append(path)
 
     def close(self) -> None:
         if self.video is not None:
@@ -129,9 +148,12 @@ class ResultSaver:
         self.close()
 
 
-def save_results(results: Iterator[Results], folder: str | Path, video_stride: int = 1) -> Iterator[Results]:
+def save_results(
+    results: Iterator[Results], folder: str | Path, video_stride: int = 1, save_txt: bool = False,
+    save_conf: bool = False,
+) -> Iterator[Results]:  # fmt: skip
     """Pass ``results`` through, writing each into ``folder`` (:class:`ResultSaver`) before yielding it."""
-    with ResultSaver(folder, video_stride) as saver:
+    with ResultSaver(folder, video_stride, save_txt, save_conf) as saver:
         for r in results:
             saver.add(r)
             yield r
