@@ -113,7 +113,7 @@ def test_train_minutes_sets_the_time_budget(monkeypatch: pytest.MonkeyPatch, cap
 
 
 def test_train_summary_line() -> None:
-    from rtdetr.cli import _train_summary
+    from rtdetr.engine.rundir import train_summary as _train_summary
 
     run = {"best_ap": 0.4321, "best_epoch": 3, "epochs_run": 5, "last_eval": {"stats": {}}, "output_dir": "r"}
     assert _train_summary(run) == "best AP 0.4321 at epoch 3; outputs in r"

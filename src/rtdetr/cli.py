@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rtdetr import cli_args as arg
-from rtdetr.engine.rundir import fresh_folder
+from rtdetr.engine.rundir import fresh_folder, train_summary
 from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args, resolve_classes
 
 __all__ = ["main"]
@@ -20,6 +20,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from rtdetr.bench.profile import count_gflops, count_parameters
     from rtdetr.models import create_model, get_variant, list_models
 
+    if Path(args.pattern).is_file() or args.pattern.endswith((".pth", ".pt", ".safetensors")):  # a checkpoint
+        from rtdetr.convert.summary import describe_checkpoint, format_summary
+
+        summary = describe_checkpoint(args.pattern)
+        print(arg.dumps(summary) if args.json else format_summary(summary))
+        return 0
     names = list_models(args.pattern)
     if not names:
         raise ValueError(f"no variant matches {args.pattern!r}; try 'rtdetr info' for the full list")
@@ -88,19 +94,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             (updates[section] if section else updates)[key] = value
     cfg = load_recipe(args.recipe, list(args.overrides), updates)
     result = Trainer(cfg).fit()
-    print(_train_summary(result))
+    print(train_summary(result))
     return 0
-
-
-def _train_summary(result: dict) -> str:
-    """The last line of ``rtdetr train``: the best AP and its epoch, or why there is none."""
-    where = f"outputs in {result['output_dir']}"
-    if result["best_epoch"] >= 1:
-        return f"best AP {result['best_ap']:.4f} at epoch {result['best_epoch']}; {where}"
-    if result.get("last_eval") is not None:
-        return f"AP not measured (the evaluation gave none); {where}"
-    return (f"no validation set, so no AP: best.pth holds the last epoch ({result.get('epochs_run')}); evaluate it "
-            f"with 'rtdetr val {result['output_dir']}/best.pth --data ...'; {where}")  # fmt: skip
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
@@ -336,8 +331,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtdetr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    info = sub.add_parser("info", help="list model variants with parameters and GFLOPs")
-    info.add_argument("pattern", nargs="?", default="*", help="shell pattern over variant names (default: all)")
+    info = sub.add_parser("info", help="list model variants with parameters and GFLOPs, or describe a checkpoint")
+    info.add_argument(
+        "pattern", nargs="?", default="*", help="shell pattern over variant names (default: all), or a checkpoint file"
+    )
     info.add_argument("--measure", action="store_true", help="build each model and count params/GFLOPs here")
     info.add_argument("--size", type=arg.side, default=640, help="input side for --measure (default 640)")
     info.add_argument("--json", action="store_true", help="print JSON")

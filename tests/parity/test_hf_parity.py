@@ -225,6 +225,11 @@ def test_safetensors_directory_loads_end_to_end(tmp_path: Path) -> None:
     ours = load_model(tmp_path / "model.safetensors").eval()
     assert ours.config.name == "rtdetrv2_r18vd"
     assert _compare(hf, ours, untied_input(ours, (1, 3, 320, 320))) < TOL
+    from rtdetr.convert.summary import describe_checkpoint  # `rtdetr info model.safetensors`
+
+    info = describe_checkpoint(tmp_path / "model.safetensors")
+    assert (info["origin"], info["variant"], info["num_classes"]) == ("HF", "rtdetrv2_r18vd", ours.config.num_classes)
+    assert info["decoder_layers"] == ours.config.decoder.num_layers and info["non_finite_tensors"] == []
 
 
 def test_hf_converter_rejects_unknown_keys() -> None:

@@ -219,6 +219,18 @@ def load_model(
     path = Path(src)
     ckpt = read_checkpoint(path, weights_only=weights_only)
     state, origin = extract_state_dict(ckpt, str(path))
+    cfg = checkpoint_config(path, ckpt, state, origin, variant, **overrides)
+    model = build_model(cfg)
+    load_state_dict_into(model, state, strict=strict, origin=str(path))
+    return model
+
+
+def checkpoint_config(
+    path: Path, ckpt: Mapping[str, Any], state: Mapping[str, Tensor], origin: str, variant: str | None = None,
+    **overrides: Any,
+) -> ModelConfig:  # fmt: skip
+    """The model config of a read checkpoint (``origin`` from :func:`extract_state_dict`): the one saved in ours,
+    an HF ``config.json`` beside the file, else inferred from the tensors; ``variant`` pins the name."""
     try:
         if variant is not None:
             _check_variant(variant, ckpt, state, path)
@@ -234,9 +246,7 @@ def load_model(
             cfg = infer_model_config(state, variant, **overrides)
     except (ConfigError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: cannot determine the model configuration: {e}") from None
-    model = build_model(cfg)
-    load_state_dict_into(model, state, strict=strict, origin=str(path))
-    return model
+    return cfg
 
 
 def _check_variant(variant: str, ckpt: Mapping[str, Any], state: Mapping[str, Tensor], path: Path) -> None:

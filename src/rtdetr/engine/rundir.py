@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_FILES", "best_checkpoint", "finished_run", "fresh_folder", "fresh_output_dir"]
+__all__ = ["RUN_FILES", "best_checkpoint", "finished_run", "fresh_folder", "fresh_output_dir", "train_summary"]
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv")
 
@@ -51,3 +51,14 @@ def best_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     weights = ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"]
     drop = ("model", "ema", "optimizer", "scheduler", "scaler")
     return {"model": weights, **{k: v for k, v in ckpt.items() if k not in drop}}
+
+
+def train_summary(result: dict) -> str:
+    """The last line of ``rtdetr train``: the best AP and its epoch, or why there is none."""
+    where = f"outputs in {result['output_dir']}"
+    if result["best_epoch"] >= 1:
+        return f"best AP {result['best_ap']:.4f} at epoch {result['best_epoch']}; {where}"
+    if result.get("last_eval") is not None:
+        return f"AP not measured (the evaluation gave none); {where}"
+    return (f"no validation set, so no AP: best.pth holds the last epoch ({result.get('epochs_run')}); evaluate it "
+            f"with 'rtdetr val {result['output_dir']}/best.pth --data ...'; {where}")  # fmt: skip

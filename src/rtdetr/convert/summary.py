@@ -1,0 +1,108 @@
+"""What a checkpoint file holds, without building the model: ``rtdetr info <file>``.
+
+Origin (ours, official, HF), variant, classes, input size, decoder, parameter count, whether every weight is
+finite, and for our training checkpoints the epoch, best AP, training time, whether it can be resumed and the
+settings it was trained with.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rtdetr.convert.checkpoint import checkpoint_config, extract_state_dict, read_checkpoint
+from rtdetr.convert.official import REGENERABLE
+
+__all__ = ["describe_checkpoint", "format_summary"]
+
+#: run settings shown by :func:`format_summary` (dotted keys of the saved run config)
+_RUN_KEYS = ("data.train", "data.val", "data.image_size", "train.epochs", "train.time_budget_s", "train.batch_size",
+             "train.lr", "train.recipe_defaults", "init_from")  # fmt: skip
+
+
+def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-ready summary of the checkpoint at ``path`` (ours, official ``.pth`` or HF ``model.safetensors``).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or holds no RT-DETR weights.
+    """
+    p = Path(path)
+    ckpt = read_checkpoint(p)
+    state, origin = extract_state_dict(ckpt, str(p))
+    cfg = checkpoint_config(p, ckpt, state, origin)
+    ours = isinstance(ckpt.get("model_config"), Mapping)
+    names = ckpt.get("class_names")
+    weights = {k: v for k, v in state.items() if not REGENERABLE.search(k)}
+    broken = sorted(k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all()))
+    dec = cfg.decoder
+    out: dict[str, Any] = {
+        "path": str(p),
+        "origin": "ours" if ours else ("HF" if origin.endswith("+hf") else "official"),
+        "weights_from": origin.removesuffix("+hf"),
+        "variant": cfg.name,
+        "num_classes": cfg.num_classes,
+        "class_names": list(names) if isinstance(names, list | tuple) else None,
+        "image_size": list(cfg.eval_spatial_size) if cfg.eval_spatial_size else None,
+        "decoder_layers": dec.num_layers,
+        "decoder_depth": dec.eval_idx % dec.num_layers + 1,
+        "params_m": round(
+            sum(v.numel() for k, v in weights.items() if not k.endswith(("running_mean", "running_var"))) / 1e6, 2
+        ),  # fmt: skip
+        "non_finite_tensors": broken,
+    }
+    if ours:
+        best: Mapping[str, Any] = ckpt["best"] if isinstance(ckpt.get("best"), Mapping) else {}
+        out |= {
+            "epoch": ckpt.get("epoch"),
+            "step": ckpt.get("global_step"),
+            "train_time_s": ckpt.get("train_time_s"),
+            "best_ap": best.get("ap"),
+            "best_epoch": best.get("epoch"),
+            "resumable": all(k in ckpt for k in ("optimizer", "epoch", "run_config")),
+            "date": ckpt.get("date"),
+            "run": _run_settings(ckpt.get("run_config")),
+        }
+    return out
+
+
+def _run_settings(run: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key in _RUN_KEYS:
+        value: Any = run
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value is not None:
+            found[key] = value
+    return found
+
+
+def format_summary(info: Mapping[str, Any]) -> str:
+    """The lines ``rtdetr info <checkpoint>`` prints for :func:`describe_checkpoint`'s summary."""
+    names = info["class_names"]
+    shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "") if names else "-"
+    size = "x".join(map(str, info["image_size"])) if info["image_size"] else "-"
+    broken = info["non_finite_tensors"]
+    weights = f"{len(broken)} tensor(s) hold NaN or inf: {', '.join(broken[:3])}" if broken else "all finite"
+    rows: list[tuple[str, Any]] = [
+        ("variant", f"{info['variant']} ({info['params_m']:.2f} M parameters)"),
+        ("classes", f"{info['num_classes']}: {shown}"),
+        ("input size", size),
+        ("decoder", f"{info['decoder_layers']} layers, runs {info['decoder_depth']} at inference"),
+        ("weights", weights),
+    ]
+    if info["origin"] == "ours":
+        ap = "-" if info["best_ap"] is None or info["best_ap"] < 0 else f"{info['best_ap']:.4f}"
+        trained = f"epoch {info['epoch']}, step {info['step']}"
+        trained += f", {info['train_time_s'] / 60:.1f} min" if info["train_time_s"] else ""
+        trained += f", saved {info['date']}" if info["date"] else ""
+        rows += [
+            ("trained", trained),
+            ("best AP", ap + (f" (epoch {info['best_epoch']})" if ap != "-" else "")),
+            ("resumable", "yes (rtdetr train --resume <file>)" if info["resumable"] else "no (weights only)"),
+            *info["run"].items(),
+        ]
+    lines = [f"{info['path']}: {info['origin']} checkpoint ({info['weights_from']} weights)"]
+    lines += [f"  {label:<22}{value}" for label, value in rows]
+    return "\n".join(lines)
