@@ -20,10 +20,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from rtdetr.bench.profile import count_gflops, count_parameters
     from rtdetr.models import create_model, get_variant, list_models
 
-    if Path(args.pattern).is_file() or args.pattern.endswith((".pth", ".pt", ".safetensors")):  # a checkpoint
-        from rtdetr.convert.summary import describe_checkpoint, format_summary
+    if Path(args.pattern).is_file() or args.pattern.endswith((".pth", ".pt", ".safetensors", ".onnx", ".xml")):
+        from rtdetr.convert.summary import describe_checkpoint, describe_export, format_summary
 
-        summary = describe_checkpoint(args.pattern)
+        describe = describe_export if args.pattern.endswith((".onnx", ".xml")) else describe_checkpoint
+        summary = describe(args.pattern)
         print(arg.dumps(summary) if args.json else format_summary(summary))
         return 0
     names = list_models(args.pattern)

@@ -66,6 +66,14 @@ def test_int8_and_openvino(tmp_path: Path) -> None:
     assert ds < 1e-3 and agree == 1.0
     with pytest.raises(FileNotFoundError, match="no such OpenVINO model"):
         OpenVinoDetector(tmp_path / "none.xml")
+    from rtdetr.convert.summary import describe_export, format_summary  # `rtdetr info m.xml` / `m.onnx`
+
+    for path, origin in ((xml, "OpenVINO IR"), (onnx_path, "ONNX")):
+        info = describe_export(path)
+        assert (info["origin"], info["variant"], info["class_names"], info["image_size"]) == (
+            origin, "rtdetrv2_r18vd", ["a", "b", "c"], [96, 128]
+        )  # fmt: skip
+        assert "input size            96x128" in format_summary(info) and info["size_mb"] > 0
 
 
 def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

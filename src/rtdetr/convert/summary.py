@@ -1,12 +1,13 @@
-"""What a checkpoint file holds, without building the model: ``rtdetr info <file>``.
+"""What a model file holds, without building the model: ``rtdetr info <file>``.
 
 Origin (ours, official, HF), variant, classes, input size, decoder, parameter count, whether every weight is
 finite, and for our training checkpoints the epoch, best AP, training time, whether it can be resumed and the
-settings it was trained with.
+settings it was trained with; of an exported graph, its classes, input size and file size.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from rtdetr.convert.checkpoint import checkpoint_config, extract_state_dict, read_checkpoint
 from rtdetr.convert.official import REGENERABLE
 
-__all__ = ["describe_checkpoint", "format_summary"]
+__all__ = ["describe_checkpoint", "describe_export", "format_summary"]
 
 #: run settings shown by :func:`format_summary` (dotted keys of the saved run config)
 _RUN_KEYS = ("data.train", "data.val", "data.image_size", "train.epochs", "train.time_budget_s", "train.batch_size",
@@ -67,6 +68,31 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def describe_export(path: str | os.PathLike) -> dict[str, Any]:
+    """A summary of an exported graph: ``.onnx`` (its metadata) or OpenVINO ``.xml`` (its ``.json`` sidecar)."""
+    from rtdetr.export.runtime import OnnxRuntimeDetector, OpenVinoDetector
+
+    p = Path(path)
+    meta: Mapping[str, Any]
+    if p.suffix == ".xml":
+        det: OnnxRuntimeDetector | OpenVinoDetector = OpenVinoDetector(p)
+        sidecar = p.with_suffix(".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    else:
+        det = OnnxRuntimeDetector(p)
+        meta = det.session.get_modelmeta().custom_metadata_map
+    names = det.class_names
+    return {
+        "path": str(p),
+        "origin": "OpenVINO IR" if p.suffix == ".xml" else "ONNX",
+        "variant": meta.get("variant") or None,
+        "num_classes": len(names) if names else None,
+        "class_names": list(names) if names else None,
+        "image_size": list(det.image_size) if det.image_size else None,
+        "size_mb": round(sum(f.stat().st_size for f in (p, p.with_suffix(".bin")) if f.is_file()) / 2**20, 1),
+    }
+
+
 def _run_settings(run: Any) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key in _RUN_KEYS:
@@ -79,13 +105,23 @@ def _run_settings(run: Any) -> dict[str, Any]:
 
 
 def format_summary(info: Mapping[str, Any]) -> str:
-    """The lines ``rtdetr info <checkpoint>`` prints for :func:`describe_checkpoint`'s summary."""
+    """The lines ``rtdetr info <file>`` prints for a :func:`describe_checkpoint` or :func:`describe_export`
+    summary."""
     names = info["class_names"]
     shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "") if names else "-"
     size = "x".join(map(str, info["image_size"])) if info["image_size"] else "-"
-    broken = info["non_finite_tensors"]
+    broken = info.get("non_finite_tensors")
+    if "size_mb" in info:  # an exported graph
+        rows: list[tuple[str, Any]] = [
+            ("variant", info["variant"] or "-"),
+            ("classes", f"{info['num_classes']}: {shown}"),
+            ("input size", size),
+            ("file size", f"{info['size_mb']} MB"),
+        ]
+        head = f"{info['path']}: {info['origin']} export (predict, val, benchmark and serve run it)"
+        return "\n".join([head] + [f"  {label:<22}{value}" for label, value in rows])
     weights = f"{len(broken)} tensor(s) hold NaN or inf: {', '.join(broken[:3])}" if broken else "all finite"
-    rows: list[tuple[str, Any]] = [
+    rows = [
         ("variant", f"{info['variant']} ({info['params_m']:.2f} M parameters)"),
         ("classes", f"{info['num_classes']}: {shown}"),
         ("input size", size),

@@ -102,6 +102,7 @@ def to_openvino(onnx_path: str | Path, out_dir: str | Path) -> Path:
         sidecar = {
             "class_names": json.loads(meta["class_names"]) if "class_names" in meta else None,
             "image_size": [int(v) for v in meta["image_size"].split(",")] if "image_size" in meta else None,
+            "variant": meta.get("variant") or None,
         }
         out.with_suffix(".json").write_text(json.dumps(sidecar))
     except ImportError:
