@@ -105,9 +105,10 @@ def test_api_recipe_starts_from_the_loaded_checkpoint(
     body = "\n".join(f"{k.split('=')[0]}: {k.split('=')[1]}" for k in TRAIN_TAIL if k.startswith("train."))
     recipe.write_text("train:\n" + "\n".join("  " + line.split(".", 1)[1] for line in body.splitlines()) + "\n")
     with pytest.raises(RunCaptured):
-        RTDETR(ckpt).train(awkward_data["train"], recipe=recipe, epochs=1, output=tmp_path / "r")
+        RTDETR(ckpt).train(awkward_data["train"], recipe=recipe, epochs=1, output=tmp_path / "r", minutes=1.5)
     assert captured_run["cfg"].init_from == str(ckpt)
     assert captured_run["cfg"].data.train == str(awkward_data["train"])
+    assert captured_run["cfg"].train.time_budget_s == 90.0  # minutes=, as `rtdetr train --minutes`
 
 
 def test_serve_config_validates_itself() -> None:

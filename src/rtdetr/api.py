@@ -247,11 +247,13 @@ class RTDETR:
         batch: int | None = None,
         image_size: int | tuple[int, int] | None = None,
         output: str | Path | None = None,
+        minutes: float | None = None,
         **train: Any,
     ) -> dict[str, Any]:
         """Train this model (a checkpoint's weights are the starting point; heads are re-initialised for another
-        class count). ``train`` keys go to the ``train`` section (``lr=2e-4``, ``amp=True`` ...). The best
-        weights are loaded into this object afterwards."""
+        class count). ``minutes`` is a training time budget (``rtdetr train --minutes``); ``train`` keys go to
+        the ``train`` section (``lr=2e-4``, ``amp=True`` ...). The best weights are loaded into this object
+        afterwards."""
         from rtdetr.engine.trainer import Trainer
 
         model = self._torch("train()").model
@@ -262,6 +264,7 @@ class RTDETR:
             ("train", "epochs", epochs),
             ("train", "batch_size", batch),
             ("train", "output_dir", output),
+            ("train", "time_budget_s", None if minutes is None else minutes * 60),
         ):
             if value is not None:
                 updates[section][key] = str(value) if isinstance(value, Path) else value
