@@ -196,3 +196,26 @@ def test_predict_takes_several_sources_and_writes_yolo_labels(tmp_path: Path, ca
     assert "argument --save-txt: not allowed with argument --no-save" in capsys.readouterr().err
     assert main([*argv, "--no-save", "--save-conf"]) == 1
     assert "--save-conf writes label files: it cannot go with --no-save" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_training_says_what_was_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Ctrl-C printed only 'interrupted': now where the last finished epoch is and how to go on from it."""
+    import torch
+
+    class Interrupted:
+        def __init__(self, cfg) -> None:  # noqa: ANN001
+            self.out_dir = tmp_path / "run"
+
+        def fit(self) -> dict:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("rtdetr.engine.trainer.Trainer", Interrupted)
+    assert main(["train", "--data", "d.json"]) == 130
+    assert f"interrupted; {tmp_path / 'run'}: no epoch had finished, so nothing was saved" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    torch.save({"epoch": 4, "model": {}}, tmp_path / "run" / "last.pth")
+    assert main(["train", "--data", "d.json"]) == 130
+    err = capsys.readouterr().err
+    assert f"last.pth holds epoch 4; continue from there with: rtdetr train --resume {tmp_path / 'run'}" in err

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rtdetr import cli_args as arg
-from rtdetr.engine.rundir import fresh_folder, train_summary
+from rtdetr.engine.rundir import fresh_folder, interrupted_note, train_summary
 from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args, resolve_classes
 
 __all__ = ["main"]
@@ -94,7 +94,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if value is not None:
             (updates[section] if section else updates)[key] = value
     cfg = load_recipe(args.recipe, list(args.overrides), updates)
-    result = Trainer(cfg).fit()
+    trainer = Trainer(cfg)
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:  # said by main, after "interrupted"
+        raise KeyboardInterrupt(interrupted_note(trainer.out_dir)) from None
     print(train_summary(result))
     return 0
 
@@ -479,8 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
         return code
-    except KeyboardInterrupt:
-        print(f"rtdetr {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"rtdetr {args.command}: interrupted" + (f"; {e}" if str(e) else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (`rtdetr check-data ... | head`): stop quietly
         import os

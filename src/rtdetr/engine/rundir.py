@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_FILES", "best_checkpoint", "finished_run", "fresh_folder", "fresh_output_dir", "train_summary"]
+__all__ = ["RUN_FILES", "best_checkpoint", "finished_run", "fresh_folder", "fresh_output_dir", "interrupted_note",
+           "train_summary"]  # fmt: skip
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv")
 
@@ -62,3 +63,17 @@ def train_summary(result: dict) -> str:
         return f"AP not measured (the evaluation gave none); {where}"
     return (f"no validation set, so no AP: best.pth holds the last epoch ({result.get('epochs_run')}); evaluate it "
             f"with 'rtdetr val {result['output_dir']}/best.pth --data ...'; {where}")  # fmt: skip
+
+
+def interrupted_note(out_dir: Path) -> str:
+    """What an interrupted run (Ctrl-C) left in ``out_dir``: the epoch its ``last.pth`` holds and how to go on."""
+    last = out_dir / "last.pth"
+    if not last.is_file():
+        return f"{out_dir}: no epoch had finished, so nothing was saved to resume from"
+    from rtdetr.convert.checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        epoch = f"epoch {int(read_checkpoint(last)['epoch'])}"
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        epoch = "its last finished epoch"
+    return f"{last} holds {epoch}; continue from there with: rtdetr train --resume {out_dir}"
