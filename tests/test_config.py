@@ -68,6 +68,7 @@ def test_overrides_merge_into_variant() -> None:
         ("train", {"time_budget_s": -5.0}, "time_budget_s must be > 0"),
         ("train", {"o2m_queries": -1}, "o2m_queries must be >= 0"),
         ("train", {"o2m_repeat": 0}, "o2m_repeat must be >= 1"),
+        ("train", {"no_aug_epochs": -1}, "no_aug_epochs must be >= 0"),
         ("data", {"mosaic": 1.5}, r"data: mosaic is a probability"),
         ("data", {"mixup": -0.1}, r"data: mixup is a probability"),
         ("data", {"mosaic_scale": [0.8, 0.5]}, "mosaic_scale"),

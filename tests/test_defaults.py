@@ -112,6 +112,16 @@ def test_values_set_by_the_user_win() -> None:
     assert big.train.warmup_share == 0.3 and big.train.schedule == "cosine"
 
 
+def test_a_no_aug_tail_longer_than_the_run_covers_it_and_is_said() -> None:
+    """`-c recipe.yaml --epochs 1` with the recipe's no_aug_epochs 3 was a ConfigError; now every epoch is in the
+    tail, said, and the saved value is the epochs."""
+    cfg, why = _resolved(5000, "train.epochs=1", "train.no_aug_epochs=3")
+    assert cfg.train.no_aug_epochs == 1
+    assert why.endswith("; no_aug_epochs 3 is more than the 1 epoch(s): none trains with strong augmentation")
+    kept, why = _resolved(5000, "train.epochs=4", "train.no_aug_epochs=3")
+    assert kept.train.no_aug_epochs == 3 and "no_aug_epochs" not in why
+
+
 def test_the_run_saves_the_resolved_recipe(tmp_path: Path) -> None:
     from rtdetr.data.synthetic import make_synthetic_coco
     from rtdetr.engine.trainer import Trainer

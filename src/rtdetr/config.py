@@ -329,8 +329,8 @@ class TrainConfig:
                               f"{self.ema_decay} and {self.min_lr_ratio}")  # fmt: skip
         if self.o2m_queries < 0:
             raise ConfigError(f"o2m_queries must be >= 0, got {self.o2m_queries}")
-        if not 0 <= self.no_aug_epochs <= self.epochs:
-            raise ConfigError(f"no_aug_epochs {self.no_aug_epochs} must be within 0..epochs ({self.epochs})")
+        if self.no_aug_epochs < 0:  # more than epochs: every epoch is in the tail (training says so)
+            raise ConfigError(f"no_aug_epochs must be >= 0, got {self.no_aug_epochs}")
         if (self.lr is not None and self.lr <= 0) or (self.backbone_lr is not None and self.backbone_lr < 0):
             raise ConfigError("lr must be > 0 and backbone_lr >= 0")
         if self.schedule_over == "time" and not self.time_budget_s:

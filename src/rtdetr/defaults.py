@@ -131,6 +131,11 @@ def resolve_defaults(
             if key == "schedule_over" and value == "time" and not cfg.train.time_budget_s:
                 value = "epochs"
             sections[section][key] = value
+    tail = ""
+    if cfg.train.no_aug_epochs > cfg.train.epochs:  # a recipe's tail longer than the epochs a flag asked for
+        sections["train"]["no_aug_epochs"] = cfg.train.epochs
+        tail = (f"; no_aug_epochs {cfg.train.no_aug_epochs} is more than the {cfg.train.epochs} epoch(s): none"
+                " trains with strong augmentation")  # fmt: skip
     train = dataclasses.replace(cfg.train, **sections["train"])
     data = dataclasses.replace(cfg.data, **sections["data"])
-    return dataclasses.replace(cfg, train=train, data=data), f"training defaults: {name} ({why})"
+    return dataclasses.replace(cfg, train=train, data=data), f"training defaults: {name} ({why}){tail}"

@@ -127,3 +127,20 @@ def test_this_machine_is_described() -> None:
 
 def test_the_suite_runs_on_a_pinned_cpu() -> None:
     assert hardware.cpu_info().model == "pinned test CPU" and choose_precision("auto", "cpu")[0] == "fp32"
+
+
+def test_loader_workers_fit_the_cpus_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A recipe's data.workers 4 on a 2-CPU machine made PyTorch warn at each loader ('suggested max number of
+    worker ... is 2') and the workers contend for the cores."""
+    import os
+
+    from rtdetr.engine.hardware import loader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with caplog.at_level(logging.INFO, logger="rtdetr"):
+        assert loader_workers(4) == 2
+    assert "data.workers 4 > the 2 CPU(s) here: loading with 2 worker(s)" in caplog.text
+    assert loader_workers(2) == 2 and loader_workers(0) == 0  # within: as asked (0: the main process loads)
+    assert loader_workers(4, per_process=4) == 1  # four DDP processes share the two CPUs

@@ -167,12 +167,17 @@ def test_init_from_another_variant_is_refused_unless_partial(tiny_data: dict, tm
     )
 
 
-def test_failed_start_leaves_no_folder(tmp_path: Path) -> None:
+def test_failed_start_leaves_no_folder(tmp_path: Path, tiny_data: dict, capsys: pytest.CaptureFixture) -> None:
     from rtdetr.cli import main
 
     out = tmp_path / "never"
     assert main(["train", "--data", str(tmp_path / "missing.json"), "--output", str(out)]) == 1
     assert not out.exists()
+    assert f"error: data.train: {tmp_path / 'missing.json'}: no such file or folder" in capsys.readouterr().err
+    # a recipe's val path left in place by --data: the error says which setting holds it
+    (tmp_path / "r.yaml").write_text("data:\n  train: coco/train.json\n  val: coco/val.json\n")
+    assert main(["train", "-c", str(tmp_path / "r.yaml"), "--data", str(tiny_data["train"]), "-o", str(out)]) == 1
+    assert "error: data.val: coco/val.json: no such file or folder" in capsys.readouterr().err and not out.exists()
 
 
 def test_time_schedule_turns_augmentation_off_for_the_budget_tail(tiny_data: dict, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from rtdetr.config import ConfigError, DataConfig
 from rtdetr.data.coco import load_coco
 from rtdetr.data.records import DataError, DatasetIndex, find_images
 from rtdetr.data.voc import load_voc
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 #: the split a file name speaks of (``instances_train2017``: train; ``valid``: val)
 _SPLIT_WORD = re.compile(r"train|val|test")
 
-__all__ = ["DatasetFormat", "detect_format", "load_index"]
+__all__ = ["DatasetFormat", "detect_format", "load_index", "load_run_sets"]
 
 DatasetFormat = Literal["auto", "coco", "yolo", "voc"]
 
@@ -124,6 +125,32 @@ def load_index(
         why = "; ".join([*index.notes, *index.problems[:3]]) or "no images"
         raise DataError(f"{index.source}: no usable images ({why})")
     return index
+
+
+def load_run_sets(
+    data: DataConfig, train: DatasetIndex | None = None, val: DatasetIndex | None = None
+) -> tuple[DatasetIndex, DatasetIndex | None]:
+    """A run's training and validation sets from its data settings (sets given are used as they are). An error
+    names the setting it comes from: a recipe's ``data.val`` left in place by ``--data`` shows as such."""
+    if train is None:
+        if not data.train:
+            raise ConfigError("data.train is not set: give a COCO json, YOLO data.yaml or VOC folder")
+        train = _load_setting("data.train", data.train, data.train_split, data.format)
+    if val is None and data.val:
+        names = train.class_names if train.format == "voc" else None  # VOC: the train set's order
+        val = _load_setting("data.val", data.val, data.val_split, data.format, names)
+    if val is not None and val.class_names != train.class_names:
+        raise ConfigError(f"train and val class names differ: {train.class_names[:5]}... vs {val.class_names[:5]}...")
+    return train, val
+
+
+def _load_setting(
+    setting: str, path: str, split: str, format: DatasetFormat, class_names: list[str] | None = None
+) -> DatasetIndex:
+    try:
+        return load_index(path, split, format, class_names=class_names)
+    except DataError as e:
+        raise DataError(f"{setting}: {e}") from None
 
 
 def _drop_missing_files(index: DatasetIndex) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CpuInfo", "amp_dtype", "choose_precision", "cpu_info", "PRECISIONS"]
+__all__ = ["CpuInfo", "amp_dtype", "choose_precision", "cpu_info", "loader_workers", "PRECISIONS"]
 
 log = logging.getLogger("rtdetr")
 
@@ -178,3 +179,18 @@ def amp_dtype(name: str, device: torch.device | str, warn: bool = False) -> torc
             cpu_info().cpu_class,
         )
     return dtype
+
+
+def loader_workers(requested: int, per_process: int = 1) -> int:
+    """DataLoader workers for ``requested`` on this machine: at most the CPUs this process may use divided among
+    ``per_process`` processes (more only contend for the cores; PyTorch warns at each loader). Says so once when
+    it cuts."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    usable = max(1, cpus // max(1, per_process))
+    if requested > usable:
+        log.info("data.workers %d > the %d CPU(s) here: loading with %d worker(s)", requested, cpus, usable)
+        return usable
+    return requested

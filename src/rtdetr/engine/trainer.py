@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from rtdetr.config import ConfigError, RunConfig, to_dict
 from rtdetr.convert.checkpoint import atomic_save, load_state_dict_into, read_checkpoint, remove_stale_saves
-from rtdetr.data import BatchCollator, DetectionDataset, load_index
+from rtdetr.data import BatchCollator, DetectionDataset
+from rtdetr.data.detect import load_run_sets
 from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex
 from rtdetr.data.transforms import build_train_transforms, build_val_transforms, default_scales
@@ -35,7 +36,7 @@ from rtdetr.engine.anneal import AnnealStart
 from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_decides
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
-from rtdetr.engine.hardware import amp_dtype
+from rtdetr.engine.hardware import amp_dtype, loader_workers
 from rtdetr.engine.logger import RunLogger, format_row, log_index, progress_bar, setup_logging
 from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
 from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir
@@ -64,17 +65,7 @@ class Trainer:
         barrier()  # every rank has chosen the folder before the first one creates it
         t = cfg.train
         self.out_dir = Path(t.output_dir)
-        if train_index is None:
-            if not cfg.data.train:
-                raise ConfigError("data.train is not set: give a COCO json, YOLO data.yaml or VOC folder")
-            train_index = load_index(cfg.data.train, cfg.data.train_split, cfg.data.format)
-        if val_index is None and cfg.data.val:
-            names = train_index.class_names if train_index.format == "voc" else None  # VOC: the train set's order
-            val_index = load_index(cfg.data.val, cfg.data.val_split, cfg.data.format, class_names=names)
-        if val_index is not None and val_index.class_names != train_index.class_names:
-            raise ConfigError(
-                f"train and val class names differ: {train_index.class_names[:5]}... vs {val_index.class_names[:5]}..."
-            )
+        train_index, val_index = load_run_sets(cfg.data, train_index, val_index)
         # the run folder appears only once the data has parsed: a bad path or file leaves no empty run behind
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,13 +134,13 @@ class Trainer:
             self.sampler = DistributedSampler(self.train_set, shuffle=True, seed=t.seed, drop_last=True)
         else:
             self.sampler = RandomSampler(self.train_set, generator=self.generator)
-        per_rank = t.batch_size // self.world
+        per_rank, workers = t.batch_size // self.world, loader_workers(cfg.data.workers, self.world)
         self.train_loader = DataLoader(
             self.train_set,
             per_rank,
             sampler=self.sampler,
             collate_fn=self.collate,
-            num_workers=cfg.data.workers,
+            num_workers=workers,
             drop_last=len(self.train_set) >= t.batch_size,
             persistent_workers=False,
             pin_memory=self.device.type == "cuda",
@@ -187,7 +178,7 @@ class Trainer:
         if val_index is not None:
             val_set = DetectionDataset(val_index, build_val_transforms(size))
             self.val_loader = DataLoader(
-                val_set, per_rank, shuffle=False, collate_fn=BatchCollator(), num_workers=cfg.data.workers
+                val_set, per_rank, shuffle=False, collate_fn=BatchCollator(), num_workers=workers
             )
             cat_ids = val_index.category_ids or list(range(1, val_index.num_classes + 1))
             self.evaluator = CocoEvaluator(ground_truth_for(val_index)[0], label_to_category=cat_ids)
