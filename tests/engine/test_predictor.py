@@ -162,9 +162,10 @@ def test_results_formats_and_save(tmp_path: Path) -> None:
     no_image = Results(r.boxes, r.scores, r.labels, r.names, r.orig_size)
     with pytest.raises(ValueError, match="keeps no image"):
         no_image.plot()
-    with pytest.raises(ValueError, match=r"o.txt: save as an image \(.jpg, .png, ...\) or as .json, not .txt"):
-        r.save(tmp_path / "o.txt")
-    assert not (tmp_path / "o.txt").exists()
+    with pytest.raises(ValueError, match=r"o.csv: save as an image \(.jpg, .png, ...\), as .json or as .txt"):
+        r.save(tmp_path / "o.csv")
+    assert not (tmp_path / "o.csv").exists()
+    assert no_image.save(tmp_path / "o.txt").read_text() == "1 0.200000 0.200000 0.200000 0.200000\n"  # YOLO
     # one line, not every class name and tensor (an 80-class model printed ~1,500 characters per result)
     assert repr(r) == "Results('x.jpg', 100x200, 1 detections: b 0.80)"
     many = Results(torch.zeros(7, 4), torch.linspace(0.9, 0.3, 7), torch.zeros(7, dtype=torch.long), ["a"] * 80,

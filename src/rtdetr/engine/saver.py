@@ -86,7 +86,7 @@ class ResultSaver:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.video_stride = video_stride
         self.labels = self.folder / "labels" if save_txt else None
-        self.save_conf = save_conf
+        self.save_conf, self.names_written = save_conf, False
         self.used: set[str] = {"classes"} if save_txt else set()  # labels/classes.txt holds the class names
         #: the video being written and its source (sources run one after another: one is open at a time)
         self.video: tuple[str | None, _VideoOut] | None = None
@@ -128,8 +128,9 @@ class ResultSaver:
 
     def _txt(self, r: Results, name: str) -> None:
         if self.labels is not None:
-            if not self.labels.is_dir():  # the names too, where the YOLO reader looks for them
-                self.labels.mkdir()
+            if not self.names_written:  # the names too, where the YOLO reader looks for them
+                self.labels.mkdir(exist_ok=True)
+                self.names_written = True
                 (self.labels / "classes.txt").write_text("".join(f"{n}\n" for n in r.names))
                 self.written.append(self.labels / "classes.txt")
             path = self.labels / f"{name}.txt"
