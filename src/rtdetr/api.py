@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rtdetr.config import ConfigError, RunConfig, to_dict
+from rtdetr.convert.checkpoint import checkpoint_file
 from rtdetr.data.coco import COCO_CLASSES
 from rtdetr.engine.backend import Detector, TorchDetector, open_detector
 from rtdetr.engine.distributed import resolve_device
@@ -30,7 +31,8 @@ class RTDETR:
 
     Args:
         model: a variant name (random weights, e.g. ``"rtdetr_r18vd"``) or a checkpoint: ours, an official
-            ``.pth`` or an HF ``model.safetensors``.
+            ``.pth`` or an HF ``model.safetensors``; a run folder stands for its ``best.pth``; or an exported
+            ``.onnx`` / OpenVINO ``.xml``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
         class_names: names by label (default: from the checkpoint, COCO for 80-class models, else ``"0"``...).
         precision: ``"auto"`` (default: bf16 autocast on CPUs with native bf16, i.e. AVX512_BF16 or AMX, where it
@@ -67,6 +69,7 @@ class RTDETR:
         **overrides: Any,
     ) -> None:
         self.device = resolve_device(device)
+        model = checkpoint_file(model)  # a run folder: its best.pth
         graph = str(model).endswith((".onnx", ".xml"))
         if channels_last is None:
             channels_last = self.device.type == "cpu" and not graph

@@ -20,7 +20,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from rtdetr.bench.profile import count_gflops, count_parameters
     from rtdetr.models import create_model, get_variant, list_models
 
-    if Path(args.pattern).is_file() or args.pattern.endswith((".pth", ".pt", ".safetensors", ".onnx", ".xml")):
+    if Path(args.pattern).exists() or args.pattern.endswith((".pth", ".pt", ".safetensors", ".onnx", ".xml")):
         from rtdetr.convert.summary import describe_checkpoint, describe_export, format_summary
 
         describe = describe_export if args.pattern.endswith((".onnx", ".xml")) else describe_checkpoint

@@ -59,3 +59,35 @@ def test_a_missing_or_foreign_file_is_one_line(tmp_path: Path, capsys: pytest.Ca
     torch.save({"weights": {"w": torch.zeros(2)}}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="no state dict found"):
         describe_checkpoint(tmp_path / "other.pth")
+
+
+def test_a_folder_stands_for_its_model_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`rtdetr predict runs/train x.jpg`, `RTDETR("runs/train")`, `rtdetr info runs/train`: a run folder means its
+    best.pth (else last.pth), an HF download its model.safetensors; an empty folder is one clear line."""
+    from rtdetr import RTDETR
+    from rtdetr.convert.checkpoint import checkpoint_file
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match="run: a folder without best.pth, last.pth, model.safetensors"):
+        checkpoint_file(run)
+    model = create_model("rtdetr_r18vd", num_classes=2, eval_spatial_size=[64, 64])
+    save_model(model, run / "last.pth", {"class_names": ["x", "y"], "epoch": 2})
+    assert checkpoint_file(run) == run / "last.pth"
+    save_model(model, run / "best.pth", {"class_names": ["x", "y"], "epoch": 1})
+    assert checkpoint_file(run) == run / "best.pth" and checkpoint_file(str(run / "last.pth")) == str(run / "last.pth")
+    det = RTDETR(run, device="cpu")
+    assert det.checkpoint == run / "best.pth" and det.class_names == ["x", "y"]
+    from rtdetr.engine.warmstart import init_from_checkpoint  # --init-from runs/train
+
+    torch.manual_seed(1)
+    fresh = create_model("rtdetr_r18vd", num_classes=2, eval_spatial_size=[64, 64])
+    init_from_checkpoint(fresh, str(run), partial=False)
+    key = "decoder.dec_bbox_head.0.layers.0.weight"
+    assert torch.equal(fresh.state_dict()[key], model.state_dict()[key])
+    assert main(["info", str(run)]) == 0 and f"{run / 'best.pth'}: ours checkpoint" in capsys.readouterr().out
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "model.safetensors").write_bytes(b"")
+    assert checkpoint_file(hf) == hf / "model.safetensors"
+    assert main(["info", str(tmp_path)]) == 1 and "a folder without best.pth" in capsys.readouterr().err

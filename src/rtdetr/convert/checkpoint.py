@@ -196,6 +196,22 @@ def _hf_config_beside(path: Path) -> dict | None:
     return None
 
 
+#: the files a folder given as a model stands for, in this order: a run's best and last, an HF download
+FOLDER_MODELS = ("best.pth", "last.pth", "model.safetensors")
+
+
+def checkpoint_file(source: str | Path) -> str | Path:
+    """``source``, or for a folder the model file in it: a training run's ``best.pth`` (else ``last.pth``), or an
+    HF download's ``model.safetensors``. Raises :class:`CheckpointError` for a folder holding none."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return source
+    for name in FOLDER_MODELS:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"{folder}: a folder without {', '.join(FOLDER_MODELS)}; give the model file itself")
+
+
 def load_model(
     source: str | os.PathLike,
     variant: str | None = None,
@@ -208,7 +224,8 @@ def load_model(
     * a registered variant name (``"rtdetr_r18vd"``): random weights;
     * our checkpoint (carries ``model_config``): rebuilt exactly;
     * an official ``.pth``: config inferred from the tensors (``variant`` pins the name, e.g. for ``*_dsp``);
-    * HF ``model.safetensors``: config from the ``config.json`` beside it, else inferred after conversion.
+    * HF ``model.safetensors``: config from the ``config.json`` beside it, else inferred after conversion;
+    * a folder: its ``best.pth``, ``last.pth`` or ``model.safetensors`` (:func:`checkpoint_file`).
 
     ``overrides`` (e.g. ``num_classes=3``, ``decoder={"eval_idx": 2}``) apply on top; with ``strict=False``
     mismatching heads are left at their random initialisation.
@@ -216,7 +233,7 @@ def load_model(
     src = str(source)
     if src in list_models():
         return create_model(src, **overrides)
-    path = Path(src)
+    path = Path(checkpoint_file(src))
     ckpt = read_checkpoint(path, weights_only=weights_only)
     state, origin = extract_state_dict(ckpt, str(path))
     cfg = checkpoint_config(path, ckpt, state, origin, variant, **overrides)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rtdetr.convert.checkpoint import checkpoint_config, extract_state_dict, read_checkpoint
+from rtdetr.convert.checkpoint import checkpoint_config, checkpoint_file, extract_state_dict, read_checkpoint
 from rtdetr.convert.official import REGENERABLE
 
 __all__ = ["describe_checkpoint", "describe_export", "format_summary"]
@@ -29,7 +29,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         CheckpointError: the file is missing, unreadable or holds no RT-DETR weights.
     """
-    p = Path(path)
+    p = Path(checkpoint_file(Path(path)))
     ckpt = read_checkpoint(p)
     state, origin = extract_state_dict(ckpt, str(p))
     cfg = checkpoint_config(p, ckpt, state, origin)

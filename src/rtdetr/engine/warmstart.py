@@ -8,7 +8,7 @@ import logging
 from torch import nn
 
 from rtdetr.config import ConfigError
-from rtdetr.convert.checkpoint import extract_state_dict, load_state_dict_into, read_checkpoint
+from rtdetr.convert.checkpoint import checkpoint_file, extract_state_dict, load_state_dict_into, read_checkpoint
 
 __all__ = ["init_from_checkpoint"]
 
@@ -23,6 +23,7 @@ def init_from_checkpoint(model: nn.Module, path: str, partial: bool) -> tuple[in
         ConfigError: tensors other than the class heads do not fit (or the checkpoint has tensors the model
             lacks) and ``partial`` is False.
     """
+    path = str(checkpoint_file(path))  # a run folder: its best.pth
     state, origin = extract_state_dict(read_checkpoint(path), path)
     report = load_state_dict_into(model, state, strict=False, origin=path)
     left = sorted(set(report.missing) | {k for k, _, _ in report.mismatched})
