@@ -251,3 +251,31 @@ def test_resize_on_the_device_gives_pils_pixels() -> None:
     assert (a[0] - aliased[0]).abs().mean() > 1.0 / 255
     with pytest.raises(ValueError, match="resize must be one of"):
         Predictor(model, ["a", "b", "c"], (64, 64), resize="gpu")
+
+
+def test_image_urls_are_downloaded(tmp_path: Path) -> None:
+    """An http(s) URL ending in an image extension went to OpenCV as a 'stream' ('cannot open video or stream');
+    now it is fetched and decoded, and each failure names the URL (served here by a local HTTP server)."""
+    import functools
+    import http.server
+    import threading
+
+    from rtdetr.engine.predictor import iter_source
+
+    Image.new("RGB", (40, 30), (0, 120, 250)).save(tmp_path / "blue.png")
+    (tmp_path / "text.jpg").write_text("not an image")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        [(image, path, frame)] = list(iter_source(f"{base}/blue.png?size=large"))
+        assert image.size == (40, 30) and image.getpixel((5, 5)) == (0, 120, 250)
+        assert (path, frame) == (f"{base}/blue.png?size=large", None)
+        with pytest.raises(OSError, match=r"missing.jpg: cannot download \(HTTP 404 File not found\)"):
+            list(iter_source(f"{base}/missing.jpg"))
+        with pytest.raises(OSError, match=r"text.jpg"):
+            list(iter_source(f"{base}/text.jpg"))
+    finally:
+        server.shutdown()

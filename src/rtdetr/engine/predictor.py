@@ -113,12 +113,41 @@ def _video_frames(source: str | int, stride: int = 1) -> Iterator[Item]:
         cap.release()
 
 
+#: the largest image a URL may send (bytes)
+MAX_URL_BYTES = 64 * 2**20
+
+
+def _url_suffix(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return Path(urlsplit(url).path).suffix.lower()
+
+
+def _url_image(url: str) -> Image.Image:
+    """The image at an ``http(s)://`` URL whose path ends in an image extension (a video or stream URL goes to
+    OpenCV). Errors name the URL: unreachable, an HTTP error, too large, or not an image."""
+    import io
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (http and https only, checked above)
+            data = response.read(MAX_URL_BYTES + 1)
+    except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
+        code = f"HTTP {e.code} " if isinstance(e, urllib.error.HTTPError) else ""
+        raise OSError(f"{url}: cannot download ({code}{getattr(e, 'reason', None) or e})") from None
+    if len(data) > MAX_URL_BYTES:
+        raise OSError(f"{url}: more than {MAX_URL_BYTES // 2**20} MB, too large for an image")
+    return load_image(io.BytesIO(data), name=url)
+
+
 def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
     """Expand any supported source into ``(PIL image, path or None, frame or None)`` items.
 
     Sources: a PIL image, an HxWx3 RGB array (uint8, or floats in 0..1), a ``[3, H, W]`` tensor (same), a batch of
     these (``[B, H, W, 3]`` array, ``[B, 3, H, W]`` tensor), an image path, a folder, a glob pattern, a video file,
-    a camera index (int or digit string), a stream URL, or a list of any of these.
+    a camera index (int or digit string), an image URL (``http(s)://...jpg``, downloaded), a video or stream URL,
+    or a list of any of these.
     Unreadable images and videos inside a folder or glob are skipped with a warning naming the file; the files of a
     folder that are neither (by extension) are named in one warning.
     """
@@ -130,7 +159,10 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
         yield from _video_frames(int(source), video_stride)
         return
     if isinstance(source, str) and source.split("://", 1)[0] in ("rtsp", "rtmp", "http", "https", "udp", "tcp"):
-        yield from _video_frames(source, video_stride)
+        if source.startswith(("http://", "https://")) and _url_suffix(source) in IMAGE_SUFFIXES:
+            yield _url_image(source), source, None
+        else:
+            yield from _video_frames(source, video_stride)
         return
     if isinstance(source, str | Path):
         p = Path(source)
