@@ -125,6 +125,8 @@ def test_video_file_frames(tmp_path: Path, predictor: Predictor) -> None:
     bad.write_bytes(b"nope")
     with pytest.raises(OSError, match="cannot open video"):
         list(iter_source(bad))
+    with pytest.raises(OSError, match="camera 99: cannot open it"):  # was '99: cannot open video or stream'
+        list(iter_source("99"))
 
 
 def test_conf_and_class_filters(predictor: Predictor) -> None:

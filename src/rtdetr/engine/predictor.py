@@ -98,6 +98,8 @@ def _video_frames(source: str | int, stride: int = 1) -> Iterator[Item]:
         raise ImportError("video and camera input need OpenCV (pip install opencv-python-headless)") from None
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
+        if isinstance(source, int):
+            raise OSError(f"camera {source}: cannot open it (no such device, or another program holds it)")
         raise OSError(f"{source}: cannot open video or stream")
     name = None if isinstance(source, int) else str(source)
     i = 0
