@@ -305,7 +305,8 @@ class RTDETR:
     ) -> dict[str, Any]:
         """Export the fused model with its post-processor.
 
-        ``format="onnx"`` writes an ONNX graph (parity-checked against PyTorch by default); ``int8=True`` also
+        ``format="onnx"`` writes an ONNX graph (parity-checked against PyTorch by default) to ``output``, by default
+        beside the checkpoint (``runs/train/best.onnx``; a variant name: ``<name>.onnx`` here); ``int8=True`` also
         writes ``<stem>_int8.onnx`` calibrated on up to 64 images from ``calibration`` (an image folder or any
         dataset path). ``format="openvino"`` converts the ONNX graph to OpenVINO IR (``<stem>_openvino/<stem>.xml``,
         or exactly ``output`` when it ends in ``.xml``), and with ``int8=True`` the int8 graph too
@@ -320,7 +321,8 @@ class RTDETR:
             raise ValueError("int8 export needs calibration images (calibration=<image folder or dataset>)")
         assert self.model.config is not None
         size = image_size or self.image_size
-        default = Path(self.checkpoint.stem if self.checkpoint else self.model.config.name).with_suffix(".onnx")
+        # beside the checkpoint (runs/a/best.pth and runs/b/best.pth do not share one ./best.onnx); a variant: here
+        default = self.checkpoint.with_suffix(".onnx") if self.checkpoint else Path(f"{self.model.config.name}.onnx")
         onnx_path = Path(output or default).with_suffix(".onnx")
         report = export_onnx(
             self.model,

@@ -417,7 +417,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--int8", action="store_true", help="also write an int8 (QDQ) ONNX graph; with --format openvino an int8 IR too"
     )
     exp.add_argument("--calib", help="calibration images for --int8: an image folder or a dataset path")
-    exp.add_argument("--output", "-o", help="output file (default: <checkpoint stem>.onnx)")
+    exp.add_argument("--output", "-o", help="output file (default: the checkpoint's path with .onnx)")
     exp.add_argument("--size", type=arg.side, help="square input size (default: the model's)")
     exp.add_argument("--opset", type=int, default=17)
     exp.add_argument(

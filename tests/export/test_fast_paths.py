@@ -115,6 +115,11 @@ def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(r8) == 10 and r8.names == ["a", "b", "c"]
     assert main(["export", str(ckpt), "--int8"]) == 1
     assert "needs calibration images" in capsys.readouterr().err
+    best = tmp_path / "run" / "best.pth"
+    best.parent.mkdir()
+    best.write_bytes(ckpt.read_bytes())
+    assert main(["export", str(best.parent), "--max-det", "10", "--no-check"]) == 0  # no -o: beside the checkpoint
+    assert best.with_suffix(".onnx").is_file() and f"wrote {best.with_suffix('.onnx')}" in capsys.readouterr().out
     # -o ending in .xml: the IR goes exactly there (it went to <stem>_openvino/ whatever -o said)
     ir = tmp_path / "ir" / "det.xml"
     assert main(["export", str(ckpt), "-o", str(ir), "--format", "openvino", "--max-det", "10"]) == 0
