@@ -146,3 +146,13 @@ def test_the_cosine_starts_where_anneal_from_says() -> None:
     # the warm-up still applies while waiting
     warm = TrainConfig(epochs=10, warmup_iters=10, schedule="cosine")
     assert lr_factor(4, warm, 10, anneal_from=None) == pytest.approx(0.5)
+
+
+def test_eta_note_counts_epochs_and_the_budget() -> None:
+    from rtdetr.engine.logger import eta_note
+
+    assert eta_note(600.0, 2, 10) == "; about 50 min left (10 epochs)"  # 5 min per epoch
+    assert eta_note(3900.0, 1, 1) == "; about 1 h 05 min left (1 epoch)"
+    assert eta_note(20.0, 1, 1) == "; about 1 min left (1 epoch)"  # never "0 min"
+    assert eta_note(600.0, 2, 10, budget_left_s=900.0) == "; about 15 min left (the time budget's end)"
+    assert eta_note(600.0, 2, 0) == eta_note(600.0, 2, 3, budget_left_s=0.0) == ""  # nothing left to run

@@ -283,6 +283,8 @@ def test_the_lr_cosine_waits_until_the_run_finds_its_objects(
     run.fit()
     ckpt = read_checkpoint(run.out_dir / "last.pth")
     log_text = (run.out_dir / "log.txt").read_text()
+    assert " left (2 epochs)" in log_text and " left (1 epoch)" in log_text  # each epoch line: the time to go
+    assert "epoch 3: " in log_text and " left (" not in log_text.split("epoch 3: ")[1].splitlines()[0]
     final_lr = run.optimizer.param_groups[0]["lr"]
     if found:  # any boxes pass -0.99: the first read-back (step 2) starts the cosine, which ends at 0
         assert ckpt["anneal"]["found"][0] == 2 and "found the objects at step 2" in log_text

@@ -147,6 +147,20 @@ def format_row(row: dict[str, Any]) -> str:
     return ", ".join(f"{k}={fmt(v)}" for k, v in row.items() if k in _SHOWN)
 
 
+def eta_note(elapsed_s: float, epochs_done: int, epochs_left: int, budget_left_s: float | None = None) -> str:
+    """``"; about 1 h 05 min left (12 epochs)"`` from the wall time of the epochs run so far (evaluations and
+    checkpoints included), capped by a time budget's training time left; empty when nothing is left."""
+    if epochs_left <= 0 or epochs_done <= 0 or (budget_left_s is not None and budget_left_s <= 0):
+        return ""
+    left = elapsed_s / epochs_done * epochs_left
+    until = f"{epochs_left} epoch{'s' * (epochs_left != 1)}"
+    if budget_left_s is not None and budget_left_s < left:
+        left, until = budget_left_s, "the time budget's end"
+    minutes = round(left / 60)
+    text = f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+    return f"; about {text} left ({until})"
+
+
 def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None

@@ -37,7 +37,7 @@ from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
 from rtdetr.engine.hardware import amp_dtype, loader_workers
-from rtdetr.engine.logger import RunLogger, format_row, log_index, progress_bar, setup_logging
+from rtdetr.engine.logger import RunLogger, eta_note, format_row, log_index, progress_bar, setup_logging
 from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
 from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir
 from rtdetr.engine.warmstart import init_from_checkpoint
@@ -440,6 +440,7 @@ class Trainer:
             until = done
             if self.main:
                 log.warning("%s: nothing to resume, %s", self.cfg.resume, why)
+        run_t0 = time.time()
         try:
             for epoch in range(self.start_epoch, until):
                 self._seed_epoch(epoch)
@@ -473,7 +474,10 @@ class Trainer:
                     atomic_save(ckpt, self.out_dir / "last.pth")
                     if is_best or self.val_loader is None:
                         atomic_save(best_checkpoint(ckpt), self.out_dir / "best.pth")
-                    log.info("epoch %d: %s", epoch + 1, format_row(row))
+                    budget = None if t.time_budget_s is None else t.time_budget_s - self.train_time_s
+                    left = 0 if self.out_of_time else until - epoch - 1
+                    eta = eta_note(time.time() - run_t0, epoch + 1 - self.start_epoch, left, budget)
+                    log.info("epoch %d: %s%s", epoch + 1, format_row(row), eta)
                 stop = (t.patience > 0 and self.bad_evals >= t.patience) or self.out_of_time
                 if self.out_of_time and self.main:
                     log.info("time budget of %.0f s used: stopping after epoch %d", t.time_budget_s, epoch + 1)
