@@ -182,6 +182,14 @@ def test_cli_serve_rejects_bad_settings(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as e:
         main(["serve", "rtdetr_r18vd", "--port", "http"])
     assert e.value.code == 2
+    import socket
+
+    with socket.socket() as taken:  # another service on the port: said before the model loads, not after start-up
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "rtdetr_r18vd", "--port", str(port)]) == 1
+    assert f"127.0.0.1:{port}: cannot listen there (Address already in use)" in capsys.readouterr().err
 
 
 def test_curl_data_binary_upload_is_sniffed(client: TestClient) -> None:

@@ -38,6 +38,7 @@ def serve(
 
     from rtdetr.api import RTDETR
 
+    _check_port(host, port)  # before the model loads: a port in use was found only after the start-up line
     limit_malloc_arenas()
     detector = RTDETR(model, fuse=fuse, **detector_kwargs)
     detector.backend.set_decoder_depth(decoder_depth)
@@ -49,3 +50,17 @@ def serve(
         flush=True,
     )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=True, limit_concurrency=cfg.max_pending * 2)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Raise ``OSError`` naming ``host:port`` when the service could not listen there (in use, no such address)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closed port's wait is fine
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            why = e.strerror or e
+            raise OSError(f"{host}:{port}: cannot listen there ({why}); choose another --port or --host") from None
