@@ -403,7 +403,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="detect objects in images, folders, globs, videos or a camera")
     pred.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
     pred.add_argument(
-        "source", nargs="+", help="images, folders, globs ('imgs/*.jpg'), video files, a camera index or stream URL"
+        "source", nargs="+", help="images (files, URLs), folders, globs, .txt lists, videos, a camera index, a stream"
     )
     add_arguments(pred, InferenceOptions, ("conf", "max_det", "classes", "image_size", "batch"))
     arg.add_predict_outputs(pred)

@@ -281,3 +281,25 @@ def test_image_urls_are_downloaded(tmp_path: Path) -> None:
             list(iter_source(f"{base}/text.jpg"))
     finally:
         server.shutdown()
+
+
+def test_a_txt_list_of_images_is_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A YOLO split list (`val.txt`, one path per line) was 'not an image'; now its images are read in order:
+    relative paths against the list's folder, absolute ones as they are; a missing one skipped and named."""
+    import logging
+
+    from rtdetr.engine.predictor import iter_source
+
+    (tmp_path / "images").mkdir()
+    for name, colour in (("a.png", (255, 0, 0)), ("b.png", (0, 255, 0))):
+        Image.new("RGB", (8, 6), colour).save(tmp_path / "images" / name)
+    listing = tmp_path / "val.txt"
+    listing.write_text(f"images/b.png\n\n{tmp_path / 'images' / 'a.png'}\nimages/gone.png\n")
+    with caplog.at_level(logging.WARNING, logger="rtdetr"):
+        items = list(iter_source(listing))
+    assert [Path(str(path)).name for _, path, _ in items] == ["b.png", "a.png"]
+    assert [im.getpixel((0, 0)) for im, _, _ in items] == [(0, 255, 0), (255, 0, 0)]
+    assert "gone.png" in caplog.text
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(FileNotFoundError, match="empty.txt: an empty list of images"):
+        list(iter_source(tmp_path / "empty.txt"))

@@ -149,7 +149,7 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
     Sources: a PIL image, an HxWx3 RGB array (uint8, or floats in 0..1), a ``[3, H, W]`` tensor (same), a batch of
     these (``[B, H, W, 3]`` array, ``[B, 3, H, W]`` tensor), an image path, a folder, a glob pattern, a video file,
     a camera index (int or digit string), an image URL (``http(s)://...jpg``, downloaded), a video or stream URL,
-    or a list of any of these.
+    a ``.txt`` file listing image or video paths (one per line), or a list of any of these.
     Unreadable images and videos inside a folder or glob are skipped with a warning naming the file; the files of a
     folder that are neither (by extension) are named in one warning.
     """
@@ -185,7 +185,9 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
                 )  # fmt: skip
             yield from _files(files, video_stride)
         elif p.is_file():
-            if p.suffix.lower() in VIDEO_SUFFIXES:
+            if p.suffix.lower() == ".txt":  # a list of image/video paths, one per line (YOLO's split lists)
+                yield from _files(_listed_files(p), video_stride)
+            elif p.suffix.lower() in VIDEO_SUFFIXES:
                 yield from _video_frames(str(p), video_stride)
             else:
                 yield load_image(p), str(p), None
@@ -202,6 +204,24 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
             yield _to_pil(image), None, None
         return
     yield _to_pil(source), None, None
+
+
+def _listed_files(listing: Path) -> list[Path]:
+    """The paths a ``.txt`` list names, one per line: absolute, or relative to the list's folder (else to the
+    working directory, as YOLO split lists are written)."""
+    try:
+        lines = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise OSError(f"{listing}: cannot read this list of images ({e})") from None
+    files = []
+    for line in filter(None, lines):
+        path = Path(line)
+        if not path.is_absolute() and (listing.parent / path).exists():
+            path = listing.parent / path
+        files.append(path)
+    if not files:
+        raise FileNotFoundError(f"{listing}: an empty list of images")
+    return files
 
 
 def _files(files: Sequence[Path], video_stride: int) -> Iterator[Item]:
