@@ -336,9 +336,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtdetr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    info = sub.add_parser("info", help="list model variants with parameters and GFLOPs, or describe a checkpoint")
+    info = sub.add_parser("info", help="list model variants with parameters and GFLOPs, or describe a model file")
     info.add_argument(
-        "pattern", nargs="?", default="*", help="shell pattern over variant names (default: all), or a checkpoint file"
+        "pattern", nargs="?", default="*", help="pattern over variant names (default: all), or a model file or folder"
     )
     info.add_argument("--measure", action="store_true", help="build each model and count params/GFLOPs here")
     info.add_argument("--size", type=arg.side, default=640, help="input side for --measure (default 640)")
