@@ -99,14 +99,16 @@ def test_box_problems_name_the_tag_and_case_twins_are_noted(tmp_path: Path) -> N
         "b": "<object><name>Cat</name></object>",
         "c": "<object><name>cat</name><bndbox><xmin></xmin><ymin>2</ymin><xmax>x</xmax><ymax>30</ymax></bndbox>"
         "</object>",
+        "d": "<object><name>red_cell</name></object><object><name>red cell</name></object>",
     }
     for stem, body in bodies.items():
         (root / "Annotations" / f"{stem}.xml").write_text(head.format(stem) + body + "</annotation>")
         write_image(root / "JPEGImages" / f"{stem}.jpg")
     idx = load_index(root, None)  # type: ignore[arg-type]
-    assert idx.dropped["malformed bbox"] == 2 and idx.num_boxes() == 1
+    assert idx.dropped["malformed bbox"] == 4 and idx.num_boxes() == 1
     assert any(
         p.endswith("b.xml: object 0 (Cat): no <bndbox>; a box needs numeric xmin/ymin/xmax/ymax") for p in idx.problems
     )
     assert any("c.xml: object 0 (cat): no <xmin>, <xmax> 'x';" in p for p in idx.problems)
     assert any("class names ['Cat', 'cat'] differ only in case" in n for n in idx.notes)
+    assert any("['red cell', 'red_cell'] differ only in case, spaces or '_'" in n for n in idx.notes)  # as --classes

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, find_images, image_side, sanitize_boxes
+from rtdetr.options import class_key
 
 __all__ = ["load_voc"]
 
@@ -116,11 +117,11 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
             class_names = sorted(files_of)
             by_key: dict[str, list[str]] = {}
             for n in class_names:
-                by_key.setdefault(n.strip().lower(), []).append(n)
+                by_key.setdefault(class_key(n), []).append(n)  # as --classes and the serve API match names
             for same in (v for v in by_key.values() if len(v) > 1):
                 index.notes.append(
-                    f"class names {same} differ only in case or spaces and count as {len(same)} classes: rename them"
-                    f" in the xml files, or pin the list in {root / 'label_list.txt'}"
+                    f"class names {same} differ only in case, spaces or '_' and count as {len(same)} classes: rename"
+                    f" them in the xml files, or pin the list in {root / 'label_list.txt'}"
                 )
             rare = [n for n, files in files_of.items() if len(files) == 1 and len(annotated) >= 20]
             for n in sorted(rare):
