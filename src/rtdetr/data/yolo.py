@@ -13,7 +13,7 @@ from PIL import Image
 from rtdetr.config_io import yaml_error_text
 from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, find_images, sanitize_boxes
 
-__all__ = ["label_dir_for", "load_yolo", "read_data_yaml"]
+__all__ = ["label_dir_for", "listed_images", "load_yolo", "read_data_yaml"]
 
 
 def read_data_yaml(path: str | Path) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def _split_entry(entry: Any, root: Path, what: str) -> Path:
     return p
 
 
-def _listed_images(listing: Path, root: Path) -> list[Path]:
+def listed_images(listing: Path, root: Path) -> list[Path]:
     """The images a ``.txt`` list names, one per line; a relative path is read against the list's folder, else
     the dataset root (the first where it exists)."""
     out = []
@@ -134,7 +134,7 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
     label_dirs: list[Path] = []
     for where in sources:
         if where.is_file() and where.suffix.lower() == ".txt":
-            pairs += [(img, _label_file(img)) for img in _listed_images(where, root)]
+            pairs += [(img, _label_file(img)) for img in listed_images(where, root)]
         elif where.is_dir():
             label_dirs.append(label_dir_for(where))
             pairs += [(img, label_dirs[-1] / f"{img.stem}.txt") for img in find_images(where)]

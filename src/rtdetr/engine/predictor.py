@@ -25,6 +25,7 @@ from torch import Tensor
 
 from rtdetr.data.dataset import load_image
 from rtdetr.data.records import IMAGE_SUFFIXES
+from rtdetr.data.yolo import listed_images
 from rtdetr.engine.backend import as_detector
 from rtdetr.engine.results import Results
 from rtdetr.options import InferenceOptions
@@ -207,18 +208,9 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
 
 
 def _listed_files(listing: Path) -> list[Path]:
-    """The paths a ``.txt`` list names, one per line: absolute, or relative to the list's folder (else to the
-    working directory, as YOLO split lists are written)."""
-    try:
-        lines = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise OSError(f"{listing}: cannot read this list of images ({e})") from None
-    files = []
-    for line in filter(None, lines):
-        path = Path(line)
-        if not path.is_absolute() and (listing.parent / path).exists():
-            path = listing.parent / path
-        files.append(path)
+    """The paths a ``.txt`` list names (:func:`~rtdetr.data.yolo.listed_images`, the YOLO split lists' reader:
+    relative to the list's folder, else to the working directory); an empty list is an error."""
+    files = listed_images(listing, Path.cwd())
     if not files:
         raise FileNotFoundError(f"{listing}: an empty list of images")
     return files
