@@ -148,6 +148,16 @@ def extract_state_dict(ckpt: Mapping[str, Any], origin: str = "checkpoint") -> t
     return dict(state), source
 
 
+def non_finite_tensors(state: Mapping[str, Tensor]) -> list[str]:
+    """The keys of the weights holding NaN or infinite values, sorted. Regenerable buffers are not weights (the
+    official ``anchors`` hold inf where invalid)."""
+    return sorted(
+        k
+        for k, v in state.items()
+        if not REGENERABLE.search(k) and v.is_floating_point() and not bool(v.isfinite().all())
+    )
+
+
 def load_state_dict_into(
     model: nn.Module, state: Mapping[str, Tensor], strict: bool = True, origin: str = "checkpoint"
 ) -> LoadReport:
@@ -172,11 +182,7 @@ def load_state_dict_into(
     if strict and not report.ok:
         raise CheckpointError(f"{origin}: weights do not fit the model:\n{report.describe()}")
     bad = {k for k, _, _ in report.mismatched} | set(report.unexpected)
-    broken = [  # anchors hold inf where invalid (the official buffer): regenerable buffers are not weights
-        k
-        for k, v in state.items()
-        if k not in bad and not REGENERABLE.search(k) and v.is_floating_point() and not bool(v.isfinite().all())
-    ]
+    broken = [k for k in non_finite_tensors(state) if k not in bad]
     if broken:
         raise CheckpointError(
             f"{origin}: {len(broken)} weight tensor(s) hold NaN or infinite values ({', '.join(broken[:3])}"

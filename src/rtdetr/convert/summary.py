@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rtdetr.convert.checkpoint import checkpoint_config, checkpoint_file, extract_state_dict, read_checkpoint
+from rtdetr.convert.checkpoint import (
+    checkpoint_config,
+    checkpoint_file,
+    extract_state_dict,
+    non_finite_tensors,
+    read_checkpoint,
+)
 from rtdetr.convert.official import REGENERABLE
 
 __all__ = ["describe_checkpoint", "describe_export", "format_summary"]
@@ -36,7 +42,6 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     ours = isinstance(ckpt.get("model_config"), Mapping)
     names = ckpt.get("class_names")
     weights = {k: v for k, v in state.items() if not REGENERABLE.search(k)}
-    broken = sorted(k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all()))
     dec = cfg.decoder
     out: dict[str, Any] = {
         "path": str(p),
@@ -51,7 +56,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         "params_m": round(
             sum(v.numel() for k, v in weights.items() if not k.endswith(("running_mean", "running_var"))) / 1e6, 2
         ),  # fmt: skip
-        "non_finite_tensors": broken,
+        "non_finite_tensors": non_finite_tensors(state),
     }
     if ours:
         best: Mapping[str, Any] = ckpt["best"] if isinstance(ckpt.get("best"), Mapping) else {}
