@@ -168,11 +168,18 @@ def test_yolo_lines_of_a_known_box_and_the_empty_and_video_cases(tmp_path: Path,
     _video(tmp_path / "clip.avi", 3, 10.0)
     with ResultSaver(tmp_path / "out", save_txt=True) as saver:
         saver.add(empty)
+        saver.add(_result("before/clip_1.jpg"))  # images named like the video's frames, before and after it
         for res in predictor.stream(tmp_path / "clip.avi"):
             saver.add(res)
+        saver.add(_result("after/clip_2.png"))
     labels = sorted(f.name for f in (tmp_path / "out" / "labels").iterdir())
-    # an image without detections: an empty file; one named like the class list does not overwrite it
-    assert labels == ["classes.txt", "classes_2.txt", "clip_0.txt", "clip_1.txt", "clip_2.txt"]
+    # an image without detections: an empty file; one named like the class list does not overwrite it; frame
+    # labels and image labels never take each other's names, and each image's label matches its drawn image
+    assert labels == ["classes.txt", "classes_2.txt", "clip_0.txt", "clip_1.txt", "clip_1_2.txt", "clip_2.txt",
+                      "clip_2_2.txt"]  # fmt: skip
+    assert {"clip_1.jpg", "clip_2_2.jpg"} <= {f.name for f in (tmp_path / "out").iterdir()}
     assert (tmp_path / "out" / "labels" / "classes_2.txt").read_text() == ""
     assert (tmp_path / "out" / "labels" / "classes.txt").read_text() == "a\nb\nc\n"
-    assert len((tmp_path / "out" / "labels" / "clip_1.txt").read_text().splitlines()) == 2
+    lines = {n: (tmp_path / "out" / "labels" / n).read_text().splitlines() for n in labels}
+    assert [len(lines[n]) for n in ("clip_0.txt", "clip_1_2.txt", "clip_2.txt")] == [2, 2, 2]  # the frames
+    assert lines["clip_1.txt"] == lines["clip_2_2.txt"] == [r.to_yolo().strip()]  # the two images' one box

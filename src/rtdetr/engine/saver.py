@@ -75,7 +75,8 @@ class ResultSaver:
     Two sources with the same stem (``a/x.jpg`` and ``b/x.jpg``, ``x.jpg`` and ``x.png``) get ``x`` and ``x_2``:
     nothing written in this run is overwritten. In-memory images are ``image_00000``...; a camera is ``camera``,
     a stream URL ``stream``. With ``save_txt`` YOLO label files go to ``labels/<stem>.txt`` (a video's frames:
-    ``labels/<stem>_<frame>.txt``; an image without detections: an empty file) and the class names to
+    ``labels/<stem>_<frame>.txt``, never the name of an image's in this run; an image without detections: an
+    empty file) and the class names to
     ``labels/classes.txt``, with ``save_conf`` a sixth column, the score. Use as a context manager (closes the
     videos)."""
 
@@ -124,7 +125,8 @@ class ResultSaver:
             self.video = (r.path, out)
             self.written += [out.video, out.jsonl]
         self.video[1].write(r)
-        self._txt(r, f"{self.video[1].video.stem}_{r.frame}")
+        if self.labels is not None:  # the frame's label name, kept apart from every image's (else _2, _3...)
+            self._txt(r, self._stem(f"{self.video[1].video.stem}_{r.frame}").name)
 
     def _txt(self, r: Results, name: str) -> None:
         if self.labels is not None:
