@@ -13,6 +13,7 @@ def test_info_lists_variants(capsys: pytest.CaptureFixture) -> None:
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "rtdetr_r18vd" in out and "rtdetrv2_r101vd" in out and "20.00" in out  # published 20M
+    assert "Training recipes shipped (rtdetr train -c NAME): fast_small, finetune_custom," in out
     assert main(["info", "rtdetr_r18*", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["rtdetr_r18vd"]

@@ -6,15 +6,39 @@ from pathlib import Path
 import pytest
 
 from rtdetr.config import ConfigError, RunConfig
-from rtdetr.recipe import load_recipe
+from rtdetr.recipe import RECIPES_DIR, load_recipe
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted(RECIPES_DIR.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_recipe_loads(path: Path) -> None:
     cfg = load_recipe(path)
     assert isinstance(cfg, RunConfig) and cfg.data.train and cfg.train.epochs > 0
+
+
+def test_shipped_recipes_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recipes ship inside the package: a pip-installed user runs ``-c fast_small`` anywhere (they lived in the
+    repository's configs/, which a wheel does not carry); a file of that name where the user is still wins."""
+    assert {p.stem for p in CONFIGS} >= {"fast_small", "rtdetrv2_r18vd_120e_coco", "finetune_custom"}
+    monkeypatch.chdir(tmp_path)
+    fast = load_recipe("fast_small")
+    assert fast.train.recipe_defaults == "fast_small" and fast.data.image_size == (320, 320)
+    for spelling in ("fast_small.yaml", "configs/fast_small.yaml"):  # the README's old paths still work
+        assert load_recipe(spelling) == fast
+    assert load_recipe("finetune_custom").train.epochs == load_recipe("finetune_custom.yaml").train.epochs
+    (tmp_path / "fast_small.yaml").write_text("model:\n  name: rtdetr_r34vd\ndata:\n  train: x.json\n")
+    assert load_recipe("fast_small.yaml").model.backbone.depth == 34  # the user's own file
+    mine = tmp_path / "mine" / "r.yaml"  # a recipe of one's own on a shipped base, by name
+    mine.parent.mkdir()
+    mine.write_text("base: rtdetrv2_r18vd_120e_coco\ntrain:\n  lr: 0.0002\n")
+    official = load_recipe("rtdetrv2_r18vd_120e_coco")
+    assert load_recipe(mine).train.lr == 2e-4 and load_recipe(mine).train.epochs == official.train.epochs
+    with pytest.raises(ConfigError, match=r"fast_smal: no such recipe file, nor a shipped recipe of that name "
+                       r"\(did you mean 'fast_small'\?\); shipped: .*rtdetrv2_r18vd_120e_coco"):  # fmt: skip
+        load_recipe("fast_smal")
+    with pytest.raises(ConfigError, match="elsewhere/fast_small.yaml: no such recipe file"):
+        load_recipe("elsewhere/fast_small.yaml")  # a missing file in a folder is not swapped for a shipped one
 
 
 def test_recipe_errors_name_the_key(tmp_path: Path) -> None:

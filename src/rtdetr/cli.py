@@ -19,6 +19,7 @@ __all__ = ["main"]
 def _cmd_info(args: argparse.Namespace) -> int:
     from rtdetr.bench.profile import count_gflops, count_parameters
     from rtdetr.models import create_model, get_variant, list_models
+    from rtdetr.recipe import bundled_recipes
 
     if Path(args.pattern).exists() or args.pattern.endswith((".pth", ".pt", ".safetensors", ".onnx", ".xml")):
         from rtdetr.convert.summary import describe_checkpoint, describe_export, format_summary
@@ -55,8 +56,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         gflops = r.get("gflops", r["gflops_paper"])
         ap = "-" if r["coco_ap"] is None else f"{r['coco_ap']:.1f}"
         print(f"{r['name']:<22}{r['params_m']:>10.2f}{gflops:>9.1f}{ap:>9}{r['decoder_layers']:>11}")
-    if not args.measure:
-        print("\nGFLOPs at 640x640 from the published table; --measure counts them on this machine.")
+    note = "" if args.measure else "\nGFLOPs at 640x640 from the published table; --measure counts them here."
+    print(f"{note}\nTraining recipes shipped (rtdetr train -c NAME): {', '.join(bundled_recipes())}")
     return 0
 
 
@@ -64,9 +65,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from rtdetr.convert import load_model, save_model
 
     overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = load_model(
-        args.source, variant=args.variant, weights_only=not args.trust, strict=not args.non_strict, **overrides
-    )
+    model = load_model(args.source, args.variant, weights_only=not args.trust, strict=not args.non_strict, **overrides)
     out = save_model(model, args.output, extra={"converted_from": str(args.source)})
     assert model.config is not None
     print(f"wrote {out} ({model.config.name}, {model.config.num_classes} classes)")
@@ -363,7 +362,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "options below, then dotted overrides such as train.lr=2e-4 model.decoder.num_layers=4.",
     )
     train.add_argument("overrides", nargs="*", help="dotted key=value overrides (model.*, data.*, train.*)")
-    train.add_argument("--recipe", "-c", help="recipe YAML (sections: model, data, train)")
+    train.add_argument("--recipe", "-c", help="recipe YAML, or a shipped one's name: fast_small, ... (rtdetr info)")
     train.add_argument("--data", help="training set: COCO json, YOLO data.yaml/images folder, or VOC folder")
     train.add_argument("--val", help="validation set (same forms)")
     train.add_argument("--model", help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info')")

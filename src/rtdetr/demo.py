@@ -29,7 +29,7 @@ from rtdetr.engine.hardware import cpu_info
 from rtdetr.engine.trainer import Trainer
 from rtdetr.recipe import load_recipe
 
-#: The demo model and schedule (all fields of a normal recipe; see configs/ for full-size ones).
+#: The demo model and schedule (all fields of a normal recipe; see rtdetr/configs/ for full-size ones).
 DEMO_RECIPE = [
     "model.name=rtdetr_r18vd",
     "model.encoder.hidden_dim=128",

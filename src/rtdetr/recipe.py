@@ -27,7 +27,32 @@ from rtdetr.config import (
 from rtdetr.config_io import _suggest, yaml_error_text
 from rtdetr.models.variants import get_model_config, get_variant
 
-__all__ = ["load_recipe", "run_config_from_dict"]
+__all__ = ["RECIPES_DIR", "bundled_recipes", "find_recipe", "load_recipe", "run_config_from_dict"]
+
+#: The recipes shipped inside the package (``rtdetr train -c fast_small`` works wherever rtdetr is installed).
+RECIPES_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def bundled_recipes() -> list[str]:
+    """The names of the shipped recipes (``fast_small``, ``rtdetrv2_r18vd_120e_coco``, ...), sorted."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def find_recipe(path: str | Path) -> Path:
+    """The recipe file ``path`` means: the file itself where it exists, else the shipped recipe of that name
+    (``fast_small``, ``fast_small.yaml``, or ``configs/fast_small.yaml`` where the repository used to hold them).
+    Neither: a :class:`ConfigError` listing the shipped names."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    bundled = _bundled(p)
+    if bundled is not None:
+        return bundled
+    stem, names = _stem(p), bundled_recipes()
+    raise ConfigError(
+        f"{p}: no such recipe file, nor a shipped recipe of that name{_suggest(stem, names)}; shipped: "
+        + ", ".join(names)
+    )
 
 
 def _read_recipe(p: Path) -> dict[str, Any]:
@@ -93,7 +118,8 @@ def _run_of(checkpoint: str) -> dict[str, Any]:
 def load_recipe(
     path: str | Path | None, overrides: list[str] | None = None, updates: Mapping[str, Any] | None = None
 ) -> RunConfig:
-    """Load a YAML training recipe (one optional ``base:`` recipe, relative to the file), merge the nested
+    """Load a YAML training recipe (a file, or a shipped recipe's name: :func:`find_recipe`; one optional
+    ``base:`` recipe, beside the file or shipped), merge the nested
     ``updates`` (values used as they are: paths stay paths), then apply dotted ``overrides`` (``key.sub=value``
     text, typed by the field they set). Unknown keys anywhere are errors.
 
@@ -102,10 +128,12 @@ def load_recipe(
     alone continues exactly that run; flags given beside it (e.g. ``--epochs``) still apply."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
+        p = find_recipe(path)
         loaded = _read_recipe(p)
         if "base" in loaded:
-            base_path = p.parent / str(loaded.pop("base"))
+            base_name = str(loaded.pop("base"))
+            base_path = p.parent / base_name  # beside the recipe, else a shipped recipe of that name
+            base_path = base_path if base_path.is_file() else _bundled(Path(base_name)) or base_path
             base = _read_recipe(base_path)
             if "base" in base:
                 raise ConfigError(f"{base_path}: a base recipe cannot have its own base")
@@ -123,6 +151,19 @@ def load_recipe(
     if resume:
         data["resume"] = resume  # a run folder given: its last.pth
     return run_config_from_dict(data)
+
+
+def _stem(p: Path) -> str:
+    return p.stem if p.suffix.lower() in (".yaml", ".yml") else p.name
+
+
+def _bundled(p: Path) -> Path | None:
+    """The shipped recipe named like ``p`` (a bare name, with or without .yaml, or ``configs/<name>``), if there
+    is one; a missing file in another folder is not taken for a shipped one."""
+    if p.parent not in (Path("."), Path("configs")):
+        return None
+    bundled = RECIPES_DIR / f"{_stem(p)}.yaml"
+    return bundled if bundled.is_file() else None
 
 
 def _last_of(resume: str) -> str:
