@@ -74,7 +74,7 @@ def test_broken_recipe_files_are_one_line_errors(tmp_path: Path) -> None:
         load_recipe(child)
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from rtdetr.demo import main
 
     code = main(
@@ -96,6 +96,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     # 1 epoch on 8 images (seeded) stays far below the demo's AP bar of 0.1, so the demo must report failure
     assert 0.0 <= summary["best_AP"] < 0.1 and code == 1
+    assert "the demo failed: best AP 0.0" in capsys.readouterr().err  # and says why (it exited 1 in silence)
     assert summary["best_epoch"] == 1
     assert len(list((tmp_path / "predictions").glob("*.png"))) == 4
     assert (tmp_path / "run" / "best.pth").is_file() and (tmp_path / "run" / "curves.png").is_file()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from rtdetr import cli_args as arg
 from rtdetr.api import RTDETR
 from rtdetr.config import RunConfig
 from rtdetr.data import load_index
@@ -87,17 +88,29 @@ def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> Run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m rtdetr.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/demo", help="output folder")
-    parser.add_argument("--minutes", type=float, default=7.5, help="wall-clock budget for the whole demo")
-    parser.add_argument("--epochs", type=int, help="train exactly this many epochs (default: what fits the budget)")
-    parser.add_argument("--max-epochs", type=int, default=10, help="epochs of the schedule a budgeted run follows")
-    parser.add_argument("--size", type=int, default=160, help="image side (generated and trained)")
-    parser.add_argument("--train-images", type=int, default=800)
-    parser.add_argument("--val-images", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--minutes", type=arg.minutes, default=7.5, help="wall-clock budget for the whole demo")
+    parser.add_argument(
+        "--epochs", type=arg.positive_int, help="train exactly this many epochs (default: what fits the budget)"
+    )
+    parser.add_argument(
+        "--max-epochs", type=arg.positive_int, default=10, help="epochs of the schedule a budgeted run follows"
+    )
+    parser.add_argument("--size", type=arg.side, default=160, help="image side, >= 32 (generated and trained)")
+    parser.add_argument("--train-images", type=arg.positive_int, default=800)
+    parser.add_argument("--val-images", type=arg.positive_int, default=200)
+    parser.add_argument("--threads", type=arg.positive_int, default=2)
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides, e.g. train.epochs=2")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, RuntimeError, OSError) as e:  # ConfigError, DataError...: one line, as the CLI says them
+        print(f"{parser.prog}: error: {arg.error_text(e)}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     t0 = time.time()
@@ -149,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         f"[3/3] best COCO AP {result['best_ap']:.3f} (epoch {result['best_epoch']}), last AP50 "
         f"{stats.get('AP50', float('nan')):.3f}; predictions drawn in {pred_dir}; total {summary['seconds']} s"
     )
-    return 0 if result["best_ap"] > 0.1 else 1
+    if result["best_ap"] > 0.1:
+        return 0
+    print(
+        f"the demo failed: best AP {result['best_ap']:.3f} is not above 0.1 after {result['epochs_run']} epochs "
+        "(a longer --minutes or more --epochs lets it learn)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -48,3 +48,25 @@ def test_demo_chooses_epochs_from_the_budget(tmp_path: Path, capsys: pytest.Capt
     assert "of the 50-epoch schedule fit" in out
     summary = json.loads((tight / "summary.json").read_text())
     assert 1 <= summary["epochs"] < 50 and summary["best_AP"] is not None
+
+
+def test_demo_arguments_are_checked_under_its_own_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``python -m rtdetr.demo`` named itself ``demo.py``; ``--threads 0``, ``--size 8`` and ``--train-images 0``
+    were tracebacks (set_num_threads, ZeroDivisionError), ``--minutes nan`` and ``--epochs 0`` ran anyway, and a
+    bad override was a ConfigError traceback."""
+    from rtdetr.demo import main
+
+    with pytest.raises(SystemExit):
+        main(["--minutes", "soon"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m rtdetr.demo") and "python -m rtdetr.demo: error: argument --minutes" in err
+    for flag, value, says in (("--threads", "0", "0 is too small; it must be >= 1"), ("--size", "8", ">= 32"),
+                              ("--train-images", "0", ">= 1"), ("--minutes", "nan", "'nan' is not a finite number"),
+                              ("--epochs", "0", ">= 1")):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            main([flag, value])
+        assert e.value.code == 2 and f"error: argument {flag}: " in (err := capsys.readouterr().err) and says in err
+    tiny = ["--out", str(tmp_path), "--size", "64", "--train-images", "2", "--val-images", "1", "--epochs", "1"]
+    assert main([*tiny, "train.lr=-1"]) == 1
+    err = capsys.readouterr().err
+    assert err == "python -m rtdetr.demo: error: train: lr must be > 0 and backbone_lr >= 0\n"
