@@ -48,6 +48,8 @@ def test_int8_and_openvino(tmp_path: Path) -> None:
     fp32 = OnnxRuntimeDetector(onnx_path).run(x, sizes)
     int8 = OnnxRuntimeDetector(q).run(x, sizes)
     assert int8[1].shape == fp32[1].shape == (1, 20, 4)
+    # what predict/serve say they run: the int8 graph said "fp32 (fixed at export)"
+    assert (OnnxRuntimeDetector(q).precision, OnnxRuntimeDetector(onnx_path).precision) == ("int8", "fp32")
     assert q.stat().st_size < 0.6 * onnx_path.stat().st_size  # weights stored as int8
     import onnx
 
@@ -110,9 +112,15 @@ def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixt
     xml8 = tmp_path / "m_int8_openvino" / "m_int8.xml"  # the int8 graph as OpenVINO IR (runs in int8 there)
     assert xml8.is_file() and str(xml8) in out
     from rtdetr.api import RTDETR
+    from rtdetr.convert.summary import describe_export, format_summary
 
     r8 = RTDETR(xml8).predict(np.zeros((40, 50, 3), np.uint8), conf=0.0)[0]
     assert len(r8) == 10 and r8.names == ["a", "b", "c"]
+    ov8 = RTDETR(xml8)
+    assert "  precision             int8\n" in format_summary(describe_export(xml8))  # rtdetr info m_int8.xml
+    assert describe_export(tmp_path / "m_int8.onnx")["precision"] == "int8"
+    assert describe_export(tmp_path / "m.onnx")["precision"] == "fp32"
+    assert ov8.precision == "int8" and ov8.precision_reason.startswith("quantized at export; its other layers in ")
     assert main(["export", str(ckpt), "--int8"]) == 1
     assert "needs calibration images" in capsys.readouterr().err
     best = tmp_path / "run" / "best.pth"
@@ -126,3 +134,4 @@ def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixt
     assert ir.is_file() and ir.with_suffix(".bin").is_file() and not (tmp_path / "ir" / "det_openvino").exists()
     assert f"wrote {ir}" in capsys.readouterr().out
     assert len(RTDETR(ir).predict(np.zeros((40, 50, 3), np.uint8), conf=0.0)[0]) == 10
+    assert RTDETR(ir).precision in ("fp32", "bf16")  # the fp32 graph, in OpenVINO's precision for this CPU

@@ -94,6 +94,7 @@ def describe_export(path: str | os.PathLike) -> dict[str, Any]:
         "num_classes": len(names) if names else None,
         "class_names": list(names) if names else None,
         "image_size": list(det.image_size) if det.image_size else None,
+        "precision": det.precision,  # int8 for a quantized graph; an IR: OpenVINO's precision on this CPU
         "size_mb": round(sum(f.stat().st_size for f in (p, p.with_suffix(".bin")) if f.is_file()) / 2**20, 1),
     }
 
@@ -121,6 +122,7 @@ def format_summary(info: Mapping[str, Any]) -> str:
             ("variant", info["variant"] or "-"),
             ("classes", f"{info['num_classes']}: {shown}"),
             ("input size", size),
+            ("precision", info["precision"]),
             ("file size", f"{info['size_mb']} MB"),
         ]
         head = f"{info['path']}: {info['origin']} export (predict, val, benchmark and serve run it)"

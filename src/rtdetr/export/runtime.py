@@ -103,6 +103,8 @@ class OnnxRuntimeDetector(_GraphDetector):
         self.path = p
         meta = self.session.get_modelmeta().custom_metadata_map
         self.class_names = json.loads(meta["class_names"]) if "class_names" in meta else None
+        if _onnx_is_int8(p):
+            self.precision, self.precision_reason = "int8", _INT8_REASON
 
     def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         labels, boxes, scores = self.session.run(
@@ -113,6 +115,21 @@ class OnnxRuntimeDetector(_GraphDetector):
             },
         )
         return labels, boxes, scores
+
+
+#: ONNX operators of a quantized graph (QDQ as ``rtdetr export --int8`` writes it, or the QOperator forms).
+_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+_INT8_REASON = "quantized at export"
+
+
+def _onnx_is_int8(path: Path) -> bool:
+    """Whether the ONNX graph at ``path`` is quantized (holds int8 operators); False when ``onnx`` is missing."""
+    try:
+        import onnx
+    except ImportError:
+        return False
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in _INT8_OPS for node in graph.node)
 
 
 _OV_PRECISIONS = {
@@ -151,7 +168,9 @@ class OpenVinoDetector(_GraphDetector):
         if precision is not None:
             config["INFERENCE_PRECISION_HINT"] = precision
         try:
-            self.compiled = ov.Core().compile_model(str(p), "CPU", config)
+            core = ov.Core()
+            model = core.read_model(str(p))
+            self.compiled = core.compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long messages
             raise RuntimeError(f"{p}: OpenVINO cannot compile this model ({str(e).splitlines()[0]})") from None
         try:  # OpenVINO runs fp32 graphs in bf16 by itself on CPUs with native bf16: say so
@@ -161,6 +180,9 @@ class OpenVinoDetector(_GraphDetector):
             self.precision_reason = "OpenVINO's inference precision on this CPU"
         except Exception:  # an older OpenVINO without the property: keep the nominal fp32
             pass
+        if any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):  # the int8 graph's IR
+            self.precision_reason = f"{_INT8_REASON}; its other layers in {self.precision}"
+            self.precision = "int8"
         sidecar = p.with_suffix(".json")
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         self.class_names = meta.get("class_names")
