@@ -170,13 +170,20 @@ class RTDETR:
             tuple(image_size) if image_size is not None else None, batch,  # type: ignore[arg-type]
         )  # fmt: skip
         opts.check_model(self.backend.num_classes, self.backend.decoder_layers)
-        fixed = self.backend.image_size if self.backend.decoder_layers is None else None
-        if fixed is not None and opts.image_size is not None and opts.image_size != fixed:
-            raise ValueError(f"the graph was exported at {fixed}; re-export for {opts.image_size}")
         return Predictor(
-            self.backend, self.class_names, opts.image_size or self.image_size, self.device, opts.conf, opts.max_det,
+            self.backend, self.class_names, self._input_size(opts.image_size), self.device, opts.conf, opts.max_det,
             opts.classes, opts.decoder_depth, opts.batch,
         )  # fmt: skip
+
+    def _input_size(self, image_size: tuple[int, int] | None) -> tuple[int, int]:
+        """``(h, w)`` to run at: ``image_size``, else the model's; an exported graph runs at its own size only."""
+        fixed = self.backend.image_size if self.backend.decoder_layers is None else None
+        if fixed is not None and image_size is not None and tuple(image_size) != tuple(fixed):
+            raise ValueError(
+                f"the graph was exported at {fixed[0]}x{fixed[1]} and runs only at that size; for "
+                f"{image_size[0]}x{image_size[1]} export the checkpoint again with --size (or image_size=)"
+            )
+        return tuple(image_size or self.image_size)  # type: ignore[return-value]
 
     def predict(
         self,
@@ -238,7 +245,7 @@ class RTDETR:
                 "the order", "; ".join(f"{i}: {b!r} in the data, {a!r} in the model" for i, a, b in differ[:3]),
             )  # fmt: skip
         save = str(output) if output is not None else None
-        return validate(self.backend, index, image_size or self.image_size, batch, decoder_depth, conf, save)
+        return validate(self.backend, index, self._input_size(image_size), batch, decoder_depth, conf, save)
 
     # -------------------------------------------------------------------------------------------------- train
     def train(

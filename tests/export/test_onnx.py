@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from rtdetr import RTDETR
 from rtdetr.cli import main
@@ -81,6 +82,24 @@ def test_facade_with_onnx_backend(exported: tuple, tmp_path: Path) -> None:
         det.predict(np.zeros((5, 5, 3), np.uint8), decoder_depth=1)
     with pytest.raises(ValueError, match="needs the PyTorch model"):
         det.train(data="x")
+    # another input size: a clear error from predict and from val (val reached ONNX Runtime's own exception, a
+    # traceback out of `rtdetr val m.onnx --size 320`); the graph's own size is fine
+    Image.new("RGB", (60, 50)).save(tmp_path / "im.png")
+    coco = {"images": [{"id": 1, "file_name": "im.png", "width": 60, "height": 50}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [5, 5, 20, 20], "area": 400,
+                             "iscrowd": 0}],
+            "categories": [{"id": i + 1, "name": n} for i, n in enumerate("abc")]}  # fmt: skip
+    (tmp_path / "val.json").write_text(json.dumps(coco))
+    says = r"exported at 96x128 and runs only at that size; for 64x64 export the checkpoint again with --size"
+    with pytest.raises(ValueError, match=says):
+        det.predict(np.zeros((50, 60, 3), np.uint8), image_size=(64, 64))
+    with pytest.raises(ValueError, match=says):
+        det.val(tmp_path / "val.json", image_size=(64, 64))
+    assert det.val(tmp_path / "val.json", image_size=(96, 128))["stats"]["AP"] >= 0
+    graph = det.backend  # below the facade's check, ONNX Runtime's own error is a RuntimeError naming the file
+    assert isinstance(graph, OnnxRuntimeDetector)
+    with pytest.raises(RuntimeError, match=r"m.onnx: ONNX Runtime failed \(.*Got: 64 Expected: 96"):
+        graph.run(np.zeros((1, 3, 64, 64), np.float32), np.array([[64, 64]]))
 
 
 def test_export_errors(tmp_path: Path) -> None:

@@ -107,13 +107,14 @@ class OnnxRuntimeDetector(_GraphDetector):
             self.precision, self.precision_reason = "int8", _INT8_REASON
 
     def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        labels, boxes, scores = self.session.run(
-            None,
-            {
-                "images": np.ascontiguousarray(images, dtype=np.float32),
-                "orig_target_sizes": np.ascontiguousarray(sizes, dtype=np.int64),
-            },
-        )
+        feed = {
+            "images": np.ascontiguousarray(images, dtype=np.float32),
+            "orig_target_sizes": np.ascontiguousarray(sizes, dtype=np.int64),
+        }
+        try:
+            labels, boxes, scores = self.session.run(None, feed)
+        except Exception as e:  # ONNX Runtime's own exception types (InvalidArgument...) are not RuntimeErrors
+            raise RuntimeError(f"{self.path}: ONNX Runtime failed ({' '.join(str(e).split())[:300]})") from None
         return labels, boxes, scores
 
 
