@@ -62,13 +62,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from rtdetr.convert import load_model, save_model
+    from rtdetr.convert.checkpoint import convert_checkpoint
 
     overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = load_model(args.source, args.variant, weights_only=not args.trust, strict=not args.non_strict, **overrides)
-    out = save_model(model, args.output, extra={"converted_from": str(args.source)})
-    assert model.config is not None
-    print(f"wrote {out} ({model.config.name}, {model.config.num_classes} classes)")
+    out, cfg = convert_checkpoint(
+        args.source, args.output, args.variant, not args.trust, not args.non_strict, **overrides
+    )
+    print(f"wrote {out} ({cfg.name}, {cfg.num_classes} classes)")
     return 0
 
 

@@ -230,6 +230,31 @@ def test_safetensors_directory_loads_end_to_end(tmp_path: Path) -> None:
     info = describe_checkpoint(tmp_path / "model.safetensors")
     assert (info["origin"], info["variant"], info["num_classes"]) == ("HF", "rtdetrv2_r18vd", ours.config.num_classes)
     assert info["decoder_layers"] == ours.config.decoder.num_layers and info["non_finite_tensors"] == []
+    assert info["class_names"] is None  # HF's placeholder names (LABEL_0...) are no names
+
+
+def test_hf_class_names_travel_with_the_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A fine-tuned HF model names its classes in config.json's id2label: predict showed "0", "1"... (or COCO's
+    names for 80 classes), rtdetr info none, and rtdetr convert dropped them."""
+    from rtdetr import RTDETR
+    from rtdetr.cli import main
+    from rtdetr.convert.summary import describe_checkpoint
+
+    hf = _hf_model("v1", "r18vd")
+    names = ["cat", "dog", "bird", "fish", "horse", "cow", "sheep"]
+    hf.config.id2label = {i: n for i, n in enumerate(names)}  # saved with string keys, as the Hub's files are
+    hf.config.label2id = {n: i for i, n in enumerate(names)}
+    hf.save_pretrained(tmp_path / "hf")
+    assert RTDETR(tmp_path / "hf").class_names == names
+    assert describe_checkpoint(tmp_path / "hf")["class_names"] == names
+    assert main(["convert", str(tmp_path / "hf" / "model.safetensors"), str(tmp_path / "ours.pth")]) == 0
+    assert "(rtdetr_r18vd, 7 classes)" in capsys.readouterr().out
+    converted = RTDETR(tmp_path / "ours.pth")
+    assert converted.class_names == names
+    x = torch.rand(1, 3, 320, 320)
+    with torch.no_grad():
+        same = [m.model(x)["pred_logits"] for m in (RTDETR(tmp_path / "hf"), converted)]
+    assert torch.equal(*same)
 
 
 def test_hf_converter_rejects_unknown_keys() -> None:

@@ -32,7 +32,10 @@ __all__ = [
     "remove_stale_saves",
     "LoadReport",
     "extract_state_dict",
+    "checkpoint_class_names",
+    "convert_checkpoint",
     "load_model",
+    "load_model_and_names",
     "load_state_dict_into",
     "read_checkpoint",
     "save_model",
@@ -236,16 +239,49 @@ def load_model(
     ``overrides`` (e.g. ``num_classes=3``, ``decoder={"eval_idx": 2}``) apply on top; with ``strict=False``
     mismatching heads are left at their random initialisation.
     """
+    return load_model_and_names(source, variant, weights_only, strict, **overrides)[0]
+
+
+def load_model_and_names(
+    source: str | os.PathLike,
+    variant: str | None = None,
+    weights_only: bool = True,
+    strict: bool = True,
+    **overrides: Any,
+) -> tuple[RTDETR, list[str] | None]:
+    """:func:`load_model`, with the class names the file carries (:func:`checkpoint_class_names`; None for a
+    variant name, a file without names, or names that do not match the model's class count), read once."""
     src = str(source)
     if src in list_models():
-        return create_model(src, **overrides)
+        return create_model(src, **overrides), None
     path = Path(checkpoint_file(src))
     ckpt = read_checkpoint(path, weights_only=weights_only)
     state, origin = extract_state_dict(ckpt, str(path))
     cfg = checkpoint_config(path, ckpt, state, origin, variant, **overrides)
     model = build_model(cfg)
     load_state_dict_into(model, state, strict=strict, origin=str(path))
-    return model
+    names = checkpoint_class_names(path, ckpt, origin)
+    return model, names if names is not None and len(names) == cfg.num_classes else None
+
+
+def checkpoint_class_names(path: Path, ckpt: Mapping[str, Any], origin: str) -> list[str] | None:
+    """The class names a read checkpoint carries, by label: ours saves them (``class_names``); an HF download's
+    ``config.json`` beside it has ``id2label`` (HF's placeholders ``LABEL_0``, ``LABEL_1``... count as none).
+    Official files carry none."""
+    names = ckpt.get("class_names")
+    if isinstance(names, list | tuple):
+        return [str(n) for n in names]
+    hf = _hf_config_beside(path) if origin.endswith("+hf") else None
+    labels = hf.get("id2label") if hf else None
+    if not isinstance(labels, Mapping) or not labels:
+        return None
+    try:
+        by_id = sorted((int(k), str(v)) for k, v in labels.items())
+    except ValueError:  # a key that is not a label number
+        return None
+    if [i for i, _ in by_id] != list(range(len(by_id))) or all(re.fullmatch(r"LABEL_\d+", n) for _, n in by_id):
+        return None
+    return [n for _, n in by_id]
 
 
 def checkpoint_config(
@@ -288,6 +324,24 @@ def save_model(model: RTDETR, path: str | os.PathLike, extra: Mapping[str, Any] 
         raise ValueError("save the model before deploy(): fused weights cannot be reloaded into a trainable model")
     payload = {"model": model.state_dict(), "model_config": to_dict(model.config), **(extra or {})}
     return atomic_save(payload, path)
+
+
+def convert_checkpoint(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    variant: str | None = None,
+    weights_only: bool = True,
+    strict: bool = True,
+    **overrides: Any,
+) -> tuple[Path, ModelConfig]:
+    """``rtdetr convert``: load ``source`` (official, HF or ours; :func:`load_model_and_names`) and save it in our
+    format at ``output`` with its config and the class names it carries (an HF ``config.json``'s ``id2label``).
+    Returns the file written and the model's config."""
+    model, names = load_model_and_names(source, variant, weights_only, strict, **overrides)
+    named = {"class_names": names} if names else {}
+    out = save_model(model, output, extra={"converted_from": str(source), **named})
+    assert model.config is not None
+    return out, model.config
 
 
 def remove_stale_saves(folder: str | os.PathLike) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rtdetr.convert.checkpoint import (
+    checkpoint_class_names,
     checkpoint_config,
     checkpoint_file,
     extract_state_dict,
@@ -40,7 +41,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     state, origin = extract_state_dict(ckpt, str(p))
     cfg = checkpoint_config(p, ckpt, state, origin)
     ours = isinstance(ckpt.get("model_config"), Mapping)
-    names = ckpt.get("class_names")
+    names = checkpoint_class_names(p, ckpt, origin)
     weights = {k: v for k, v in state.items() if not REGENERABLE.search(k)}
     dec = cfg.decoder
     out: dict[str, Any] = {
@@ -49,7 +50,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         "weights_from": origin.removesuffix("+hf"),
         "variant": cfg.name,
         "num_classes": cfg.num_classes,
-        "class_names": list(names) if isinstance(names, list | tuple) else None,
+        "class_names": names,
         "image_size": list(cfg.eval_spatial_size) if cfg.eval_spatial_size else None,
         "decoder_layers": dec.num_layers,
         "decoder_depth": dec.eval_idx % dec.num_layers + 1,

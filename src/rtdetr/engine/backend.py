@@ -251,9 +251,8 @@ def open_detector(
     non-strictly). ``threads`` sets an exported graph's thread count. ``precision="auto"`` picks the fastest
     precision that keeps accuracy on this device (:func:`rtdetr.engine.hardware.choose_precision`).
     """
-    from rtdetr.convert import load_model, read_checkpoint
+    from rtdetr.convert.checkpoint import load_model_and_names
     from rtdetr.export.runtime import OnnxRuntimeDetector, OpenVinoDetector
-    from rtdetr.models import list_models
 
     text = str(source)
     if text.endswith((".onnx", ".xml")):
@@ -267,13 +266,5 @@ def open_detector(
         if text.endswith(".xml"):
             return OpenVinoDetector(text, threads)
         return OnnxRuntimeDetector(text, threads=threads)
-    names: list[str] | None = None
-    if text in list_models():
-        model = load_model(text, **overrides)
-    else:
-        model = load_model(Path(text), strict="num_classes" not in overrides, **overrides)
-        if Path(text).suffix != ".safetensors":
-            saved = read_checkpoint(text).get("class_names")
-            if isinstance(saved, list) and len(saved) == model.config.num_classes:  # type: ignore[union-attr]
-                names = [str(n) for n in saved]
+    model, names = load_model_and_names(text, strict="num_classes" not in overrides, **overrides)
     return TorchDetector(model.eval(), device, precision, channels_last, fuse, names, compile, cuda_graph)
