@@ -95,6 +95,8 @@ def test_train_minutes_sets_the_time_budget(monkeypatch: pytest.MonkeyPatch, cap
     seen = {}
 
     class FakeTrainer:
+        main = True  # process 0
+
         def __init__(self, cfg) -> None:  # noqa: ANN001
             seen["cfg"] = cfg
 

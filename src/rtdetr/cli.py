@@ -98,7 +98,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = trainer.fit()
     except KeyboardInterrupt:  # said by main, after "interrupted"
         raise KeyboardInterrupt(interrupted_note(trainer.out_dir)) from None
-    print(train_summary(result))
+    if trainer.main:  # under torchrun, process 0 alone (another's result has no evaluation: "no validation set")
+        print(train_summary(result))
     return 0
 
 

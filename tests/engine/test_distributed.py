@@ -63,6 +63,7 @@ def test_two_processes_match_one_process(tiny_data: dict, tmp_path: Path) -> Non
     assert cli_main(["train", *common, f"train.output_dir={tmp_path / 'single'}"]) == 0
     proc = _torchrun([*common, f"train.output_dir={tmp_path / 'ddp'}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("outputs in ") == 1, proc.stdout  # the last line, once: each process printed its own
     a = read_checkpoint(tmp_path / "single" / "last.pth")
     b = read_checkpoint(tmp_path / "ddp" / "last.pth")
     assert a["global_step"] == b["global_step"] == 4
