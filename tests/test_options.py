@@ -11,20 +11,21 @@ import numpy as np
 import pytest
 
 from rtdetr import RTDETR
-from rtdetr.cli import _build_parser, main
+from rtdetr.cli import _HANDLERS, main
+from rtdetr.cli_parser import build_parser
 from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args, resolve_classes
 from tests.conftest import RunCaptured
 from tests.engine.conftest import TINY_MODEL
 
 
 def test_cli_and_api_share_the_defaults() -> None:
-    args = _build_parser().parse_args(["predict", "m.pth", "img.jpg"])
+    args = build_parser(_HANDLERS).parse_args(["predict", "m.pth", "img.jpg"])
     opts = from_args(args, InferenceOptions)
     assert opts == InferenceOptions()
     api = inspect.signature(RTDETR.predict).parameters
     for f in dataclasses.fields(InferenceOptions):
         assert api[f.name].default == f.default, f.name
-    serve = _build_parser().parse_args(["serve", "m.pth"])
+    serve = build_parser(_HANDLERS).parse_args(["serve", "m.pth"])
     assert from_args(serve, ServeConfig) == ServeConfig()
     assert ServeConfig().max_det == InferenceOptions().max_det
 
