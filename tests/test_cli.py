@@ -222,3 +222,18 @@ def test_ctrl_c_in_training_says_what_was_saved(
     assert main(["train", "--data", "d.json"]) == 130
     err = capsys.readouterr().err
     assert f"last.pth holds epoch 4; continue from there with: rtdetr train --resume {tmp_path / 'run'}" in err
+
+
+def test_demo_command_hands_its_options_to_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``rtdetr demo`` is ``python -m rtdetr.demo`` (options, overrides, errors under its own name), and every other
+    command still refuses options it does not know."""
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--threads", "0"])
+    assert e.value.code == 2 and "rtdetr demo: error: argument --threads: 0 is too small" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["info", "--bogus"])
+    assert e.value.code == 2 and "rtdetr: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+    tiny = ["--out", str(tmp_path), "--epochs", "1", "--size", "64", "--train-images", "2", "--val-images", "1"]
+    assert main(["demo", *tiny, "train.batch_size=2", "train.progress=false"]) == 1  # 1 epoch: below the AP bar
+    assert json.loads((tmp_path / "summary.json").read_text())["epochs"] == 1
+    assert "[3/3] best COCO AP" in capsys.readouterr().out

@@ -330,6 +330,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rtdetr.demo import main as demo
+
+    return demo(args.rest, prog="rtdetr demo")
+
+
 #: the function behind each command
 _HANDLERS: dict[str, Handler] = {
     "info": _cmd_info,
@@ -341,13 +347,17 @@ _HANDLERS: dict[str, Handler] = {
     "benchmark": _cmd_benchmark,
     "serve": _cmd_serve,
     "check-data": _cmd_check_data,
+    "demo": _cmd_demo,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 1 failure, 2 usage error)."""
     parser = build_parser(_HANDLERS)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "demo":  # what parse_args says; the demo parses its own
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     if getattr(args, "num_classes", None) is not None:
         args.non_strict = True
     func: Handler = args.func

@@ -145,6 +145,12 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     arg.add_speed_options(srv)
     srv.set_defaults(func=handlers["serve"])
 
+    # its own options (rtdetr demo --help) are the demo's parser's: rtdetr.cli.main hands it the rest of the line
+    demo = sub.add_parser(
+        "demo", add_help=False, help="train, evaluate and predict on generated data within minutes (make demo)"
+    )
+    demo.set_defaults(func=handlers["demo"])
+
     check = sub.add_parser("check-data", help="summarise a dataset and list its problems")
     check.add_argument("path", help="COCO json, YOLO data.yaml/images folder, or VOC folder")
     check.add_argument("--split", default="train")

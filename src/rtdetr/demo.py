@@ -87,8 +87,8 @@ def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> Run
     return dataclasses.replace(cfg, train=train)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rtdetr.demo", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m rtdetr.demo") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/demo", help="output folder")
     parser.add_argument("--minutes", type=arg.minutes, default=7.5, help="wall-clock budget for the whole demo")
     parser.add_argument(
