@@ -13,7 +13,15 @@ import pytest
 from rtdetr import RTDETR
 from rtdetr.cli import _HANDLERS, main
 from rtdetr.cli_parser import build_parser
-from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, from_args, resolve_classes
+from rtdetr.options import (
+    InferenceOptions,
+    ServeConfig,
+    add_arguments,
+    from_args,
+    parse_size,
+    resolve_classes,
+    size_text,
+)
 from tests.conftest import RunCaptured
 from tests.engine.conftest import TINY_MODEL
 
@@ -37,8 +45,15 @@ def test_flags_are_typed_and_named_from_the_table() -> None:
         p.parse_args(["--conf", "0.4", "--classes", "0", "2", "--size", "320", "--batch", "4"]), InferenceOptions
     )
     assert opts.conf == 0.4 and opts.classes == (0, 2) and opts.image_size == (320, 320) and opts.batch == 4
-    with pytest.raises(ValueError, match=r"^--size must be >= 32"):
-        from_args(p.parse_args(["--size", "0"]), InferenceOptions)
+    # WIDTHxHEIGHT, as resolutions are written, becomes (height, width), the models' order
+    assert from_args(p.parse_args(["--size", "640x384"]), InferenceOptions).image_size == (384, 640)
+    assert from_args(p.parse_args(["--size", "640X384"]), InferenceOptions).image_size == (384, 640)
+    assert size_text((384, 640)) == "640x384" and parse_size(size_text((96, 128))) == (96, 128)
+    for bad in ("0", "640x16", "640x", "x", "640x384x3", "wide"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r">= 32 on each side|is not a side \(640\) or WIDTHxH"):
+            parse_size(bad)
+    with pytest.raises(ValueError, match=r"^image_size must be >= 32"):  # the API's check, below the parser's
+        InferenceOptions(image_size=(16, 640))
 
 
 @pytest.mark.parametrize(
@@ -48,7 +63,6 @@ def test_flags_are_typed_and_named_from_the_table() -> None:
         (["--conf", "-1"], "--conf must be within 0..1"),
         (["--max-det", "0"], "--max-det must be >= 1"),
         (["--batch", "0"], "--batch must be >= 1"),
-        (["--size", "0"], "--size must be >= 32"),
         (["--classes", "5"], "classes must be within 0..2 for this 3-class model"),
         (["--decoder-depth", "7"], "decoder_depth must be within 1..2"),
     ],

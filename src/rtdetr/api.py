@@ -18,7 +18,7 @@ from rtdetr.engine.results import Results
 from rtdetr.engine.saver import save_results
 from rtdetr.models import list_models
 from rtdetr.models.rtdetr import RTDETR as RTDETRModel
-from rtdetr.options import InferenceOptions, class_key, resolve_classes
+from rtdetr.options import InferenceOptions, class_key, resolve_classes, size_text
 from rtdetr.recipe import load_recipe
 
 __all__ = ["RTDETR"]
@@ -180,8 +180,8 @@ class RTDETR:
         fixed = self.backend.image_size if self.backend.decoder_layers is None else None
         if fixed is not None and image_size is not None and tuple(image_size) != tuple(fixed):
             raise ValueError(
-                f"the graph was exported at {fixed[0]}x{fixed[1]} and runs only at that size; for "
-                f"{image_size[0]}x{image_size[1]} export the checkpoint again with --size (or image_size=)"
+                f"the graph was exported at {size_text(fixed)} and runs only at that size; for "
+                f"{size_text(image_size)} export the checkpoint again with --size (or image_size=)"
             )
         return tuple(image_size or self.image_size)  # type: ignore[return-value]
 

@@ -12,7 +12,7 @@ from typing import Any
 from rtdetr import cli_args as arg
 from rtdetr.cli_parser import Handler, build_parser
 from rtdetr.engine.rundir import fresh_folder, interrupted_note, train_summary
-from rtdetr.options import InferenceOptions, ServeConfig, from_args, resolve_classes
+from rtdetr.options import InferenceOptions, ServeConfig, from_args, resolve_classes, size_text
 
 __all__ = ["main"]
 
@@ -114,11 +114,10 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 def _cmd_val(args: argparse.Namespace) -> int:
     det = _open(args)
-    size = (args.size, args.size) if args.size else None
     output = args.output or fresh_folder(arg.DEFAULT_VAL_DIR)
     res = det.val(
         args.data, split=args.split, batch=args.batch, decoder_depth=args.decoder_depth, conf=args.conf,
-        image_size=size, output=output, format=args.format,
+        image_size=args.size, output=output, format=args.format,
     )  # fmt: skip
     if args.json:
         print(arg.dumps({k: v for k, v in res.items() if k != "files"}))
@@ -188,11 +187,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from rtdetr.api import RTDETR
 
     det = RTDETR(args.model, device="cpu")
-    size = (args.size, args.size) if args.size else None
     report = det.export(
         format=args.format,
         output=args.output,
-        image_size=size,
+        image_size=args.size,
         opset=args.opset,
         max_det=args.max_det,
         decoder_depth=args.decoder_depth,
@@ -201,9 +199,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         int8=args.int8,
         calibration=args.calib,
     )
-    print(
-        f"wrote {report['path']} (opset {report['opset']}, input {report['image_size'][0]}x{report['image_size'][1]})"
-    )
+    print(f"wrote {report['path']} (opset {report['opset']}, input {size_text(report['image_size'])})")
     if report["max_score_diff"] is not None:
         print(
             f"parity vs PyTorch: max |score diff| {report['max_score_diff']:.2e}, max |box diff| "
@@ -239,7 +235,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         print(arg.dumps(res))
         return 0
     print(
-        f"{res['backend']}, {res['threads']} threads, input {res['image_size'][0]}x{res['image_size'][1]}, "
+        f"{res['backend']}, {res['threads']} threads, input {size_text(res['image_size'])}, "
         f"median of {args.runs} runs (p90 in brackets), ms"
     )
     print(f"{'batch':>5}{'preprocess':>16}{'model':>18}{'postprocess':>16}{'end-to-end':>18}{'img/s':>9}")

@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable, Mapping
 
 from rtdetr import cli_args as arg
-from rtdetr.options import InferenceOptions, ServeConfig, add_arguments
+from rtdetr.options import InferenceOptions, ServeConfig, add_arguments, parse_size
 
 __all__ = ["Handler", "build_parser"]
 
@@ -74,7 +74,7 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     val.add_argument("--split", default="val")
     val.add_argument("--format", default="auto", choices=["auto", "coco", "yolo", "voc"])
     val.add_argument("--batch", type=arg.positive_int, default=8)
-    val.add_argument("--size", type=arg.side, help="square input size (default: the model's)")
+    val.add_argument("--size", type=parse_size, help="input size: a side (640) or WIDTHxHEIGHT (default: the model's)")
     val.add_argument(
         "--conf", type=arg.fraction, default=0.5, help="score threshold for P/R/F1 and the confusion matrix"
     )
@@ -105,7 +105,9 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     )
     exp.add_argument("--calib", help="calibration images for --int8: an image folder or a dataset path")
     exp.add_argument("--output", "-o", help="output file (default: the checkpoint's path with .onnx)")
-    exp.add_argument("--size", type=arg.side, help="square input size (default: the model's)")
+    exp.add_argument(
+        "--size", type=parse_size, help="input size fixed in the graph: a side (640) or WIDTHxHEIGHT (640x384)"
+    )
     exp.add_argument("--opset", type=int, default=17)
     exp.add_argument(
         "--max-det", type=arg.positive_int, default=InferenceOptions.max_det, help="detections per image in the graph"

@@ -16,7 +16,31 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["InferenceOptions", "ServeConfig", "add_arguments", "class_key", "from_args", "resolve_classes"]
+__all__ = [
+    "InferenceOptions", "ServeConfig", "add_arguments", "class_key", "from_args", "parse_size", "resolve_classes",
+    "size_text",
+]  # fmt: skip
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """An input size as typed: one side for a square (``640``) or ``WIDTHxHEIGHT`` as resolutions are written
+    (``640x384``: 640 wide, 384 high), each side >= 32; returns ``(height, width)``, the order the models take."""
+    parts = text.strip().lower().split("x")
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a side (640) or WIDTHxHEIGHT (640x384)")
+    if min(sides) < 32:
+        raise argparse.ArgumentTypeError(f"{text} is too small; it must be >= 32 on each side")
+    width, height = sides if len(sides) == 2 else sides * 2
+    return height, width
+
+
+def size_text(size: Sequence[int]) -> str:
+    """``(height, width)`` written as :func:`parse_size` reads it: ``WIDTHxHEIGHT``."""
+    return f"{size[1]}x{size[0]}"
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -31,7 +55,12 @@ class InferenceOptions:
     max_det: int = _opt(300, "most detections per image, >= 1")
     classes: tuple[int, ...] | None = _opt(None, "keep only these classes: ids or names", type=str)
     decoder_depth: int | None = _opt(None, "decoder layers to run (fewer = faster; default: the model's)")
-    image_size: tuple[int, int] | None = _opt(None, "square input side (default: the model's)", flag="--size")
+    image_size: tuple[int, int] | None = _opt(
+        None,
+        "input size: a side (640) or WIDTHxHEIGHT (640x384) (default: the model's)",
+        flag="--size",
+        type=parse_size,
+    )  # (height, width)
     batch: int = _opt(1, "images per forward pass, >= 1")
 
     def __post_init__(self) -> None:
@@ -126,7 +155,7 @@ def _flag(f: dataclasses.Field) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser, cls: Any, names: typing.Sequence[str] | None = None) -> None:
     """Add one flag per field of dataclass ``cls`` (``names`` selects), with its default and help; tuples take
-    several values, and a ``--size`` field takes one side (a square)."""
+    several values, and a ``--size`` field one size (:func:`parse_size`)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if names is not None and f.name not in names:
@@ -149,16 +178,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: Any, names: typing.Seque
 
 
 def from_args(args: argparse.Namespace, cls: Any) -> Any:
-    """Build ``cls`` from the parsed flags :func:`add_arguments` added (a ``--size`` side becomes a square); a
-    ValueError names the flag."""
+    """Build ``cls`` from the parsed flags :func:`add_arguments` added; a ValueError names the flag."""
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if not hasattr(args, f.name):
             continue
         value = getattr(args, f.name)
-        if _flag(f) == "--size" and isinstance(value, int):
-            value = (value, value)
-        elif isinstance(value, list):
+        if isinstance(value, list):
             if f.metadata.get("type") is str:  # ids here; names need the model (resolve_classes)
                 bad = [v for v in value if not _is_id(str(v))]
                 if bad:

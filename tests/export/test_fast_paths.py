@@ -75,7 +75,8 @@ def test_int8_and_openvino(tmp_path: Path) -> None:
         assert (info["origin"], info["variant"], info["class_names"], info["image_size"]) == (
             origin, "rtdetrv2_r18vd", ["a", "b", "c"], [96, 128]
         )  # fmt: skip
-        assert "input size            96x128" in format_summary(info) and info["size_mb"] > 0
+        assert "input size            128x96" in format_summary(info)  # WIDTHxHEIGHT, as --size takes it
+        assert info["size_mb"] > 0
 
 
 def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

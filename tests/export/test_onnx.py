@@ -90,7 +90,7 @@ def test_facade_with_onnx_backend(exported: tuple, tmp_path: Path) -> None:
                              "iscrowd": 0}],
             "categories": [{"id": i + 1, "name": n} for i, n in enumerate("abc")]}  # fmt: skip
     (tmp_path / "val.json").write_text(json.dumps(coco))
-    says = r"exported at 96x128 and runs only at that size; for 64x64 export the checkpoint again with --size"
+    says = r"exported at 128x96 and runs only at that size; for 64x64 export the checkpoint again with --size"
     with pytest.raises(ValueError, match=says):
         det.predict(np.zeros((50, 60, 3), np.uint8), image_size=(64, 64))
     with pytest.raises(ValueError, match=says):
@@ -140,3 +140,11 @@ def test_cli_export_and_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert res["backend"] == "onnxruntime" and res["results"][0]["end_to_end"]["median_ms"] > 0
     assert main(["benchmark", str(ckpt), "--runs", "2", "--warmup", "1", "--batch", "1", "2"]) == 0
     assert "img/s" in capsys.readouterr().out
+    # a wide input, as a 16:9 video wants it: --size WIDTHxHEIGHT fixes (height, width) = (64, 128) in the graph
+    wide = tmp_path / "wide.onnx"
+    assert main(["export", str(ckpt), "-o", str(wide), "--size", "128x64", "--max-det", "10"]) == 0
+    assert "input 128x64)" in capsys.readouterr().out and RTDETR(wide).image_size == (64, 128)
+    Image.new("RGB", (160, 90)).save(tmp_path / "wide.png")
+    assert main(["predict", str(wide), str(tmp_path / "wide.png"), "--no-save", "--size", "128x64"]) == 0
+    assert main(["predict", str(wide), str(tmp_path / "wide.png"), "--no-save", "--size", "64x128"]) == 1
+    assert "exported at 128x64 and runs only at that size; for 64x128" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from PIL import Image
 
 from rtdetr.bench.latency import benchmark_detector
 from rtdetr.engine.hardware import choose_precision, cpu_info
+from rtdetr.options import size_text
 
 __all__ = ["benchmark_paths", "format_paths"]
 
@@ -137,10 +138,9 @@ def benchmark_paths(
 def format_paths(res: dict[str, Any]) -> str:
     """The table ``rtdetr benchmark --all-paths`` prints."""
     cpu = res["cpu"]
-    h, w = res["image_size"]
     lines = [
         f"CPU: {cpu['model']} ({cpu['class']}; {' '.join(cpu['key_flags'])}), {res['threads']} threads; "
-        f"{res['model']} at {h}x{w}, batch 1, median of {res['runs']} runs (p90), end to end",
+        f"{res['model']} at {size_text(res['image_size'])}, batch 1, median of {res['runs']} runs (p90), end to end",
         f"{'path':<38}{'ms (p90)':>18}{'model ms':>10}{'vs eager':>10}  how",
     ]
     for r in res["rows"]:

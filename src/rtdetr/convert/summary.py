@@ -22,6 +22,7 @@ from rtdetr.convert.checkpoint import (
     read_checkpoint,
 )
 from rtdetr.convert.official import REGENERABLE
+from rtdetr.options import size_text
 
 __all__ = ["describe_checkpoint", "describe_export", "format_summary"]
 
@@ -116,7 +117,7 @@ def format_summary(info: Mapping[str, Any]) -> str:
     summary."""
     names = info["class_names"]
     shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "") if names else "-"
-    size = "x".join(map(str, info["image_size"])) if info["image_size"] else "-"
+    size = size_text(info["image_size"]) if info["image_size"] else "-"
     broken = info.get("non_finite_tensors")
     if "size_mb" in info:  # an exported graph
         rows: list[tuple[str, Any]] = [
