@@ -144,3 +144,37 @@ def test_loader_workers_fit_the_cpus_this_process_may_use(
     assert "data.workers 4 > the 2 CPU(s) here: loading with 2 worker(s)" in caplog.text
     assert loader_workers(2) == 2 and loader_workers(0) == 0  # within: as asked (0: the main process loads)
     assert loader_workers(4, per_process=4) == 1  # four DDP processes share the two CPUs
+
+
+@pytest.mark.parametrize("name", sorted(CPUS))
+def test_training_amp_follows_the_cpu(
+    name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``train.amp=true`` (the official recipes ask for it, written for GPUs) trained in emulated bf16 on a CPU
+    without native bf16, several times slower than fp32, with only a warning; auto now means fp32 there, as
+    ``precision="auto"`` does for inference. An explicit bf16 is still obeyed."""
+    from rtdetr.engine.hardware import training_amp
+
+    _use_cpu(monkeypatch, name)
+    native = EXPECTED[name][2]
+    with caplog.at_level(logging.INFO, logger="rtdetr"):
+        assert training_amp(True, "auto", "cpu", warn=True) == (torch.bfloat16 if native else None)
+    assert ("training in fp32, the CPU has no native bf16" in caplog.text) is not native
+    assert training_amp(True, "bf16", "cpu") == torch.bfloat16 and training_amp(False, "bf16", "cpu") is None
+    assert training_amp(True, "auto", "cuda") == torch.float16  # the dtype only: no GPU needed
+
+
+def test_official_recipe_trains_in_fp32_on_a_cpu_without_bf16(tiny_data: dict, tmp_path) -> None:  # noqa: ANN001
+    """The official recipe's amp: true on the pinned AVX2 CPU: a training step runs in fp32, no autocast."""
+    from rtdetr.engine.trainer import Trainer
+    from rtdetr.recipe import load_recipe
+    from tests.engine.conftest import tiny_config
+
+    assert load_recipe("rtdetrv2_r18vd_120e_coco").train.amp is True
+    tr = Trainer(tiny_config(tiny_data, tmp_path, "train.amp=true", "train.max_iters_per_epoch=1", "train.epochs=1"))
+    assert tr.amp_dtype is None and not tr.scaler.is_enabled()
+    seen: list[torch.dtype] = []
+    forward = tr.net.forward
+    tr.net.forward = lambda *a, **k: seen.append((out := forward(*a, **k))["pred_logits"].dtype) or out  # type: ignore[method-assign]
+    tr.fit()
+    assert seen and set(seen) == {torch.float32}

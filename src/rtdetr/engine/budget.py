@@ -55,7 +55,7 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
     does not depend on them; data loading is not included)."""
     from rtdetr.bench.profile import measure_latency
     from rtdetr.engine.distributed import resolve_device
-    from rtdetr.engine.hardware import amp_dtype
+    from rtdetr.engine.hardware import training_amp
     from rtdetr.engine.optim import build_optimizer
     from rtdetr.loss import RTDETRCriterion
     from rtdetr.loss.criterion import to_float32
@@ -78,14 +78,14 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
     if t.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     targets = _targets(t.batch_size, cfg.model.num_classes, device)
-    dtype = amp_dtype(t.amp_dtype, device)
+    dtype = training_amp(t.amp, t.amp_dtype, device)  # the trainer's choice (None: fp32)
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=t.amp):
+        with torch.autocast(device.type, dtype or torch.bfloat16, dtype is not None):
             out = model(x, targets)
         loss = sum(criterion(to_float32(out), targets).values())  # the criterion in fp32, as the trainer runs it
         opt.zero_grad(set_to_none=True)

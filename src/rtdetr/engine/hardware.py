@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CpuInfo", "amp_dtype", "choose_precision", "cpu_info", "loader_workers", "PRECISIONS"]
+__all__ = ["CpuInfo", "amp_dtype", "choose_precision", "cpu_info", "loader_workers", "training_amp", "PRECISIONS"]
 
 log = logging.getLogger("rtdetr")
 
@@ -179,6 +179,26 @@ def amp_dtype(name: str, device: torch.device | str, warn: bool = False) -> torc
             cpu_info().cpu_class,
         )
     return dtype
+
+
+def training_amp(enabled: bool, name: str, device: torch.device | str, warn: bool = False) -> torch.dtype | None:
+    """The autocast dtype of a run with ``train.amp=enabled`` and ``train.amp_dtype=name``; None: fp32.
+
+    ``"auto"`` is fp16 on CUDA and bf16 on a CPU with native bf16 (AVX512_BF16/AMX); on a CPU without it, fp32, said
+    once with ``warn``: emulated bf16 is several times slower, and recipes written for GPUs (the official ones) ask
+    for amp. An explicit ``"bf16"`` is kept there, with :func:`amp_dtype`'s warning."""
+    if not enabled:
+        return None
+    dev = torch.device(device)
+    if name == "auto" and dev.type == "cpu" and not cpu_info().native_bf16:
+        if warn:
+            log.info(
+                "train.amp: training in fp32, the CPU has no native bf16 (%s) and emulated bf16 is several times "
+                "slower; train.amp_dtype=bf16 forces it",
+                cpu_info().cpu_class,
+            )
+        return None
+    return amp_dtype(name, dev, warn)
 
 
 def loader_workers(requested: int, per_process: int = 1) -> int:

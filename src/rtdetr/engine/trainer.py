@@ -36,7 +36,7 @@ from rtdetr.engine.anneal import AnnealStart
 from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_decides
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
-from rtdetr.engine.hardware import amp_dtype, loader_workers
+from rtdetr.engine.hardware import loader_workers, training_amp
 from rtdetr.engine.logger import RunLogger, eta_note, format_row, log_index, progress_bar, setup_logging
 from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
 from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir
@@ -114,8 +114,8 @@ class Trainer:
         self.criterion = RTDETRCriterion(model_cfg.num_classes, cls_loss=str(t.cls_loss), o2m_repeat=t.o2m_repeat)
         self.criterion.to(self.device)
         self.optimizer = build_optimizer(self.net, t)
-        self.amp_dtype = amp_dtype(t.amp_dtype, self.device, t.amp and self.main)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp and self.amp_dtype == torch.float16)
+        self.amp_dtype = training_amp(t.amp, t.amp_dtype, self.device, self.main)  # None: fp32
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
         size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
         self.stop_epoch = t.epochs - max(t.no_aug_epochs, math.ceil((t.no_aug_fraction or 0.0) * t.epochs))
@@ -274,7 +274,7 @@ class Trainer:
             targets = [{k: v.to(self.device) for k, v in tg.items()} for tg in targets]
             if t.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=t.amp):
+            with torch.autocast(self.device.type, self.amp_dtype or torch.bfloat16, self.amp_dtype is not None):
                 out = self.net(images, targets)
             try:
                 losses = self.criterion(to_float32(out), targets)
