@@ -50,9 +50,20 @@ def test_int8_and_openvino(tmp_path: Path) -> None:
     assert int8[1].shape == fp32[1].shape == (1, 20, 4)
     # what predict/serve say they run: the int8 graph said "fp32 (fixed at export)"
     assert (OnnxRuntimeDetector(q).precision, OnnxRuntimeDetector(onnx_path).precision) == ("int8", "fp32")
-    assert q.stat().st_size < 0.6 * onnx_path.stat().st_size  # weights stored as int8
     import onnx
 
+    def precision_key(path: Path) -> list[str]:
+        return [p.value for p in onnx.load(str(path), load_external_data=False).metadata_props if p.key == "precision"]
+
+    assert precision_key(onnx_path) == ["fp32"] and precision_key(q) == ["int8"]  # read without scanning the graph
+    foreign = onnx.load(str(q))  # an int8 graph quantized elsewhere: no such key, found by its operators
+    kept = [(p.key, p.value) for p in foreign.metadata_props if p.key != "precision"]
+    del foreign.metadata_props[:]
+    for k, v in kept:
+        foreign.metadata_props.add(key=k, value=v)
+    onnx.save(foreign, str(tmp_path / "foreign.onnx"))
+    assert OnnxRuntimeDetector(tmp_path / "foreign.onnx").precision == "int8"
+    assert q.stat().st_size < 0.6 * onnx_path.stat().st_size  # weights stored as int8
     ops = [n.op_type for n in onnx.load(str(q)).graph.node]
     assert ops.count("QuantizeLinear") >= ops.count("Conv") > 0  # every convolution's input is quantized
     ds, _, agree = compare_detections(fp32, int8)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from rtdetr.models.postprocess import PostProcessor
 from rtdetr.models.rtdetr import RTDETR
 
-__all__ = ["DeployModel", "ExportReport", "compare_detections", "export_onnx"]
+__all__ = ["DeployModel", "ExportReport", "compare_detections", "export_onnx", "set_metadata"]
 
 log = logging.getLogger("rtdetr")
 
@@ -154,11 +154,9 @@ def export_onnx(
         "num_classes": str(num_classes),
         "class_names": json.dumps(class_names or [str(i) for i in range(num_classes)]),
         "variant": cfg.name if cfg else "",
+        "precision": "fp32",  # the int8 graph says int8 (quantize_onnx_int8): runtimes read it without a scan
     }
-    proto = onnx.load(str(out))
-    for k, v in meta.items():
-        proto.metadata_props.add(key=k, value=v)
-    onnx.save(proto, str(out))
+    set_metadata(out, meta)
     if simplify:
         report.simplified = _simplify(out)
     if check:
@@ -183,6 +181,18 @@ def export_onnx(
                 "labels; the export is not faithful"
             )
     return report
+
+
+def set_metadata(path: str | Path, values: dict[str, str]) -> None:
+    """Write ``values`` into the ONNX file's metadata (``metadata_props``), replacing keys already there."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in values]
+    del proto.metadata_props[:]
+    for k, v in [*kept, *values.items()]:
+        proto.metadata_props.add(key=k, value=v)
+    onnx.save(proto, str(path))
 
 
 def _simplify(path: Path) -> bool:

@@ -81,6 +81,9 @@ def quantize_onnx_int8(
     )
     if prep != src:
         prep.unlink(missing_ok=True)
+    from rtdetr.export.onnx import set_metadata
+
+    set_metadata(out, {"precision": "int8"})  # the fp32 graph's metadata came along, "fp32" included
     return out
 
 

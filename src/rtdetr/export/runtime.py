@@ -103,7 +103,8 @@ class OnnxRuntimeDetector(_GraphDetector):
         self.path = p
         meta = self.session.get_modelmeta().custom_metadata_map
         self.class_names = json.loads(meta["class_names"]) if "class_names" in meta else None
-        if _onnx_is_int8(p):
+        precision = meta.get("precision") or ("int8" if _onnx_is_int8(p) else "fp32")  # a graph from elsewhere: scan
+        if precision == "int8":
             self.precision, self.precision_reason = "int8", _INT8_REASON
 
     def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
