@@ -41,6 +41,20 @@ def test_shipped_recipes_by_name_from_any_folder(tmp_path: Path, monkeypatch: py
         load_recipe("elsewhere/fast_small.yaml")  # a missing file in a folder is not swapped for a shipped one
 
 
+def test_val_follows_a_replaced_training_source() -> None:
+    """fast_small and finetune_custom validate on their training source's val split (train = val =
+    my_dataset/data.yaml): `rtdetr train -c fast_small --data mine/data.yaml` kept the placeholder as data.val and
+    stopped on "data.val: my_dataset/data.yaml: no such file or folder"."""
+    for name in ("fast_small", "finetune_custom"):
+        assert load_recipe(name).data.val == load_recipe(name).data.train == "my_dataset/data.yaml"
+        assert load_recipe(name, updates={"data": {"train": "mine/data.yaml"}}).data.val == "mine/data.yaml"
+        assert load_recipe(name, ["data.train=voc_set"]).data.val == "voc_set"  # a dotted override too
+        given = load_recipe(name, updates={"data": {"train": "mine/data.yaml", "val": "other/val.json"}})
+        assert (given.data.train, given.data.val) == ("mine/data.yaml", "other/val.json")  # a val given wins
+    official = load_recipe("rtdetrv2_r18vd_120e_coco", updates={"data": {"train": "mine/data.yaml"}})
+    assert official.data.val == "coco/annotations/instances_val2017.json"  # two sources: nothing follows
+
+
 def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  name: rtdetr_r18vd\ntrain:\n  epochz: 3\n")

@@ -146,11 +146,24 @@ def load_recipe(
         resume = _last_of(str(resume))
     if resume and path is None:  # continue that run: its own settings, in its own folder
         data = _run_of(resume)
+    recipe_data = dict(data.get("data") or {})
     data = merge_overrides(data, updates or {})
     data = apply_dotted_overrides(data, overrides or [])
+    _val_follows_train(recipe_data, data)
     if resume:
         data["resume"] = resume  # a run folder given: its last.pth
     return run_config_from_dict(data)
+
+
+def _val_follows_train(recipe: Mapping[str, Any], run: dict[str, Any]) -> None:
+    """A recipe that validates on its training source (``val`` = ``train``: the val split of one dataset, as
+    fast_small's ``my_dataset/data.yaml``) goes on doing so when the training source is replaced (``--data``) and
+    ``val`` is not: the placeholder used to stay and fail ("data.val: my_dataset/data.yaml: no such file")."""
+    given = run.get("data")
+    if not isinstance(given, Mapping) or not recipe.get("train") or recipe.get("val") != recipe.get("train"):
+        return
+    if given.get("val") == recipe["val"] and given.get("train") != recipe["train"]:
+        run["data"] = {**given, "val": given.get("train")}
 
 
 def _stem(p: Path) -> str:
