@@ -148,6 +148,20 @@ def test_cli_resume_alone_continues_the_run_in_its_folder(
     assert "empty is a folder without a last.pth" in capsys.readouterr().err
 
 
+def test_a_missing_or_broken_init_from_names_the_setting(tiny_data: dict, tmp_path: Path) -> None:
+    """finetune_custom names the official release file: without it the run stopped on "<file>: no such checkpoint
+    file", not saying which setting held it nor how to give one."""
+    from rtdetr.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^init_from: \S*coco_48.pth: no such checkpoint file \(give the "
+                       r"checkpoint to start from with --init-from PATH\)$"):  # fmt: skip
+        Trainer(tiny_config(tiny_data, tmp_path / "a", f"init_from={tmp_path / 'coco_48.pth'}"))
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=r"^init_from: \S*broken.pth: not a readable PyTorch checkpoint") as e:
+        Trainer(tiny_config(tiny_data, tmp_path / "b", f"init_from={tmp_path / 'broken.pth'}"))
+    assert "--init-from PATH" not in str(e.value)  # the file is there: the hint is for a missing one
+
+
 def test_init_from_another_variant_is_refused_unless_partial(tiny_data: dict, tmp_path: Path) -> None:
     from rtdetr.config import ConfigError
     from rtdetr.convert import save_model

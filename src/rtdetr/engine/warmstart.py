@@ -4,11 +4,18 @@ allowed; another architecture only when asked (``train.partial_init``)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from torch import nn
 
 from rtdetr.config import ConfigError
-from rtdetr.convert.checkpoint import checkpoint_file, extract_state_dict, load_state_dict_into, read_checkpoint
+from rtdetr.convert.checkpoint import (
+    CheckpointError,
+    checkpoint_file,
+    extract_state_dict,
+    load_state_dict_into,
+    read_checkpoint,
+)
 
 __all__ = ["init_from_checkpoint"]
 
@@ -23,8 +30,13 @@ def init_from_checkpoint(model: nn.Module, path: str, partial: bool) -> tuple[in
         ConfigError: tensors other than the class heads do not fit (or the checkpoint has tensors the model
             lacks) and ``partial`` is False.
     """
-    path = str(checkpoint_file(path))  # a run folder: its best.pth
-    state, origin = extract_state_dict(read_checkpoint(path), path)
+    try:
+        path = str(checkpoint_file(path))  # a run folder: its best.pth
+        ckpt = read_checkpoint(path)
+    except CheckpointError as e:  # the setting named, and what to do where a recipe names a release file
+        hint = "" if Path(path).exists() else " (give the checkpoint to start from with --init-from PATH)"
+        raise ConfigError(f"init_from: {e}{hint}") from None
+    state, origin = extract_state_dict(ckpt, path)
     report = load_state_dict_into(model, state, strict=False, origin=path)
     left = sorted(set(report.missing) | {k for k, _, _ in report.mismatched})
     others = [k for k in left if not k.startswith(CLASS_HEADS)]
