@@ -326,6 +326,11 @@ class RTDETR:
             raise ValueError(f"unsupported export format {format!r}; supported: onnx, openvino")
         if int8 and calibration is None:
             raise ValueError("int8 export needs calibration images (calibration=<image folder or dataset>)")
+        if format == "openvino":  # said before minutes of exporting, not after
+            from rtdetr.export.quantize import require_openvino
+
+            require_openvino()
+        images = _calibration_images(calibration) if calibration is not None and int8 else []  # before exporting
         assert self.model.config is not None
         size = image_size or self.image_size
         # beside the checkpoint (runs/a/best.pth and runs/b/best.pth do not share one ./best.onnx); a variant: here
@@ -345,7 +350,6 @@ class RTDETR:
         if int8:
             from rtdetr.export.quantize import quantize_onnx_int8
 
-            images = _calibration_images(calibration)  # type: ignore[arg-type]
             q = quantize_onnx_int8(onnx_path, onnx_path.with_name(f"{onnx_path.stem}_int8.onnx"), images, size)
             report["int8_path"] = str(q)
         if format == "openvino":
@@ -368,12 +372,15 @@ class RTDETR:
 def _calibration_images(source: str | Path, limit: int = 64) -> list[Path]:
     """Up to ``limit`` image paths from a folder or from any dataset path (COCO/YOLO/VOC, train split)."""
     from rtdetr.data import load_index
-    from rtdetr.data.records import find_images
+    from rtdetr.data.records import DataError, find_images
 
     p = Path(source)
     files = find_images(p) if p.is_dir() else []
     if not files:
-        files = [r.path for r in load_index(p, "train").records]
+        try:
+            files = [r.path for r in load_index(p, "train").records]
+        except DataError as e:  # a folder: "no images" says it better than the dataset-format message
+            raise ValueError(f"{p}: no images in this folder, and not a dataset" if p.is_dir() else str(e)) from None
     if not files:
         raise ValueError(f"{source}: no calibration images found")
     step = max(1, len(files) // limit)

@@ -135,6 +135,19 @@ def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixt
     assert ov8.precision == "int8" and ov8.precision_reason.startswith("quantized at export; its other layers in ")
     assert main(["export", str(ckpt), "--int8"]) == 1
     assert "needs calibration images" in capsys.readouterr().err
+    # what cannot work is said before the ONNX graph is exported and checked (minutes for a large model), and
+    # nothing is left behind: a calibration folder without images, OpenVINO missing
+    early = tmp_path / "early.onnx"
+    (tmp_path / "no_images").mkdir()
+    assert main(["export", str(ckpt), "-o", str(early), "--int8", "--calib", str(tmp_path / "no_images")]) == 1
+    assert "no_images: no images in this folder, and not a dataset" in capsys.readouterr().err and not early.exists()
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real_find_spec(n, *a))
+        assert main(["export", str(ckpt), "-o", str(early), "--format", "openvino"]) == 1
+    assert "pip install 'rtdetr[openvino]'" in capsys.readouterr().err and not early.exists()
     best = tmp_path / "run" / "best.pth"
     best.parent.mkdir()
     best.write_bytes(ckpt.read_bytes())

@@ -3,6 +3,7 @@ calibrated on real images, and an OpenVINO conversion of the same graph."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["quantize_onnx_int8", "to_openvino"]
+__all__ = ["quantize_onnx_int8", "require_openvino", "to_openvino"]
 
 log = logging.getLogger("rtdetr")
 
@@ -87,13 +88,18 @@ def quantize_onnx_int8(
     return out
 
 
+def require_openvino() -> None:
+    """Raise ImportError, saying how to install it, when OpenVINO is missing (checked before an export starts)."""
+    if importlib.util.find_spec("openvino") is None:
+        raise ImportError("OpenVINO export needs the 'openvino' package (pip install 'rtdetr[openvino]')")
+
+
 def to_openvino(onnx_path: str | Path, out_dir: str | Path) -> Path:
     """Convert an exported ONNX graph to OpenVINO IR (``<stem>.xml`` + ``.bin``) in ``out_dir``, with a
     ``<stem>.json`` sidecar holding the class names and input size from the ONNX metadata."""
-    try:
-        import openvino as ov
-    except ImportError:
-        raise ImportError("OpenVINO export needs the 'openvino' package (pip install openvino)") from None
+    require_openvino()
+    import openvino as ov
+
     model = ov.convert_model(str(onnx_path))
     out = Path(out_dir) / f"{Path(onnx_path).stem}.xml"
     out.parent.mkdir(parents=True, exist_ok=True)
