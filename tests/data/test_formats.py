@@ -281,8 +281,15 @@ def test_yolo_without_names_says_where_it_looked(tmp_path: Path) -> None:
         (tmp_path / d).mkdir(parents=True)
     write_image(tmp_path / "images" / "train" / "a.jpg", (40, 30))
     (tmp_path / "labels" / "train" / "a.txt").write_text("1 0.5 0.5 0.2 0.2\n")
-    with pytest.raises(DataError, match=r"class names unknown \(none of .*data\.yaml, .*classes\.txt exists\)"):
+    with pytest.raises(DataError, match=r"class names unknown \(none of .*data\.yaml, .*classes\.txt exists\)") as e:
         load_index(tmp_path)
+    assert " has them)" not in str(e.value)
+    # a YAML with names under another name (coco128 ships yolo_classes.yaml) is pointed at; one without is not
+    (tmp_path / "notes.yaml").write_text("author: me\n")
+    (tmp_path / "my_classes.yml").write_text("names: [cat, dog]\n")
+    with pytest.raises(DataError, match=r"pass a data.yaml with 'names' \(\S*my_classes.yml has them\), or write"):
+        load_index(tmp_path)
+    (tmp_path / "my_classes.yml").unlink()
     (tmp_path / "labels" / "train" / "classes.txt").write_text("cat\ndog\n")
     idx = load_index(tmp_path)
     assert idx.class_names == ["cat", "dog"] and idx.records[0].labels.tolist() == [1]

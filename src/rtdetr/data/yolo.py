@@ -16,6 +16,17 @@ from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, find_image
 __all__ = ["label_dir_for", "listed_images", "load_yolo", "read_data_yaml"]
 
 
+def _yaml_with_names(folders: set[Path]) -> Path | None:
+    """A YAML file in ``folders`` that reads as a YOLO data.yaml (it has ``names``), if there is one."""
+    for f in sorted(y for d in folders for y in [*d.glob("*.yaml"), *d.glob("*.yml")]):
+        try:
+            read_data_yaml(f)
+        except DataError:
+            continue
+        return f
+    return None
+
+
 def read_data_yaml(path: str | Path) -> dict[str, Any]:
     """``data.yaml`` with ``path`` (optional root), ``train``/``val`` (folders) and ``names`` (list or dict)."""
     p = Path(path)
@@ -152,9 +163,11 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
                 names = [n.strip() for n in names if n.strip()]
                 break
     if not names:
+        named = _yaml_with_names({c.parent for c in looked} - {label_dir})  # e.g. coco128's yolo_classes.yaml
         raise DataError(
             f"{image_dir}: class names unknown (none of {', '.join(str(c) for c in looked)} exists); pass a data.yaml"
-            f" with 'names', or write the names one per line, in class-id order, to {label_dir / 'classes.txt'}"
+            f" with 'names'{f' ({named} has them)' if named else ''}, or write the names one per line, in class-id"
+            f" order, to {label_dir / 'classes.txt'}"
         )
     index = DatasetIndex([], list(names), "yolo", str(src))
     polygons = scored = 0
