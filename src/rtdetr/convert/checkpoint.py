@@ -73,11 +73,13 @@ class LoadReport:
         return "\n".join(parts)
 
 
-def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, weights_only: bool = True, mmap: bool = False) -> dict[str, Any]:
     """Load a ``.pth``/``.pt``/``.bin`` (torch) or ``.safetensors`` file onto the CPU.
 
     Args:
         weights_only: refuse pickled code objects (default). Set False only for files you trust.
+        mmap: map the tensors instead of reading them (torch files in the zip format: every file torch.save
+            writes), for a look at a large file's other entries.
     """
     p = Path(path)
     if not p.is_file():
@@ -99,7 +101,7 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict[
         except Exception as e:  # safetensors raises its own error types
             raise CheckpointError(f"{p}: not a valid safetensors file ({e})") from None
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=weights_only)
+        obj = torch.load(p, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if found:

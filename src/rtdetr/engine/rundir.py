@@ -73,7 +73,7 @@ def interrupted_note(out_dir: Path) -> str:
     from rtdetr.convert.checkpoint import CheckpointError, read_checkpoint
 
     try:
-        epoch = f"epoch {int(read_checkpoint(last)['epoch'])}"
+        epoch = f"epoch {int(read_checkpoint(last, mmap=True)['epoch'])}"  # the tensors stay on disk
     except (CheckpointError, KeyError, TypeError, ValueError):
         epoch = "its last finished epoch"
     return f"{last} holds {epoch}; continue from there with: rtdetr train --resume {out_dir}"
