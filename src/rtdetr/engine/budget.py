@@ -55,7 +55,7 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
     does not depend on them; data loading is not included)."""
     from rtdetr.bench.profile import measure_latency
     from rtdetr.engine.distributed import resolve_device
-    from rtdetr.engine.hardware import training_amp
+    from rtdetr.engine.hardware import training_amp, training_autocast
     from rtdetr.engine.optim import build_optimizer
     from rtdetr.loss import RTDETRCriterion
     from rtdetr.loss.criterion import to_float32
@@ -85,7 +85,7 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
             torch.cuda.synchronize(device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype or torch.bfloat16, dtype is not None):
+        with training_autocast(device, dtype):
             out = model(x, targets)
         loss = sum(criterion(to_float32(out), targets).values())  # the criterion in fp32, as the trainer runs it
         opt.zero_grad(set_to_none=True)

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["CpuInfo", "amp_dtype", "choose_precision", "cpu_info", "loader_workers", "training_amp", "PRECISIONS"]
+__all__ = ["CpuInfo", "amp_dtype", "choose_precision", "cpu_info", "loader_workers", "training_amp",
+           "training_autocast", "PRECISIONS"]  # fmt: skip
 
 log = logging.getLogger("rtdetr")
 
@@ -199,6 +200,11 @@ def training_amp(enabled: bool, name: str, device: torch.device | str, warn: boo
             )
         return None
     return amp_dtype(name, dev, warn)
+
+
+def training_autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """The autocast context of a training step in ``dtype`` (:func:`training_amp`; None: fp32, autocast off)."""
+    return torch.autocast(device.type, dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def loader_workers(requested: int, per_process: int = 1) -> int:

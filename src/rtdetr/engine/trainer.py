@@ -36,7 +36,7 @@ from rtdetr.engine.anneal import AnnealStart
 from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_decides
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
-from rtdetr.engine.hardware import loader_workers, training_amp
+from rtdetr.engine.hardware import loader_workers, training_amp, training_autocast
 from rtdetr.engine.logger import RunLogger, eta_note, format_row, log_index, progress_bar, setup_logging
 from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
 from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir
@@ -274,7 +274,7 @@ class Trainer:
             targets = [{k: v.to(self.device) for k, v in tg.items()} for tg in targets]
             if t.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, self.amp_dtype or torch.bfloat16, self.amp_dtype is not None):
+            with training_autocast(self.device, self.amp_dtype):
                 out = self.net(images, targets)
             try:
                 losses = self.criterion(to_float32(out), targets)
