@@ -194,3 +194,94 @@ def test_precision_without_detections_is_zero_not_nan() -> None:
     assert np.isnan(pc["precision"][2])  # no objects and no detections: undefined
     # ... and so is its F1 (it printed 0.0000 beside nan precision and recall); a missed class's F1 is 0
     assert np.isnan(pc["f1"][2]) and pc["f1"][1] == 0.0 and pc["f1"][0] == 1.0
+
+
+def test_voc_difficult_objects_are_ignored_as_pycocotools_would_without_them(tmp_path: Path) -> None:
+    """VOC ``difficult`` objects are neither targets nor misses, and detections on them (duplicates too) are not
+    false positives: the numbers equal pycocotools' on the set with those objects and detections removed.
+    Scoring them as ordinary objects (what validation did before) gives other numbers."""
+    from PIL import Image
+
+    from rtdetr.data.voc import load_voc
+    from rtdetr.engine.evaluator import validate
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
+    images, anns, kept_dets, per_image = [], [], [], []
+    for i in range(6):
+        Image.new("RGB", (96, 64), (i * 30, 80, 120)).save(tmp_path / "JPEGImages" / f"{i}.jpg")
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 96, "height": 64})
+        objects, boxes, labels, scores = "", [], [], []
+        for j in range(4):
+            x, y = float(rng.integers(0, 60)), float(rng.integers(0, 30))
+            w, h = float(rng.integers(8, 34)), float(rng.integers(8, 32))
+            difficult = int(j == 3 or (i == 0 and j == 2))
+            objects += (
+                f"<object><name>{'ab'[j % 2]}</name><difficult>{difficult}</difficult><bndbox><xmin>{x:g}</xmin>"
+                f"<ymin>{y:g}</ymin><xmax>{x + w:g}</xmax><ymax>{y + h:g}</ymax></bndbox></object>"
+            )
+            score = float(rng.uniform(0.2, 1.0))
+            if difficult:  # found on odd images, twice on two of them; scored below the rest, as COCO's maxDets
+                if i % 2:  # (AR1) count detections on ignored objects too
+                    for k in range(1 + (i % 4 == 1)):
+                        boxes.append([x, y, x + w, y + h]), labels.append(j % 2), scores.append(0.15 - 0.05 * k)
+                continue
+            anns.append(dict(id=len(anns) + 1, image_id=i, category_id=j % 2 + 1, bbox=[x, y, w, h], area=w * h))
+            anns[-1]["iscrowd"] = 0
+            jit = rng.normal(0, 2, 4)
+            boxes.append([x + jit[0], y + jit[1], x + w + jit[2], y + h + jit[3]]), labels.append(j % 2)
+            scores.append(score)
+            kept_dets.append((i, boxes[-1], j % 2, score))
+        boxes.append([1.0, 1.0, 20.0, 20.0]), labels.append(0), scores.append(0.95)  # a false positive
+        kept_dets.append((i, boxes[-1], 0, 0.95))
+        per_image.append({"boxes": torch.tensor(boxes), "labels": torch.tensor(labels), "scores": torch.tensor(scores)})
+        (tmp_path / "Annotations" / f"{i}.xml").write_text(
+            f"<annotation><filename>{i}.jpg</filename><size><width>96</width><height>64</height></size>"
+            f"{objects}</annotation>"
+        )
+    index = load_voc(tmp_path, split=None)
+    assert sum(len(r.labels) for r in index.records) == 17 and sum(len(r.ignore_labels) for r in index.records) == 7
+    assert any("7 objects marked <difficult>1 in 6 files are ignored" in n for n in index.notes)
+    res = validate(_FixedDetector(per_image, 2), index, (64, 64), batch_size=4, conf=0.1)
+    assert "7 difficult objects ignored" in res["ground_truth"]
+
+    gt_path = tmp_path / "without_difficult.json"
+    cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    gt_path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    dets = [
+        {"image_id": i, "category_id": lb + 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s}
+        for i, b, lb, s in kept_dets
+    ]
+    theirs = _pycocotools_stats(gt_path, dets)
+    assert list(res["stats"].values()) == pytest.approx(theirs, abs=1e-9)
+    m = ThresholdMetrics(2, conf=0.1)
+    for i in range(6):
+        mine = [(b, lb, s) for k, b, lb, s in kept_dets if k == i]
+        gt = [a for a in anns if a["image_id"] == i]
+        m.update(
+            np.array([b for b, _, _ in mine], dtype=np.float32),
+            np.array([lb for _, lb, _ in mine]),
+            np.array([s for _, _, s in mine]),
+            np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                      for a in gt], dtype=np.float32),
+            np.array([a["category_id"] - 1 for a in gt]),
+        )  # fmt: skip
+    assert res["threshold"] == pytest.approx(m.overall())
+
+    for r in index.records:  # the old scoring: difficult objects as ordinary ones
+        r.boxes, r.labels = np.concatenate([r.boxes, r.ignore_boxes]), np.concatenate([r.labels, r.ignore_labels])
+        r.ignore_boxes, r.ignore_labels = r.ignore_boxes[:0], r.ignore_labels[:0]
+    old = validate(_FixedDetector(per_image, 2), index, (64, 64), batch_size=4, conf=0.1)
+    assert max(abs(old["stats"][k] - v) for k, v in res["stats"].items()) > 0.05
+    assert old["threshold"]["recall"] < res["threshold"]["recall"] - 0.05
+
+
+def test_threshold_metrics_ignore_only_same_class_detections() -> None:
+    """Detections on an ignored (difficult) object of their own class are not counted, duplicates included; one
+    of another class there is still a false positive, and a matched object still takes its detection."""
+    m = ThresholdMetrics(num_classes=2, conf=0.5)
+    gt, hard = np.array([[0, 0, 10, 10]], dtype=np.float32), np.array([[20, 20, 40, 40]], dtype=np.float32)
+    dets = np.array([[0, 0, 10, 10], [20, 20, 40, 40], [21, 20, 40, 41], [20, 20, 40, 40]], dtype=np.float32)
+    m.update(dets, np.array([0, 1, 1, 0]), np.full(4, 0.9), gt, np.array([0]), hard, np.array([1]))
+    assert m.matrix.tolist() == [[1, 0, 0], [0, 0, 0], [1, 0, 0]]  # the class-0 detection on the class-1 object

@@ -32,6 +32,9 @@ class ImageRecord:
         labels: ``[N]`` int64 contiguous class ids ``0..C-1``.
         image_id: integer id (COCO id when the source is COCO, else the position).
         width, height: image size when the annotation states it (None = read from the file).
+        ignore_boxes: ``[M, 4]`` float32 absolute xyxy boxes of objects that are neither training targets nor
+            scored (VOC ``difficult`` objects): evaluation counts a detection on one as neither hit nor miss.
+        ignore_labels: ``[M]`` int64 class ids of ``ignore_boxes``.
     """
 
     path: Path
@@ -40,6 +43,8 @@ class ImageRecord:
     image_id: int
     width: int | None = None
     height: int | None = None
+    ignore_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    ignore_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass

@@ -64,8 +64,9 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
         class_names: fixed class order; default ``label_list.txt`` in ``root`` if present, else the sorted names
             found in the annotations of all splits (so train and val agree).
 
-    ``difficult`` objects are kept. Unparsable xml files, unknown classes and degenerate boxes are dropped and
-    reported.
+    ``difficult`` objects go to the records' ``ignore_boxes``, as the VOC protocol has it: not training targets,
+    and a detection on one is neither a hit nor a miss when scoring. Unparsable xml files, unknown classes and
+    degenerate boxes are dropped and reported.
     """
     root = Path(root)
     ann_dir, img_dir = _subdir(root, "Annotations", "annotations"), _subdir(root, "JPEGImages", "images")
@@ -135,6 +136,7 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
     label_of = {n: i for i, n in enumerate(class_names)}
 
     renamed: list[str] = []
+    difficult_files = 0
     for image_id, (x, node) in enumerate(parsed):
         assert node is not None
         filename = _text(node, "filename") or f"{x.stem}.jpg"
@@ -146,7 +148,7 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
                 "bad image size", f"{x}: <size> {w_s!r} x {h_s!r} is not two positive numbers; read from the image"
             )
             w = h = None
-        boxes, labels = [], []
+        boxes, labels, difficult = [], [], []
         for k, obj in enumerate(node.iter("object")):
             name = _text(obj, "name")
             if name not in label_of:
@@ -168,16 +170,25 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
             coords = [float(texts[t]) for t in ("xmin", "ymin", "xmax", "ymax")]  # type: ignore[arg-type]
             boxes.append(coords)
             labels.append(label_of[name])
-        arr, lab = sanitize_boxes(
-            np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(labels), w, h, index, str(x)
-        )
+            difficult.append(_text(obj, "difficult") in ("1", "true", "True"))
+        hard = np.array(difficult, dtype=bool)
+        all_boxes, all_labels = np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(labels, dtype=np.int64)
+        arr, lab = sanitize_boxes(all_boxes[~hard], all_labels[~hard], w, h, index, str(x))
+        ignore, ignore_lab = sanitize_boxes(all_boxes[hard], all_labels[hard], w, h, index, f"{x} (difficult)")
+        difficult_files += int(hard.any())
         img_path = img_dir / filename
         if not img_path.is_file():  # <filename> names another extension or another name: match the name stem
             found = by_stem.get(x.stem) or by_stem.get(Path(filename).stem)
             if found is not None:
                 renamed.append(f"{x.name}: {filename} -> {found.name}")
                 img_path = found
-        index.records.append(ImageRecord(img_path, arr, lab, image_id, w, h))
+        index.records.append(ImageRecord(img_path, arr, lab, image_id, w, h, ignore, ignore_lab))
+    n_difficult = sum(len(r.ignore_labels) for r in index.records)
+    if n_difficult:
+        index.notes.append(
+            f"{n_difficult} objects marked <difficult>1 in {difficult_files} files are ignored, as the VOC protocol "
+            "has it: not training targets, and a detection on one counts as neither hit nor miss in scoring"
+        )
     if renamed:
         index.notes.append(
             f"{len(renamed)} annotations name an image file that is not in {img_dir}; the image with the "

@@ -34,7 +34,11 @@ STAT_NAMES = (
 
 
 def coco_gt_from_index(index: DatasetIndex) -> dict[str, Any]:
-    """A COCO ground-truth dict for any parsed dataset; category ids are the source's (COCO) or ``label + 1``."""
+    """A COCO ground-truth dict for any parsed dataset; category ids are the source's (COCO) or ``label + 1``.
+
+    A record's ``ignore_boxes`` (VOC difficult objects) become ``iscrowd`` regions, which COCO evaluation ignores:
+    a detection on one is neither a true nor a false positive, and missing one costs no recall.
+    """
     cat_ids = index.category_ids or list(range(1, index.num_classes + 1))
     images: list[dict] = []
     anns: list[dict] = []
@@ -46,7 +50,9 @@ def coco_gt_from_index(index: DatasetIndex) -> dict[str, Any]:
             with Image.open(rec.path) as im:
                 w, h = im.size
         images.append({"id": int(rec.image_id), "width": int(w), "height": int(h), "file_name": rec.path.name})
-        for box, label in zip(rec.boxes.tolist(), rec.labels.tolist()):
+        objects = [(b, lab, 0) for b, lab in zip(rec.boxes.tolist(), rec.labels.tolist())]
+        objects += [(b, lab, 1) for b, lab in zip(rec.ignore_boxes.tolist(), rec.ignore_labels.tolist())]
+        for box, label, crowd in objects:
             bw, bh = box[2] - box[0], box[3] - box[1]
             anns.append(
                 {
@@ -55,7 +61,7 @@ def coco_gt_from_index(index: DatasetIndex) -> dict[str, Any]:
                     "category_id": cat_ids[label],
                     "bbox": [box[0], box[1], bw, bh],
                     "area": bw * bh,
-                    "iscrowd": 0,
+                    "iscrowd": crowd,
                 }
             )
     cats = [{"id": c, "name": n} for c, n in zip(cat_ids, index.class_names)]
@@ -83,7 +89,9 @@ def ground_truth_for(index: DatasetIndex) -> tuple[dict[str, Any], str]:
             gt["annotations"] = [a for a in gt["annotations"] if isinstance(a, dict) and a.get("image_id") in ids]
             note += f"; {len(ids)} of its images evaluated (the others were dropped while loading)"
         return gt, note
-    return coco_gt_from_index(index), f"ground truth: rebuilt from the {index.format} boxes (no crowds, box areas)"
+    ignored = sum(len(r.ignore_labels) for r in index.records)
+    crowds = f"{ignored} difficult objects ignored" if ignored else "no crowds"
+    return coco_gt_from_index(index), f"ground truth: rebuilt from the {index.format} boxes ({crowds}, box areas)"
 
 
 def _backend() -> tuple[Any, Any, str]:
@@ -285,6 +293,8 @@ def validate(
                     det["scores"].cpu().numpy(),
                     rec.boxes,
                     rec.labels,
+                    rec.ignore_boxes,
+                    rec.ignore_labels,
                 )
     coco = evaluator.evaluate()
     out: dict[str, Any] = {

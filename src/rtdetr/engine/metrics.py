@@ -61,13 +61,24 @@ class ThresholdMetrics:
         det_scores: np.ndarray,
         gt_boxes: np.ndarray,
         gt_labels: np.ndarray,
+        ignore_boxes: np.ndarray | None = None,
+        ignore_labels: np.ndarray | None = None,
     ) -> None:
+        """Count one image. Boxes are ``[N, 4]`` absolute xyxy; a detection left unmatched that overlaps an
+        ``ignore_boxes`` object of its class (VOC difficult) at the IoU threshold is not counted at all."""
         keep = det_scores >= self.conf
         det_boxes, det_labels = det_boxes[keep], det_labels[keep]
         bg = self.num_classes
         pairs = match_detections(det_boxes, det_labels, gt_boxes, gt_labels, self.iou_threshold)
         matched_gt = {g for g, _ in pairs}
         matched_det = {d for _, d in pairs}
+        if ignore_boxes is not None and ignore_labels is not None and len(ignore_labels):
+            rest = [d for d in range(len(det_labels)) if d not in matched_det]
+            if rest:  # every such detection, duplicates too, as the VOC devkit ignores them
+                iou = _iou(ignore_boxes, det_boxes[rest])
+                same = ignore_labels[:, None] == det_labels[rest][None, :]
+                on_ignored = ((iou >= self.iou_threshold) & same).any(0)
+                matched_det |= {d for d, hit in zip(rest, on_ignored) if hit}  # neither hit nor false positive
         for g, d in pairs:
             self.matrix[gt_labels[g], det_labels[d]] += 1
         for g in range(len(gt_labels)):
