@@ -86,6 +86,35 @@ def test_yolo_data_yaml_and_bad_lines(yolo_dir: Path) -> None:
     assert any("b.txt:2: expected 'class cx cy w h' or 'class x1 y1" in p and "got 3 fields" in p for p in idx.problems)
 
 
+def test_roboflow_yolo_export_with_parent_relative_splits(tmp_path: Path) -> None:
+    """Roboflow's YOLO export: ``<root>/{train,valid,test}/{images,labels}`` and a data.yaml in the root whose
+    splits say ``../train/images``. Read as ``<root>/train/images`` (as Ultralytics does), with a note; the
+    folder itself and ``--split val`` work too, and a split that really is one level up is taken as written."""
+    from tests.data.conftest import write_image
+
+    root = tmp_path / "export"
+    for split, n in (("train", 3), ("valid", 2), ("test", 1)):
+        for i in range(n):
+            write_image(root / split / "images" / f"{split}{i}.jpg", (100, 50))
+            (root / split / "labels").mkdir(exist_ok=True)
+            (root / split / "labels" / f"{split}{i}.txt").write_text(f"{i % 2} 0.5 0.5 0.2 0.4\n")
+    (root / "data.yaml").write_text(
+        "train: ../train/images\nval: ../valid/images\ntest: ../test/images\n\nnc: 2\nnames: ['fish', 'jellyfish']\n"
+        "\nroboflow:\n  workspace: w\n  project: p\n  version: 1\n"
+    )
+    idx = load_yolo(root / "data.yaml", "train")
+    assert [r.path.name for r in idx.records] == ["train0.jpg", "train1.jpg", "train2.jpg"]
+    assert idx.records[1].labels.tolist() == [1] and idx.class_names == ["fish", "jellyfish"]
+    assert any("'train' names a folder that is not there; read ../train/images ->" in n for n in idx.notes)
+    assert [r.path.name for r in load_index(root, "val").records] == ["valid0.jpg", "valid1.jpg"]
+    assert len(load_index(root, "test").records) == 1
+    for i in range(2):  # the yaml's own reading, where it holds, wins
+        write_image(tmp_path / "train" / "images" / f"up{i}.jpg", (100, 50))
+    (tmp_path / "train" / "labels").mkdir()
+    up = load_yolo(root / "data.yaml", "train")
+    assert [r.path.name for r in up.records] == ["up0.jpg", "up1.jpg"] and not up.notes
+
+
 def test_yolo_polygon_labels_become_their_boxes(yolo_dir: Path) -> None:
     """Segmentation-format lines (class and 3+ points) count as their bounding boxes; an even count of fields or
     two points is still malformed."""

@@ -59,15 +59,19 @@ def read_data_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def _split_entry(entry: Any, root: Path, what: str) -> Path:
-    """One entry of a data.yaml split: a folder or ``.txt`` list, relative to the dataset root (a folder written
-    with the upstream layout that is not there is also tried as ``<root>/<its name>``)."""
+    """One entry of a data.yaml split: a folder or ``.txt`` list, relative to the dataset root. One that is not
+    there is also tried as ``<root>/<its name>`` (a folder written with the upstream layout) and, written as
+    ``../x``, as ``<root>/x``: Roboflow's YOLO exports say ``train: ../train/images`` in a data.yaml that sits in
+    the dataset root (Ultralytics reads them so too)."""
     if not isinstance(entry, str) or not entry.strip():
         raise DataError(f"{what} must be a folder, a .txt list of images or a list of these; got {entry!r}")
     p = Path(entry)
-    p = p if p.is_absolute() else root / p
-    if not p.exists() and (root / p.name).exists():
-        p = root / p.name
-    return p
+    if p.is_absolute():
+        return p
+    for cand in (root / p, *([root / entry[3:]] if entry.startswith(("../", "..\\")) else []), root / p.name):
+        if cand.exists():
+            return cand
+    return root / p
 
 
 def listed_images(listing: Path, root: Path) -> list[Path]:
@@ -139,8 +143,9 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
         if not entries:
             raise DataError(f"{src}: '{split}' lists no folder or .txt list of images")
         sources = [_split_entry(e, root, f"{src}: '{split}'") for e in entries]
+        moved = [f"{e} -> {p}" for e, p in zip(entries, sources) if isinstance(e, str) and p != root / e]
     else:
-        sources, root = [src], src.parent
+        sources, root, moved = [src], src.parent, []
     pairs: list[tuple[Path, Path]] = []  # (image, its label file)
     label_dirs: list[Path] = []
     for where in sources:
@@ -170,6 +175,8 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
             f" order, to {label_dir / 'classes.txt'}"
         )
     index = DatasetIndex([], list(names), "yolo", str(src))
+    if moved:
+        index.notes.append(f"{src}: '{split}' names a folder that is not there; read {', '.join(moved)} instead")
     polygons = scored = 0
     for image_id, (img_path, label_path) in enumerate(pairs):
         boxes, labels, n_polygons, n_scored = _read_labels(label_path, len(names), index)
