@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rtdetr.cli import main
-from rtdetr.data import load_index
+from rtdetr.data import DataError, load_index
 from tests.data.conftest import write_image
 
 _XML = """<annotation><filename>{name}.jpg</filename><size><width>64</width><height>48</height></size>
@@ -112,3 +112,33 @@ def test_box_problems_name_the_tag_and_case_twins_are_noted(tmp_path: Path) -> N
     assert any("c.xml: object 0 (cat): no <xmin>, <xmax> 'x';" in p for p in idx.problems)
     assert any("class names ['Cat', 'cat'] differ only in case" in n for n in idx.notes)
     assert any("['red cell', 'red_cell'] differ only in case, spaces or '_'" in n for n in idx.notes)  # as --classes
+
+
+def test_xml_beside_the_images_labelimg_and_roboflow_layouts(tmp_path: Path) -> None:
+    """labelImg writes each xml beside its image; Roboflow's VOC export does so in train/ valid/ test/. Both load
+    from the folder (format told from the xml files): the split folders by split name (``val`` finds ``valid``),
+    a split's own folder whole, a flat folder by the fixed name-hash split."""
+    flat = tmp_path / "labelimg"
+    flat.mkdir()
+    for i in range(30):
+        (flat / f"img{i:03d}.xml").write_text(_XML.format(name=f"img{i:03d}", cls="cell" if i % 2 else "rbc"))
+        write_image(flat / f"img{i:03d}.jpg")
+    write_image(flat / "not_labelled_yet.jpg")
+    train, val = load_index(flat, "train"), load_index(flat, "val")
+    assert train.format == "voc" and len(train.records) + len(val.records) == 30 and 0 < len(val.records) < 15
+    assert not {r.path for r in train.records} & {r.path for r in val.records}
+    assert train.class_names == ["cell", "rbc"] and train.records[0].boxes.tolist() == [[5.0, 5.0, 30.0, 30.0]]
+    assert any("not_labelled_yet.jpg" in n for n in train.notes)
+
+    export = tmp_path / "export"
+    for split, n in (("train", 6), ("valid", 3), ("test", 2)):
+        (export / split).mkdir(parents=True)
+        for i in range(n):
+            (export / split / f"{split}{i}.xml").write_text(_XML.format(name=f"{split}{i}", cls="cell"))
+            write_image(export / split / f"{split}{i}.jpg")
+    (export / "README.roboflow.txt").write_text("exported\n")
+    assert [len(load_index(export, s).records) for s in ("train", "val", "test")] == [6, 3, 2]
+    assert all(r.path.parent.name == "valid" for r in load_index(export, "val").records)
+    assert len(load_index(export / "valid", "train").records) == 3  # a split's folder: all of it
+    with pytest.raises(DataError, match=r"export: no folder for split 'holdout' \(the splits here: test/, train/, "):
+        load_index(export, "holdout")

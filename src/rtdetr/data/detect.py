@@ -9,7 +9,7 @@ from typing import Literal
 
 from rtdetr.config import ConfigError, DataConfig
 from rtdetr.data.coco import load_coco
-from rtdetr.data.records import DataError, DatasetIndex, find_images
+from rtdetr.data.records import SPLIT_FOLDERS, DataError, DatasetIndex, find_images
 from rtdetr.data.voc import load_voc
 from rtdetr.data.yolo import label_dir_for, load_yolo
 
@@ -49,11 +49,17 @@ def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
             return "yolo"
         if _folder_json(p) or any(_folder_json(p / s) for s in ("train", "valid", "val", "test")):
             return "coco"  # a json beside the images, per split folder (Roboflow's COCO export)
+        if any(_has_xml(d) for d in (p, p / "train", p / "valid", p / "val", p / "test")):
+            return "voc"  # xml files beside the images (labelImg's default), per split folder (Roboflow's VOC export)
     raise DataError(
         f"{p}: cannot tell the dataset format; expected a COCO .json (or a folder with annotations/*.json), "
         "a YOLO data.yaml (or images/ + labels/ folders), or a VOC folder with Annotations/ and JPEGImages/ "
         "(or annotations/*.xml and images/)"
     )
+
+
+def _has_xml(folder: Path) -> bool:
+    return folder.is_dir() and next(folder.glob("*.xml"), None) is not None
 
 
 def _has_yolo_labels(image_dir: Path) -> bool:
@@ -62,10 +68,6 @@ def _has_yolo_labels(image_dir: Path) -> bool:
     except DataError:
         return False
     return True
-
-
-#: split folder names tried for a split (Roboflow exports name the validation folder ``valid``)
-_SPLIT_FOLDERS = {"val": ("val", "valid", "validation"), "valid": ("valid", "val", "validation")}
 
 
 def _folder_json(folder: Path) -> Path | None:
@@ -82,12 +84,12 @@ def _coco_json_for(root: Path, split: str) -> Path:
     split's folder (``<root>/<split>/_annotations.coco.json``, the Roboflow layout; ``val`` also finds ``valid``)."""
     if not (root / "annotations").is_dir():
         found = _folder_json(root)
-        for name in _SPLIT_FOLDERS.get(split, (split,)):
+        for name in SPLIT_FOLDERS.get(split, (split,)):
             found = found or _folder_json(root / name)
         if found is None:
             raise DataError(
                 f"{root}: no COCO json for split {split!r} (looked in annotations/, {root.name}/ and "
-                f"{'/, '.join(_SPLIT_FOLDERS.get(split, (split,)))}/)"
+                f"{'/, '.join(SPLIT_FOLDERS.get(split, (split,)))}/)"
             )
         return found
     files = sorted((root / "annotations").glob("*.json"))

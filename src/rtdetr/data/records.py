@@ -13,7 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataError", "DatasetIndex", "ImageRecord", "IMAGE_SUFFIXES", "sanitize_boxes"]
+__all__ = [
+    "DataError",
+    "DatasetIndex",
+    "ImageRecord",
+    "IMAGE_SUFFIXES",
+    "SPLIT_FOLDERS",
+    "SPLIT_NAMES",
+    "sanitize_boxes",
+]
+
+#: split folder names tried for a split, first found wins (Roboflow's exports name the validation folder ``valid``)
+SPLIT_FOLDERS = {"val": ("val", "valid", "validation"), "valid": ("valid", "val", "validation")}
+#: folder names that are a split's own folder
+SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # a GIF: its first frame
 

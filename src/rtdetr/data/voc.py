@@ -1,5 +1,6 @@
 """Pascal VOC: ``Annotations/*.xml`` + ``JPEGImages`` (or the lowercase ``annotations/`` + ``images/`` export
-layout) + optional ``ImageSets/Main/<split>.txt``."""
+layout) + optional ``ImageSets/Main/<split>.txt``; or the xml files beside the images (labelImg's default), in the
+folder itself or in one folder per split (``train/``, ``valid/``, ``test/``: Roboflow's VOC export)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, find_images, image_side, sanitize_boxes
+from rtdetr.data.records import (
+    SPLIT_FOLDERS,
+    SPLIT_NAMES,
+    DataError,
+    DatasetIndex,
+    ImageRecord,
+    find_images,
+    image_side,
+    sanitize_boxes,
+)
 from rtdetr.options import class_key
 
 __all__ = ["load_voc"]
@@ -47,6 +57,16 @@ def _split_without_lists(xml_files: list[Path], split: str, root: Path, index: D
     return chosen
 
 
+def _flat_split_folder(root: Path, split: str | None) -> Path | None:
+    """``<root>/<split>`` holding xml files beside its images (a per-split export without Annotations/)."""
+    if split is None or _subdir(root, "Annotations", "annotations") is not None:
+        return None
+    for name in SPLIT_FOLDERS.get(split, (split,)):
+        if (root / name).is_dir() and next((root / name).glob("*.xml"), None) is not None:
+            return root / name
+    return None
+
+
 def _is_number(text: str | None) -> bool:
     try:
         return text is not None and math.isfinite(float(text))
@@ -69,11 +89,21 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
     degenerate boxes are dropped and reported.
     """
     root = Path(root)
+    per_split = _flat_split_folder(root, split)
+    if per_split is not None:  # <root>/<split>/*.xml beside the images: the folder is the split
+        root, split = per_split, None
     ann_dir, img_dir = _subdir(root, "Annotations", "annotations"), _subdir(root, "JPEGImages", "images")
+    if ann_dir is None and next(root.glob("*.xml"), None) is not None:
+        ann_dir = img_dir = root  # xml files beside the images
+        if split is not None and root.name.lower() in SPLIT_NAMES:  # a split's own folder (export/valid): all of it
+            split = None
+    splits = sorted(d.name + "/" for d in root.iterdir() if d.is_dir() and next(d.glob("*.xml"), None) is not None)
+    if ann_dir is None and splits:
+        raise DataError(f"{root}: no folder for split {split!r} (the splits here: {', '.join(splits)})")
     if ann_dir is None:
         raise DataError(
-            f"{root}: not a VOC dataset (no Annotations/ or annotations/ folder of .xml files; "
-            "images go in JPEGImages/ or images/)"
+            f"{root}: not a VOC dataset (no Annotations/ or annotations/ folder of .xml files, and no .xml files "
+            "beside the images; images go in JPEGImages/ or images/)"
         )
     img_dir = img_dir or root / "JPEGImages"
     index = DatasetIndex([], [], "voc", str(root))
