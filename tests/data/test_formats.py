@@ -115,6 +115,37 @@ def test_roboflow_yolo_export_with_parent_relative_splits(tmp_path: Path) -> Non
     assert [r.path.name for r in up.records] == ["up0.jpg", "up1.jpg"] and not up.notes
 
 
+def test_label_studio_and_cvat_yolo_exports(tmp_path: Path) -> None:
+    """Label Studio's YOLO export (``images/``, ``labels/``, ``classes.txt`` in the root, no splits) loads from the
+    root or its images folder; CVAT's YOLO 1.1 (darknet) export keeps labels beside the images in
+    ``obj_train_data/`` and the names in ``obj.names``: its image folder loads, and its root says to give that."""
+    from tests.data.conftest import write_image
+
+    ls = tmp_path / "label_studio"
+    (ls / "labels").mkdir(parents=True)
+    for i in range(3):
+        write_image(ls / "images" / f"{i}.jpg", (100, 50))
+        (ls / "labels" / f"{i}.txt").write_text(f"{i % 2} 0.5 0.5 0.2 0.4\n")
+    (ls / "classes.txt").write_text("boat\nbuoy\n")
+    (ls / "notes.json").write_text("{}")
+    for source in (ls, ls / "images"):
+        idx = load_index(source)
+        assert idx.format == "yolo" and idx.class_names == ["boat", "buoy"] and len(idx.records) == 3
+        assert idx.records[1].labels.tolist() == [1] and np.allclose(idx.records[1].boxes, [[40, 15, 60, 35]])
+
+    cvat = tmp_path / "cvat"
+    (cvat / "obj_train_data").mkdir(parents=True)
+    for i in range(2):
+        write_image(cvat / "obj_train_data" / f"f{i}.png", (100, 50))
+        (cvat / "obj_train_data" / f"f{i}.txt").write_text("1 0.5 0.5 0.2 0.4\n")
+    (cvat / "obj.names").write_text("boat\nbuoy\n")
+    (cvat / "obj.data").write_text("classes = 2\ntrain = data/train.txt\nnames = data/obj.names\n")
+    idx = load_index(cvat / "obj_train_data")
+    assert idx.class_names == ["boat", "buoy"] and [r.labels.tolist() for r in idx.records] == [[1], [1]]
+    with pytest.raises(DataError, match=r"cvat: a darknet \(CVAT YOLO 1.1\) export: give its image folder, .*obj_"):
+        load_index(cvat)
+
+
 def test_yolo_polygon_labels_become_their_boxes(yolo_dir: Path) -> None:
     """Segmentation-format lines (class and 3+ points) count as their bounding boxes; an even count of fields or
     two points is still malformed."""
@@ -310,7 +341,8 @@ def test_yolo_without_names_says_where_it_looked(tmp_path: Path) -> None:
         (tmp_path / d).mkdir(parents=True)
     write_image(tmp_path / "images" / "train" / "a.jpg", (40, 30))
     (tmp_path / "labels" / "train" / "a.txt").write_text("1 0.5 0.5 0.2 0.2\n")
-    with pytest.raises(DataError, match=r"class names unknown \(none of .*data\.yaml, .*classes\.txt exists\)") as e:
+    looked = r"class names unknown \(no data\.yaml in \S+ or \S+images; no classes\.txt in .*\)"
+    with pytest.raises(DataError, match=looked) as e:
         load_index(tmp_path)
     assert " has them)" not in str(e.value)
     # a YAML with names under another name (coco128 ships yolo_classes.yaml) is pointed at; one without is not

@@ -51,6 +51,9 @@ def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
             return "coco"  # a json beside the images, per split folder (Roboflow's COCO export)
         if any(_has_xml(d) for d in (p, p / "train", p / "valid", p / "val", p / "test")):
             return "voc"  # xml files beside the images (labelImg's default), per split folder (Roboflow's VOC export)
+    darknet = sorted(d.name for d in p.glob("obj_*_data") if d.is_dir()) if (p / "obj.data").is_file() else []
+    if darknet:
+        raise DataError(f"{p}: a darknet (CVAT YOLO 1.1) export: give its image folder, {p / darknet[0]}")
     raise DataError(
         f"{p}: cannot tell the dataset format; expected a COCO .json (or a folder with annotations/*.json), "
         "a YOLO data.yaml (or images/ + labels/ folders), or a VOC folder with Annotations/ and JPEGImages/ "
@@ -184,8 +187,9 @@ def _load(
         return load_voc(p, split, class_names)
     if p.is_dir() and (p / "data.yaml").is_file():
         return load_yolo(p / "data.yaml", split, class_names)
-    if p.is_dir() and not find_images(p):
-        for cand in (p / "images" / split, p / split):
+    if p.is_dir() and not find_images(p):  # a root: its split's images, or (Label Studio) all of images/
+        flat = [p / "images"] if (p / "images").is_dir() and find_images(p / "images") else []
+        for cand in (p / "images" / split, p / split, *flat):
             if cand.is_dir():
                 return load_yolo(cand, split, class_names)
     return load_yolo(p, split, class_names)

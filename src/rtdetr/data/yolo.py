@@ -108,7 +108,9 @@ def _label_file(image: Path) -> Path:
 
 
 def label_dir_for(image_dir: Path) -> Path:
-    """YOLO convention: ``.../images/<split>`` -> ``.../labels/<split>``; else ``<parent>/labels/<name>``."""
+    """YOLO convention: ``.../images/<split>`` -> ``.../labels/<split>``; else ``<parent>/labels/<name>``,
+    ``<folder>/labels`` or ``<parent>/labels``; else the folder itself where label files lie beside the images
+    (darknet's layout, CVAT's YOLO 1.1 export)."""
     parts = list(image_dir.parts)
     if "images" in parts:
         i = len(parts) - 1 - parts[::-1].index("images")
@@ -118,6 +120,8 @@ def label_dir_for(image_dir: Path) -> Path:
     for cand in (image_dir.parent / "labels" / image_dir.name, image_dir / "labels", image_dir.parent / "labels"):
         if cand.is_dir():
             return cand
+    if any(p.with_suffix(".txt").is_file() for p in find_images(image_dir)):
+        return image_dir
     raise DataError(
         f"{image_dir}: no YOLO labels folder found (tried images->labels and <parent>/labels/{image_dir.name})"
     )
@@ -158,9 +162,10 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
             raise DataError(f"{where}: image folder (or .txt list of images) not found")
     image_dir = sources[0]
     label_dir = label_dirs[0] if label_dirs else (pairs[0][1].parent if pairs else image_dir.parent)
-    looked = list(dict.fromkeys(
-        [label_dir.parent.parent / "data.yaml", image_dir.parent / "data.yaml", label_dir / "classes.txt"]
-    ))  # fmt: skip
+    looked = list(dict.fromkeys([  # Label Studio writes classes.txt beside images/ and labels/, CVAT obj.names
+        label_dir.parent.parent / "data.yaml", image_dir.parent / "data.yaml", label_dir / "classes.txt",
+        label_dir.parent / "classes.txt", image_dir.parent / "obj.names", image_dir / "obj.names",
+    ]))  # fmt: skip
     if names is None:
         for cand in looked:
             if cand.is_file():
@@ -169,8 +174,12 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
                 break
     if not names:
         named = _yaml_with_names({c.parent for c in looked} - {label_dir})  # e.g. coco128's yolo_classes.yaml
+        dirs_of: dict[str, list[str]] = {}
+        for c in looked:
+            dirs_of.setdefault(c.name, []).append(str(c.parent))
+        tried = "; ".join(f"no {name} in {' or '.join(dirs)}" for name, dirs in dirs_of.items())
         raise DataError(
-            f"{image_dir}: class names unknown (none of {', '.join(str(c) for c in looked)} exists); pass a data.yaml"
+            f"{image_dir}: class names unknown ({tried}); pass a data.yaml"
             f" with 'names'{f' ({named} has them)' if named else ''}, or write the names one per line, in class-id"
             f" order, to {label_dir / 'classes.txt'}"
         )
