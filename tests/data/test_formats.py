@@ -65,6 +65,27 @@ def test_roboflow_coco_export_layout(coco_dir: Path, tmp_path: Path) -> None:
         load_index(root, "test")
 
 
+def test_label_studio_coco_export_file_names(tmp_path: Path) -> None:
+    """Label Studio's COCO export: ``result.json`` beside ``images/``, whose file_names say ``images/x.jpg``
+    (``images\\x.jpg`` from Windows). They were looked for in ``images/images/``, so every image was missing; an
+    upload path that is not there is found by its base name, and said."""
+    from tests.data.conftest import write_image
+
+    root = tmp_path / "project"
+    names = ["images/a.jpg", "images\\b.jpg", "/data/upload/7/c.jpg"]
+    for n in names:
+        write_image(root / "images" / n.replace("\\", "/").split("/")[-1], (64, 48))
+    images = [{"id": i, "file_name": n, "width": 64, "height": 48} for i, n in enumerate(names)]
+    anns = [{"id": i + 1, "image_id": i, "category_id": 0, "bbox": [4, 4, 20, 10], "area": 200} for i in range(3)]
+    data = {"images": images, "annotations": anns, "categories": [{"id": 0, "name": "cup"}], "info": {}}
+    (root / "result.json").write_text(json.dumps(data))
+    for source in (root, root / "result.json"):
+        idx = load_index(source)
+        assert [r.path for r in idx.records] == [root / "images" / n for n in ("a.jpg", "b.jpg", "c.jpg")]
+        assert not idx.dropped and idx.records[2].labels.tolist() == [0]
+        assert any("1 images are not where their file_name says and were found by base name" in n for n in idx.notes)
+
+
 def test_coco_broken_json_names_file_and_position(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [1, 2,]')

@@ -39,6 +39,10 @@ def load_coco(ann_file: str | Path, image_dir: str | Path | None = None) -> Data
         image_dir: folder of the images (default: guessed from the layout ``<root>/annotations/x.json`` ->
             ``<root>/<split>`` or ``<root>/images/<split>``, else the json's folder).
 
+    A ``file_name`` is read with ``/`` or ``\\`` separators, against the first of the guessed folders where the
+    file is (Label Studio writes ``images/x.jpg`` beside its ``images/`` folder); failing that, by its base name
+    there (said in ``notes``).
+
     Crowd annotations are skipped; boxes are clipped to the image; degenerate boxes, annotations of unknown
     images or categories and malformed entries are dropped and listed in ``problems``.
     """
@@ -50,12 +54,13 @@ def load_coco(ann_file: str | Path, image_dir: str | Path | None = None) -> Data
     cats = _unique_categories(cats, ann_path)
     cat_to_label = {c["id"]: i for i, c in enumerate(cats)}
     names = [str(c.get("name", c["id"])) for c in cats]
-    folder = Path(image_dir) if image_dir is not None else _guess_image_dir(ann_path)
+    folders = [Path(image_dir)] if image_dir is not None else _guess_image_dirs(ann_path)
     index = DatasetIndex([], names, "coco", str(ann_path), category_ids=[c["id"] for c in cats])
 
     if "annotations" not in data:
         index.notes.append(f"{ann_path} has no 'annotations' list: every image counts as having no objects")
     images: dict[int, dict] = {}
+    moved = 0
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not isinstance(img.get("file_name"), str):
             index.drop("malformed image entry", f"{ann_path}: images[{i}] lacks an integer 'id' or 'file_name'")
@@ -98,8 +103,28 @@ def load_coco(ann_file: str | Path, image_dir: str | Path | None = None) -> Data
         if w is None or h is None:
             w = h = None  # read from the file
         boxes, labels = sanitize_boxes(boxes, labels, w, h, index, f"{ann_path}: image {img['file_name']}")
-        index.records.append(ImageRecord(folder / img["file_name"], boxes, labels, img_id, w, h))
+        path, by_base_name = _locate(img["file_name"], folders)
+        moved += by_base_name
+        index.records.append(ImageRecord(path, boxes, labels, img_id, w, h))
+    if moved:
+        index.notes.append(
+            f"{moved} images are not where their file_name says and were found by base name in "
+            f"{', '.join(str(f) for f in folders)}"
+        )
     return index
+
+
+def _locate(file_name: str, folders: list[Path]) -> tuple[Path, bool]:
+    """An image's path: ``file_name`` (either separator) under the first folder holding it, else its base name
+    under one (True: found so), else under the first folder (reported missing later)."""
+    rel = Path(file_name.replace("\\", "/"))
+    for f in folders:
+        if (f / rel).is_file():
+            return f / rel, False
+    for f in folders:
+        if rel.name != str(rel) and (f / rel.name).is_file():
+            return f / rel.name, True
+    return folders[0] / rel, False
 
 
 def _unique_categories(cats: list[dict], ann_path: Path) -> list[dict]:
@@ -114,13 +139,13 @@ def _unique_categories(cats: list[dict], ann_path: Path) -> list[dict]:
     return sorted(by_id.values(), key=lambda c: c["id"])
 
 
-def _guess_image_dir(ann_path: Path) -> Path:
+def _guess_image_dirs(ann_path: Path) -> list[Path]:
+    """The folders a json's ``file_name`` may be relative to, most likely first: ``<root>/<split>``,
+    ``<root>/images/<split>``, ``<root>/images``, ``images/`` beside the json, the root, the json's folder."""
     root = ann_path.parent.parent if ann_path.parent.name == "annotations" else ann_path.parent
     split = ann_path.stem.split("_", 1)[-1]  # instances_train2017 -> train2017
-    for cand in (root / split, root / "images" / split, root / "images", ann_path.parent / "images", root):
-        if cand.is_dir():
-            return cand
-    return ann_path.parent
+    guesses = (root / split, root / "images" / split, root / "images", ann_path.parent / "images", root)
+    return list(dict.fromkeys([c for c in guesses if c.is_dir()] + [ann_path.parent]))
 
 
 #: The 80 COCO detection classes in contiguous-label order (category ids ascending).

@@ -169,8 +169,8 @@ def _drop_missing_files(index: DatasetIndex) -> None:
     folders = sorted({str(r.path.parent) for r in missing})
     index.notes.append(
         f"{len(missing)} of {len(index.records)} images are missing, looked for in {', '.join(folders[:3])}"
-        + (" (a COCO json's file_name is read relative to <root>/<split>, <root>/images/<split>, <root>/images or"
-           " the json's folder, the first that exists)" if index.format == "coco" else "")
+        + (" (a COCO json's file_name is read relative to <root>/<split>, <root>/images/<split>, <root>/images,"
+           " the root or the json's folder, the first that holds the file)" if index.format == "coco" else "")
     )  # fmt: skip
     gone = {id(r) for r in missing}
     index.records = [r for r in index.records if id(r) not in gone]
