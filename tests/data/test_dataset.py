@@ -32,6 +32,41 @@ def test_exif_orientation_applied(tmp_path: Path) -> None:
     assert load_image(tmp_path / "r.jpg").size == (20, 40)
 
 
+def test_phone_and_web_formats_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HEIC (iPhone photos, through pillow-heif, opened by load_image in a fresh process: nothing else registers
+    the opener), AVIF and .jfif files are images to a dataset folder and to load_image; without pillow-heif a HEIC
+    file's error says what to install."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pillow_heif
+
+    from rtdetr.data import dataset as dataset_module
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    (tmp_path / "images").mkdir()
+    pillow_heif.from_pillow(img).save(tmp_path / "images" / "IMG_0001.HEIC")
+    img.save(tmp_path / "images" / "b.avif")
+    img.save(tmp_path / "images" / "c.jfif", "JPEG")
+    (tmp_path / "labels").mkdir()
+    for stem in ("IMG_0001", "b", "c"):
+        (tmp_path / "labels" / f"{stem}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "classes.txt").write_text("thing\n")
+    idx = load_index(tmp_path)
+    assert sorted(r.path.name for r in idx.records) == ["IMG_0001.HEIC", "b.avif", "c.jfif"]
+    code = "import sys; from rtdetr.data import load_image; im = load_image(sys.argv[1]); print(im.size, im.mode)"
+    out = subprocess.run([sys.executable, "-c", code, str(idx.records[0].path)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["(40,", "30)", "RGB"], out.stderr
+    assert load_image(tmp_path / "images" / "b.avif").size == (40, 30)
+
+    (tmp_path / "broken.heic").write_bytes(b"not a photo")
+    monkeypatch.setattr(dataset_module, "heif_opener", lambda: False)  # as without pillow-heif
+    with pytest.raises(OSError, match=r"broken.heic: cannot decode image .*pip install pillow-heif"):
+        load_image(tmp_path / "broken.heic")
+
+
 def test_corrupt_and_truncated_images_are_skipped_with_a_named_warning(coco_dir: Path, caplog) -> None:  # noqa: ANN001
     good = coco_dir / "images" / "train" / "2.png"
     (coco_dir / "images" / "train" / "1.png").write_bytes(b"not an image")

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from rtdetr.data.mix import MixAugment
-from rtdetr.data.records import DatasetIndex, ImageRecord
+from rtdetr.data.records import HEIF_SUFFIXES, DatasetIndex, ImageRecord, heif_opener
 from rtdetr.data.transforms import Sample, StopsAtEpoch, normalized_cxcywh
 
 __all__ = ["BatchCollator", "DetectionDataset", "ImageTooLarge", "load_image"]
@@ -43,6 +43,7 @@ def load_image(path: str | object, name: str | None = None, max_pixels: int | No
         OSError: (or a subclass) when the file is missing, truncated or not an image; the message names the file.
     """
     name = str(path) if name is None else name
+    heif = name.lower().endswith(HEIF_SUFFIXES) and not heif_opener()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -64,7 +65,8 @@ def load_image(path: str | object, name: str | None = None, max_pixels: int | No
         raise ImageTooLarge(f"{name}: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the upload", str(e))  # no object reprs
-        raise OSError(f"{name}: cannot decode image ({reason})") from None
+        hint = "; HEIC/HEIF photos need pillow-heif: pip install pillow-heif" if heif else ""
+        raise OSError(f"{name}: cannot decode image ({reason}){hint}") from None
 
 
 def image_to_tensor(img: Image.Image) -> Tensor:

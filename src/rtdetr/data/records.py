@@ -6,12 +6,14 @@ so a training run loses only what is broken. A file that cannot be parsed at all
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 __all__ = [
     "DataError",
@@ -28,7 +30,11 @@ SPLIT_FOLDERS = {"val": ("val", "valid", "validation"), "valid": ("valid", "val"
 #: folder names that are a split's own folder
 SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # a GIF: its first frame
+#: image files by extension (a GIF: its first frame; HEIC/HEIF with ``pillow-heif`` installed)
+IMAGE_SUFFIXES = (
+    *(".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"),
+    *(".avif", ".jp2", ".heic", ".heif"),
+)
 
 
 class DataError(ValueError):
@@ -166,6 +172,28 @@ def image_side(x: object) -> int | None:
 
 def finite_number(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+HEIF_SUFFIXES = (".heic", ".heif")
+
+
+@functools.cache
+def heif_opener() -> bool:
+    """Register pillow-heif's HEIC/HEIF opener with Pillow if it is installed (once per process); False if not."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+def image_file_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from an image file's header (HEIC/HEIF through pillow-heif). Raises OSError."""
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        heif_opener()
+    with Image.open(path) as im:
+        return im.size
 
 
 def find_images(folder: Path) -> list[Path]:

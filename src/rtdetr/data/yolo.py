@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 import yaml
-from PIL import Image
 
 from rtdetr.config_io import yaml_error_text
-from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, find_images, sanitize_boxes
+from rtdetr.data.records import DataError, DatasetIndex, ImageRecord, find_images, image_file_size, sanitize_boxes
 
 __all__ = ["label_dir_for", "listed_images", "load_yolo", "read_data_yaml"]
 
@@ -191,8 +190,7 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
         boxes, labels, n_polygons, n_scored = _read_labels(label_path, len(names), index)
         polygons, scored = polygons + n_polygons, scored + n_scored
         try:
-            with Image.open(img_path) as im:
-                w, h = im.size
+            w, h = image_file_size(img_path)
         except OSError as e:
             index.drop("unreadable image", f"{img_path}: cannot read image header ({e})")
             continue

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rtdetr.data.records import DatasetIndex
+from rtdetr.data.records import DatasetIndex, image_file_size
 from rtdetr.engine.backend import Detector, TorchDetector
 
 __all__ = ["STAT_NAMES", "CocoEvaluator", "coco_gt_from_index", "ground_truth_for"]
@@ -45,10 +45,7 @@ def coco_gt_from_index(index: DatasetIndex) -> dict[str, Any]:
     for rec in index.records:
         w, h = rec.width, rec.height
         if w is None or h is None:
-            from PIL import Image
-
-            with Image.open(rec.path) as im:
-                w, h = im.size
+            w, h = image_file_size(rec.path)
         images.append({"id": int(rec.image_id), "width": int(w), "height": int(h), "file_name": rec.path.name})
         objects = [(b, lab, 0) for b, lab in zip(rec.boxes.tolist(), rec.labels.tolist())]
         objects += [(b, lab, 1) for b, lab in zip(rec.ignore_boxes.tolist(), rec.ignore_labels.tolist())]

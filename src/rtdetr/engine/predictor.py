@@ -177,7 +177,8 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
                 elif f.is_file() and not f.name.startswith("."):
                     others.append(f.name)
             if not files:
-                raise FileNotFoundError(f"{p}: no images or videos in this folder")
+                held = f" (it holds {len(others)} other files: {', '.join(others[:5])}{', ...' * (len(others) > 5)})"
+                raise FileNotFoundError(f"{p}: no images or videos in this folder{held if others else ''}")
             if others:
                 more = f" and {len(others) - 5} more" if len(others) > 5 else ""
                 log.warning(
