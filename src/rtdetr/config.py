@@ -171,7 +171,11 @@ class DataConfig:
     train: str = ""
     """Training set: a COCO json, a YOLO data.yaml or images folder, or a VOC folder (format auto-detected)."""
     val: str | None = None
-    """Validation set (same forms); None skips evaluation."""
+    """Validation set (same forms). None: the training source's own validation split where it has one apart from
+    the training images (a data.yaml's ``val``, ``ImageSets/Main/val.txt``, a ``valid/`` folder, an
+    ``annotations/*val*.json``), said in the log; with ``auto_val`` false, or no such split, no evaluation."""
+    auto_val: bool = True
+    """With ``val`` unset, validate on the training source's own validation split when it has one."""
     format: Literal["auto", "coco", "yolo", "voc"] = "auto"
     train_split: str = "train"
     """Split name for YOLO data.yaml / VOC ImageSets / COCO annotation folders."""

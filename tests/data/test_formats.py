@@ -466,3 +466,37 @@ def test_data_yaml_names_and_nc(tmp_path: Path) -> None:
         y.write_text(text)
         with pytest.raises(DataError, match=message):
             read_data_yaml(y)
+
+
+def test_run_validates_on_the_sources_own_val_split(
+    tmp_path: Path, yolo_dir: Path, voc_dir: Path, coco_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With data.val unset, a run validates on its training source's val split where that split holds other images
+    (a data.yaml's val, VOC's val.txt), said in a note; not where it is the training images again (yolo_dir's
+    yaml says val: images/train, a COCO json, an image folder), nor with auto_val off."""
+    from rtdetr.config import DataConfig
+    from rtdetr.data.detect import load_run_sets
+    from tests.data.conftest import write_image
+
+    for name in ("d", "e"):
+        write_image(yolo_dir / "images" / "val" / f"{name}.jpg", (100, 50))
+    (yolo_dir / "labels" / "val").mkdir()
+    (yolo_dir / "labels" / "val" / "d.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    same = load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml")))
+    assert same[1] is None  # val: images/train
+    (yolo_dir / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: car, 1: bus}\n")
+    train, val = load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml")))
+    assert val is not None and sorted(r.path.name for r in val.records) == ["d.jpg", "e.jpg"]
+    assert "the 'val' split of the training source, 2 images (data.val is not set" in val.notes[0]
+    assert load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml"), auto_val=False))[1] is None
+    assert load_run_sets(DataConfig(train=str(yolo_dir / "images" / "train")))[1] is None  # a folder: itself again
+
+    for coco in (coco_dir, coco_dir / "annotations" / "instances_train.json"):  # one json: the training set
+        assert load_run_sets(DataConfig(train=str(coco)))[1] is None
+    assert "no json for split" not in caplog.text  # the look for a val json is not a choice made for the user
+
+    (voc_dir / "ImageSets" / "Main" / "train.txt").write_text("im0\n")
+    (voc_dir / "ImageSets" / "Main" / "val.txt").write_text("im1\n")
+    train, val = load_run_sets(DataConfig(train=str(voc_dir)))
+    assert val is not None and [r.path.name for r in val.records] == ["im1.jpg"]
+    assert val.class_names == train.class_names

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 #: the split a file name speaks of (``instances_train2017``: train; ``valid``: val)
 _SPLIT_WORD = re.compile(r"train|val|test")
 
-__all__ = ["DatasetFormat", "detect_format", "load_index", "load_run_sets"]
+__all__ = ["DatasetFormat", "detect_format", "load_index", "load_run_sets", "own_val_split"]
 
 DatasetFormat = Literal["auto", "coco", "yolo", "voc"]
 
@@ -144,9 +144,37 @@ def load_run_sets(
     if val is None and data.val:
         names = train.class_names if train.format == "voc" else None  # VOC: the train set's order
         val = _load_setting("data.val", data.val, data.val_split, data.format, names)
+    elif val is None and data.val is None and data.auto_val and data.train:
+        val = own_val_split(data, train)
     if val is not None and val.class_names != train.class_names:
         raise ConfigError(f"train and val class names differ: {train.class_names[:5]}... vs {val.class_names[:5]}...")
     return train, val
+
+
+def own_val_split(data: DataConfig, train: DatasetIndex) -> DatasetIndex | None:
+    """The ``val_split`` of ``data.train`` itself, when it holds images the training split does not (a YOLO
+    data.yaml's ``val``, VOC's ``ImageSets/Main/val.txt`` or name-hash split, a Roboflow ``valid/`` folder, a COCO
+    ``annotations/*val*.json``); None where the source has no such split or it is the training images again."""
+    quiet = log.level
+    log.setLevel(logging.ERROR)  # "no json for split 'val'; using the only one": not a choice made for the user
+    try:
+        names = train.class_names if train.format == "voc" else None
+        val = load_index(data.train, data.val_split, data.format, class_names=names)
+    except (DataError, OSError):
+        return None
+    finally:
+        log.setLevel(quiet)
+    train_paths = {r.path.resolve() for r in train.records}
+    if {r.path.resolve() for r in val.records} <= train_paths or val.class_names != train.class_names:
+        return None
+    shared = sum(r.path.resolve() in train_paths for r in val.records)
+    val.notes.insert(
+        0,
+        f"the {data.val_split!r} split of the training source, {len(val.records)} images (data.val is not set; "
+        f"--val PATH chooses another, data.auto_val=false trains without)"
+        + (f"; {shared} of them are training images too" if shared else ""),
+    )
+    return val
 
 
 def _load_setting(
