@@ -66,6 +66,21 @@ def test_cli_val_writes_report(trained: tuple[Path, dict], tmp_path: Path, capsy
     ]
 
 
+def test_val_without_data_uses_the_runs_val_set(
+    trained: tuple[Path, dict], capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``rtdetr val best.pth`` alone evaluates on the set the run validated on (it required --data); a model with
+    no run behind it says to give the data."""
+    ckpt, data = trained
+    assert main(["val", str(ckpt), "--batch", "2", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main(["val", str(ckpt), "--data", str(data["val"]), "--batch", "2", "--json"]) == 0
+    assert alone["stats"] == json.loads(capsys.readouterr().out)["stats"]
+    assert "evaluating on the run's validation set" in caplog.text and str(data["val"]) in caplog.text
+    assert main(["val", "rtdetr_r18vd", "--size", "64"]) == 1
+    assert "holds no training run's data settings: give the data to evaluate on (--data" in capsys.readouterr().err
+
+
 def test_cli_predict(trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ckpt, _ = trained
     img = tmp_path / "in" / "x.png"

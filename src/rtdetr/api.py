@@ -11,6 +11,7 @@ from typing import Any
 from rtdetr.config import ConfigError, RunConfig, to_dict
 from rtdetr.convert.checkpoint import checkpoint_file
 from rtdetr.data.coco import COCO_CLASSES
+from rtdetr.data.records import DatasetIndex
 from rtdetr.engine.backend import Detector, TorchDetector, open_detector
 from rtdetr.engine.distributed import resolve_device
 from rtdetr.engine.predictor import Predictor
@@ -218,7 +219,7 @@ class RTDETR:
     # ---------------------------------------------------------------------------------------------------- val
     def val(
         self,
-        data: str | Path,
+        data: str | Path | None = None,
         split: str = "val",
         batch: int = 8,
         decoder_depth: int | None = None,
@@ -229,13 +230,16 @@ class RTDETR:
     ) -> dict[str, Any]:
         """COCO metrics (12 numbers), per-class AP/AP50, precision/recall/F1 at ``conf`` and a confusion matrix;
         with ``output`` (a folder) also metrics.json, predictions.json, per_class.csv, pr_curve.png and
-        confusion_matrix.png."""
+        confusion_matrix.png. Without ``data``, the validation set of the run that wrote the checkpoint (its
+        ``data.val``, else its training source's own val split), read from the working folder."""
         from rtdetr.data import load_index
         from rtdetr.engine.evaluator import validate
 
         named = self.class_names if any(not n.isdigit() for n in self.class_names) else None
         # the model's names fix the label of each VOC class name (a val folder missing a class used to shift them)
-        index = load_index(data, split, format, class_names=named)  # type: ignore[arg-type]
+        index = (
+            self._run_val_set() if data is None else load_index(data, split, format, class_names=named)  # type: ignore[arg-type]
+        )
         differ = [
             (i, a, b) for i, (a, b) in enumerate(zip(named or [], index.class_names)) if class_key(a) != class_key(b)
         ]
@@ -246,6 +250,28 @@ class RTDETR:
             )  # fmt: skip
         save = str(output) if output is not None else None
         return validate(self.backend, index, self._input_size(image_size), batch, decoder_depth, conf, save)
+
+    def _run_val_set(self) -> DatasetIndex:
+        """The validation set of the run that wrote :attr:`checkpoint` (``data.val``, else the training source's own
+        val split), for ``val()`` without data; a ValueError says to give the data where there is none to find."""
+        from rtdetr.convert.checkpoint import read_checkpoint
+        from rtdetr.data.detect import load_run_sets
+        from rtdetr.recipe import run_config_from_dict
+
+        give = "give the data to evaluate on (--data, or data= in Python)"
+        run = read_checkpoint(self.checkpoint, mmap=True).get("run_config") if self.checkpoint else None
+        if not isinstance(run, dict) or not (run.get("data") or {}).get("train"):
+            raise ValueError(f"{self.checkpoint or 'this model'} holds no training run's data settings: {give}")
+        data = run_config_from_dict(run).data
+        for path in (data.train, data.val):
+            if path and not Path(path).exists():
+                raise ValueError(f"the run's data {path} is not found from {Path.cwd()}: {give}")
+        _, index = load_run_sets(data)
+        if index is None:
+            raise ValueError(f"the run that wrote {self.checkpoint} had no validation set ({data.train}): {give}")
+        log.warning("evaluating on the run's validation set: %s (%s, split %r)", index.source, index.format,
+                    data.val_split)  # fmt: skip
+        return index
 
     # -------------------------------------------------------------------------------------------------- train
     def train(

@@ -70,7 +70,11 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
 
     val = sub.add_parser("val", help="COCO metrics, per-class AP, P/R/F1, PR curves and confusion matrix")
     val.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
-    val.add_argument("--data", required=True, help="COCO json, YOLO data.yaml/images folder, or VOC folder")
+    val.add_argument(
+        "--data",
+        help="COCO json, YOLO data.yaml/images folder, or VOC folder (default: the validation set of the run that "
+        "wrote the checkpoint)",
+    )
     val.add_argument("--split", default="val")
     val.add_argument("--format", default="auto", choices=["auto", "coco", "yolo", "voc"])
     val.add_argument("--batch", type=arg.positive_int, default=8)
