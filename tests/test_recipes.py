@@ -55,6 +55,19 @@ def test_val_follows_a_replaced_training_source() -> None:
     assert official.data.val == "coco/annotations/instances_val2017.json"  # two sources: nothing follows
 
 
+def test_data_paths_found_from_here_are_saved_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run config (saved in every checkpoint) holds the data paths absolute where they exist, so `rtdetr val
+    CKPT` and `--resume` find the data from another folder; a path not found stays as written, for its error."""
+    (tmp_path / "sets" / "mine").mkdir(parents=True)
+    (tmp_path / "sets" / "mine" / "data.yaml").write_text("names: [a]\n")
+    monkeypatch.chdir(tmp_path / "sets")
+    cfg = load_recipe(None, updates={"data": {"train": "mine/data.yaml", "val": "../sets/mine"}})
+    assert (cfg.data.train, cfg.data.val) == (str(tmp_path / "sets/mine/data.yaml"), str(tmp_path / "sets/mine"))
+    cfg = load_recipe("fast_small", ["data.train=mine/data.yaml"])
+    assert cfg.data.train == cfg.data.val == str(tmp_path / "sets/mine/data.yaml")
+    assert load_recipe(None, updates={"data": {"train": "gone/data.yaml"}}).data.train == "gone/data.yaml"
+
+
 def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  name: rtdetr_r18vd\ntrain:\n  epochz: 3\n")

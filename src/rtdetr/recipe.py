@@ -7,6 +7,7 @@ the variant table lives with the models.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -150,9 +151,19 @@ def load_recipe(
     data = merge_overrides(data, updates or {})
     data = apply_dotted_overrides(data, overrides or [])
     _val_follows_train(recipe_data, data)
+    _absolute_data_paths(data)
     if resume:
         data["resume"] = resume  # a run folder given: its last.pth
     return run_config_from_dict(data)
+
+
+def _absolute_data_paths(run: dict[str, Any]) -> None:
+    """``data.train`` / ``data.val`` that exist from the working folder become absolute, so that the config saved in
+    the checkpoints still finds them from another folder (``rtdetr val CKPT``, ``--resume``)."""
+    section = run.get("data")
+    if isinstance(section, Mapping):
+        found = {k: v for k in ("train", "val") if isinstance(v := section.get(k), str) and v and Path(v).exists()}
+        run["data"] = {**section, **{k: os.path.abspath(v) for k, v in found.items()}}
 
 
 def _val_follows_train(recipe: Mapping[str, Any], run: dict[str, Any]) -> None:
