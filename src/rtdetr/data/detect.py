@@ -10,7 +10,7 @@ from typing import Literal
 from rtdetr.config import ConfigError, DataConfig
 from rtdetr.data.coco import load_coco
 from rtdetr.data.records import SPLIT_FOLDERS, DataError, DatasetIndex, find_images
-from rtdetr.data.voc import load_voc
+from rtdetr.data.voc import has_xml, load_voc
 from rtdetr.data.yolo import label_dir_for, load_yolo
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
             return "yolo"
         if _folder_json(p) or any(_folder_json(p / s) for s in ("train", "valid", "val", "test")):
             return "coco"  # a json beside the images, per split folder (Roboflow's COCO export)
-        if any(_has_xml(d) for d in (p, p / "train", p / "valid", p / "val", p / "test")):
+        if any(has_xml(d) for d in (p, p / "train", p / "valid", p / "val", p / "test")):
             return "voc"  # xml files beside the images (labelImg's default), per split folder (Roboflow's VOC export)
     darknet = sorted(d.name for d in p.glob("obj_*_data") if d.is_dir()) if (p / "obj.data").is_file() else []
     if darknet:
@@ -59,10 +59,6 @@ def detect_format(path: str | Path) -> Literal["coco", "yolo", "voc"]:
         "a YOLO data.yaml (or images/ + labels/ folders), or a VOC folder with Annotations/ and JPEGImages/ "
         "(or annotations/*.xml and images/)"
     )
-
-
-def _has_xml(folder: Path) -> bool:
-    return folder.is_dir() and next(folder.glob("*.xml"), None) is not None
 
 
 def _has_yolo_labels(image_dir: Path) -> bool:

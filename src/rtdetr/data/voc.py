@@ -23,7 +23,7 @@ from rtdetr.data.records import (
 )
 from rtdetr.options import class_key
 
-__all__ = ["load_voc"]
+__all__ = ["has_xml", "load_voc"]
 
 
 def _text(node: ET.Element | None, tag: str) -> str | None:
@@ -57,12 +57,17 @@ def _split_without_lists(xml_files: list[Path], split: str, root: Path, index: D
     return chosen
 
 
+def has_xml(folder: Path) -> bool:
+    """``folder`` is a folder holding an .xml file directly."""
+    return folder.is_dir() and next(folder.glob("*.xml"), None) is not None
+
+
 def _flat_split_folder(root: Path, split: str | None) -> Path | None:
     """``<root>/<split>`` holding xml files beside its images (a per-split export without Annotations/)."""
     if split is None or _subdir(root, "Annotations", "annotations") is not None:
         return None
     for name in SPLIT_FOLDERS.get(split, (split,)):
-        if (root / name).is_dir() and next((root / name).glob("*.xml"), None) is not None:
+        if has_xml(root / name):
             return root / name
     return None
 
@@ -93,11 +98,11 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
     if per_split is not None:  # <root>/<split>/*.xml beside the images: the folder is the split
         root, split = per_split, None
     ann_dir, img_dir = _subdir(root, "Annotations", "annotations"), _subdir(root, "JPEGImages", "images")
-    if ann_dir is None and next(root.glob("*.xml"), None) is not None:
+    if ann_dir is None and has_xml(root):
         ann_dir = img_dir = root  # xml files beside the images
         if split is not None and root.name.lower() in SPLIT_NAMES:  # a split's own folder (export/valid): all of it
             split = None
-    splits = sorted(d.name + "/" for d in root.iterdir() if d.is_dir() and next(d.glob("*.xml"), None) is not None)
+    splits = sorted(d.name + "/" for d in root.iterdir() if has_xml(d)) if root.is_dir() else []
     if ann_dir is None and splits:
         raise DataError(f"{root}: no folder for split {split!r} (the splits here: {', '.join(splits)})")
     if ann_dir is None:
