@@ -57,6 +57,27 @@ def test_predict_matches_the_python_api(client: TestClient, detector: RTDETR) ->
     assert by_name.status_code == 200 and by_name.json()["detections"] == dets  # names select the same classes
 
 
+def test_iphone_heic_upload_without_a_name(client: TestClient, detector: RTDETR) -> None:
+    """A HEIC photo as the raw body (no file name to go by) or a form-labelled body (curl --data-binary) is told
+    by its bytes and decoded through pillow-heif; the detections equal the API's on the same pixels."""
+    import pillow_heif
+
+    from rtdetr.data.records import is_heif
+
+    img = Image.open(io.BytesIO(image_bytes()))
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(img).save(buf, quality=-1)  # lossless
+    heic = buf.getvalue()
+    assert is_heif(io.BytesIO(heic)) and not is_heif(io.BytesIO(image_bytes()))
+    for headers in ({"content-type": "image/heic"}, {"content-type": "application/x-www-form-urlencoded"}):
+        r = client.post("/predict?conf=0", content=heic, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["image"]["width"] == 120
+    pillow_heif.register_heif_opener()
+    ref = detector.predict(Image.open(io.BytesIO(heic)), conf=0.0)[0]
+    assert [d["label"] for d in r.json()["detections"]] == ref.labels.tolist()
+
+
 def test_a_model_giving_nan_boxes_answers_200_without_them(detector: RTDETR) -> None:
     """JSON has no NaN: such detections were a 500 ("Out of range float values are not JSON compliant")."""
     import torch

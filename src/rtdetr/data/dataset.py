@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from rtdetr.data.mix import MixAugment
-from rtdetr.data.records import HEIF_SUFFIXES, DatasetIndex, ImageRecord, heif_opener
+from rtdetr.data.records import DatasetIndex, ImageRecord, heif_opener, is_heif
 from rtdetr.data.transforms import Sample, StopsAtEpoch, normalized_cxcywh
 
 __all__ = ["BatchCollator", "DetectionDataset", "ImageTooLarge", "load_image"]
@@ -43,7 +43,7 @@ def load_image(path: str | object, name: str | None = None, max_pixels: int | No
         OSError: (or a subclass) when the file is missing, truncated or not an image; the message names the file.
     """
     name = str(path) if name is None else name
-    heif = name.lower().endswith(HEIF_SUFFIXES) and not heif_opener()
+    heif = is_heif(path) and not heif_opener()  # by extension or content: an upload's bytes have no name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -188,9 +189,31 @@ def heif_opener() -> bool:
     return True
 
 
+#: ISO-BMFF brands of HEIC/HEIF files (bytes 8..12, after ``ftyp``); AVIF's own brand Pillow reads itself
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def is_heif(source: Any) -> bool:
+    """Whether a path or binary file object holds a HEIC/HEIF image, by its extension or its first 12 bytes (a
+    file object is left where it was)."""
+    try:
+        if isinstance(source, str | Path):
+            if str(source).lower().endswith(HEIF_SUFFIXES):
+                return True
+            with open(source, "rb") as f:
+                head = f.read(12)
+        else:
+            pos = source.tell()
+            head = source.read(12)
+            source.seek(pos)
+    except (OSError, AttributeError, ValueError):
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
 def image_file_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` from an image file's header (HEIC/HEIF through pillow-heif). Raises OSError."""
-    if path.suffix.lower() in HEIF_SUFFIXES:
+    if is_heif(path):
         heif_opener()
     with Image.open(path) as im:
         return im.size

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rtdetr.api import RTDETR
 from rtdetr.data.dataset import ImageTooLarge, load_image
+from rtdetr.data.records import HEIF_BRANDS
 from rtdetr.engine.predictor import filter_detections, to_input
 from rtdetr.options import InferenceOptions, ServeConfig, resolve_classes
 from rtdetr.serve.batcher import Busy, MicroBatcher
@@ -247,8 +248,12 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00
 
 
 def _looks_like_image(data: bytes) -> bool:
-    """JPEG, PNG, GIF, BMP, TIFF or WebP by their first bytes."""
-    return data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    """JPEG, PNG, GIF, BMP, TIFF, WebP, HEIC/HEIF or AVIF by their first bytes."""
+    return (
+        data.startswith(_IMAGE_MAGIC)
+        or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+        or (data[4:8] == b"ftyp" and data[8:12] in (*HEIF_BRANDS, b"avif", b"avis"))
+    )
 
 
 def _decode(data: bytes, name: str, max_pixels: int, resize: Any) -> tuple[Any, np.ndarray]:
