@@ -43,20 +43,11 @@ def load_image(path: str | object, name: str | None = None, max_pixels: int | No
         OSError: (or a subclass) when the file is missing, truncated or not an image; the message names the file.
     """
     name = str(path) if name is None else name
-    heif = is_heif(path) and not heif_opener()  # by extension or content: an upload's bytes have no name
+    start = path.tell() if hasattr(path, "tell") else None  # a file object: where its image begins
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:  # type: ignore[arg-type]
-                w, h = opened.size
-                if max_pixels is not None and w * h > max_pixels:
-                    raise ImageTooLarge(f"{name}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
-                opened.load()
-                im: Image.Image = ImageOps.exif_transpose(opened) or opened
-                if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    arr = np.asarray(im, dtype=np.float32)
-                    im = Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8))
-                return im.convert("RGB")
+            return _decode_rgb(path, name, max_pixels)
     except ImageTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -64,9 +55,30 @@ def load_image(path: str | object, name: str | None = None, max_pixels: int | No
             raise ImageTooLarge(f"{name}: more pixels than the limit of {max_pixels}") from None
         raise ImageTooLarge(f"{name}: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if start is not None:
+            path.seek(start)  # type: ignore[union-attr]
+        # HEIC/HEIF (by extension or content: an upload's bytes have no name) is looked for only when Pillow fails,
+        # so other images pay nothing; pillow-heif, where installed, is registered then and the image read again
+        heif = is_heif(path)
+        if heif and "HEIF" not in Image.OPEN and heif_opener():
+            return load_image(path, name, max_pixels)
         reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the upload", str(e))  # no object reprs
-        hint = "; HEIC/HEIF photos need pillow-heif: pip install pillow-heif" if heif else ""
+        hint = "; HEIC/HEIF photos need pillow-heif: pip install pillow-heif" if heif and not heif_opener() else ""
         raise OSError(f"{name}: cannot decode image ({reason}){hint}") from None
+
+
+def _decode_rgb(path: str | object, name: str, max_pixels: int | None) -> Image.Image:
+    """:func:`load_image`'s decoding, its errors raised as Pillow raises them."""
+    with Image.open(path) as opened:  # type: ignore[arg-type]
+        w, h = opened.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageTooLarge(f"{name}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
+        opened.load()
+        im: Image.Image = ImageOps.exif_transpose(opened) or opened
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float32)
+            im = Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8))
+        return im.convert("RGB")
 
 
 def image_to_tensor(img: Image.Image) -> Tensor:

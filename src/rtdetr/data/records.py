@@ -212,9 +212,14 @@ def is_heif(source: Any) -> bool:
 
 
 def image_file_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from an image file's header (HEIC/HEIF through pillow-heif). Raises OSError."""
-    if is_heif(path):
-        heif_opener()
+    """``(width, height)`` from an image file's header (HEIC/HEIF through pillow-heif, registered when Pillow alone
+    cannot read a file that is one). Raises OSError."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError:
+        if "HEIF" in Image.OPEN or not (is_heif(path) and heif_opener()):
+            raise
     with Image.open(path) as im:
         return im.size
 

@@ -102,10 +102,10 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
         ann_dir = img_dir = root  # xml files beside the images
         if split is not None and root.name.lower() in SPLIT_NAMES:  # a split's own folder (export/valid): all of it
             split = None
-    splits = sorted(d.name + "/" for d in root.iterdir() if has_xml(d)) if root.is_dir() else []
-    if ann_dir is None and splits:
-        raise DataError(f"{root}: no folder for split {split!r} (the splits here: {', '.join(splits)})")
     if ann_dir is None:
+        splits = sorted(d.name + "/" for d in root.iterdir() if has_xml(d)) if root.is_dir() else []
+        if splits:
+            raise DataError(f"{root}: no folder for split {split!r} (the splits here: {', '.join(splits)})")
         raise DataError(
             f"{root}: not a VOC dataset (no Annotations/ or annotations/ folder of .xml files, and no .xml files "
             "beside the images; images go in JPEGImages/ or images/)"
