@@ -190,6 +190,10 @@ class DataConfig:
     """Resize each training batch to a random size of the official 480..800 list scaled to image_size."""
     workers: int = 2
     """DataLoader worker processes (0 = load in the main process)."""
+    shrink_above: float = 2.0
+    """An image larger than ``shrink_above`` times ``image_size`` on both sides is shrunk to that when loaded (aspect
+    ratio kept; JPEGs decode at a reduced scale), before augmentation: phone photos train at the pace of small
+    images, with twice the input's pixels per side left for crops. 0 keeps every image at full resolution."""
     mosaic: float | None = None
     """Probability that a training image becomes a mosaic of four (2x2 grid, random window, objects at
     ``mosaic_scale`` times their size); off in the no-augmentation tail. None: ``train.recipe_defaults`` decides."""
@@ -208,6 +212,8 @@ class DataConfig:
             raise ConfigError(f"image_size {list(self.image_size)} must be >= 32 on each side")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.shrink_above != 0 and not self.shrink_above >= 1:
+            raise ConfigError(f"shrink_above must be 0 (never shrink) or >= 1, got {self.shrink_above}")
         lo, hi = self.mosaic_scale
         if not 0 < lo <= hi <= 1:
             raise ConfigError(f"mosaic_scale {self.mosaic_scale} must satisfy 0 < low <= high <= 1")

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -101,3 +102,62 @@ def test_collator_multiscale_until_stop_epoch() -> None:
     assert col(batch)[0].shape[-1] == 64
     with pytest.raises(ValueError, match="differ in size"):
         BatchCollator()([(torch.rand(3, 8, 8), {}), (torch.rand(3, 9, 8), {})])
+
+
+def _photo(path: Path, orientation: int | None) -> None:
+    """A 1600x1200 picture as shown (gradient, a white box at x 400..800, y 300..600), stored as a camera does:
+    with EXIF orientation 6 the pixels are stored turned and the tag turns them back."""
+    x = torch.linspace(0, 1, 1600)[None, :].expand(1200, 1600)
+    y = torch.linspace(0, 1, 1200)[:, None].expand(1200, 1600)
+    arr = torch.stack([x, y, (x + y) / 2], -1).mul(200)
+    arr[300:600, 400:800] = 255
+    shown = Image.fromarray(arr.round().to(torch.uint8).numpy())
+    if orientation is None:
+        shown.save(path, quality=95)
+        return
+    stored = shown.transpose(Image.Transpose.ROTATE_90)  # orientation 6 shows it turned 90 degrees clockwise
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    stored.save(path, quality=95, exif=exif)
+
+
+@pytest.mark.parametrize(("name", "orientation"), [("p.jpg", None), ("p.jpg", 6), ("p.png", None)])
+@pytest.mark.parametrize("annotated_size", [None, (800, 600)])
+def test_large_images_shrink_when_loaded_and_keep_their_boxes(
+    tmp_path: Path, name: str, orientation: int | None, annotated_size: tuple[int, int] | None
+) -> None:
+    from rtdetr.data import ImageRecord
+    from rtdetr.data.dataset import shrunk_size
+    from rtdetr.data.records import DatasetIndex
+
+    _photo(tmp_path / name, orientation)
+    box = [400.0, 300.0, 800.0, 600.0]  # in the picture as shown
+    if annotated_size:  # annotation made on a half-size copy (width/height stated)
+        box = [v / 2 for v in box]
+    w, h = annotated_size or (None, None)
+    rec = ImageRecord(tmp_path / name, np.array([box], np.float32), np.array([1]), 7, w, h)
+    index = DatasetIndex([rec], ["a", "b"], "yolo", str(tmp_path))
+
+    full = DetectionDataset(index, build_val_transforms((160, 160)))
+    shrunk = DetectionDataset(index, build_val_transforms((160, 160)), load_cover=(320, 320))
+    img, _, full_size = shrunk.load(0)
+    assert full_size == (1600, 1200) and img.size == shrunk_size((1600, 1200), (320, 320)) == (427, 320)
+    (a, ta), (b, tb) = full[0], shrunk[0]
+    assert tb["orig_size"].tolist() == ta["orig_size"].tolist() == [1600, 1200]  # boxes map back to full size
+    assert torch.allclose(tb["boxes"], ta["boxes"], atol=1e-6)
+    assert torch.allclose(tb["boxes"][0], torch.tensor([0.375, 0.375, 0.25, 0.25]), atol=1e-6)
+    assert (a - b).abs().mean() < 0.01  # the same picture at the network's size
+    white = b[:, 50:70, 50:70]  # inside the box (x 40..80, y 40..80 at 160x160)
+    assert white.min() > 0.95
+
+
+def test_shrunk_size_covers_the_target_on_both_sides() -> None:
+    from rtdetr.data import load_cover
+    from rtdetr.data.dataset import shrunk_size
+
+    assert shrunk_size((4032, 3024), (1280, 1280)) == (1707, 1280)
+    assert shrunk_size((3024, 4032), (1280, 1280)) == (1280, 1707)
+    assert shrunk_size((8000, 1000), (1280, 1280)) == (8000, 1000)  # a panorama is not shrunk below its height
+    assert shrunk_size((1000, 800), (1280, 1280)) == (1000, 800)  # never enlarged
+    assert shrunk_size((2000, 1000), (640, 320)) == (1280, 640)  # (height, width) cover
+    assert load_cover((640, 320), 2.0) == (1280, 640) and load_cover((640, 640), 0) is None

@@ -1,6 +1,6 @@
 """Datasets (COCO json, YOLO txt, Pascal VOC), augmentations and batching."""
 
-from rtdetr.data.dataset import BatchCollator, DetectionDataset, load_image
+from rtdetr.data.dataset import BatchCollator, DetectionDataset, load_cover, load_image
 from rtdetr.data.detect import detect_format, load_index
 from rtdetr.data.records import DataError, DatasetIndex, ImageRecord
 
@@ -11,6 +11,7 @@ __all__ = [
     "DetectionDataset",
     "ImageRecord",
     "detect_format",
+    "load_cover",
     "load_image",
     "load_index",
 ]

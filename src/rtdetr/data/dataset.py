@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import warnings
@@ -19,7 +20,15 @@ from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex, ImageRecord, heif_opener, is_heif
 from rtdetr.data.transforms import Sample, StopsAtEpoch, normalized_cxcywh
 
-__all__ = ["BatchCollator", "DetectionDataset", "ImageTooLarge", "load_image"]
+__all__ = [
+    "BatchCollator",
+    "DetectionDataset",
+    "ImageTooLarge",
+    "load_cover",
+    "load_image",
+    "load_image_covering",
+    "shrunk_size",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +51,25 @@ def load_image(path: str | object, name: str | None = None, max_pixels: int | No
         ImageTooLarge: more than ``max_pixels`` pixels.
         OSError: (or a subclass) when the file is missing, truncated or not an image; the message names the file.
     """
+    return load_image_covering(path, None, name, max_pixels)[0]
+
+
+def load_image_covering(
+    path: str | object, cover: tuple[int, int] | None, name: str | None = None, max_pixels: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """:func:`load_image`, shrunk (aspect ratio kept) to the smallest size that still covers ``cover``
+    ``(height, width)`` where the image is larger: a JPEG decodes at a reduced DCT scale (Pillow's draft mode),
+    other formats are resized (antialiased). ``cover=None`` keeps the full resolution.
+
+    Returns:
+        the RGB image and the ``(width, height)`` of the full-resolution image (EXIF orientation applied).
+    """
     name = str(path) if name is None else name
     start = path.tell() if hasattr(path, "tell") else None  # a file object: where its image begins
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _decode_rgb(path, name, max_pixels)
+            return _decode_rgb(path, name, max_pixels, cover)
     except ImageTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -61,24 +83,58 @@ def load_image(path: str | object, name: str | None = None, max_pixels: int | No
         # so other images pay nothing; pillow-heif, where installed, is registered then and the image read again
         heif = is_heif(path)
         if heif and "HEIF" not in Image.OPEN and heif_opener():
-            return load_image(path, name, max_pixels)
+            return load_image_covering(path, cover, name, max_pixels)
         reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the upload", str(e))  # no object reprs
         hint = "; HEIC/HEIF photos need pillow-heif: pip install pillow-heif" if heif and not heif_opener() else ""
         raise OSError(f"{name}: cannot decode image ({reason}){hint}") from None
 
 
-def _decode_rgb(path: str | object, name: str, max_pixels: int | None) -> Image.Image:
-    """:func:`load_image`'s decoding, its errors raised as Pillow raises them."""
+def load_cover(image_size: tuple[int, int], shrink_above: float) -> tuple[int, int] | None:
+    """The ``(height, width)`` images are shrunk to cover when loaded for a network input of ``image_size``
+    (h, w): ``shrink_above`` times it (``DataConfig.shrink_above``); None where that is 0 (full resolution)."""
+    if not shrink_above:
+        return None
+    return math.ceil(image_size[0] * shrink_above), math.ceil(image_size[1] * shrink_above)
+
+
+#: EXIF orientations that swap width and height (transposed and rotated by 90 or 270 degrees)
+_SWAPS_SIDES = {5, 6, 7, 8}
+
+
+def shrunk_size(size: tuple[int, int], cover: tuple[int, int]) -> tuple[int, int]:
+    """The ``(width, height)`` that ``size`` (w, h) is shrunk to, aspect ratio kept, so that it still covers
+    ``cover`` (h, w) on both sides; ``size`` itself where it does not exceed that."""
+    w, h = size
+    s = max(cover[1] / w, cover[0] / h)
+    if s >= 1.0:
+        return w, h
+    return max(cover[1], round(w * s)), max(cover[0], round(h * s))
+
+
+def _decode_rgb(
+    path: str | object, name: str, max_pixels: int | None, cover: tuple[int, int] | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """:func:`load_image_covering`'s decoding, its errors raised as Pillow raises them."""
     with Image.open(path) as opened:  # type: ignore[arg-type]
         w, h = opened.size
         if max_pixels is not None and w * h > max_pixels:
             raise ImageTooLarge(f"{name}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
+        swap = opened.getexif().get(0x0112) in _SWAPS_SIDES
+        full = (h, w) if swap else (w, h)  # as shown: EXIF orientation applied
+        target = shrunk_size(full, cover) if cover is not None else full
+        if target != full:  # a JPEG decodes at the smallest DCT scale that still covers it (no-op elsewhere)
+            opened.draft(None, (target[1], target[0]) if swap else target)
         opened.load()
         im: Image.Image = ImageOps.exif_transpose(opened) or opened
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.float32)
             im = Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8))
-        return im.convert("RGB")
+        im = im.convert("RGB")
+        if cover is None:
+            return im, im.size
+        if im.size != target:
+            im = im.resize(target, Image.Resampling.BILINEAR)
+        return im, full
 
 
 def image_to_tensor(img: Image.Image) -> Tensor:
@@ -95,14 +151,23 @@ class DetectionDataset(Dataset):
 
     ``mix`` (training) composes each sample with other random samples after ``transforms`` (mosaic, mixup,
     copy-paste; :mod:`rtdetr.data.mix`); the target then describes the composite, under the first image's id.
+
+    ``load_cover`` ``(height, width)``: an image larger than that on both sides is shrunk when loaded (aspect ratio
+    kept, JPEGs decoded at a reduced scale) to the smallest size still covering it, before the transforms run, so
+    that 12-megapixel photos cost about what small images do; ``orig_size`` stays the full-resolution size.
     """
 
     def __init__(
-        self, index: DatasetIndex, transforms: Callable[[Sample], Sample] | None = None, mix: MixAugment | None = None
+        self,
+        index: DatasetIndex,
+        transforms: Callable[[Sample], Sample] | None = None,
+        mix: MixAugment | None = None,
+        load_cover: tuple[int, int] | None = None,
     ) -> None:
         self.index = index
         self.transforms = transforms
         self.mix = mix
+        self.load_cover = load_cover
         self.bad_files: set[str] = set()
 
     def __len__(self) -> int:
@@ -119,10 +184,12 @@ class DetectionDataset(Dataset):
         if self.mix is not None:
             self.mix.stopped = bool(stopped)
 
-    def load(self, i: int) -> tuple[Image.Image, ImageRecord]:
-        """The image of record ``i`` (no transforms) and its record; raises OSError for unreadable files."""
+    def load(self, i: int) -> tuple[Image.Image, ImageRecord, tuple[int, int]]:
+        """The image of record ``i`` (no transforms; shrunk to ``load_cover``), its record and the full-resolution
+        image's ``(width, height)``; raises OSError for unreadable files."""
         rec = self.index.records[i]
-        return load_image(rec.path), rec
+        img, full = load_image_covering(rec.path, self.load_cover)
+        return img, rec, full
 
     def __getitem__(self, i: int) -> tuple[Tensor, Target]:
         s, rec, (w, h) = self._readable(i)
@@ -144,25 +211,27 @@ class DetectionDataset(Dataset):
         for step in range(n):
             j = (i + step) % n
             try:
-                img, rec = self.load(j)
+                img, rec, full = self.load(j)
             except OSError as e:
                 if str(self.index.records[j].path) not in self.bad_files:
                     self.bad_files.add(str(self.index.records[j].path))
                     log.warning("skipping unreadable image: %s", e)
                 continue
-            return self._sample(img, rec), rec, img.size
+            return self._sample(img, rec, full), rec, full
         raise RuntimeError(f"no readable image in {self.index.source}")
 
-    def _sample(self, img: Image.Image, rec: ImageRecord) -> Sample:
+    def _sample(self, img: Image.Image, rec: ImageRecord, full: tuple[int, int]) -> Sample:
         w, h = img.size
         s = Sample(
             image_to_tensor(img),
             torch.from_numpy(rec.boxes).float().reshape(-1, 4),
             torch.from_numpy(rec.labels).long(),
         )
-        if rec.width and rec.height and (rec.width, rec.height) != (w, h) and len(s.boxes):
-            # annotation made for another size of the same picture (e.g. rotated by EXIF or resized): rescale
-            s.boxes = s.boxes * torch.tensor([w / rec.width, h / rec.height] * 2)
+        # boxes are in the annotation's size of the picture (its full resolution where the annotation gives none;
+        # another size where it was made for a resized or EXIF-rotated copy): rescale them to the loaded image
+        ref_w, ref_h = (rec.width, rec.height) if rec.width and rec.height else full
+        if (ref_w, ref_h) != (w, h) and len(s.boxes):
+            s.boxes = s.boxes * torch.tensor([w / ref_w, h / ref_h] * 2)
         return self.transforms(s) if self.transforms is not None else s
 
 

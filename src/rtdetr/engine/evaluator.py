@@ -258,7 +258,8 @@ def validate(
     """
     from torch.utils.data import DataLoader
 
-    from rtdetr.data import BatchCollator, DetectionDataset
+    from rtdetr.config import DataConfig
+    from rtdetr.data import BatchCollator, DetectionDataset, load_cover
     from rtdetr.data.transforms import build_val_transforms
     from rtdetr.engine.metrics import ThresholdMetrics, save_report
 
@@ -270,7 +271,9 @@ def validate(
     gt, gt_note = ground_truth_for(index)
     evaluator = CocoEvaluator(gt, label_to_category=cat_ids)
     loader = DataLoader(
-        DetectionDataset(index, build_val_transforms(image_size)),
+        DetectionDataset(
+            index, build_val_transforms(image_size), load_cover=load_cover(image_size, DataConfig.shrink_above)
+        ),
         batch_size,
         shuffle=False,
         collate_fn=BatchCollator(),

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from rtdetr.config import ConfigError, RunConfig, to_dict
 from rtdetr.convert.checkpoint import atomic_save, load_state_dict_into, read_checkpoint, remove_stale_saves
-from rtdetr.data import BatchCollator, DetectionDataset
+from rtdetr.data import BatchCollator, DetectionDataset, load_cover
 from rtdetr.data.detect import load_run_sets
 from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex
@@ -123,8 +123,9 @@ class Trainer:
         mosaic, mixup = d.mosaic or 0.0, d.mixup or 0.0
         mixing = max(mosaic, mixup, d.copy_paste) > 0
         mix = MixAugment(mosaic, mixup, d.copy_paste, d.mosaic_scale) if mixing else None
+        cover = load_cover(size, d.shrink_above)
         self.train_set = DetectionDataset(
-            train_index, build_train_transforms(size, self.stop_epoch, d.augment, d.hflip), mix
+            train_index, build_train_transforms(size, self.stop_epoch, d.augment, d.hflip), mix, cover
         )
         scales = default_scales(max(size)) if cfg.data.multi_scale else None
         self.collate = BatchCollator(scales, self.stop_epoch)
@@ -176,7 +177,7 @@ class Trainer:
         self.val_loader: DataLoader | None = None
         self.evaluator: CocoEvaluator | None = None
         if val_index is not None:
-            val_set = DetectionDataset(val_index, build_val_transforms(size))
+            val_set = DetectionDataset(val_index, build_val_transforms(size), load_cover=cover)
             self.val_loader = DataLoader(
                 val_set, per_rank, shuffle=False, collate_fn=BatchCollator(), num_workers=workers
             )
