@@ -242,6 +242,28 @@ def test_check_data_reports(coco_dir: Path, capsys: pytest.CaptureFixture) -> No
     assert "unknown category: 1" in out
 
 
+def test_check_data_reports_images_whose_size_differs_from_the_annotation(
+    coco_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Annotated 64x48: image 1 was later saved at half size (boxes scaled, said), image 2 shows 48x64 through its
+    EXIF rotation (sides swapped: the annotation was likely made on the unrotated image, said)."""
+    from PIL import Image
+
+    from rtdetr.cli import main
+    from tests.data.conftest import write_image
+
+    write_image(coco_dir / "images" / "train" / "1.png", size=(32, 24))
+    stored = Image.new("RGB", (64, 48), (10, 20, 30))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(coco_dir / "images" / "train" / "2.png", exif=exif)
+    main(["check-data", str(coco_dir)])
+    out = capsys.readouterr().out
+    assert "size differs from annotation (its boxes are scaled to the image, detections scored in its frame): 2" in out
+    assert "1.png: 32x24, annotated 64x48\n" in out
+    assert "2.png: 48x64, annotated 64x48 (sides swapped: annotated without its EXIF rotation?" in out
+
+
 def test_synthetic_dataset_is_deterministic(tmp_path: Path) -> None:
     from rtdetr.data.synthetic import make_synthetic_coco
 

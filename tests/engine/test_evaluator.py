@@ -285,3 +285,73 @@ def test_threshold_metrics_ignore_only_same_class_detections() -> None:
     dets = np.array([[0, 0, 10, 10], [20, 20, 40, 40], [21, 20, 40, 41], [20, 20, 40, 40]], dtype=np.float32)
     m.update(dets, np.array([0, 1, 1, 0]), np.full(4, 0.9), gt, np.array([0]), hard, np.array([1]))
     assert m.matrix.tolist() == [[1, 0, 0], [0, 0, 0], [1, 0, 0]]  # the class-0 detection on the class-1 object
+
+
+class _OracleDetector:
+    """A stand-in backend that finds every object exactly: its detections are the ground truth normalised to the
+    annotation's frame, scaled to the ``sizes`` it is given (what a perfect model's post-processor returns)."""
+
+    decoder_depth = None
+
+    def __init__(self, normalised: list[tuple[np.ndarray, np.ndarray]], num_classes: int) -> None:
+        self.queue, self.num_classes = list(normalised), num_classes
+
+    def set_decoder_depth(self, depth: int | None) -> None:
+        assert depth is None
+
+    def detect(self, images: torch.Tensor, sizes: torch.Tensor, max_det: int = 300) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for size in sizes:
+            boxes, labels = self.queue.pop(0)
+            scale = size.to(torch.float32).repeat(2)
+            out.append({"boxes": torch.from_numpy(boxes) * scale, "labels": torch.from_numpy(labels),
+                        "scores": torch.ones(len(labels))})  # fmt: skip
+        return out
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc"])
+def test_annotation_made_before_the_images_were_resized_scores_in_its_own_frame(tmp_path: Path, fmt: str) -> None:
+    """A dataset whose json / xml states 200x100 while its images were later saved at 100x50 (a user shrinking
+    the files): a perfect detector scores AP 1 (detections were scaled to the image, the ground truth is not)."""
+    from PIL import Image
+
+    from rtdetr.data import load_index
+    from rtdetr.engine.evaluator import validate
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "Annotations").mkdir()
+    images, anns, truth = [], [], []
+    for i in range(4):
+        Image.new("RGB", (100, 50), (40 * i, 90, 160)).save(tmp_path / "JPEGImages" / f"{i}.jpg")
+        images.append({"id": i + 1, "file_name": f"{i}.jpg", "width": 200, "height": 100})
+        boxes = []
+        for j in range(3):
+            x, y = rng.uniform(0, 120), rng.uniform(0, 50)
+            w, h = rng.uniform(20, 70), rng.uniform(15, 45)
+            boxes.append([x, y, x + w, y + h])
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1 + j % 2, "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": 0})  # fmt: skip
+        labels = np.array([j % 2 for j in range(3)])
+        truth.append((np.array(boxes, np.float32) / np.array([200, 100, 200, 100], np.float32), labels))
+        objs = "".join(
+            f"<object><name>{'ab'[lb]}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+            f"<ymax>{b[3]}</ymax></bndbox></object>"
+            for b, lb in zip(boxes, labels)
+        )
+        (tmp_path / "Annotations" / f"{i}.xml").write_text(
+            f"<annotation><filename>{i}.jpg</filename><size><width>200</width><height>100</height></size>{objs}"
+            "</annotation>"
+        )
+    if fmt == "coco":
+        cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+        (tmp_path / "val.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+        index = load_index(tmp_path / "val.json", image_dir=tmp_path / "JPEGImages")
+    else:
+        (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
+        (tmp_path / "ImageSets" / "Main" / "val.txt").write_text("0\n1\n2\n3\n")
+        index = load_index(tmp_path, split="val", class_names=["a", "b"])
+    assert [(r.width, r.height) for r in index.records] == [(200, 100)] * 4
+    order = [int(r.image_id) for r in index.records]
+    res = validate(_OracleDetector([truth[k - 1 if fmt == "coco" else k] for k in order], 2), index, (64, 64))
+    assert res["stats"]["AP"] == pytest.approx(1.0) and res["stats"]["AP50"] == pytest.approx(1.0)

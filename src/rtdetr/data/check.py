@@ -62,7 +62,10 @@ class DataReport:
                 lines.append(f"  ... {len(idx.problems) - limit} more")
         for title, items in (
             ("unreadable images", self.unreadable),
-            ("size differs from annotation", self.size_mismatch),
+            (
+                "size differs from annotation (its boxes are scaled to the image, detections scored in its frame)",
+                self.size_mismatch,
+            ),
         ):
             if items:
                 lines.append(f"{title}: {len(items)}")
@@ -92,7 +95,10 @@ def check_dataset(
             continue
         report.images_ok += 1
         if rec.width and rec.height and img.size != (rec.width, rec.height):
-            report.size_mismatch.append(f"{rec.path}: {img.size[0]}x{img.size[1]}, annotated {rec.width}x{rec.height}")
+            line = f"{rec.path}: {img.size[0]}x{img.size[1]}, annotated {rec.width}x{rec.height}"
+            if img.size == (rec.height, rec.width) and rec.width != rec.height:
+                line += " (sides swapped: annotated without its EXIF rotation? its boxes are then in the wrong frame)"
+            report.size_mismatch.append(line)
     if not decode:
         report.images_ok = len(index.records)
     return report

@@ -154,7 +154,12 @@ class DetectionDataset(Dataset):
 
     ``load_cover`` ``(height, width)``: an image larger than that on both sides is shrunk when loaded (aspect ratio
     kept, JPEGs decoded at a reduced scale) to the smallest size still covering it, before the transforms run, so
-    that 12-megapixel photos cost about what small images do; ``orig_size`` stays the full-resolution size.
+    that 12-megapixel photos cost about what small images do.
+
+    ``orig_size`` is the size of the frame the annotation's boxes are in, which detections are scaled to for
+    evaluation: the full-resolution image, or the size the annotation states where it differs (an annotation
+    made before the images were resized: its boxes are rescaled to the image for training, and the detections
+    back to the annotation's frame for scoring).
     """
 
     def __init__(
@@ -206,7 +211,7 @@ class DetectionDataset(Dataset):
 
     def _readable(self, i: int) -> tuple[Sample, ImageRecord, tuple[int, int]]:
         """The transformed sample of record ``i`` or, if its file cannot be read, of the next readable one; the
-        record and the decoded image's (width, height)."""
+        record and the (width, height) of the annotation's frame (:attr:`orig_size`)."""
         n = len(self)
         for step in range(n):
             j = (i + step) % n
@@ -217,21 +222,20 @@ class DetectionDataset(Dataset):
                     self.bad_files.add(str(self.index.records[j].path))
                     log.warning("skipping unreadable image: %s", e)
                 continue
-            return self._sample(img, rec, full), rec, full
+            frame = (rec.width, rec.height) if rec.width and rec.height else full
+            return self._sample(img, rec, frame), rec, frame
         raise RuntimeError(f"no readable image in {self.index.source}")
 
-    def _sample(self, img: Image.Image, rec: ImageRecord, full: tuple[int, int]) -> Sample:
+    def _sample(self, img: Image.Image, rec: ImageRecord, frame: tuple[int, int]) -> Sample:
+        """Record ``rec``'s boxes, given in ``frame`` (w, h), on the loaded ``img``, transformed."""
         w, h = img.size
         s = Sample(
             image_to_tensor(img),
             torch.from_numpy(rec.boxes).float().reshape(-1, 4),
             torch.from_numpy(rec.labels).long(),
         )
-        # boxes are in the annotation's size of the picture (its full resolution where the annotation gives none;
-        # another size where it was made for a resized or EXIF-rotated copy): rescale them to the loaded image
-        ref_w, ref_h = (rec.width, rec.height) if rec.width and rec.height else full
-        if (ref_w, ref_h) != (w, h) and len(s.boxes):
-            s.boxes = s.boxes * torch.tensor([w / ref_w, h / ref_h] * 2)
+        if frame != (w, h) and len(s.boxes):  # a shrunk image, or an annotation made for another size of it
+            s.boxes = s.boxes * torch.tensor([w / frame[0], h / frame[1]] * 2)
         return self.transforms(s) if self.transforms is not None else s
 
 
