@@ -38,6 +38,22 @@ def test_sources(tmp_path: Path, predictor: Predictor) -> None:
     assert (r.boxes[:, 2] <= 50 + 1e-3).all() and (r.boxes[:, 3] <= 42 + 1e-3).all()
 
 
+def test_an_opened_pil_image_is_taken_as_its_file_is(tmp_path: Path, predictor: Predictor) -> None:
+    """``predict(Image.open(p))`` equals ``predict(p)``: a phone photo's EXIF orientation is applied (the
+    opened image keeps the tag; it used to be detected on turned) and a 16-bit PNG is scaled (it used to clip
+    to white)."""
+    rng = np.random.default_rng(5)
+    stored = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    Image.fromarray(rng.integers(0, 4096, (30, 44), dtype=np.uint16)).save(tmp_path / "depth.png")
+    for name, size in (("phone.jpg", (40, 56)), ("depth.png", (44, 30))):
+        by_path, by_image = predictor(tmp_path / name)[0], predictor(Image.open(tmp_path / name))[0]
+        assert by_path.orig_size == by_image.orig_size == size
+        assert torch.equal(by_path.boxes, by_image.boxes) and torch.equal(by_path.scores, by_image.scores)
+
+
 def test_array_and_tensor_pixels_keep_their_values() -> None:
     """Every accepted pixel type gives the same image; values outside its range raise instead of being clipped
     (an int array of 0..255 or a float array of 0..255 used to become a black-and-white image)."""

@@ -243,3 +243,26 @@ def test_huge_header_reports_our_pixel_limit() -> None:
     png = b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b"")
     with pytest.raises(ImageTooLarge, match="more pixels than the limit of 1000000"):
         load_image(io.BytesIO(png), name="huge.png", max_pixels=1_000_000)
+
+
+def test_a_large_phone_photo_decodes_reduced_and_answers_in_its_full_frame(detector: RTDETR) -> None:
+    """A 1600x1200 JPEG stored turned (EXIF orientation 6) as phones save them: decoded at a reduced JPEG scale
+    (it only has to cover twice the 64x64 input), reported and answered in the full picture's frame as shown,
+    with the detections of the Python API on the full-resolution image."""
+    shown = Image.open(io.BytesIO(image_bytes(size=(1600, 1200), seed=3)))
+    stored = shown.transpose(Image.Transpose.ROTATE_90)
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", quality=95, exif=exif)
+    with TestClient(create_app(detector, ServeConfig(max_pixels=4_000_000))) as c:
+        r = c.post("/predict?conf=0", content=buf.getvalue(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["image"]["width"] == 1600 and body["image"]["height"] == 1200
+    ref = detector.predict(Image.open(io.BytesIO(buf.getvalue())), conf=0.0)[0]  # full decode, EXIF applied
+    assert ref.orig_size == (1600, 1200)
+    scores = [d["score"] for d in body["detections"]]
+    assert scores[:20] == pytest.approx(ref.scores.tolist()[:20], abs=2e-3)
+    boxes = [v for d in body["detections"][:20] for v in d["box"]]
+    assert boxes == pytest.approx(ref.boxes[:20].flatten().tolist(), abs=4.0)  # pixels of 1600x1200

@@ -27,6 +27,7 @@ __all__ = [
     "load_cover",
     "load_image",
     "load_image_covering",
+    "shown_rgb",
     "shrunk_size",
 ]
 
@@ -125,16 +126,22 @@ def _decode_rgb(
         if target != full:  # a JPEG decodes at the smallest DCT scale that still covers it (no-op elsewhere)
             opened.draft(None, (target[1], target[0]) if swap else target)
         opened.load()
-        im: Image.Image = ImageOps.exif_transpose(opened) or opened
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float32)
-            im = Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8))
-        im = im.convert("RGB")
+        im = shown_rgb(opened)
         if cover is None:
             return im, im.size
         if im.size != target:
             im = im.resize(target, Image.Resampling.BILINEAR)
         return im, full
+
+
+def shown_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as a viewer shows it, in RGB: EXIF orientation applied (a phone photo stored turned), 16- and
+    32-bit integer images scaled by their maximum to 0..255, grayscale / palette / RGBA converted."""
+    im: Image.Image = ImageOps.exif_transpose(image) or image
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float32)
+        im = Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8))
+    return im.convert("RGB")
 
 
 def image_to_tensor(img: Image.Image) -> Tensor:

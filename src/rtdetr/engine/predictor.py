@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from rtdetr.data.dataset import load_image
+from rtdetr.data.dataset import load_image, shown_rgb
 from rtdetr.data.records import IMAGE_SUFFIXES
 from rtdetr.data.yolo import listed_images
 from rtdetr.engine.backend import as_detector
@@ -70,10 +70,12 @@ def _as_uint8(values: np.ndarray, what: str) -> np.ndarray:
 def _to_pil(obj: Any) -> Image.Image:
     """A PIL image, an ``[H, W]`` / ``[H, W, 3|4]`` RGB(A) array or a ``[3, H, W]`` tensor as an RGB PIL image.
 
-    Arrays and tensors hold uint8 0..255 (or another integer type within that range) or floats in 0..1.
+    A PIL image is taken as a viewer shows it, as a file path would be (``Image.open`` of a phone photo keeps its
+    EXIF orientation tag; 16-bit images are scaled). Arrays and tensors hold uint8 0..255 (or another integer
+    type within that range) or floats in 0..1.
     """
     if isinstance(obj, Image.Image):
-        return obj.convert("RGB")
+        return shown_rgb(obj)
     if isinstance(obj, np.ndarray | Tensor) and 0 in tuple(obj.shape):
         raise ValueError(f"{type(obj).__name__.lower()} of shape {tuple(obj.shape)} holds no pixels")
     if isinstance(obj, np.ndarray):

@@ -33,7 +33,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rtdetr.api import RTDETR
-from rtdetr.data.dataset import ImageTooLarge, load_image
+from rtdetr.data.dataset import ImageTooLarge, load_image, load_image_covering
 from rtdetr.data.records import HEIF_BRANDS
 from rtdetr.engine.predictor import filter_detections, to_input
 from rtdetr.options import InferenceOptions, ServeConfig, resolve_classes
@@ -169,9 +169,9 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
                 data, name = await _read_upload(request)
                 assert decoding is not None
                 async with decoding:
-                    image, prepared = await run_in_threadpool(_decode, data, name, cfg.max_pixels, predictor.resize)
-                size = image.size
-                del image  # only the network-size copy waits in the queue; draw=true decodes the upload again
+                    size, prepared = await run_in_threadpool(
+                        _decode, data, name, cfg.max_pixels, predictor.resize, predictor.image_size
+                    )  # only the network-size copy waits in the queue; draw=true decodes the upload again
                 if not draw:
                     del data
                 t1 = time.perf_counter()
@@ -256,14 +256,20 @@ def _looks_like_image(data: bytes) -> bool:
     )
 
 
-def _decode(data: bytes, name: str, max_pixels: int, resize: Any) -> tuple[Any, np.ndarray]:
+def _decode(
+    data: bytes, name: str, max_pixels: int, resize: Any, image_size: tuple[int, int]
+) -> tuple[tuple[int, int], np.ndarray]:
+    """The upload's (width, height) and its network input (``resize`` of the image). A large JPEG decodes at a
+    reduced DCT scale that still covers twice the network's ``image_size`` (h, w): a 12-megapixel photo in a
+    fraction of the time, the input resized from it as from the full image."""
+    cover = (2 * image_size[0], 2 * image_size[1])
     try:
-        image = load_image(io.BytesIO(data), name=name, max_pixels=max_pixels)
+        image, size = load_image_covering(io.BytesIO(data), cover, name=name, max_pixels=max_pixels)
     except ImageTooLarge as e:
         raise HTTPException(413, str(e)) from None
     except OSError as e:
         raise HTTPException(400, f"{e}; send a JPEG, PNG, BMP, WebP or TIFF image") from None
-    return image, resize(image)
+    return size, resize(image)
 
 
 def _drawn(data: bytes, name: str, max_pixels: int, det: dict[str, torch.Tensor], names: list[str]) -> str:
