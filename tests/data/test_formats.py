@@ -264,6 +264,44 @@ def test_check_data_reports_images_whose_size_differs_from_the_annotation(
     assert "2.png: 48x64, annotated 64x48 (sides swapped: annotated without its EXIF rotation?" in out
 
 
+def test_check_data_finds_a_truncated_jpeg_though_it_decodes_at_a_reduced_scale(
+    coco_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import io
+
+    from PIL import Image
+
+    from rtdetr.cli import main
+
+    buf = io.BytesIO()
+    Image.effect_noise((800, 600), 64).convert("RGB").save(buf, "JPEG")
+    (coco_dir / "images" / "train" / "2.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert main(["check-data", str(coco_dir), "--strict"]) == 1
+    out = capsys.readouterr().out
+    assert "unreadable images: 1" in out and "2.png: cannot decode image (image file is truncated" in out
+
+
+def test_yolo_labels_of_a_phone_photo_are_read_in_the_picture_as_shown(
+    yolo_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A photo stored turned with EXIF orientation 6 (shown 100x50, stored 50x100): its normalised YOLO labels are
+    of the picture as shown (Ultralytics' rule), so its size and boxes are the shown ones, and check-data reports
+    no size mismatch (it used to say the sides were swapped against an "annotation" that was our own header read)."""
+    from PIL import Image
+
+    from rtdetr.cli import main
+
+    stored = Image.new("RGB", (50, 100), (200, 30, 30))
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(yolo_dir / "images" / "train" / "a.jpg", exif=exif)
+    rec = next(r for r in load_index(yolo_dir / "data.yaml").records if r.path.name == "a.jpg")
+    assert (rec.width, rec.height) == (100, 50)
+    assert rec.boxes[0].tolist() == pytest.approx([40, 15, 60, 35])  # 0 0.5 0.5 0.2 0.4 on 100x50
+    main(["check-data", str(yolo_dir / "data.yaml")])
+    assert "size differs" not in capsys.readouterr().out
+
+
 def test_synthetic_dataset_is_deterministic(tmp_path: Path) -> None:
     from rtdetr.data.synthetic import make_synthetic_coco
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdetr.data.dataset import load_image
+from rtdetr.data.dataset import load_image_covering
 from rtdetr.data.detect import DatasetFormat, load_index
 from rtdetr.data.records import DatasetIndex
 
@@ -88,15 +88,15 @@ def check_dataset(
         report.empty_images += int(len(rec.labels) == 0)
         if not decode:
             continue
-        try:
-            img = load_image(rec.path)
+        try:  # every byte is decoded (a truncated file fails), a JPEG at 1/8 scale: 12 MP photos in 12 ms, not 140
+            _, size = load_image_covering(rec.path, (1, 1))
         except OSError as e:
             report.unreadable.append(str(e))
             continue
         report.images_ok += 1
-        if rec.width and rec.height and img.size != (rec.width, rec.height):
-            line = f"{rec.path}: {img.size[0]}x{img.size[1]}, annotated {rec.width}x{rec.height}"
-            if img.size == (rec.height, rec.width) and rec.width != rec.height:
+        if rec.width and rec.height and size != (rec.width, rec.height):
+            line = f"{rec.path}: {size[0]}x{size[1]}, annotated {rec.width}x{rec.height}"
+            if size == (rec.height, rec.width) and rec.width != rec.height:
                 line += " (sides swapped: annotated without its EXIF rotation? its boxes are then in the wrong frame)"
             report.size_mismatch.append(line)
     if not decode:

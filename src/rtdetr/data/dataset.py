@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from rtdetr.data.mix import MixAugment
-from rtdetr.data.records import DatasetIndex, ImageRecord, heif_opener, is_heif
+from rtdetr.data.records import SWAPS_SIDES, DatasetIndex, ImageRecord, heif_opener, is_heif
 from rtdetr.data.transforms import Sample, StopsAtEpoch, normalized_cxcywh
 
 __all__ = [
@@ -98,10 +98,6 @@ def load_cover(image_size: tuple[int, int], shrink_above: float) -> tuple[int, i
     return math.ceil(image_size[0] * shrink_above), math.ceil(image_size[1] * shrink_above)
 
 
-#: EXIF orientations that swap width and height (transposed and rotated by 90 or 270 degrees)
-_SWAPS_SIDES = {5, 6, 7, 8}
-
-
 def shrunk_size(size: tuple[int, int], cover: tuple[int, int]) -> tuple[int, int]:
     """The ``(width, height)`` that ``size`` (w, h) is shrunk to, aspect ratio kept, so that it still covers
     ``cover`` (h, w) on both sides; ``size`` itself where it does not exceed that."""
@@ -120,7 +116,7 @@ def _decode_rgb(
         w, h = opened.size
         if max_pixels is not None and w * h > max_pixels:
             raise ImageTooLarge(f"{name}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
-        swap = opened.getexif().get(0x0112) in _SWAPS_SIDES
+        swap = opened.getexif().get(0x0112) in SWAPS_SIDES
         full = (h, w) if swap else (w, h)  # as shown: EXIF orientation applied
         target = shrunk_size(full, cover) if cover is not None else full
         if target != full:  # a JPEG decodes at the smallest DCT scale that still covers it (no-op elsewhere)

@@ -211,17 +211,28 @@ def is_heif(source: Any) -> bool:
     return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 
+#: EXIF orientations that swap width and height (transposed, or turned by 90 or 270 degrees)
+SWAPS_SIDES = frozenset({5, 6, 7, 8})
+
+
+def shown_size(im: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of an opened image as a viewer shows it (EXIF orientation applied), from its header."""
+    w, h = im.size
+    return (h, w) if im.getexif().get(0x0112) in SWAPS_SIDES else (w, h)
+
+
 def image_file_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from an image file's header (HEIC/HEIF through pillow-heif, registered when Pillow alone
-    cannot read a file that is one). Raises OSError."""
+    """``(width, height)`` from an image file's header, as shown (a phone photo stored turned, with an EXIF
+    orientation tag, has its sides swapped back: YOLO labels are normalised to the picture as shown); HEIC/HEIF
+    through pillow-heif, registered when Pillow alone cannot read a file that is one. Raises OSError."""
     try:
         with Image.open(path) as im:
-            return im.size
+            return shown_size(im)
     except OSError:
         if "HEIF" in Image.OPEN or not (is_heif(path) and heif_opener()):
             raise
     with Image.open(path) as im:
-        return im.size
+        return shown_size(im)
 
 
 def find_images(folder: Path) -> list[Path]:
