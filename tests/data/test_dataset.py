@@ -162,3 +162,30 @@ def test_shrunk_size_covers_the_target_on_both_sides() -> None:
     assert shrunk_size((1000, 800), (1280, 1280)) == (1000, 800)  # never enlarged
     assert shrunk_size((2000, 1000), (640, 320)) == (1280, 640)  # (height, width) cover
     assert load_cover((640, 320), 2.0) == (1280, 640) and load_cover((640, 640), 0) is None
+
+
+@pytest.mark.parametrize("stated", [(80, 40), (40, 80), None])
+def test_a_photo_annotated_unturned_is_loaded_as_annotated(tmp_path: Path, stated: tuple[int, int] | None) -> None:
+    """Stored 80x40 with a white block at x 10..30, y 5..25 and EXIF orientation 6 (shown 40x80). An annotation
+    stating 80x40 was made on the stored pixels (labelImg shows photos unturned): the photo is loaded as stored and
+    the box lies on the block. Stating the shown 40x80 (or nothing, as YOLO) means the picture as shown: it is
+    turned, and the block (turned with it) is at x 15..35, y 10..30."""
+    from rtdetr.data import ImageRecord
+    from rtdetr.data.records import DatasetIndex
+
+    arr = np.full((40, 80, 3), 30, np.uint8)
+    arr[5:25, 10:30] = 255
+    stored = Image.fromarray(arr)
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "p.png", exif=exif)
+    box = [10.0, 5.0, 30.0, 25.0] if stated == (80, 40) else [15.0, 10.0, 35.0, 30.0]
+    w, h = stated or (None, None)
+    index = DatasetIndex([ImageRecord(tmp_path / "p.png", np.array([box], np.float32), np.array([0]), 0, w, h)],
+                         ["a"], "voc", str(tmp_path))  # fmt: skip
+    img, t = DetectionDataset(index)[0]
+    size = (80, 40) if stated == (80, 40) else (40, 80)
+    assert t["orig_size"].tolist() == list(size) and tuple(img.shape[1:]) == size[::-1]
+    cx, cy, bw, bh = (t["boxes"][0] * torch.tensor([size[0], size[1]] * 2)).tolist()
+    inside = img[:, round(cy - bh / 2) : round(cy + bh / 2), round(cx - bw / 2) : round(cx + bw / 2)]
+    assert inside.min() > 0.95 and img.mean() < 0.4  # the box covers the white block, and only it

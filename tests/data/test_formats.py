@@ -245,8 +245,8 @@ def test_check_data_reports(coco_dir: Path, capsys: pytest.CaptureFixture) -> No
 def test_check_data_reports_images_whose_size_differs_from_the_annotation(
     coco_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """Annotated 64x48: image 1 was later saved at half size (boxes scaled, said), image 2 shows 48x64 through its
-    EXIF rotation (sides swapped: the annotation was likely made on the unrotated image, said)."""
+    """Annotated 64x48: image 1 was later saved at half size (boxes scaled, said); image 2 shows 48x64 through its
+    EXIF rotation, so the annotation was made on its stored 64x48 pixels (loaded so, said)."""
     from PIL import Image
 
     from rtdetr.cli import main
@@ -259,9 +259,10 @@ def test_check_data_reports_images_whose_size_differs_from_the_annotation(
     stored.save(coco_dir / "images" / "train" / "2.png", exif=exif)
     main(["check-data", str(coco_dir)])
     out = capsys.readouterr().out
-    assert "size differs from annotation (its boxes are scaled to the image, detections scored in its frame): 2" in out
+    assert "size differs from annotation (its boxes are scaled to the image, detections scored in its frame): 1" in out
     assert "1.png: 32x24, annotated 64x48\n" in out
-    assert "2.png: 48x64, annotated 64x48 (sides swapped: annotated without its EXIF rotation?" in out
+    assert "annotated unturned (the stated size is the stored one; loaded without the EXIF rotation to fit): 1" in out
+    assert "2.png: stored 64x48, shown 48x64" in out
 
 
 def test_check_data_finds_a_truncated_jpeg_though_it_decodes_at_a_reduced_scale(

@@ -10,7 +10,7 @@ import numpy as np
 
 from rtdetr.data.dataset import load_image_covering
 from rtdetr.data.detect import DatasetFormat, load_index
-from rtdetr.data.records import DatasetIndex
+from rtdetr.data.records import DatasetIndex, image_file_size
 
 __all__ = ["DataReport", "check_dataset"]
 
@@ -21,6 +21,8 @@ class DataReport:
     images_ok: int = 0
     unreadable: list[str] = field(default_factory=list)
     size_mismatch: list[str] = field(default_factory=list)
+    kept_unturned: list[str] = field(default_factory=list)
+    """Photos annotated as stored, without their EXIF rotation: loaded so, for the boxes to fit."""
     boxes_per_class: Counter = field(default_factory=Counter)
     empty_images: int = 0
     split: str | None = None
@@ -66,6 +68,10 @@ class DataReport:
                 "size differs from annotation (its boxes are scaled to the image, detections scored in its frame)",
                 self.size_mismatch,
             ),
+            (
+                "annotated unturned (the stated size is the stored one; loaded without the EXIF rotation to fit)",
+                self.kept_unturned,
+            ),
         ):
             if items:
                 lines.append(f"{title}: {len(items)}")
@@ -80,7 +86,8 @@ class DataReport:
 def check_dataset(
     path: str | Path, split: str = "train", format: DatasetFormat = "auto", decode: bool = True
 ) -> DataReport:
-    """Parse the dataset and (with ``decode``) fully decode every image."""
+    """Parse the dataset and (with ``decode``) decode every image (a JPEG at a reduced scale: every byte is still
+    read, so a truncated or corrupt file is found)."""
     index = load_index(path, split, format, allow_empty=True)
     report = DataReport(index, split=split)
     for rec in index.records:
@@ -88,17 +95,18 @@ def check_dataset(
         report.empty_images += int(len(rec.labels) == 0)
         if not decode:
             continue
+        stated = (rec.width, rec.height) if rec.width and rec.height else None
         try:  # every byte is decoded (a truncated file fails), a JPEG at 1/8 scale: 12 MP photos in 12 ms, not 140
-            _, size = load_image_covering(rec.path, (1, 1))
+            _, size = load_image_covering(rec.path, (1, 1), annotated_size=stated)
+            shown = image_file_size(rec.path)
         except OSError as e:
             report.unreadable.append(str(e))
             continue
         report.images_ok += 1
-        if rec.width and rec.height and size != (rec.width, rec.height):
-            line = f"{rec.path}: {size[0]}x{size[1]}, annotated {rec.width}x{rec.height}"
-            if size == (rec.height, rec.width) and rec.width != rec.height:
-                line += " (sides swapped: annotated without its EXIF rotation? its boxes are then in the wrong frame)"
-            report.size_mismatch.append(line)
+        if stated and size != stated:
+            report.size_mismatch.append(f"{rec.path}: {size[0]}x{size[1]}, annotated {stated[0]}x{stated[1]}")
+        elif size != shown:
+            report.kept_unturned.append(f"{rec.path}: stored {size[0]}x{size[1]}, shown {shown[0]}x{shown[1]}")
     if not decode:
         report.images_ok = len(index.records)
     return report

@@ -56,21 +56,29 @@ def load_image(path: str | object, name: str | None = None, max_pixels: int | No
 
 
 def load_image_covering(
-    path: str | object, cover: tuple[int, int] | None, name: str | None = None, max_pixels: int | None = None
+    path: str | object,
+    cover: tuple[int, int] | None,
+    name: str | None = None,
+    max_pixels: int | None = None,
+    annotated_size: tuple[int, int] | None = None,
 ) -> tuple[Image.Image, tuple[int, int]]:
     """:func:`load_image`, shrunk (aspect ratio kept) to the smallest size that still covers ``cover``
     ``(height, width)`` where the image is larger: a JPEG decodes at a reduced DCT scale (Pillow's draft mode),
     other formats are resized (antialiased). ``cover=None`` keeps the full resolution.
 
+    ``annotated_size`` ``(width, height)``, the size an annotation states: where it is the *stored* size of a photo
+    whose EXIF orientation swaps its sides (a tool that showed the photo unturned, as labelImg does, annotated
+    those pixels), the photo is kept as stored, so that the annotation's boxes lie on what they were drawn on.
+
     Returns:
-        the RGB image and the ``(width, height)`` of the full-resolution image (EXIF orientation applied).
+        the RGB image and the ``(width, height)`` of the full-resolution image (as shown, or as kept).
     """
     name = str(path) if name is None else name
     start = path.tell() if hasattr(path, "tell") else None  # a file object: where its image begins
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _decode_rgb(path, name, max_pixels, cover)
+            return _decode_rgb(path, name, max_pixels, cover, annotated_size)
     except ImageTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -84,7 +92,7 @@ def load_image_covering(
         # so other images pay nothing; pillow-heif, where installed, is registered then and the image read again
         heif = is_heif(path)
         if heif and "HEIF" not in Image.OPEN and heif_opener():
-            return load_image_covering(path, cover, name, max_pixels)
+            return load_image_covering(path, cover, name, max_pixels, annotated_size)
         reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the upload", str(e))  # no object reprs
         hint = "; HEIC/HEIF photos need pillow-heif: pip install pillow-heif" if heif and not heif_opener() else ""
         raise OSError(f"{name}: cannot decode image ({reason}){hint}") from None
@@ -109,7 +117,11 @@ def shrunk_size(size: tuple[int, int], cover: tuple[int, int]) -> tuple[int, int
 
 
 def _decode_rgb(
-    path: str | object, name: str, max_pixels: int | None, cover: tuple[int, int] | None = None
+    path: str | object,
+    name: str,
+    max_pixels: int | None,
+    cover: tuple[int, int] | None = None,
+    annotated_size: tuple[int, int] | None = None,
 ) -> tuple[Image.Image, tuple[int, int]]:
     """:func:`load_image_covering`'s decoding, its errors raised as Pillow raises them."""
     with Image.open(path) as opened:  # type: ignore[arg-type]
@@ -117,12 +129,14 @@ def _decode_rgb(
         if max_pixels is not None and w * h > max_pixels:
             raise ImageTooLarge(f"{name}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
         swap = opened.getexif().get(0x0112) in SWAPS_SIDES
-        full = (h, w) if swap else (w, h)  # as shown: EXIF orientation applied
+        turn = not (swap and w != h and annotated_size == (w, h))  # else annotated on the stored pixels: keep them
+        swap = swap and turn
+        full = (h, w) if swap else (w, h)  # as shown (EXIF orientation applied), or as kept
         target = shrunk_size(full, cover) if cover is not None else full
         if target != full:  # a JPEG decodes at the smallest DCT scale that still covers it (no-op elsewhere)
             opened.draft(None, (target[1], target[0]) if swap else target)
         opened.load()
-        im = shown_rgb(opened)
+        im = shown_rgb(opened, turn)
         if cover is None:
             return im, im.size
         if im.size != target:
@@ -130,10 +144,11 @@ def _decode_rgb(
         return im, full
 
 
-def shown_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as a viewer shows it, in RGB: EXIF orientation applied (a phone photo stored turned), 16- and
-    32-bit integer images scaled by their maximum to 0..255, grayscale / palette / RGBA converted."""
-    im: Image.Image = ImageOps.exif_transpose(image) or image
+def shown_rgb(image: Image.Image, turn: bool = True) -> Image.Image:
+    """``image`` as a viewer shows it, in RGB: EXIF orientation applied (a phone photo stored turned; not with
+    ``turn`` false), 16- and 32-bit integer images scaled by their maximum to 0..255, grayscale / palette / RGBA
+    converted."""
+    im: Image.Image = (ImageOps.exif_transpose(image) or image) if turn else image
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float32)
         im = Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8))
@@ -196,7 +211,8 @@ class DetectionDataset(Dataset):
         """The image of record ``i`` (no transforms; shrunk to ``load_cover``), its record and the full-resolution
         image's ``(width, height)``; raises OSError for unreadable files."""
         rec = self.index.records[i]
-        img, full = load_image_covering(rec.path, self.load_cover)
+        stated = (rec.width, rec.height) if rec.width and rec.height else None
+        img, full = load_image_covering(rec.path, self.load_cover, annotated_size=stated)
         return img, rec, full
 
     def __getitem__(self, i: int) -> tuple[Tensor, Target]:
