@@ -87,7 +87,7 @@ def check_dataset(
     path: str | Path, split: str = "train", format: DatasetFormat = "auto", decode: bool = True
 ) -> DataReport:
     """Parse the dataset and (with ``decode``) decode every image (a JPEG at a reduced scale: every byte is still
-    read, so a truncated or corrupt file is found)."""
+    read, so a truncated file is found)."""
     index = load_index(path, split, format, allow_empty=True)
     report = DataReport(index, split=split)
     for rec in index.records:
