@@ -1,7 +1,7 @@
 """Drawing detections on images (Pillow only).
 
 Captions and lines scale with the image (a 12-megapixel photo gets captions as readable as a 640 one), and class
-names in any script are drawn in a font that has their letters: Pillow's own font for Latin names, else the first
+names in any script are drawn in a font that has their letters: Pillow's own font for ASCII names, else the first
 installed font that covers every name (Noto CJK, DejaVu, Microsoft YaHei, PingFang, ... or fontconfig's choice),
 or the one ``RTDETR_FONT`` names. Where none covers them, a one-time warning says which letters and how to fix it.
 """
