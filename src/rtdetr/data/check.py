@@ -95,7 +95,7 @@ def check_dataset(
         report.empty_images += int(len(rec.labels) == 0)
         if not decode:
             continue
-        stated = (rec.width, rec.height) if rec.width and rec.height else None
+        stated = rec.stated_size
         try:  # every byte is decoded (a truncated file fails), a JPEG at 1/8 scale: 12 MP photos in 12 ms, not 140
             _, size = load_image_covering(rec.path, (1, 1), annotated_size=stated)
             shown = image_file_size(rec.path)

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from rtdetr.data.mix import MixAugment
-from rtdetr.data.records import SWAPS_SIDES, DatasetIndex, ImageRecord, heif_opener, is_heif
+from rtdetr.data.records import DatasetIndex, ImageRecord, heif_opener, is_heif, swaps_sides
 from rtdetr.data.transforms import Sample, StopsAtEpoch, normalized_cxcywh
 
 __all__ = [
@@ -128,7 +128,7 @@ def _decode_rgb(
         w, h = opened.size
         if max_pixels is not None and w * h > max_pixels:
             raise ImageTooLarge(f"{name}: {w}x{h} is {w * h} pixels, more than the limit of {max_pixels}")
-        swap = opened.getexif().get(0x0112) in SWAPS_SIDES
+        swap = swaps_sides(opened)
         turn = not (swap and w != h and annotated_size == (w, h))  # else annotated on the stored pixels: keep them
         swap = swap and turn
         full = (h, w) if swap else (w, h)  # as shown (EXIF orientation applied), or as kept
@@ -211,8 +211,7 @@ class DetectionDataset(Dataset):
         """The image of record ``i`` (no transforms; shrunk to ``load_cover``), its record and the full-resolution
         image's ``(width, height)``; raises OSError for unreadable files."""
         rec = self.index.records[i]
-        stated = (rec.width, rec.height) if rec.width and rec.height else None
-        img, full = load_image_covering(rec.path, self.load_cover, annotated_size=stated)
+        img, full = load_image_covering(rec.path, self.load_cover, annotated_size=rec.stated_size)
         return img, rec, full
 
     def __getitem__(self, i: int) -> tuple[Tensor, Target]:
@@ -241,7 +240,7 @@ class DetectionDataset(Dataset):
                     self.bad_files.add(str(self.index.records[j].path))
                     log.warning("skipping unreadable image: %s", e)
                 continue
-            frame = (rec.width, rec.height) if rec.width and rec.height else full
+            frame = rec.stated_size or full
             return self._sample(img, rec, frame), rec, frame
         raise RuntimeError(f"no readable image in {self.index.source}")
 

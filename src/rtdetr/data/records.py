@@ -66,6 +66,11 @@ class ImageRecord:
     ignore_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     ignore_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
+    @property
+    def stated_size(self) -> tuple[int, int] | None:
+        """``(width, height)`` as the annotation states it; None where it states none."""
+        return (self.width, self.height) if self.width and self.height else None
+
 
 @dataclass
 class DatasetIndex:
@@ -215,10 +220,15 @@ def is_heif(source: Any) -> bool:
 SWAPS_SIDES = frozenset({5, 6, 7, 8})
 
 
+def swaps_sides(im: Image.Image) -> bool:
+    """Whether an opened image's EXIF orientation turns it by 90 or 270 degrees (or transposes it) for display."""
+    return im.getexif().get(0x0112) in SWAPS_SIDES
+
+
 def shown_size(im: Image.Image) -> tuple[int, int]:
     """``(width, height)`` of an opened image as a viewer shows it (EXIF orientation applied), from its header."""
     w, h = im.size
-    return (h, w) if im.getexif().get(0x0112) in SWAPS_SIDES else (w, h)
+    return (h, w) if swaps_sides(im) else (w, h)
 
 
 def image_file_size(path: Path) -> tuple[int, int]:
