@@ -19,6 +19,17 @@ def test_info_lists_variants(capsys: pytest.CaptureFixture) -> None:
     assert [r["name"] for r in rows] == ["rtdetr_r18vd"]
 
 
+def test_info_measures_at_a_wide_size(capsys: pytest.CaptureFixture) -> None:
+    """``--size`` takes WIDTHxHEIGHT here as everywhere; the FLOPs follow the pixel count but for the decoder's."""
+    gflops = {}
+    for size in ("320", "320x192"):
+        assert main(["info", "rtdetr_r18vd", "--measure", "--size", size, "--json"]) == 0
+        gflops[size] = json.loads(capsys.readouterr().out)[0]["gflops"]
+    assert 0.6 < gflops["320x192"] / gflops["320"] < 0.7  # 0.6 of the pixels; the decoder's share does not shrink
+    assert main(["info", "rtdetr_r18vd", "--measure", "--size", "320x192"]) == 0
+    assert "GFLOPs counted at 320x192" in capsys.readouterr().out
+
+
 def test_info_unknown_pattern_fails(capsys: pytest.CaptureFixture) -> None:
     assert main(["info", "yolo*"]) == 1
     assert "no variant matches 'yolo*'" in capsys.readouterr().err
@@ -106,6 +117,10 @@ def test_train_minutes_sets_the_time_budget(monkeypatch: pytest.MonkeyPatch, cap
     monkeypatch.setattr("rtdetr.engine.trainer.Trainer", FakeTrainer)
     assert main(["train", "--data", "d.json", "--minutes", "1.5"]) == 0
     assert seen["cfg"].train.time_budget_s == 90.0
+    assert main(["train", "--data", "d.json", "--size", "320x192"]) == 0  # WIDTHxHEIGHT as predict/val/export take
+    assert seen["cfg"].data.image_size == (192, 320) and seen["cfg"].model.eval_spatial_size == (192, 320)
+    assert main(["train", "--data", "d.json", "--size", "320"]) == 0
+    assert seen["cfg"].data.image_size == (320, 320)
     # no validation set: said so, instead of "best AP -1.0000 at epoch -1"
     assert "no validation set, so no AP: best.pth holds the last epoch (2)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:

@@ -287,9 +287,9 @@ class RTDETR:
         **train: Any,
     ) -> dict[str, Any]:
         """Train this model (a checkpoint's weights are the starting point; heads are re-initialised for another
-        class count). ``minutes`` is a training time budget (``rtdetr train --minutes``); ``train`` keys go to
-        the ``train`` section (``lr=2e-4``, ``amp=True`` ...). The best weights are loaded into this object
-        afterwards."""
+        class count). ``image_size`` is a side or ``(height, width)``. ``minutes`` is a training time budget
+        (``rtdetr train --minutes``); ``train`` keys go to the ``train`` section (``lr=2e-4``, ``amp=True`` ...).
+        The best weights are loaded into this object afterwards."""
         from rtdetr.engine.trainer import Trainer
 
         model = self._torch("train()").model

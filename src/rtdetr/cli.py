@@ -45,7 +45,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if args.measure:
             model = create_model(name)
             row["params_m"] = round(count_parameters(model) / 1e6, 2)
-            row["gflops"] = round(count_gflops(model, (args.size, args.size)), 1)
+            row["gflops"] = round(count_gflops(model, args.size), 1)
         rows.append(row)
     if args.json:
         print(arg.dumps(rows))
@@ -57,7 +57,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         gflops = r.get("gflops", r["gflops_paper"])
         ap = "-" if r["coco_ap"] is None else f"{r['coco_ap']:.1f}"
         print(f"{r['name']:<22}{r['params_m']:>10.2f}{gflops:>9.1f}{ap:>9}{r['decoder_layers']:>11}")
-    note = "" if args.measure else "\nGFLOPs at 640x640 from the published table; --measure counts them here."
+    note = (
+        f"\nGFLOPs counted at {size_text(args.size)}"
+        if args.measure
+        else "\nGFLOPs at 640x640 from the published table; --measure counts them here."
+    )
     print(f"{note}\nTraining recipes shipped (rtdetr train -c NAME): {', '.join(bundled_recipes())}")
     return 0
 
@@ -85,7 +89,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("train", "epochs", args.epochs),
         ("train", "batch_size", args.batch),
         ("train", "output_dir", args.output),
-        ("data", "image_size", [args.size, args.size] if args.size else None),
+        ("data", "image_size", list(args.size) if args.size else None),
         ("train", "device", args.device),
         ("train", "time_budget_s", args.minutes * 60 if args.minutes is not None else None),
         (None, "init_from", args.init_from),

@@ -28,7 +28,9 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
         "pattern", nargs="?", default="*", help="pattern over variant names (default: all), or a model file or folder"
     )
     info.add_argument("--measure", action="store_true", help="build each model and count params/GFLOPs here")
-    info.add_argument("--size", type=arg.side, default=640, help="input side for --measure (default 640)")
+    info.add_argument(
+        "--size", type=parse_size, default=(640, 640), help="input size for --measure: a side or WIDTHxHEIGHT (640)"
+    )
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=handlers["info"])
 
@@ -61,7 +63,9 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     )  # fmt: skip
     train.add_argument("--batch", type=arg.positive_int, help="global batch size")
     train.add_argument("-o", "--output", help="run folder (default runs/train; a fresh runs/train2... if used)")
-    train.add_argument("--size", type=arg.side, help="square input side (data.image_size; default 640)")
+    train.add_argument(
+        "--size", type=parse_size, help="input size: a side or WIDTHxHEIGHT (640x384) (data.image_size; default 640)"
+    )
     train.add_argument("--device", help="cpu, cuda, cuda:1 or auto")
     train.add_argument("--threads", type=arg.positive_int, help="CPU threads")
     train.add_argument("--init-from", help="start from this checkpoint (official, HF or ours); new class count OK")

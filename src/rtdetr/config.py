@@ -187,7 +187,8 @@ class DataConfig:
     hflip: bool = True
     """Random horizontal flips in training (turn off for text, arrows or left/right classes)."""
     multi_scale: bool = True
-    """Resize each training batch to a random size of the official 480..800 list scaled to image_size."""
+    """Resize each training batch to a random size of the official 480..800 list scaled to image_size (both sides
+    by one factor: a wide input stays wide)."""
     workers: int = 2
     """DataLoader worker processes (0 = load in the main process)."""
     shrink_above: float = 2.0

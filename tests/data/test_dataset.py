@@ -95,11 +95,11 @@ def test_training_pipeline_keeps_boxes_valid(coco_dir: Path) -> None:
 
 def test_collator_multiscale_until_stop_epoch() -> None:
     batch = [(torch.rand(3, 64, 64), {"labels": torch.zeros(0)}) for _ in range(2)]
-    col = BatchCollator([32, 96], stop_epoch=2)
-    sizes = {col(batch)[0].shape[-1] for _ in range(20)}
-    assert sizes <= {32, 96} and len(sizes) == 2
+    col = BatchCollator([(32, 64), (96, 128)], stop_epoch=2)
+    sizes = {tuple(col(batch)[0].shape[-2:]) for _ in range(20)}
+    assert sizes == {(32, 64), (96, 128)}
     col.set_epoch(2)
-    assert col(batch)[0].shape[-1] == 64
+    assert tuple(col(batch)[0].shape[-2:]) == (64, 64)
     with pytest.raises(ValueError, match="differ in size"):
         BatchCollator()([(torch.rand(3, 8, 8), {}), (torch.rand(3, 9, 8), {})])
 

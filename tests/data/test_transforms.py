@@ -66,5 +66,12 @@ def test_compose_stops_strong_ops() -> None:
 
 
 def test_default_scales() -> None:
-    assert default_scales(640) == [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
-    assert all(s % 32 == 0 for s in default_scales(320)) and max(default_scales(320)) == 416  # 400 rounds half up
+    official = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
+    assert default_scales((640, 640)) == [(s, s) for s in official]
+    square = default_scales((320, 320))
+    assert all(h == w and h % 32 == 0 for h, w in square) and max(square) == (416, 416)  # 400 rounds half up
+    # a wide input keeps its aspect ratio at every scale (within the rounding of each side to 32)
+    wide = default_scales((384, 640))
+    assert wide[0] == (288, 480) and (384, 640) in wide and wide[-1] == (480, 800)
+    assert all(h % 32 == 0 and w % 32 == 0 and abs(h / w - 384 / 640) < 0.04 for h, w in wide), wide
+    assert [w for _, w in wide] == official

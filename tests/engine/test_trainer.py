@@ -284,6 +284,27 @@ def test_an_amp_step_hands_the_criterion_fp32(tiny_data: dict, tmp_path: Path) -
     assert seen["criterion"] == {torch.float32}
 
 
+def test_a_wide_input_trains_wide_at_every_scale(tiny_data: dict, tmp_path: Path) -> None:
+    """data.image_size (h, w) = (96, 160) with multi-scale: every batch keeps the input wide (multi-scale used to
+    resize each batch to a square of the long side's scale), and the checkpoint runs at 160x96 (8 images, batch 2:
+    4 steps)."""
+    tr = Trainer(tiny_config(tiny_data, tmp_path / "wide", "data.image_size=[96,160]", "data.multi_scale=true",
+                             "train.epochs=1"))  # fmt: skip
+    shapes: list[tuple[int, int]] = []
+    forward = tr.net.forward
+
+    def spy(x, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        shapes.append(tuple(x.shape[-2:]))
+        return forward(x, *args, **kwargs)
+
+    tr.net.forward = spy
+    result = tr.fit()
+    assert len(shapes) == 4 and len(set(shapes)) > 1 and all(h < w for h, w in shapes), shapes
+    log = (Path(result["output_dir"]) / "log.txt").read_text()
+    assert "rtdetr_r18vd at 160x96 (multi-scale 128x64 to 192x128): 4 optimizer steps" in log
+    assert load_model(Path(result["output_dir"]) / "best.pth").config.eval_spatial_size == (96, 160)
+
+
 @pytest.mark.parametrize("found_giou, found", [(-0.99, True), (0.99, False)])
 def test_the_lr_cosine_waits_until_the_run_finds_its_objects(
     tiny_data: dict, tmp_path: Path, found_giou: float, found: bool

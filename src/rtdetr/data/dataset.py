@@ -258,10 +258,10 @@ class DetectionDataset(Dataset):
 
 
 class BatchCollator(StopsAtEpoch):
-    """Stack equally sized images; with ``scales`` every training batch is resized (nearest) to one random square
-    size until ``stop_epoch`` (normalised boxes need no change)."""
+    """Stack equally sized images; with ``scales`` (``(h, w)`` sizes) every training batch is resized (nearest) to
+    one of them, drawn at random, until ``stop_epoch`` (normalised boxes need no change)."""
 
-    def __init__(self, scales: Sequence[int] | None = None, stop_epoch: int | None = None) -> None:
+    def __init__(self, scales: Sequence[tuple[int, int]] | None = None, stop_epoch: int | None = None) -> None:
         super().__init__(stop_epoch)  # once stopped, multi-scale is off
         self.scales = list(scales) if scales else None
 
@@ -278,6 +278,5 @@ class BatchCollator(StopsAtEpoch):
             )
         x = torch.stack(images)
         if self.scales and not self.stopped:
-            size = random.choice(self.scales)
-            x = F.interpolate(x, size=(size, size))
+            x = F.interpolate(x, size=random.choice(self.scales))
         return x, targets

@@ -283,7 +283,12 @@ def normalized_cxcywh(s: Sample) -> Tensor:
     return box_xyxy_to_cxcywh(s.boxes) / torch.tensor([w, h, w, h], dtype=s.boxes.dtype)
 
 
-def default_scales(size: int, base: int = 640) -> list[int]:
-    """The official multi-scale list (480..800 around 640, 640 three times) scaled to ``size``, multiples of 32."""
+def default_scales(size: tuple[int, int], base: int = 640) -> list[tuple[int, int]]:
+    """The official multi-scale list (480..800 around 640, 640 three times) scaled to ``size`` ``(h, w)``: each
+    side scaled by the same factor, so a non-square input keeps its aspect ratio, as ``(h, w)`` multiples of 32."""
     ref = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
-    return [max(32, int(math.floor(s * size / base / 32 + 0.5)) * 32) for s in ref]
+
+    def scaled(side: int, s: int) -> int:
+        return max(32, int(math.floor(s * side / base / 32 + 0.5)) * 32)
+
+    return [(scaled(size[0], s), scaled(size[1], s)) for s in ref]

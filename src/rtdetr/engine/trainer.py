@@ -45,6 +45,7 @@ from rtdetr.loss import RTDETRCriterion
 from rtdetr.loss.criterion import to_float32
 from rtdetr.models import build_model
 from rtdetr.models.rtdetr import RTDETR
+from rtdetr.options import size_text
 
 __all__ = ["Trainer"]
 
@@ -127,7 +128,7 @@ class Trainer:
         self.train_set = DetectionDataset(
             train_index, build_train_transforms(size, self.stop_epoch, d.augment, d.hflip), mix, cover
         )
-        scales = default_scales(max(size)) if cfg.data.multi_scale else None
+        scales = default_scales(size) if cfg.data.multi_scale else None
         self.collate = BatchCollator(scales, self.stop_epoch)
         self.sampler: DistributedSampler | RandomSampler
         self.generator = torch.Generator()
@@ -163,10 +164,12 @@ class Trainer:
         self.ema = ModelEMA(self.model, t.ema_decay, ema_warmup) if t.ema else None
         total = t.epochs * self.iters_per_epoch
         if self.main:
+            ms = self.collate.scales
             log.info(
-                "%d optimizer steps (%d epochs x %d); lr warm-up %d steps, EMA warm-up %d (capped at %d%% / %d%% of "
-                "the run)", total, t.epochs, self.iters_per_epoch, warmup, ema_warmup, 100 * t.warmup_cap,
-                100 * EMA_WARMUP_FRACTION,
+                "%s at %s%s: %d optimizer steps (%d epochs x %d); lr warm-up %d steps, EMA warm-up %d (capped at "
+                "%d%% / %d%% of the run)", cfg.model.name, size_text(size), f" (multi-scale {size_text(min(ms))} to "
+                f"{size_text(max(ms))})" if ms else "", total, t.epochs, self.iters_per_epoch, warmup, ema_warmup,
+                100 * t.warmup_cap, 100 * EMA_WARMUP_FRACTION,
             )  # fmt: skip
             if total < SHORT_RUN_STEPS:
                 log.warning(
