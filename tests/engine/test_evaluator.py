@@ -355,3 +355,17 @@ def test_annotation_made_before_the_images_were_resized_scores_in_its_own_frame(
     order = [int(r.image_id) for r in index.records]
     res = validate(_OracleDetector([truth[k - 1 if fmt == "coco" else k] for k in order], 2), index, (64, 64))
     assert res["stats"]["AP"] == pytest.approx(1.0) and res["stats"]["AP50"] == pytest.approx(1.0)
+
+
+def test_rebuilt_ground_truth_takes_a_stated_zero_size_from_the_file(tmp_path: Path) -> None:
+    """Some exporters write ``"width": 0``: that states no size, and the image's own is used (it was written as 0)."""
+    from PIL import Image
+
+    from rtdetr.data.records import DatasetIndex, ImageRecord
+    from rtdetr.engine.evaluator import coco_gt_from_index
+
+    Image.new("RGB", (48, 32)).save(tmp_path / "a.png")
+    box = np.array([[1, 2, 10, 12]], np.float32)
+    rec = ImageRecord(tmp_path / "a.png", box, np.zeros(1, np.int64), 1, width=0, height=0)
+    gt = coco_gt_from_index(DatasetIndex([rec], ["x"], "coco", "t.json"))
+    assert (gt["images"][0]["width"], gt["images"][0]["height"]) == (48, 32)

@@ -43,9 +43,7 @@ def coco_gt_from_index(index: DatasetIndex) -> dict[str, Any]:
     images: list[dict] = []
     anns: list[dict] = []
     for rec in index.records:
-        w, h = rec.width, rec.height
-        if w is None or h is None:
-            w, h = image_file_size(rec.path)
+        w, h = rec.stated_size or image_file_size(rec.path)  # a stated 0 (some exporters write it) is no size
         images.append({"id": int(rec.image_id), "width": int(w), "height": int(h), "file_name": rec.path.name})
         objects = [(b, lab, 0) for b, lab in zip(rec.boxes.tolist(), rec.labels.tolist())]
         objects += [(b, lab, 1) for b, lab in zip(rec.ignore_boxes.tolist(), rec.ignore_labels.tolist())]
