@@ -3,6 +3,11 @@
     python benchmarks/recipe_ab.py bccd official --budget-min 30 --seeds 0 --eval-every 300 --out results_x.json
     python benchmarks/recipe_ab.py bccd fast_small --budget-min 15 --seeds 0 1 2 --eval-every 300 --out results_x.json
     python benchmarks/recipe_ab.py demo official --budget-min 5 --seeds 0 --out results_x.json
+    python benchmarks/recipe_ab.py bccd_wide auto --size 320x192 --tag wide --budget-min 8 --out results_x.json
+
+``bccd_wide`` is BCCD cropped to 16:9 (the middle 640x360 of each 640x480 image, a box kept where at least half of
+it stays in; :func:`make_bccd_wide`), the shape of a video frame, to measure a wide input (``--size 320x192``)
+against a square one (``--size 320``) on the same data.
 
 ``official`` is the recipe the project used before fast_small (BCCD: ``benchmarks/train_bccd.py``, batch 8, AdamW
 4e-4 held constant after a 100-step warm-up; demo: the demo's own recipe, batch 16, a 10-epoch cosine);
@@ -31,6 +36,7 @@ import torch
 from rtdetr.defaults import FAST_SMALL
 from rtdetr.engine.hardware import cpu_info
 from rtdetr.engine.trainer import Trainer
+from rtdetr.options import parse_size, size_text
 from rtdetr.recipe import load_recipe
 from train_bccd import BCCD_RECIPE  # benchmarks/, this script's folder
 
@@ -40,7 +46,43 @@ def _datasets_root() -> Path:
     return Path(os.environ.get("RTDETR_SHARED_DATASETS", str(default)))
 
 
+def make_bccd_wide(root: Path, out: Path) -> dict[str, Path]:
+    """BCCD's train and val splits cropped to their middle 640x360 rows, as COCO jsons under ``out``: a box is
+    clipped to the crop and kept where at least half of its area stays in."""
+    from PIL import Image
+
+    from rtdetr.data import load_index
+
+    files = {}
+    for split in ("train", "val"):
+        index = load_index(root, split)
+        images, anns = [], []
+        for rec in index.records:
+            img = Image.open(rec.path).convert("RGB")
+            w, h = img.size
+            top = (h - w * 9 // 16) // 2
+            crop = img.crop((0, top, w, h - top))
+            name = f"{split}/{rec.path.stem}.jpg"
+            (out / split).mkdir(parents=True, exist_ok=True)
+            crop.save(out / name, quality=95)
+            images.append({"id": len(images) + 1, "file_name": name, "width": crop.width, "height": crop.height})
+            for box, label in zip(rec.boxes.tolist(), rec.labels.tolist()):
+                x1, y1, x2, y2 = box[0], max(box[1] - top, 0.0), box[2], min(box[3] - top, float(crop.height))
+                if y2 - y1 < 2 or (x2 - x1) * (y2 - y1) < 0.5 * (box[2] - box[0]) * (box[3] - box[1]):
+                    continue
+                bbox = [x1, y1, x2 - x1, y2 - y1]
+                anns.append({"id": len(anns) + 1, "image_id": len(images), "category_id": int(label) + 1,
+                             "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})  # fmt: skip
+        cats = [{"id": i + 1, "name": n} for i, n in enumerate(index.class_names)]
+        files[split] = out / f"{split}.json"
+        files[split].write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return files
+
+
 def _data_overrides(dataset: str, size: int, work: Path) -> list[str]:
+    if dataset == "bccd_wide":
+        files = make_bccd_wide(_datasets_root() / "bccd", work / "bccd_wide")
+        return [f"data.train={files['train']}", f"data.val={files['val']}"]
     if dataset == "bccd":
         root = _datasets_root() / "bccd"
         if not (root / "Annotations").is_dir():
@@ -82,13 +124,13 @@ def _epochs(dataset: str, name: str) -> int:
 
 def run_one(args: argparse.Namespace, seed: int) -> dict:
     work = Path(args.work)
-    size = args.size or (320 if args.dataset == "bccd" else 160)
+    h, w = args.size or ((160, 160) if args.dataset == "demo" else (320, 320))
     cfg = load_recipe(
         None,
         [
             *recipe(args.dataset, args.recipe),
-            *_data_overrides(args.dataset, size, work),
-            f"data.image_size=[{size},{size}]",
+            *_data_overrides(args.dataset, max(h, w), work),
+            f"data.image_size=[{h},{w}]",
             "data.workers=1",
             f"train.epochs={_epochs(args.dataset, args.recipe)}",
             f"train.time_budget_s={args.budget_min * 60}",
@@ -114,7 +156,7 @@ def run_one(args: argparse.Namespace, seed: int) -> dict:
         "recipe": args.tag or args.recipe,
         "budget_min": args.budget_min,
         "seed": seed,
-        "size": size,
+        "size": size_text((h, w)),
         "AP": stats.get("AP"),
         "AP50": stats.get("AP50"),
         "steps": int(curve[-1]["step"]) if curve else None,
@@ -130,12 +172,14 @@ def run_one(args: argparse.Namespace, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=["bccd", "demo"])
+    parser.add_argument("dataset", choices=["bccd", "bccd_wide", "demo"])
     parser.add_argument("recipe", choices=["official", "fast_small", "auto"])
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides (ablations)")
     parser.add_argument("--budget-min", type=float, required=True, help="training time per run (minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--size", type=int, help="square input size (default 320 for bccd, 160 for demo)")
+    parser.add_argument(
+        "--size", type=parse_size, help="input size, a side or WIDTHxHEIGHT (default 320 for bccd, 160 for demo)"
+    )
     parser.add_argument("--eval-every", type=float, default=150.0, help="seconds of training between evaluations")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tag", help="name of the variant in the results (default: the recipe name)")
