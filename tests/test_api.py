@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -79,6 +80,31 @@ def test_val_without_data_uses_the_runs_val_set(
     assert "evaluating on the run's validation set" in caplog.text and str(data["val"]) in caplog.text
     assert main(["val", "rtdetr_r18vd", "--size", "64"]) == 1
     assert "holds no training run's data settings: give the data to evaluate on (--data" in capsys.readouterr().err
+
+
+def test_val_loads_images_as_the_run_did(
+    trained: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run trained with ``data.shrink_above=0`` (full resolution) is validated at full resolution too (``val``
+    used the default, shrinking anything above twice the input, whatever the run had set)."""
+    import rtdetr.data
+    from rtdetr.convert.checkpoint import read_checkpoint
+
+    ckpt, data = trained
+    raw = read_checkpoint(ckpt)
+    raw["run_config"]["data"]["shrink_above"] = 0.0
+    torch.save(raw, tmp_path / "full.pth")
+    covers, real = [], rtdetr.data.DetectionDataset
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        covers.append(kwargs.get("load_cover"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rtdetr.data, "DetectionDataset", spy)
+    RTDETR(tmp_path / "full.pth").val(data["val"], batch=2)
+    RTDETR(ckpt).val(data["val"], batch=2)
+    RTDETR("rtdetr_r18vd", num_classes=4, **TINY_MODEL).val(data["val"], batch=2, image_size=(64, 64))  # no run
+    assert covers == [None, (128, 128), (128, 128)]
 
 
 def test_cli_predict(trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rtdetr.config import ConfigError, RunConfig, to_dict
+from rtdetr.config import ConfigError, DataConfig, RunConfig, to_dict
 from rtdetr.convert.checkpoint import checkpoint_file
 from rtdetr.data.coco import COCO_CLASSES
 from rtdetr.data.records import DatasetIndex
@@ -249,20 +249,35 @@ class RTDETR:
                 "the order", "; ".join(f"{i}: {b!r} in the data, {a!r} in the model" for i, a, b in differ[:3]),
             )  # fmt: skip
         save = str(output) if output is not None else None
-        return validate(self.backend, index, self._input_size(image_size), batch, decoder_depth, conf, save)
+        try:
+            run = self._run_data()
+        except ConfigError:  # a run config this version cannot read: images load with the default shrink
+            run = None
+        return validate(self.backend, index, self._input_size(image_size), batch, decoder_depth, conf, save,
+                        shrink_above=run.shrink_above if run else None)  # fmt: skip
+
+    def _run_data(self) -> DataConfig | None:
+        """The data settings of the training run that wrote :attr:`checkpoint`, where it holds them (an exported
+        graph holds none)."""
+        from rtdetr.convert.checkpoint import read_checkpoint
+        from rtdetr.recipe import run_config_from_dict
+
+        if self.checkpoint is None or self.backend.decoder_layers is None:
+            return None
+        run = read_checkpoint(self.checkpoint, mmap=True).get("run_config")
+        if not isinstance(run, dict) or not (run.get("data") or {}).get("train"):
+            return None
+        return run_config_from_dict(run).data
 
     def _run_val_set(self) -> DatasetIndex:
         """The validation set of the run that wrote :attr:`checkpoint` (``data.val``, else the training source's own
         val split), for ``val()`` without data; a ValueError says to give the data where there is none to find."""
-        from rtdetr.convert.checkpoint import read_checkpoint
         from rtdetr.data.detect import load_run_sets
-        from rtdetr.recipe import run_config_from_dict
 
         give = "give the data to evaluate on (--data, or data= in Python)"
-        run = read_checkpoint(self.checkpoint, mmap=True).get("run_config") if self.checkpoint else None
-        if not isinstance(run, dict) or not (run.get("data") or {}).get("train"):
+        data = self._run_data()
+        if data is None:
             raise ValueError(f"{self.checkpoint or 'this model'} holds no training run's data settings: {give}")
-        data = run_config_from_dict(run).data
         for path in (data.train, data.val):
             if path and not Path(path).exists():
                 raise ValueError(f"the run's data {path} is not found from {Path.cwd()}: {give}")

@@ -249,10 +249,12 @@ def validate(
     save_dir: str | None = None,
     workers: int = 0,
     class_names: list[str] | None = None,
+    shrink_above: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``detector`` (any backend) on a parsed dataset: COCO stats, per-class AP/AP50,
     precision/recall/F1 and a confusion matrix at score ``conf``; with ``save_dir`` also the report files (see
-    :func:`rtdetr.engine.metrics.save_report`).
+    :func:`rtdetr.engine.metrics.save_report`). Images are loaded as training loaded them: ``shrink_above`` is the
+    run's ``data.shrink_above`` (None: the default).
     """
     from torch.utils.data import DataLoader
 
@@ -270,7 +272,9 @@ def validate(
     evaluator = CocoEvaluator(gt, label_to_category=cat_ids)
     loader = DataLoader(
         DetectionDataset(
-            index, build_val_transforms(image_size), load_cover=load_cover(image_size, DataConfig.shrink_above)
+            index,
+            build_val_transforms(image_size),
+            load_cover=load_cover(image_size, DataConfig.shrink_above if shrink_above is None else shrink_above),
         ),
         batch_size,
         shuffle=False,
