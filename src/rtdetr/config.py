@@ -182,13 +182,15 @@ class DataConfig:
     val_split: str = "val"
     image_size: tuple[int, int] = (640, 640)
     """(height, width) of the network input."""
-    augment: bool = True
-    """Photometric distort, zoom-out and IoU crop."""
+    augment: bool | None = None
+    """Photometric distort, zoom-out and IoU crop. None: ``train.recipe_defaults`` decides (official: on;
+    fast_small: off, as measured)."""
     hflip: bool = True
     """Random horizontal flips in training (turn off for text, arrows or left/right classes)."""
-    multi_scale: bool = True
+    multi_scale: bool | None = None
     """Resize each training batch to a random size of the official 480..800 list scaled to image_size (both sides
-    by one factor: a wide input stays wide)."""
+    by one factor: a wide input stays wide). None: ``train.recipe_defaults`` decides (official: on; fast_small:
+    off, as measured)."""
     workers: int = 2
     """DataLoader worker processes (0 = load in the main process)."""
     shrink_above: float = 2.0

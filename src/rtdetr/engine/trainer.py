@@ -126,7 +126,7 @@ class Trainer:
         mix = MixAugment(mosaic, mixup, d.copy_paste, d.mosaic_scale) if mixing else None
         cover = load_cover(size, d.shrink_above)
         self.train_set = DetectionDataset(
-            train_index, build_train_transforms(size, self.stop_epoch, d.augment, d.hflip), mix, cover
+            train_index, build_train_transforms(size, self.stop_epoch, bool(d.augment), d.hflip), mix, cover
         )
         scales = default_scales(size) if cfg.data.multi_scale else None
         self.collate = BatchCollator(scales, self.stop_epoch)
