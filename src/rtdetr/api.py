@@ -236,9 +236,15 @@ class RTDETR:
         from rtdetr.engine.evaluator import validate
 
         named = self.class_names if any(not n.isdigit() for n in self.class_names) else None
+        try:
+            run = self._run_data()
+        except ConfigError:  # a run config this version cannot read: needed only to find the run's val set
+            if data is None:
+                raise
+            run = None
         # the model's names fix the label of each VOC class name (a val folder missing a class used to shift them)
         index = (
-            self._run_val_set() if data is None else load_index(data, split, format, class_names=named)  # type: ignore[arg-type]
+            self._run_val_set(run) if data is None else load_index(data, split, format, class_names=named)  # type: ignore[arg-type]
         )
         differ = [
             (i, a, b) for i, (a, b) in enumerate(zip(named or [], index.class_names)) if class_key(a) != class_key(b)
@@ -249,10 +255,6 @@ class RTDETR:
                 "the order", "; ".join(f"{i}: {b!r} in the data, {a!r} in the model" for i, a, b in differ[:3]),
             )  # fmt: skip
         save = str(output) if output is not None else None
-        try:
-            run = self._run_data()
-        except ConfigError:  # a run config this version cannot read: images load with the default shrink
-            run = None
         return validate(self.backend, index, self._input_size(image_size), batch, decoder_depth, conf, save,
                         shrink_above=run.shrink_above if run else None)  # fmt: skip
 
@@ -269,13 +271,13 @@ class RTDETR:
             return None
         return run_config_from_dict(run).data
 
-    def _run_val_set(self) -> DatasetIndex:
-        """The validation set of the run that wrote :attr:`checkpoint` (``data.val``, else the training source's own
-        val split), for ``val()`` without data; a ValueError says to give the data where there is none to find."""
+    def _run_val_set(self, data: DataConfig | None) -> DatasetIndex:
+        """The validation set of the run that wrote :attr:`checkpoint` (its data settings ``data``: ``data.val``,
+        else the training source's own val split), for ``val()`` without data; a ValueError says to give the data
+        where there is none to find."""
         from rtdetr.data.detect import load_run_sets
 
         give = "give the data to evaluate on (--data, or data= in Python)"
-        data = self._run_data()
         if data is None:
             raise ValueError(f"{self.checkpoint or 'this model'} holds no training run's data settings: {give}")
         for path in (data.train, data.val):
