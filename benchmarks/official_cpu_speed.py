@@ -5,7 +5,7 @@ The official code needs torchvision, which the project's CPU torch lacks: run th
 (the registry's torch + torchvision run on the CPU)::
 
     python -m venv /tmp/peer && /tmp/peer/bin/pip install torch==2.14.1 torchvision==0.29.1 scipy pyyaml \\
-        pillow onnx onnxruntime openvino faster-coco-eval
+        pillow onnx onnxruntime openvino faster-coco-eval tensorboard
     PYTHONPATH=src /tmp/peer/bin/python benchmarks/official_cpu_speed.py --threads 2 \\
         --out benchmarks/results_official_cpu_speed_avx2.json
 

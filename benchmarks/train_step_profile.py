@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--top", type=int, default=12, help="list the N slowest ops of the rest (self time)")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(2):
         step()
     walls, parts = [], {k: [] for k in (*PARTS, "rest")}
+    rest_ops: dict[str, list[float]] = {}
     for _ in range(args.runs):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             t0 = time.perf_counter()
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         for ev in prof.key_averages():
             part = next((k for k, names in PARTS.items() if ev.key in names), "rest")
             totals[part] += ev.self_cpu_time_total / 1e6
+            if part == "rest":
+                rest_ops.setdefault(ev.key, []).append(ev.self_cpu_time_total / 1e6)
         for k, v in totals.items():
             parts[k].append(v)
     with FlopCounterMode(display=False) as fc:
@@ -91,11 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     for k, r in rows.items():
         rate = f"{r['gflop']:7.1f} GFLOP {r['gflop_per_s']:6.1f} GFLOP/s" if r["gflop"] else ""
         print(f"  {k:<12} {r['s']:6.3f} s  {100 * r['s'] / total:4.1f}%  {rate}")
+    # an op missing from a run counts 0 there
+    rest_top = sorted(((op, statistics.median(v + [0.0] * (args.runs - len(v)))) for op, v in rest_ops.items()),
+                      key=lambda kv: -kv[1])[: args.top]  # fmt: skip
+    print("  the rest's slowest ops:")
+    for op, sec in rest_top:
+        print(f"    {op:<44} {sec:6.3f} s")
     if args.out:
         res = {
             "variant": args.variant, "size": args.size, "batch": args.batch, "threads": args.threads,
             "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_info().as_dict(),
             "date": time.strftime("%Y-%m-%d"), "step_wall_s": round(statistics.median(walls), 3), "parts": rows,
+            "rest_top": {op: round(sec, 4) for op, sec in rest_top},
         }  # fmt: skip
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     return 0
