@@ -14,7 +14,8 @@ against a square one (``--size 320``) on the same data.
 ``fast_small`` is fast_small as rounds 2 to 5 measured it, set explicitly on both datasets (batch 4, AdamW 4e-4, the
 LR fitted to the budget; round 5 made 1e-3 its default, measured here as ``train.lr=1e-3 train.backbone_lr=1e-3``);
 ``auto`` is what ``rtdetr train`` gives a small dataset from scratch today (:mod:`rtdetr.defaults`, its batch and
-LR chosen by the objects per image; the run records the batch and LR it got). Each run evaluates every
+LR chosen by the objects per image; the run records the batch and LR it got; bf16 autocast where the CPU has native
+bf16, ``train.amp``'s default since round 10: ``train.amp=false`` for fp32). Each run evaluates every
 ``--eval-every`` seconds of training (AP-vs-time curve; evaluation time is not counted in the budget) and at the
 end. Results merge into ``--out`` keyed by (dataset, recipe, budget, seed); CPU flags recorded, and a file of
 another CPU's runs is refused (budgets in minutes compare only on one machine). Extra dotted overrides after the

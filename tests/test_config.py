@@ -28,6 +28,26 @@ def test_wrong_types_are_errors_naming_the_path() -> None:
         from_dict(ModelConfig, {"eval_spatial_size": [640]})
 
 
+def test_auto_means_none_in_optional_settings() -> None:
+    """``train.amp=auto`` / ``data.augment=auto``: the word every log and docstring uses for None (the machine or
+    the recipe decides); a text field keeps the text, and a bool-only field still refuses it."""
+    from rtdetr.config import RunConfig
+    from rtdetr.config_io import apply_dotted_overrides
+
+    def run(*overrides: str) -> RunConfig:
+        return from_dict(RunConfig, apply_dotted_overrides({}, list(overrides), RunConfig))
+
+    cfg = run("train.amp=true", "data.augment=false")
+    assert (cfg.train.amp, cfg.data.augment) == (True, False)
+    cfg = run("train.amp=auto", "data.augment=auto", "train.lr=auto")
+    assert (cfg.train.amp, cfg.data.augment, cfg.train.lr) == (None, None, None)
+    assert run("train.amp_dtype=auto").train.amp_dtype == "auto"  # a Literal with "auto" keeps it
+    with pytest.raises(ConfigError, match="train.amp: expected true/false, got 'maybe'"):
+        run("train.amp=maybe")
+    with pytest.raises(ConfigError, match="learn_query_content: expected true/false"):
+        from_dict(DecoderConfig, {"learn_query_content": "auto"})  # not optional: auto is not a value
+
+
 def test_lists_become_tuples_and_scalars_promote() -> None:
     cfg = from_dict(ModelConfig, {"eval_spatial_size": [480, 640], "decoder": {"num_points": [2, 3, 4]}})
     assert cfg.eval_spatial_size == (480, 640)

@@ -58,6 +58,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
                 return _coerce(value, a, path)
             except ConfigError as e:
                 errors.append(str(e))
+        if value == "auto" and type(None) in args:  # None is what "auto" means in every optional setting
+            return None
         raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
     if origin is Literal:
         if value not in args:

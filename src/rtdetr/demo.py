@@ -26,7 +26,8 @@ from rtdetr.config import RunConfig
 from rtdetr.data import load_index
 from rtdetr.data.synthetic import make_synthetic_coco
 from rtdetr.engine.budget import plan_epochs, time_steps
-from rtdetr.engine.hardware import cpu_info
+from rtdetr.engine.distributed import resolve_device
+from rtdetr.engine.hardware import cpu_info, training_amp
 from rtdetr.engine.trainer import Trainer
 from rtdetr.recipe import load_recipe
 
@@ -77,9 +78,11 @@ def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> Run
     fits = min(args.max_epochs, train_s / plan.train_epoch_s)
     finish = args.minutes if train_s < full else (full + args.max_epochs * plan.eval_s + _AFTER_TRAINING_S) / 60
     cpu = cpu_info()
+    amp = training_amp(cfg.train.amp, cfg.train.amp_dtype, resolve_device(cfg.train.device))  # the trainer's choice
+    precision = "fp32" if amp is None else f"{str(amp).removeprefix('torch.')} autocast"
     print(
         f"[plan] {cpu.model} ({cpu.cpu_class}), {torch.get_num_threads()} threads, budget {args.minutes:g} min: "
-        f"{step_s:.2f} s per training step, {plan.eval_s:.0f} s per evaluation; about {fits:.1f} of the "
+        f"{step_s:.2f} s per training step ({precision}), {plan.eval_s:.0f} s per evaluation; about {fits:.1f} of the "
         f"{args.max_epochs}-epoch schedule fit; expected finish in about {finish:.1f} min",
         flush=True,
     )
