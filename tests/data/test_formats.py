@@ -1,4 +1,5 @@
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -551,6 +552,19 @@ def test_run_validates_on_the_sources_own_val_split(
     assert "the 'val' split of the training source, 2 images (data.val is not set" in val.notes[0]
     assert load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml"), auto_val=False))[1] is None
     assert load_run_sets(DataConfig(train=str(yolo_dir / "images" / "train")))[1] is None  # a folder: itself again
+    # a data.yaml naming a val folder that is not there (coco128's val: images/val2017) trained without validation
+    # and said nothing until the end; without a val entry there is nothing to say
+    caplog.clear()
+    (yolo_dir / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val2017\nnames: [car, bus]\n")
+    with caplog.at_level(logging.WARNING, logger="rtdetr"):
+        assert load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml")))[1] is None
+    assert "names a 'val' split that cannot be read" in caplog.text and "val2017" in caplog.text
+    assert "training without validation (--val PATH gives one)" in caplog.text
+    caplog.clear()
+    (yolo_dir / "data.yaml").write_text("path: .\ntrain: images/train\nnames: [car, bus]\n")
+    with caplog.at_level(logging.WARNING, logger="rtdetr"):
+        assert load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml")))[1] is None
+    assert "cannot be read" not in caplog.text
 
     for coco in (coco_dir, coco_dir / "annotations" / "instances_train.json"):  # one json: the training set
         assert load_run_sets(DataConfig(train=str(coco)))[1] is None

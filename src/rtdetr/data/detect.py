@@ -11,7 +11,7 @@ from rtdetr.config import ConfigError, DataConfig
 from rtdetr.data.coco import load_coco
 from rtdetr.data.records import SPLIT_FOLDERS, DataError, DatasetIndex, find_images
 from rtdetr.data.voc import has_xml, load_voc
-from rtdetr.data.yolo import label_dir_for, load_yolo
+from rtdetr.data.yolo import label_dir_for, load_yolo, read_data_yaml
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +153,23 @@ def own_val_split(data: DataConfig, train: DatasetIndex) -> DatasetIndex | None:
     ``annotations/*val*.json``); None where the source has no such split or it is the training images again."""
     quiet = log.level
     log.setLevel(logging.ERROR)  # "no json for split 'val'; using the only one": not a choice made for the user
+    failed: Exception | None = None
     try:
         names = train.class_names if train.format == "voc" else None
         val = load_index(data.train, data.val_split, data.format, class_names=names)
-    except (DataError, OSError):
-        return None
+    except (DataError, OSError) as e:
+        failed = e
     finally:
         log.setLevel(quiet)
+    if failed is not None:
+        if _yaml_names_split(data.train, data.val_split):  # asked for by the user's own data.yaml: say why not
+            log.warning(
+                "%s names a '%s' split that cannot be read (%s): training without validation (--val PATH gives one)",
+                data.train,
+                data.val_split,
+                failed,
+            )
+        return None
     train_paths = {r.path.resolve() for r in train.records}
     if {r.path.resolve() for r in val.records} <= train_paths or val.class_names != train.class_names:
         return None
@@ -171,6 +181,16 @@ def own_val_split(data: DataConfig, train: DatasetIndex) -> DatasetIndex | None:
         + (f"; {shared} of them are training images too" if shared else ""),
     )
     return val
+
+
+def _yaml_names_split(path: str, split: str) -> bool:
+    """Whether ``path`` is a YOLO data.yaml with a ``split`` entry."""
+    if Path(path).suffix.lower() not in (".yaml", ".yml"):
+        return False
+    try:
+        return split in read_data_yaml(path)
+    except (DataError, OSError):
+        return False
 
 
 def _load_setting(
