@@ -558,7 +558,8 @@ def test_run_validates_on_the_sources_own_val_split(
     (yolo_dir / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val2017\nnames: [car, bus]\n")
     with caplog.at_level(logging.WARNING, logger="rtdetr"):
         assert load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml")))[1] is None
-    assert "names a 'val' split that cannot be read" in caplog.text and "val2017" in caplog.text
+    assert "names a 'val' split that cannot be read" in caplog.text
+    assert "data.yaml: 'val' is " in caplog.text and "val2017: image folder" in caplog.text  # which entry, where
     assert "training without validation (--val PATH gives one)" in caplog.text
     caplog.clear()
     (yolo_dir / "data.yaml").write_text("path: .\ntrain: images/train\nnames: [car, bus]\n")

@@ -147,8 +147,9 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
             raise DataError(f"{src}: '{split}' lists no folder or .txt list of images")
         sources = [_split_entry(e, root, f"{src}: '{split}'") for e in entries]
         moved = [f"{e} -> {p}" for e, p in zip(entries, sources) if isinstance(e, str) and p != root / e]
+        origin = f"{src}: '{split}' is "  # which yaml entry a folder that is not there came from
     else:
-        sources, root, moved = [src], src.parent, []
+        sources, root, moved, origin = [src], src.parent, [], ""
     pairs: list[tuple[Path, Path]] = []  # (image, its label file)
     label_dirs: list[Path] = []
     for where in sources:
@@ -158,7 +159,7 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
             label_dirs.append(label_dir_for(where))
             pairs += [(img, label_dirs[-1] / f"{img.stem}.txt") for img in find_images(where)]
         else:
-            raise DataError(f"{where}: image folder (or .txt list of images) not found")
+            raise DataError(f"{origin}{where}: image folder (or .txt list of images) not found")
     image_dir = sources[0]
     label_dir = label_dirs[0] if label_dirs else (pairs[0][1].parent if pairs else image_dir.parent)
     looked = list(dict.fromkeys([  # Label Studio writes classes.txt beside images/ and labels/, CVAT obj.names
