@@ -99,12 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     images = [r.path for r in index.records]
 
     tmp = Path(tempfile.mkdtemp())
-    base = RTDETR(args.checkpoint, device="cpu", fuse=False, channels_last=False)
+    # fp32 named, not left to precision="auto": that is bf16 where the CPU has native bf16, and the reference (and
+    # the "fp32" row) would then have been bf16 on such a machine
+    base = RTDETR(args.checkpoint, device="cpu", fuse=False, channels_last=False, precision="fp32")
     names = base.class_names
     rep = base.export("onnx", tmp / "m.onnx", int8=True, calibration=args.calib, check=False)
     paths: dict[str, RTDETR] = {
         "fp32 plain (reference)": base,
-        "fused fp32 + channels_last (default)": RTDETR(args.checkpoint, device="cpu"),
+        "fused fp32 + channels_last": RTDETR(args.checkpoint, device="cpu", precision="fp32"),
         "fused bf16 + channels_last": RTDETR(args.checkpoint, device="cpu", precision="bf16"),
         "ONNX Runtime fp32": RTDETR(tmp / "m.onnx", threads=args.threads),
         "ONNX Runtime int8": RTDETR(Path(rep["int8_path"]), threads=args.threads),
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as e:
         print(f"OpenVINO skipped: {e}")
 
+    auto = RTDETR(args.checkpoint, device="cpu")
+    print(f"precision='auto' here: {auto.precision} ({auto.precision_reason})")
     ref = _detections(base, images)
     rows: dict[str, Any] = {}
     for name, det in paths.items():
@@ -129,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         row["AP_change_points"] = round((row["AP"] - ref_ap) * 100, 2)
     report = {
         "cpu": cpu_info().as_dict(),
+        "auto_precision": auto.precision,  # what predict's default (fused + channels_last) runs here
+        "auto_reason": auto.precision_reason,
         "checkpoint": args.checkpoint,
         "data": f"{args.data} ({args.split}, {len(images)} images)",
         "image_size": list(base.image_size),
