@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         t("ours eager fp32 + channels_last", lambda: eager_cl(x.contiguous(memory_format=torch.channels_last)))
         fast = copy.deepcopy(fused).to(memory_format=torch.channels_last)
         xc = x.contiguous(memory_format=torch.channels_last)
-        t("ours fused fp32 + channels_last", lambda: fast(xc))  # what RTDETR(...).predict runs on the CPU
+        t("ours fused fp32 + channels_last", lambda: fast(xc))  # predict on a CPU without native bf16
 
         def bf16() -> object:
             with torch.autocast("cpu", dtype=torch.bfloat16):
