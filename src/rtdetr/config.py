@@ -273,8 +273,8 @@ class TrainConfig:
     ema_warmups: int = 2000
     amp: bool | None = None
     """Mixed precision: autocast in ``amp_dtype`` (a GradScaler with fp16), the criterion in fp32. None (``auto``):
-    on where the CPU has native bf16 (AVX512_BF16/AMX: 1.5x the steps in the same time on BCCD, as good an AP at the
-    end and better at every earlier point, README round 10), off elsewhere (emulated bf16 is several times slower;
+    on where the CPU has native bf16 (AVX512_BF16/AMX: 1.45x the steps in the same time on BCCD and a better AP at
+    every evaluation, +2.9 points at 8 minutes, README round 10), off elsewhere (emulated bf16 is several times slower;
     on CUDA fp16 from scratch is unmeasured here: ``true`` turns it on, as the official recipes do)."""
     amp_dtype: Literal["auto", "fp16", "bf16"] = "auto"
     """``auto``: fp16 on CUDA, bf16 on the CPU (fast only with native bf16: AVX512_BF16/AMX; the trainer warns)."""
