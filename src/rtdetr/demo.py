@@ -79,7 +79,7 @@ def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> Run
     finish = args.minutes if train_s < full else (full + args.max_epochs * plan.eval_s + _AFTER_TRAINING_S) / 60
     cpu = cpu_info()
     amp = training_amp(cfg.train.amp, cfg.train.amp_dtype, resolve_device(cfg.train.device))  # the trainer's choice
-    precision = "fp32" if amp is None else f"{str(amp).removeprefix('torch.')} autocast"
+    precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[amp]
     print(
         f"[plan] {cpu.model} ({cpu.cpu_class}), {torch.get_num_threads()} threads, budget {args.minutes:g} min: "
         f"{step_s:.2f} s per training step ({precision}), {plan.eval_s:.0f} s per evaluation; about {fits:.1f} of the "
