@@ -189,7 +189,7 @@ def training_amp(enabled: bool | None, name: str, device: torch.device | str, wa
     """The autocast dtype of a run with ``train.amp=enabled`` and ``train.amp_dtype=name``; None: fp32.
 
     ``enabled`` None (``train.amp=auto``, the default) is bf16 on a CPU with native bf16 (AVX512_BF16/AMX), where
-    it was measured to train faster to the same AP (README round 10), said once with ``warn``, and fp32 elsewhere
+    it was measured to train faster and to a better AP (README round 10), said once with ``warn``, and fp32 elsewhere
     (CUDA included: from-scratch training in fp16 is unmeasured here; ``train.amp=true`` turns it on).
     ``name`` ``"auto"`` is fp16 on CUDA and bf16 on a CPU with native bf16; on a CPU without it, fp32, said once
     with ``warn``: emulated bf16 is several times slower, and recipes written for GPUs (the official ones) ask for
