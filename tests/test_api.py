@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -80,6 +81,32 @@ def test_val_without_data_uses_the_runs_val_set(
     assert "evaluating on the run's validation set" in caplog.text and str(data["val"]) in caplog.text
     assert main(["val", "rtdetr_r18vd", "--size", "64"]) == 1
     assert "holds no training run's data settings: give the data to evaluate on (--data" in capsys.readouterr().err
+
+
+def test_val_of_an_export_uses_the_runs_val_set(
+    trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``rtdetr val best.onnx`` (and the OpenVINO IR) alone evaluates on the run's validation set as ``best.pth``
+    does: the export records the run's data settings (it said the graph held none); ``rtdetr info`` shows them."""
+    pytest.importorskip("onnxruntime")
+    from rtdetr.convert.summary import describe_export, format_summary
+
+    ckpt, data = trained
+    assert main(["val", str(ckpt), "--data", str(data["val"]), "--batch", "2", "--json"]) == 0
+    given = json.loads(capsys.readouterr().out)["stats"]
+    RTDETR(ckpt).export(output=tmp_path / "m.onnx", check=False)
+    assert main(["val", str(tmp_path / "m.onnx"), "--batch", "2", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)["stats"]
+    assert alone == pytest.approx(given, abs=2e-3)  # ONNX Runtime against PyTorch fp32 on the same images
+    assert f"  data.train            {data['train']}\n" in format_summary(describe_export(tmp_path / "m.onnx")) + "\n"
+    RTDETR("rtdetr_r18vd", num_classes=4, **TINY_MODEL).export(output=tmp_path / "v.onnx", image_size=(64, 64),
+                                                                 check=False)  # fmt: skip
+    assert main(["val", str(tmp_path / "v.onnx")]) == 1  # a variant has no run: it says how to give data
+    assert "holds no training run's data settings (an export records them" in capsys.readouterr().err
+    if importlib.util.find_spec("openvino") is not None:
+        RTDETR(ckpt).export("openvino", output=tmp_path / "ir" / "m.xml", check=False)
+        assert main(["val", str(tmp_path / "ir" / "m.xml"), "--batch", "2", "--json", "--precision", "fp32"]) == 0
+        assert json.loads(capsys.readouterr().out)["stats"] == pytest.approx(given, abs=2e-3)
 
 
 def test_val_loads_images_as_the_run_did(

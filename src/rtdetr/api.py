@@ -260,16 +260,25 @@ class RTDETR:
 
     def _run_data(self) -> DataConfig | None:
         """The data settings of the training run that wrote :attr:`checkpoint`, where it holds them (an exported
-        graph holds none)."""
-        from rtdetr.convert.checkpoint import read_checkpoint
-        from rtdetr.recipe import run_config_from_dict
+        graph: where its export recorded them, see :meth:`_run_data_dict`)."""
+        from rtdetr.config_io import from_dict
 
-        if self.checkpoint is None or self.backend.decoder_layers is None:
+        data = self._run_data_dict()
+        return from_dict(DataConfig, data, "data") if data else None
+
+    def _run_data_dict(self) -> dict[str, Any] | None:
+        """The ``data`` section of the checkpoint's run config as stored (None: no training run's data), which
+        ``export()`` records in the graph."""
+        from rtdetr.convert.checkpoint import read_checkpoint
+
+        if self.checkpoint is None:
             return None
-        run = read_checkpoint(self.checkpoint, mmap=True).get("run_config")
-        if not isinstance(run, dict) or not (run.get("data") or {}).get("train"):
-            return None
-        return run_config_from_dict(run).data
+        if self.backend.decoder_layers is None:  # an exported graph
+            data = getattr(self.backend, "run_data", None)
+        else:
+            run = read_checkpoint(self.checkpoint, mmap=True).get("run_config")
+            data = run.get("data") if isinstance(run, dict) else None
+        return data if isinstance(data, dict) and data.get("train") else None
 
     def _run_val_set(self, data: DataConfig | None) -> DatasetIndex:
         """The validation set of the run that wrote :attr:`checkpoint` (its data settings ``data``: ``data.val``,
@@ -279,7 +288,9 @@ class RTDETR:
 
         give = "give the data to evaluate on (--data, or data= in Python)"
         if data is None:
-            raise ValueError(f"{self.checkpoint or 'this model'} holds no training run's data settings: {give}")
+            graph = " (an export records them when made from a training run's checkpoint)"
+            raise ValueError(f"{self.checkpoint or 'this model'} holds no training run's data settings"
+                             f"{graph if self.backend.decoder_layers is None else ''}: {give}")  # fmt: skip
         for path in (data.train, data.val):
             if path and not Path(path).exists():
                 raise ValueError(f"the run's data {path} is not found from {Path.cwd()}: {give}")
@@ -389,6 +400,7 @@ class RTDETR:
             simplify=simplify,
             decoder_depth=decoder_depth,
             class_names=self.class_names,
+            run_data=self._run_data_dict(),
         ).as_dict()
         if int8:
             from rtdetr.export.quantize import quantize_onnx_int8

@@ -2,7 +2,8 @@
 
 Origin (ours, official, HF), variant, classes, input size, decoder, parameter count, whether every weight is
 finite, and for our training checkpoints the epoch, best AP, training time, whether it can be resumed and the
-settings it was trained with; of an exported graph, its classes, input size and file size.
+settings it was trained with; of an exported graph, its classes, input size, file size and the data of the run it
+was exported from.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def describe_export(path: str | os.PathLike) -> dict[str, Any]:
         "image_size": list(det.image_size) if det.image_size else None,
         "precision": det.precision,  # int8 for a quantized graph; an IR: OpenVINO's precision on this CPU
         "size_mb": round(sum(f.stat().st_size for f in (p, p.with_suffix(".bin")) if f.is_file()) / 2**20, 1),
+        "run": {k: v for k, v in _run_settings({"data": det.run_data}).items() if k.startswith("data.")},
     }
 
 
@@ -126,6 +128,7 @@ def format_summary(info: Mapping[str, Any]) -> str:
             ("input size", size),
             ("precision", info["precision"]),
             ("file size", f"{info['size_mb']} MB"),
+            *info.get("run", {}).items(),  # the data of the training run it was exported from, where recorded
         ]
         head = f"{info['path']}: {info['origin']} export (predict, val, benchmark and serve run it)"
         return "\n".join([head] + [f"  {label:<22}{value}" for label, value in rows])

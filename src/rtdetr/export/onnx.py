@@ -96,6 +96,7 @@ def export_onnx(
     decoder_depth: int | None = None,
     check_inputs: Tensor | None = None,
     class_names: list[str] | None = None,
+    run_data: dict[str, Any] | None = None,
 ) -> ExportReport:
     """Export ``model`` (a copy is fused with ``deploy()``; the original is untouched) with its post-processor.
 
@@ -106,6 +107,9 @@ def export_onnx(
             random images); differences are reported, and a label disagreement above 1% raises.
         simplify: run onnxslim (or onnxsim) when installed.
         decoder_depth: bake a truncated decoder into the graph.
+        run_data: the data settings (a ``DataConfig`` dict) of the training run that wrote the checkpoint,
+            recorded in the metadata (``run_data``) so that evaluating the graph without data uses that run's
+            validation set.
     """
     try:
         import onnx
@@ -156,6 +160,8 @@ def export_onnx(
         "variant": cfg.name if cfg else "",
         "precision": "fp32",  # the int8 graph says int8 (quantize_onnx_int8): runtimes read it without a scan
     }
+    if run_data:  # the training run's data settings: `rtdetr val best.onnx` finds its validation set
+        meta["run_data"] = json.dumps(run_data)
     set_metadata(out, meta)
     if simplify:
         report.simplified = _simplify(out)

@@ -112,6 +112,7 @@ def to_openvino(onnx_path: str | Path, out_dir: str | Path) -> Path:
             "class_names": json.loads(meta["class_names"]) if "class_names" in meta else None,
             "image_size": [int(v) for v in meta["image_size"].split(",")] if "image_size" in meta else None,
             "variant": meta.get("variant") or None,
+            "run_data": json.loads(meta["run_data"]) if "run_data" in meta else None,
         }
         out.with_suffix(".json").write_text(json.dumps(sidecar))
     except ImportError:

@@ -25,6 +25,11 @@ def _per_image(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> lis
     ]
 
 
+def _dict_or_none(value: object) -> dict | None:
+    """``value`` where it is a non-empty dict (a graph's recorded run data settings), else None."""
+    return value if isinstance(value, dict) and value else None
+
+
 class _GraphDetector(ABC):
     """An exported graph (post-processing included) behind :class:`rtdetr.engine.backend.Detector`: ``infer``
     runs the graph, ``postprocess`` unpacks it. Precision, memory layout, decoder depth and the number of
@@ -38,6 +43,9 @@ class _GraphDetector(ABC):
     decoder_depth = None
     class_names: list[str] | None
     image_size: tuple[int, int] | None
+    run_data: dict | None = None
+    """The data settings (``DataConfig`` as a dict) of the training run whose checkpoint was exported, where the
+    export recorded them: ``val()`` without data evaluates on that run's validation set, as for the checkpoint."""
 
     @property
     def num_classes(self) -> int | None:
@@ -103,6 +111,7 @@ class OnnxRuntimeDetector(_GraphDetector):
         self.path = p
         meta = self.session.get_modelmeta().custom_metadata_map
         self.class_names = json.loads(meta["class_names"]) if "class_names" in meta else None
+        self.run_data = _dict_or_none(json.loads(meta["run_data"])) if "run_data" in meta else None
         precision = meta.get("precision") or ("int8" if _onnx_is_int8(p) else "fp32")  # a graph from elsewhere: scan
         if precision == "int8":
             self.precision, self.precision_reason = "int8", _INT8_REASON
@@ -188,6 +197,7 @@ class OpenVinoDetector(_GraphDetector):
         sidecar = p.with_suffix(".json")
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         self.class_names = meta.get("class_names")
+        self.run_data = _dict_or_none(meta.get("run_data"))
         size = meta.get("image_size")
         self.image_size = (int(size[0]), int(size[1])) if size else None
         self.path = p
