@@ -242,6 +242,38 @@ def test_ctrl_c_in_training_says_what_was_saved(
     assert f"last.pth holds epoch 4; continue from there with: rtdetr train --resume {tmp_path / 'run'}" in err
 
 
+def test_sigterm_in_training_stops_like_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """SIGTERM (preemption, ``docker stop``, ``kill``) killed a training run without a word: now it stops as Ctrl-C
+    does, says what ``last.pth`` holds and exits 143; the handler is the caller's again afterwards."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    class Killed:
+        def __init__(self, cfg) -> None:  # noqa: ANN001
+            self.out_dir = tmp_path / "run"
+
+        def fit(self) -> dict:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the signal lands here
+            return {}
+
+    (tmp_path / "run").mkdir()
+    torch.save({"epoch": 3, "model": {}}, tmp_path / "run" / "last.pth")
+    monkeypatch.setattr("rtdetr.engine.trainer.Trainer", Killed)
+    before = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    assert main(["train", "--data", "d.json"]) == 143
+    assert time.monotonic() - started < 4
+    err = capsys.readouterr().err
+    assert f"terminated (SIGTERM); {tmp_path / 'run' / 'last.pth'} holds epoch 3; continue from there with" in err
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_demo_command_hands_its_options_to_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``rtdetr demo`` is ``python -m rtdetr.demo`` (options, overrides, errors under its own name), and every other
     command still refuses options it does not know."""

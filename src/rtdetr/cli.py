@@ -11,7 +11,7 @@ from typing import Any
 
 from rtdetr import cli_args as arg
 from rtdetr.cli_parser import Handler, build_parser
-from rtdetr.engine.rundir import fresh_folder, interrupted_note, train_summary
+from rtdetr.engine.rundir import Terminated, fresh_folder, interrupted_note, sigterm_stops_like_ctrl_c, train_summary
 from rtdetr.options import InferenceOptions, ServeConfig, from_args, resolve_classes, size_text
 
 __all__ = ["main"]
@@ -100,9 +100,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_recipe(args.recipe, list(args.overrides), updates)
     trainer = Trainer(cfg)
     try:
-        result = trainer.fit()
-    except KeyboardInterrupt:  # said by main, after "interrupted"
-        raise KeyboardInterrupt(interrupted_note(trainer.out_dir)) from None
+        with sigterm_stops_like_ctrl_c():
+            result = trainer.fit()
+    except KeyboardInterrupt as e:  # said by main, after "interrupted" or "terminated (SIGTERM)"
+        raise type(e)(interrupted_note(trainer.out_dir)) from None
     if trainer.main:  # under torchrun, process 0 alone (another's result has no evaluation: "no validation set")
         print(train_summary(result))
     return 0
@@ -370,8 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
         return code
     except KeyboardInterrupt as e:
-        print(f"rtdetr {args.command}: interrupted" + (f"; {e}" if str(e) else ""), file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"rtdetr {args.command}: {what}" + (f"; {e}" if str(e) else ""), file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130  # the shell's codes for these signals
     except BrokenPipeError:  # the reader went away (`rtdetr check-data ... | head`): stop quietly
         import os
 

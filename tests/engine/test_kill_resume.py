@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 EPOCHS = 40  # far more than the test lets it run: every kill lands inside a running epoch
 
 
-def _train(data: dict[str, Path], out: Path, epochs: int, *extra: str) -> subprocess.Popen:
+def _train(data: dict[str, Path], out: Path, epochs: int, *extra: str, group: bool = False) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
@@ -32,14 +32,17 @@ def _train(data: dict[str, Path], out: Path, epochs: int, *extra: str) -> subpro
         "train",
         *TINY,
         "train.eval_interval=1000",  # eval only at the end: epochs stay short and alike
+        *(e for e in extra if not e.startswith("-")),  # key=value settings come before the flags
         f"--data={data['train']}",
         f"--val={data['val']}",
         f"--output={out}",
         f"--epochs={epochs}",
-        *extra,
+        *(e for e in extra if e.startswith("-")),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=group
+    )
 
 
 def _wait_for_epoch(proc: subprocess.Popen, ckpt: Path, after: int, timeout: float = 120.0) -> int:
@@ -99,3 +102,34 @@ def test_sigkill_mid_epoch_then_resume(tmp_path: Path) -> None:
     assert final["global_step"] == (done + 1) * 24  # 48 images / batch 2: no step repeated or skipped
     assert _csv_epochs(out) == list(range(1, done + 2))
     assert not list(out.glob(".*.tmp")), "stale temporary checkpoint files left behind"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children from /proc")
+def test_sigterm_to_the_process_group_stops_the_run_as_ctrl_c_does(tmp_path: Path) -> None:
+    """``pkill``/a scheduler sends SIGTERM to the training process and its DataLoader workers at once: the run
+    failed with "DataLoader worker ... is killed by signal: Terminated" (exit 1); now the workers leave it to the
+    main process, which says what ``last.pth`` holds, exits 143 and leaves no process behind."""
+    data = make_synthetic_coco(tmp_path / "data", num_train=48, num_val=4, size=64, seed=3)
+    out = tmp_path / "run"
+    proc = _train(data, out, EPOCHS, "data.workers=2", group=True)
+    _wait_for_epoch(proc, out / "last.pth", after=0)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.time() + 30
+    while not children.read_text().split() and time.time() < deadline:  # the next epoch's workers are up
+        time.sleep(0.01)
+    assert children.read_text().split(), "no DataLoader workers to signal"
+    os.killpg(proc.pid, signal.SIGTERM)
+    log, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, log
+    assert "rtdetr train: terminated (SIGTERM); " in log and "last.pth holds epoch " in log, log
+    assert "killed by signal" not in log
+    read_checkpoint(out / "last.pth")
+    deadline = time.time() + 20
+    while time.time() < deadline:  # the workers end with their main process
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("processes of the run are still alive 20 s after it ended")

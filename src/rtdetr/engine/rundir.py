@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_FILES", "best_checkpoint", "finished_run", "fresh_folder", "fresh_output_dir", "interrupted_note",
-           "train_summary"]  # fmt: skip
+__all__ = ["RUN_FILES", "Terminated", "best_checkpoint", "finished_run", "fresh_folder", "fresh_output_dir",
+           "interrupted_note", "sigterm_stops_like_ctrl_c", "train_summary", "worker_ignores_sigterm"]  # fmt: skip
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv")
 
@@ -77,3 +80,34 @@ def interrupted_note(out_dir: Path) -> str:
     except (CheckpointError, KeyError, TypeError, ValueError):
         epoch = "its last finished epoch"
     return f"{last} holds {epoch}; continue from there with: rtdetr train --resume {out_dir}"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during training (a scheduler's preemption, ``docker stop``, ``kill``): the run stops as Ctrl-C
+    stops it, saying what its ``last.pth`` holds, instead of dying without a word."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def worker_ignores_sigterm(worker_id: int) -> None:
+    """A DataLoader worker's ``worker_init_fn``: SIGTERM sent to the whole process group (``pkill``, a scheduler)
+    leaves the workers to the main process, which stops the run as Ctrl-C does and shuts them down (a worker killed
+    first made it fail with "DataLoader worker ... is killed by signal"); a worker whose main process is gone
+    exits by itself."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread; the previous
+    handler comes back after. Elsewhere than the main thread (where handlers cannot be set) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

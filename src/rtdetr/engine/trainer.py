@@ -39,7 +39,7 @@ from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_
 from rtdetr.engine.hardware import loader_workers, training_amp, training_autocast
 from rtdetr.engine.logger import RunLogger, eta_note, format_row, log_index, progress_bar, setup_logging
 from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
-from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir
+from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir, worker_ignores_sigterm
 from rtdetr.engine.warmstart import init_from_checkpoint
 from rtdetr.loss import RTDETRCriterion
 from rtdetr.loss.criterion import to_float32
@@ -144,8 +144,8 @@ class Trainer:
             collate_fn=self.collate,
             num_workers=workers,
             drop_last=len(self.train_set) >= t.batch_size,
-            persistent_workers=False,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=worker_ignores_sigterm,
         )
         self.iters_per_epoch = max(1, len(self.train_loader) // t.accumulate)
         if t.max_iters_per_epoch:
@@ -181,9 +181,8 @@ class Trainer:
         self.evaluator: CocoEvaluator | None = None
         if val_index is not None:
             val_set = DetectionDataset(val_index, build_val_transforms(size), load_cover=cover)
-            self.val_loader = DataLoader(
-                val_set, per_rank, shuffle=False, collate_fn=BatchCollator(), num_workers=workers
-            )
+            self.val_loader = DataLoader(val_set, per_rank, collate_fn=BatchCollator(), num_workers=workers,
+                                         worker_init_fn=worker_ignores_sigterm)  # fmt: skip
             cat_ids = val_index.category_ids or list(range(1, val_index.num_classes + 1))
             self.evaluator = CocoEvaluator(ground_truth_for(val_index)[0], label_to_category=cat_ids)
 
