@@ -108,7 +108,11 @@ def test_draw_and_decoder_depth(client: TestClient) -> None:
     ("kwargs", "status", "needle"),
     [
         ({"content": b""}, 400, "empty upload"),
-        ({"content": b"hello, not an image", "headers": {"content-type": "text/plain"}}, 400, "cannot decode image"),
+        (
+            {"content": b"hello, not an image", "headers": {"content-type": "text/plain"}},
+            400,
+            "upload: cannot decode image (not an image format Pillow reads)",
+        ),
         ({"files": {"image": ("x.jpg", image_bytes()[:300], "image/jpeg")}}, 400, "x.jpg"),
         ({"files": {"other": ("x.txt", b"abc", "text/plain"), "more": ("y.txt", b"d", "text/plain")}}, 400, "'image'"),
         ({"data": {"image": "text field"}}, 400, "multipart"),

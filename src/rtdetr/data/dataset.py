@@ -93,7 +93,8 @@ def load_image_covering(
         heif = is_heif(path)
         if heif and "HEIF" not in Image.OPEN and heif_opener():
             return load_image_covering(path, cover, name, max_pixels, annotated_size)
-        reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the upload", str(e))  # no object reprs
+        # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" (or '<path>'): the name is said already
+        reason = re.sub(r"^cannot identify image file .*", "not an image format Pillow reads", str(e))
         hint = "; HEIC/HEIF photos need pillow-heif: pip install pillow-heif" if heif and not heif_opener() else ""
         raise OSError(f"{name}: cannot decode image ({reason}){hint}") from None
 
