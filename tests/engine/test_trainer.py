@@ -371,3 +371,33 @@ def test_resume_keeps_the_logs_and_refuses_a_finished_run(
     Trainer(spent).fit()
     assert "nothing to resume, it used its time budget of 0 s (stopped after epoch 2)" in capsys.readouterr().out
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
+
+
+def test_warnings_while_reading_the_data_go_to_the_runs_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A warning raised while the run's data was read (coco128's data.yaml names a val folder that is not there)
+    was printed bare, before the run's log began, and was missing from ``log.txt``: now it is in both, formatted
+    as every other line. A failed start still prints what was held."""
+    import logging
+
+    from PIL import Image
+
+    from rtdetr.engine.logger import held_log_records
+    from rtdetr.recipe import load_recipe
+    from tests.engine.conftest import TINY
+
+    for i in range(4):
+        Image.new("RGB", (64, 64), (40 * i, 90, 160)).save(tmp_path / f"{i}.jpg")
+        (tmp_path / f"{i}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: .\nval: images/val2017\nnames: [thing]\n")
+    out = tmp_path / "run"
+    Trainer(load_recipe(None, [*TINY, f"data.train={tmp_path / 'data.yaml'}", f"train.output_dir={out}"]))
+    said = capsys.readouterr().out.splitlines()
+    line = next(x for x in said if "names a 'val' split that cannot be read" in x)
+    assert line.split()[1] == "WARNING" and line[2] == ":"  # "12:03:04 WARNING ...": as the run's other lines
+    assert said.index(line) < [i for i, x in enumerate(said) if "run folder:" in x][0] + 2
+    assert "names a 'val' split that cannot be read" in (out / "log.txt").read_text()
+
+    with pytest.raises(ValueError), held_log_records() as held:
+        logging.getLogger("rtdetr.data.detect").warning("said before the failure")
+        raise ValueError("a bad file")
+    assert len(held) == 1 and "said before the failure" in capsys.readouterr().out  # the run's handlers print it

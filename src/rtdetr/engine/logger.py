@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from rtdetr.data.records import DatasetIndex
 
-__all__ = ["RunLogger", "format_row", "log_index", "plot_curves", "progress_bar", "setup_logging", "write_csv"]
+__all__ = ["RunLogger", "format_row", "held_log_records", "log_index", "plot_curves", "progress_bar", "setup_logging",
+           "write_csv"]  # fmt: skip
 
 log = logging.getLogger("rtdetr")
 
@@ -171,8 +174,43 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
 
 
-def setup_logging(path: Path) -> None:
-    """Log the ``rtdetr`` logger to stdout and ``path`` (replacing the handlers of an earlier run)."""
+class _Keep(logging.Handler):
+    """Keeps the records it is given (see :func:`held_log_records`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def held_log_records(enabled: bool = True) -> Iterator[list[logging.LogRecord]]:
+    """Within the block, what the ``rtdetr`` loggers emit is kept instead of printed, for
+    :func:`setup_logging` to log once the run's log file exists (a warning while reading the data was printed
+    bare, before the run's log began, and missing from ``log.txt``). Where the block raises, the records are
+    printed as they would have been. With ``enabled`` False it changes nothing."""
+    keep = _Keep()
+    if not enabled:
+        yield keep.records
+        return
+    saved, propagate = log.handlers[:], log.propagate
+    log.handlers, log.propagate = [keep], False
+    raised = True
+    try:
+        yield keep.records
+        raised = False
+    finally:
+        log.handlers, log.propagate = saved, propagate
+        if raised:
+            for record in keep.records:
+                log.handle(record)
+
+
+def setup_logging(path: Path, held: Sequence[logging.LogRecord] = ()) -> None:
+    """Log the ``rtdetr`` logger to stdout and ``path`` (replacing the handlers of an earlier run), then the
+    records ``held`` by :func:`held_log_records`."""
     if any(getattr(h, "_rtdetr", False) for h in log.handlers):
         for h in list(log.handlers):
             log.removeHandler(h)
@@ -183,6 +221,8 @@ def setup_logging(path: Path) -> None:
         h.setFormatter(fmt)
         setattr(h, "_rtdetr", True)  # noqa: B010
         log.addHandler(h)
+    for record in held:
+        log.handle(record)
 
 
 def log_index(name: str, idx: DatasetIndex) -> None:

@@ -32,12 +32,12 @@ from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex
 from rtdetr.data.transforms import build_train_transforms, build_val_transforms, default_scales
 from rtdetr.defaults import resolve_defaults
+from rtdetr.engine import logger as runlog
 from rtdetr.engine.anneal import AnnealStart
 from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_decides
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
 from rtdetr.engine.hardware import loader_workers, training_amp, training_autocast
-from rtdetr.engine.logger import RunLogger, eta_note, format_row, log_index, progress_bar, setup_logging
 from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
 from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir, worker_ignores_sigterm
 from rtdetr.engine.warmstart import init_from_checkpoint
@@ -66,17 +66,18 @@ class Trainer:
         barrier()  # every rank has chosen the folder before the first one creates it
         t = cfg.train
         self.out_dir = Path(t.output_dir)
-        train_index, val_index = load_run_sets(cfg.data, train_index, val_index)
+        with runlog.held_log_records(self.main) as held:  # its warnings go to the run's log, once there is one
+            train_index, val_index = load_run_sets(cfg.data, train_index, val_index)
         # the run folder appears only once the data has parsed: a bad path or file leaves no empty run behind
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            setup_logging(self.out_dir / "log.txt")
+            runlog.setup_logging(self.out_dir / "log.txt", held)
             remove_stale_saves(self.out_dir)  # left by a process killed while saving
             log.info("run folder: %s", self.out_dir.resolve())
 
         for name, idx in (("train", train_index), ("val", val_index)):
             if idx is not None and self.main:
-                log_index(name, idx)
+                runlog.log_index(name, idx)
         self.train_index, self.val_index = train_index, val_index
 
         model_cfg = cfg.model
@@ -191,7 +192,7 @@ class Trainer:
         self.next_curve_s = t.eval_every_s
         self._curve_step = -1
         self.best_ap, self.best_epoch, self.bad_evals = -1.0, -1, 0
-        self.logger = RunLogger(self.out_dir, enabled=self.main)
+        self.logger = runlog.RunLogger(self.out_dir, enabled=self.main)
         if cfg.resume:
             self._resume(cfg.resume)
         if self.main:
@@ -265,7 +266,7 @@ class Trainer:
         count, nan_streak, skipped = 0, 0, 0
         it = iter(self.train_loader)
         total = min(len(self.train_loader), self.iters_per_epoch * t.accumulate)
-        bar = progress_bar(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress)
+        bar = runlog.progress_bar(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress)
         self.optimizer.zero_grad(set_to_none=True)
         self._segment_start = time.time()
         for i in range(total):
@@ -479,8 +480,8 @@ class Trainer:
                         atomic_save(best_checkpoint(ckpt), self.out_dir / "best.pth")
                     budget = None if t.time_budget_s is None else t.time_budget_s - self.train_time_s
                     left = 0 if self.out_of_time else until - epoch - 1
-                    eta = eta_note(time.time() - run_t0, epoch + 1 - self.start_epoch, left, budget)
-                    log.info("epoch %d: %s%s", epoch + 1, format_row(row), eta)
+                    eta = runlog.eta_note(time.time() - run_t0, epoch + 1 - self.start_epoch, left, budget)
+                    log.info("epoch %d: %s%s", epoch + 1, runlog.format_row(row), eta)
                 stop = (t.patience > 0 and self.bad_evals >= t.patience) or self.out_of_time
                 if self.out_of_time and self.main:
                     log.info("time budget of %.0f s used: stopping after epoch %d", t.time_budget_s, epoch + 1)
