@@ -10,7 +10,10 @@ Measured: per-sample time of the training pipeline (decode, photometric distort,
 resize) and of the validation one (decode, resize), one thread as in a DataLoader worker, median over the
 images, each setting in its own process with its peak resident memory; and ``rtdetr train`` for a few steps
 (batch 4 at ``--size``, default 640, 2 workers, augmentation on, wall time of the command, model building
-included).
+included); and ``RTDETR.predict`` on each photo file, end to end (decode, resize, model at its automatic precision,
+post-processing), with the photo decoded shrunk (predict's default since 2026-12-06, as training and ``val`` load
+images) and at full resolution (``shrink_above=0``, also what ``predict(..., output=...)`` does, since drawings are
+made on the full image), interleaved, medians over the images of 3 passes.
 
     python benchmarks/large_image_loading.py --images 16 --json benchmarks/results_large_image_loading_zen3.json
     python benchmarks/large_image_loading.py --images 16 --size 320 --steps 8 \\
@@ -107,11 +110,37 @@ def train_steps(data: str, shrink_above: float, steps: int, side: int, out: Path
     return time.perf_counter() - t0
 
 
+def predict_photos(data: str, side: int, passes: int = 3) -> dict[str, Any]:
+    """Median ms per photo of ``RTDETR.predict`` (r18vd, random weights, ``precision="auto"``, 2 threads) with
+    the file decoded shrunk (``shrink_above=2``) and at full resolution (0), interleaved photo by photo."""
+    import torch
+
+    from rtdetr import RTDETR
+    from rtdetr.data import load_index
+
+    torch.set_num_threads(2)
+    det = RTDETR("rtdetr_r18vd", eval_spatial_size=[side, side])
+    paths = [r.path for r in load_index(data).records]
+    preds = {s: det.predictor(conf=0.5, shrink_above=s) for s in (2.0, 0.0)}
+    for pred in preds.values():
+        pred(paths[0])  # warm-up
+    times: dict[float, list[float]] = {s: [] for s in preds}
+    for _ in range(passes):
+        for path in paths:
+            for s, pred in preds.items():
+                t0 = time.perf_counter()
+                pred(path)
+                times[s].append((time.perf_counter() - t0) * 1000)
+    return {f"predict shrink_above={s:g}": {"median_ms": statistics.median(v), "precision": det.precision}
+            for s, v in times.items()}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--size", type=int, default=640, help="network input side")
+    ap.add_argument("--predict-only", action="store_true", help="time RTDETR.predict on the photos only")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--one", nargs=4, metavar=("DATA", "PIPELINE", "SHRINK", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -123,19 +152,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = str(build_phone_set(Path(tmp) / "phone", args.images))
-        rows: dict[str, Any] = {}
-        for pipeline in ("train", "val"):
+        rows: dict[str, Any] = predict_photos(data, args.size)
+        for k, v in rows.items():
+            print(f"{k}: {v['median_ms']:.1f} ms per photo ({v['precision']})")
+        for pipeline in ("train", "val") if not args.predict_only else ():
             for shrink in (0.0, 2.0):
                 out = subprocess.run([sys.executable, __file__, "--one", data, pipeline, str(shrink), str(args.size)],
                                      check=True, capture_output=True, text=True).stdout  # fmt: skip
                 rows[f"{pipeline} shrink_above={shrink:g}"] = json.loads(out.strip().splitlines()[-1])
                 print(f"{pipeline:5s} shrink_above={shrink:g}: {rows[f'{pipeline} shrink_above={shrink:g}']}")
-        for shrink in (0.0, 2.0):
+        for shrink in (0.0, 2.0) if not args.predict_only else ():
             s = train_steps(data, shrink, args.steps, args.size, Path(tmp) / f"run{shrink:g}")
             rows[f"rtdetr train {args.steps} steps shrink_above={shrink:g}"] = {"wall_s": s}
             print(f"rtdetr train, {args.steps} steps of batch 4 at {args.size}, shrink_above={shrink:g}: {s:.1f} s")
     result = {
-        "what": "per-sample data pipeline cost of 4032x3024 JPEGs for a square input, and rtdetr train wall time",
+        "what": "per-sample data pipeline cost of 4032x3024 JPEGs for a square input, rtdetr train wall time, and "
+        "RTDETR.predict per photo",
         "input_side": args.size,
         "train_steps": args.steps,
         "source_images": "shared BCCD train" if (SHARED / "bccd").is_dir() else "embedded synthetic generator",

@@ -82,6 +82,7 @@ class RTDETR:
         if self.checkpoint is None:
             log.warning("%s has RANDOM weights: pass a checkpoint to get real detections", model)
         self._set_class_names(class_names)
+        self._shrink: float | None = None  # the run's data.shrink_above, read at the first predict
 
     def _set_class_names(self, given: Sequence[str] | None) -> None:
         n = self.backend.num_classes
@@ -162,19 +163,33 @@ class RTDETR:
         decoder_depth: int | None = InferenceOptions.decoder_depth,
         image_size: tuple[int, int] | None = InferenceOptions.image_size,
         batch: int = InferenceOptions.batch,
+        shrink_above: float | None = None,
     ) -> Predictor:
         """A :class:`Predictor` with these options (see :class:`rtdetr.options.InferenceOptions`; ``classes`` by id
         or name; a value out of range, a class past the model's classes or a depth past its decoder raise
-        ValueError)."""
+        ValueError). Image files more than ``shrink_above`` times the input are decoded shrunk (default: as the
+        run that wrote the checkpoint loaded its images, ``data.shrink_above``; 0: full resolution)."""
         opts = InferenceOptions(
             conf, max_det, resolve_classes(classes, self.class_names), decoder_depth,
             tuple(image_size) if image_size is not None else None, batch,  # type: ignore[arg-type]
         )  # fmt: skip
         opts.check_model(self.backend.num_classes, self.backend.decoder_layers)
+        if shrink_above is None:
+            shrink_above = self._run_shrink()
         return Predictor(
             self.backend, self.class_names, self._input_size(opts.image_size), self.device, opts.conf, opts.max_det,
-            opts.classes, opts.decoder_depth, opts.batch,
+            opts.classes, opts.decoder_depth, opts.batch, shrink_above=shrink_above,
         )  # fmt: skip
+
+    def _run_shrink(self) -> float:
+        """``data.shrink_above`` of the run that wrote the checkpoint (read once), else the default."""
+        if self._shrink is None:
+            try:
+                data = self._run_data()
+            except ConfigError:  # a run config this version cannot read
+                data = None
+            self._shrink = data.shrink_above if data is not None else DataConfig.shrink_above
+        return self._shrink
 
     def _input_size(self, image_size: tuple[int, int] | None) -> tuple[int, int]:
         """``(h, w)`` to run at: ``image_size``, else the model's; an exported graph runs at its own size only."""
@@ -210,7 +225,8 @@ class RTDETR:
             raise ValueError(f"video_stride must be an integer >= 1; got {video_stride!r}")
         if (save_txt or save_conf) and output is None:
             raise ValueError("save_txt and save_conf write label files: give output (a folder)")
-        pred = self.predictor(conf, max_det, classes, decoder_depth, image_size, batch)
+        # drawings are made on the full image: with output, files are decoded once, at full resolution
+        pred = self.predictor(conf, max_det, classes, decoder_depth, image_size, batch, 0.0 if output else None)
         gen = pred.stream(source, video_stride)
         if output is not None:
             gen = save_results(gen, output, video_stride, save_txt or save_conf, save_conf)
@@ -346,7 +362,7 @@ class RTDETR:
         best = Path(result["output_dir"]) / "best.pth"
         if best.is_file():  # keep this object's settings (device, precision, fuse...); take the trained weights
             self.backend = open_detector(best, self.device, self.precision, self.channels_last, self.fuse)
-            self.checkpoint = best
+            self.checkpoint, self._shrink = best, None
             self._set_class_names(None)
         return result
 

@@ -288,8 +288,8 @@ def test_image_urls_are_downloaded(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        [(image, path, frame)] = list(iter_source(f"{base}/blue.png?size=large"))
-        assert image.size == (40, 30) and image.getpixel((5, 5)) == (0, 120, 250)
+        [(image, path, frame, size)] = list(iter_source(f"{base}/blue.png?size=large"))
+        assert image.size == size == (40, 30) and image.getpixel((5, 5)) == (0, 120, 250)
         assert (path, frame) == (f"{base}/blue.png?size=large", None)
         with pytest.raises(OSError, match=r"missing.jpg: cannot download \(HTTP 404 File not found\)"):
             list(iter_source(f"{base}/missing.jpg"))
@@ -313,9 +313,55 @@ def test_a_txt_list_of_images_is_read(tmp_path: Path, caplog: pytest.LogCaptureF
     listing.write_text(f"images/b.png\n\n{tmp_path / 'images' / 'a.png'}\nimages/gone.png\n")
     with caplog.at_level(logging.WARNING, logger="rtdetr"):
         items = list(iter_source(listing))
-    assert [Path(str(path)).name for _, path, _ in items] == ["b.png", "a.png"]
-    assert [im.getpixel((0, 0)) for im, _, _ in items] == [(0, 255, 0), (255, 0, 0)]
+    assert [Path(str(path)).name for _, path, _, _ in items] == ["b.png", "a.png"]
+    assert [im.getpixel((0, 0)) for im, _, _, _ in items] == [(0, 255, 0), (255, 0, 0)]
     assert "gone.png" in caplog.text
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(FileNotFoundError, match="empty.txt: an empty list of images"):
         list(iter_source(tmp_path / "empty.txt"))
+
+
+def test_large_image_files_are_decoded_shrunk_as_val_loads_them(
+    tmp_path: Path, predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large image file was decoded at full resolution for a 64 px (or 640 px) input: now it is decoded only to
+    twice the input (a JPEG at a reduced DCT scale, a third of the time for a 12-megapixel photo), exactly as
+    training and ``val`` load it, with boxes in the original's pixels; ``plot()`` reads the file again at full
+    size. With ``shrink_above=0``, and where drawings are saved, the file is decoded once at full resolution."""
+    import rtdetr.engine.predictor as module
+    from rtdetr.data.dataset import load_cover, load_image, load_image_covering
+
+    rng = np.random.default_rng(3)
+    ramp = np.linspace(0, 255, 1200)[None, :, None] * np.ones((900, 1, 3))
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray((ramp * 0.8 + rng.random((900, 1200, 3)) * 50).astype(np.uint8)).save(photo, quality=92)
+    val_way, full = load_image_covering(photo, load_cover((64, 64), 2.0))
+    assert full == (1200, 900) and val_way.size == (171, 128)
+    x, sizes = predictor.preprocess([val_way], [full])
+    got: list = []
+    monkeypatch.setattr(predictor, "infer", lambda xb, sb: got.append((xb, sb)) or [_empty()] * len(xb))
+    [r] = predictor(photo)
+    assert torch.equal(got[0][0], x) and got[0][1].tolist() == [[1200, 900]]  # val's pixels, the original's size
+    assert not torch.equal(got[0][0], predictor.preprocess([load_image(photo)])[0])  # not the full decode's
+    assert r.orig_size == (1200, 900) and r.image is None and r.plot().size == (1200, 900)
+    monkeypatch.undo()
+    full_res = Predictor(predictor.detector, ["a", "b", "c"], (64, 64), conf=0.0, max_det=5, shrink_above=0)
+    assert full_res.cover is None
+    [r] = full_res(photo)
+    assert r.image is not None and r.image.size == (1200, 900)
+    [r] = predictor(photo)
+    assert r.boxes[:, 2].max() > 171  # scaled to the original, not to the decoded image
+    covers: list = []
+    real = module.load_image_covering
+    monkeypatch.setattr(module, "load_image_covering", lambda p, c, *a: covers.append(c) or real(p, c, *a))
+    from rtdetr import RTDETR
+
+    det = RTDETR("rtdetr_r18vd", num_classes=3, eval_spatial_size=[64, 64])
+    det.predict(photo, output=tmp_path / "out")
+    det.predict(photo)
+    assert covers == [None, (128, 128)]  # drawings saved: one full decode; else the shrunk one
+    assert Image.open(tmp_path / "out" / "photo.jpg").size == (1200, 900)
+
+
+def _empty() -> dict[str, torch.Tensor]:
+    return {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4), "scores": torch.zeros(0)}

@@ -49,7 +49,7 @@ def benchmark_detector(
         model = measure_latency(lambda: backend.infer(x, sizes), warmup, runs, sync=sync)  # noqa: B023
         raw = backend.infer(x, sizes)
         post = measure_latency(lambda: backend.postprocess(raw, sizes), warmup, max(runs, 20), sync=sync)  # noqa: B023
-        items = [(img, None, None)] * bs
+        items = [(img, None, None, img.size)] * bs
         e2e = measure_latency(lambda: pred._run(items), warmup, runs, sync=sync)  # noqa: B023
         rows.append(
             {

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from rtdetr.data.dataset import load_image, shown_rgb
+from rtdetr.config import DataConfig
+from rtdetr.data.dataset import load_cover, load_image, load_image_covering, shown_rgb
 from rtdetr.data.records import IMAGE_SUFFIXES
 from rtdetr.data.yolo import listed_images
 from rtdetr.engine.backend import as_detector
@@ -39,8 +40,9 @@ RESIZE_MODES = ("auto", "pil", "device")
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
-#: (image, path, frame) items produced from any source
-Item = tuple[Image.Image, str | None, int | None]
+#: (image, path, frame, original (width, height)) items produced from any source; the image is smaller than the
+#: original where a file was decoded covering the network input only (:func:`iter_source`'s ``cover``)
+Item = tuple[Image.Image, str | None, int | None, tuple[int, int]]
 
 
 def _as_uint8(values: np.ndarray, what: str) -> np.ndarray:
@@ -112,7 +114,8 @@ def _video_frames(source: str | int, stride: int = 1) -> Iterator[Item]:
             if not ok:
                 break
             if i % stride == 0:
-                yield Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), name, i
+                image = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                yield image, name, i, image.size
             i += 1
     finally:
         cap.release()
@@ -146,8 +149,12 @@ def _url_image(url: str) -> Image.Image:
     return load_image(io.BytesIO(data), name=url)
 
 
-def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
-    """Expand any supported source into ``(PIL image, path or None, frame or None)`` items.
+def iter_source(source: Any, video_stride: int = 1, cover: tuple[int, int] | None = None) -> Iterator[Item]:
+    """Expand any supported source into ``(PIL image, path or None, frame or None, original (w, h))`` items.
+
+    ``cover`` ``(height, width)``: image files larger than it are decoded only to the smallest size that covers it
+    (a JPEG at a reduced DCT scale, as training and ``val`` load images: :func:`~rtdetr.data.load_image_covering`),
+    their original size kept in the item; None decodes them at full resolution.
 
     Sources: a PIL image, an HxWx3 RGB array (uint8, or floats in 0..1), a ``[3, H, W]`` tensor (same), a batch of
     these (``[B, H, W, 3]`` array, ``[B, 3, H, W]`` tensor), an image path, a folder, a glob pattern, a video file,
@@ -158,14 +165,15 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
     """
     if isinstance(source, list | tuple):
         for item in source:
-            yield from iter_source(item, video_stride)
+            yield from iter_source(item, video_stride, cover)
         return
     if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
         yield from _video_frames(int(source), video_stride)
         return
     if isinstance(source, str) and source.split("://", 1)[0] in ("rtsp", "rtmp", "http", "https", "udp", "tcp"):
         if source.startswith(("http://", "https://")) and _url_suffix(source) in IMAGE_SUFFIXES:
-            yield _url_image(source), source, None
+            image = _url_image(source)
+            yield image, source, None, image.size
         else:
             yield from _video_frames(source, video_stride)
         return
@@ -187,27 +195,35 @@ def iter_source(source: Any, video_stride: int = 1) -> Iterator[Item]:
                     "%s: %d file%s not read (not an image or video by its extension): %s%s",
                     p, len(others), "s" * (len(others) > 1), ", ".join(others[:5]), more,
                 )  # fmt: skip
-            yield from _files(files, video_stride)
+            yield from _files(files, video_stride, cover)
         elif p.is_file():
             if p.suffix.lower() == ".txt":  # a list of image/video paths, one per line (YOLO's split lists)
-                yield from _files(_listed_files(p), video_stride)
+                yield from _files(_listed_files(p), video_stride, cover)
             elif p.suffix.lower() in VIDEO_SUFFIXES:
                 yield from _video_frames(str(p), video_stride)
             else:
-                yield load_image(p), str(p), None
+                yield _file_image(p, cover)
         elif any(c in str(source) for c in "*?["):
             files = sorted(Path(f) for f in globlib.glob(str(source), recursive=True) if Path(f).is_file())
             if not files:
                 raise FileNotFoundError(f"{source}: the pattern matches no file")
-            yield from _files(files, video_stride)
+            yield from _files(files, video_stride, cover)
         else:
             raise FileNotFoundError(f"{source}: no such file, folder or pattern")
         return
     if isinstance(source, Tensor | np.ndarray) and source.ndim == 4:
-        for image in source:  # a batch: [B, 3, H, W] tensor or [B, H, W, 3] array, one image each
-            yield _to_pil(image), None, None
+        for one in source:  # a batch: [B, 3, H, W] tensor or [B, H, W, 3] array, one image each
+            image = _to_pil(one)
+            yield image, None, None, image.size
         return
-    yield _to_pil(source), None, None
+    image = _to_pil(source)
+    yield image, None, None, image.size
+
+
+def _file_image(path: Path, cover: tuple[int, int] | None) -> Item:
+    """The item of an image file: decoded covering ``cover`` (h, w) where given, else at full resolution."""
+    image, size = load_image_covering(path, cover)
+    return image, str(path), None, size
 
 
 def _listed_files(listing: Path) -> list[Path]:
@@ -219,7 +235,7 @@ def _listed_files(listing: Path) -> list[Path]:
     return files
 
 
-def _files(files: Sequence[Path], video_stride: int) -> Iterator[Item]:
+def _files(files: Sequence[Path], video_stride: int, cover: tuple[int, int] | None) -> Iterator[Item]:
     for f in files:
         if f.suffix.lower() in VIDEO_SUFFIXES:
             try:  # a video that cannot be opened is skipped like an unreadable image
@@ -228,7 +244,7 @@ def _files(files: Sequence[Path], video_stride: int) -> Iterator[Item]:
                 log.warning("skipping %s", e)
             continue
         try:
-            yield load_image(f), str(f), None
+            yield _file_image(f, cover)
         except OSError as e:
             log.warning("skipping %s", e)
 
@@ -306,6 +322,10 @@ class Predictor:
         resize: ``"pil"`` (PIL bilinear on the CPU, as in training), ``"device"`` (uint8 image to the model's
             device, antialiased bilinear there; PIL's pixels within one grey level) or ``"auto"`` (device for a
             PyTorch model on CUDA, else PIL).
+        shrink_above: image files more than this many times the input size are decoded only to that size (a JPEG
+            at a reduced DCT scale, as training and ``val`` load them; ``DataConfig.shrink_above``): a 12-megapixel
+            photo decodes in about a third of the time. Boxes stay in the original's pixels; a result then keeps
+            no image, and :meth:`Results.plot` reads the file again. 0 decodes every image at full resolution.
     """
 
     def __init__(
@@ -323,6 +343,7 @@ class Predictor:
         precision: str = "fp32",
         channels_last: bool = False,
         resize: str = "auto",
+        shrink_above: float = DataConfig.shrink_above,
     ) -> None:
         self.detector = as_detector(detector, device, precision=precision, channels_last=channels_last)
         if resize not in RESIZE_MODES:
@@ -337,6 +358,7 @@ class Predictor:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.conf, self.max_det, self.batch_size, self.keep_images = conf, max_det, max(1, batch_size), keep_images
         self.classes = set(classes) if classes is not None else None
+        self.cover = load_cover(self.image_size, shrink_above)  # (h, w) image files are decoded to cover, or None
         self.detector.set_decoder_depth(decoder_depth)
 
     def resize(self, image: Image.Image) -> np.ndarray:
@@ -355,16 +377,19 @@ class Predictor:
             t = F.interpolate(t, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
         return t.float().div_(255.0) if t.dtype == torch.uint8 else t.clamp_(0, 255).div_(255.0)
 
-    def preprocess(self, images: Sequence[Image.Image]) -> tuple[Tensor, Tensor]:
-        """``[B, 3, H, W]`` network input and ``[B, 2]`` original (w, h). A batch is resized on a thread pool
-        (PIL releases the GIL while it resamples): the same pixels, several images at once. With
-        :attr:`resize_device` set, the pool only converts to arrays and the resize runs on that device."""
+    def preprocess(
+        self, images: Sequence[Image.Image], sizes: Sequence[tuple[int, int]] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``[B, 3, H, W]`` network input and ``[B, 2]`` original (w, h): ``sizes``, else the images' own. A batch
+        is resized on a thread pool (PIL releases the GIL while it resamples): the same pixels, several images at
+        once. With :attr:`resize_device` set, the pool only converts to arrays and the resize runs on that
+        device."""
         pool = _resize_pool().map if len(images) > 1 else map
-        sizes = torch.tensor([im.size for im in images])
+        wh = torch.tensor(sizes if sizes is not None else [im.size for im in images])
         if self.resize_device is not None:
             arrays = pool(_rgb_array, images)
-            return torch.cat([self.resize_tensor(a) for a in arrays]), sizes
-        return to_input(np.stack(list(pool(self.resize, images)))), sizes
+            return torch.cat([self.resize_tensor(a) for a in arrays]), wh
+        return to_input(np.stack(list(pool(self.resize, images)))), wh
 
     @torch.inference_mode()
     def infer(self, x: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
@@ -380,29 +405,18 @@ class Predictor:
         return self.detector.detect(x, sizes, self.max_det)
 
     def _run(self, items: list[Item]) -> list[Results]:
-        images = [it[0] for it in items]
-        dets = self.infer(*self.preprocess(images))
+        dets = self.infer(*self.preprocess([it[0] for it in items], [it[3] for it in items]))
         results = []
-        for (img, path, frame), det in zip(items, dets):
-            det = filter_detections(det, self.conf, self.classes, image_size=img.size)
-            results.append(
-                Results(
-                    det["boxes"],
-                    det["scores"],
-                    det["labels"],
-                    self.names,
-                    img.size,
-                    path,
-                    frame,
-                    img if self.keep_images else None,
-                )
-            )
+        for (img, path, frame, size), det in zip(items, dets):
+            det = filter_detections(det, self.conf, self.classes, image_size=size)
+            kept = img if self.keep_images and img.size == size else None  # a shrunk decode: plot() reads the file
+            results.append(Results(det["boxes"], det["scores"], det["labels"], self.names, size, path, frame, kept))
         return results
 
     def stream(self, source: Any, video_stride: int = 1) -> Iterator[Results]:
         """Results one by one (lazily; for videos, cameras and large folders)."""
         buf: list[Item] = []
-        for item in iter_source(source, video_stride):
+        for item in iter_source(source, video_stride, self.cover):
             buf.append(item)
             if len(buf) == self.batch_size:
                 yield from self._run(buf)

@@ -28,7 +28,8 @@ class Results:
         orig_size: original ``(width, height)``.
         path: source file (None for in-memory images).
         frame: frame index for videos and streams.
-        image: the original image, kept for :meth:`plot`/:meth:`save`.
+        image: the original image, kept for :meth:`plot`/:meth:`save` (None where predict decoded a large image
+            file shrunk: :meth:`plot` reads ``path`` again).
     """
 
     boxes: Tensor
@@ -105,10 +106,19 @@ class Results:
         )
 
     def plot(self) -> Image.Image:
-        """The original image with the detections drawn."""
-        if self.image is None:
+        """The original image with the detections drawn (an image file whose result keeps no image, one that
+        predict decoded shrunk, is read again at full resolution)."""
+        image = self.image
+        if image is None and self.path is not None and self.frame is None and Path(self.path).is_file():
+            from rtdetr.data.dataset import load_image
+
+            image = load_image(self.path)
+            if image.size != tuple(self.orig_size):
+                raise ValueError(f"{self.path} is {image.size[0]}x{image.size[1]} now, not the "
+                                 f"{self.orig_size[0]}x{self.orig_size[1]} image it was when detected")  # fmt: skip
+        if image is None:
             raise ValueError("this result keeps no image (predict with keep_images=True)")
-        return draw_detections(self.image, self.boxes.tolist(), self.labels.tolist(), self.scores.tolist(), self.names)
+        return draw_detections(image, self.boxes.tolist(), self.labels.tolist(), self.scores.tolist(), self.names)
 
     def save(self, path: str | Path) -> Path:
         """Save the drawn image (``.jpg``/``.png``), the JSON (``.json``) or YOLO label lines (``.txt``)."""
