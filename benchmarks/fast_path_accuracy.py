@@ -2,7 +2,9 @@
 change of COCO AP.
 
 Paths: the plain fp32 model (reference), the default predict path (fused + channels_last), bf16 autocast,
-ONNX Runtime fp32 and int8, OpenVINO on the fp32 graph (its default precision) and on the int8 graph.
+ONNX Runtime fp32 and int8, OpenVINO on the fp32 graph (its default precision) and on the int8 graph; and the int8
+graph with the decoder layers quantized too (``quantize_onnx_int8(decoder_fp32=False)``, the default before
+2026-12-06).
 Deviation: every detection the reference reports at score >= --score-floor (what a user sees) is looked up
 in the path's output (same class, IoU >= 0.5): the fraction found, the |score diff| and the largest coordinate
 difference in pixels of the found pairs (mean / p95 / max), and the confident detections the path adds that
@@ -111,10 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         "ONNX Runtime fp32": RTDETR(tmp / "m.onnx", threads=args.threads),
         "ONNX Runtime int8": RTDETR(Path(rep["int8_path"]), threads=args.threads),
     }
+    # int8 as before 2026-12-06 (the decoder layers quantized too): what keeping them fp32 buys
+    from rtdetr.api import _calibration_images
+    from rtdetr.export import quantize_onnx_int8
+
+    all8 = quantize_onnx_int8(tmp / "m.onnx", tmp / "m_all8.onnx", _calibration_images(args.calib),
+                              base.image_size, decoder_fp32=False)  # fmt: skip
+    paths["ONNX Runtime int8, decoder too"] = RTDETR(all8, threads=args.threads)
     try:
         paths["OpenVINO (default precision)"] = RTDETR(to_openvino(tmp / "m.onnx", tmp / "ov"), threads=args.threads)
         ov8 = to_openvino(Path(rep["int8_path"]), tmp / "ov8")
         paths["OpenVINO int8 graph"] = RTDETR(ov8, class_names=names, threads=args.threads)
+        ov8all = to_openvino(all8, tmp / "ov8all")
+        paths["OpenVINO int8 graph, decoder too"] = RTDETR(ov8all, class_names=names, threads=args.threads)
     except ImportError as e:
         print(f"OpenVINO skipped: {e}")
 
