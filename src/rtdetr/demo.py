@@ -82,8 +82,8 @@ def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> Run
     precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[amp]
     print(
         f"[plan] {cpu.model} ({cpu.cpu_class}), {torch.get_num_threads()} threads, budget {args.minutes:g} min: "
-        f"{step_s:.2f} s per training step ({precision}), {plan.eval_s:.0f} s per evaluation; about {fits:.1f} of the "
-        f"{args.max_epochs}-epoch schedule fit; expected finish in about {finish:.1f} min",
+        f"{step_s:.2f} s per training step ({precision}), {plan.eval_s:.0f} s per evaluation; about "
+        f"{fits:.1f} epochs of the {args.max_epochs}-epoch schedule fit; expected finish in about {finish:.1f} min",
         flush=True,
     )
     train = dataclasses.replace(cfg.train, epochs=args.max_epochs, time_budget_s=None if train_s >= full else train_s)
@@ -141,8 +141,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = _fit_budget(cfg, args.minutes * 60 - (time.time() - t0), args)
     result = Trainer(cfg).fit()
     print(
-        f"[2/3] trained {result['epochs_run']} epochs in {time.time() - t0:.0f} s; checkpoints, metrics.csv and "
-        f"curves.png in {result['output_dir']}",
+        f"[2/3] trained {result['epochs_run']} epoch{'s' * (result['epochs_run'] != 1)} in {time.time() - t0:.0f} s; "
+        f"checkpoints, metrics.csv and curves.png in {result['output_dir']}",
         flush=True,
     )
 
