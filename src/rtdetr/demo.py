@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -77,13 +78,17 @@ def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> Run
     full = args.max_epochs * plan.train_epoch_s
     fits = min(args.max_epochs, train_s / plan.train_epoch_s)
     finish = args.minutes if train_s < full else (full + args.max_epochs * plan.eval_s + _AFTER_TRAINING_S) / 60
+    whole = (args.minutes * 60 - left + full + args.max_epochs * plan.eval_s) / 60  # the budget the schedule needs
     cpu = cpu_info()
     amp = training_amp(cfg.train.amp, cfg.train.amp_dtype, resolve_device(cfg.train.device))  # the trainer's choice
     precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[amp]
     print(
         f"[plan] {cpu.model} ({cpu.cpu_class}), {torch.get_num_threads()} threads, budget {args.minutes:g} min: "
         f"{step_s:.2f} s per training step ({precision}), {plan.eval_s:.0f} s per evaluation; about "
-        f"{fits:.1f} epochs of the {args.max_epochs}-epoch schedule fit; expected finish in about {finish:.1f} min",
+        f"{fits:.1f} epochs of the {args.max_epochs}-epoch schedule fit; expected finish in about {finish:.1f} min"
+        + (
+            f" (the whole schedule: about {whole:.0f} min here, --minutes {math.ceil(whole)})" if train_s < full else ""
+        ),
         flush=True,
     )
     train = dataclasses.replace(cfg.train, epochs=args.max_epochs, time_budget_s=None if train_s >= full else train_s)

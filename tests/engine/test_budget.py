@@ -38,6 +38,7 @@ def test_demo_chooses_epochs_from_the_budget(tmp_path: Path, capsys: pytest.Capt
     main([*args, "--minutes", "5", "train.batch_size=4", "train.progress=false"])
     out = capsys.readouterr().out
     assert "[plan]" in out and "about 2.0 epochs of the 2-epoch schedule fit" in out and "expected finish in" in out
+    assert "the whole schedule" not in out  # it fits
     assert "s per training step (fp32)" in out  # the pinned AVX2 CPU: train.amp=auto trains in fp32 there
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["epochs"] == 2  # a generous budget: the whole schedule
@@ -47,6 +48,7 @@ def test_demo_chooses_epochs_from_the_budget(tmp_path: Path, capsys: pytest.Capt
     main([*args, "--minutes", "0.3", "--max-epochs", "50", "train.batch_size=4", "train.progress=false"])
     out = capsys.readouterr().out
     assert "epochs of the 50-epoch schedule fit" in out
+    assert "(the whole schedule: about " in out and " min here, --minutes " in out  # what it would take
     summary = json.loads((tight / "summary.json").read_text())
     assert 1 <= summary["epochs"] < 50 and summary["best_AP"] is not None
 
