@@ -58,8 +58,9 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     train.add_argument("--model", help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info')")
     train.add_argument("--epochs", type=arg.positive_int)
     train.add_argument(
-        "--minutes", type=arg.minutes, help="training time budget (train.time_budget_s; the fast_small defaults "
-        "of a small dataset spread their LR schedule over it)",
+        "--minutes", type=arg.minutes, help="training time budget (train.time_budget_s: time in training steps; "
+        "evaluations and start-up come on top; the fast_small defaults of a small dataset spread their LR schedule "
+        "over it)",
     )  # fmt: skip
     train.add_argument("--batch", type=arg.positive_int, help="global batch size")
     train.add_argument("-o", "--output", help="run folder (default runs/train; a fresh runs/train2... if used)")
