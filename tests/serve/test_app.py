@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -270,3 +271,26 @@ def test_a_large_phone_photo_decodes_reduced_and_answers_in_its_full_frame(detec
     assert scores[:20] == pytest.approx(ref.scores.tolist()[:20], abs=2e-3)
     boxes = [v for d in body["detections"][:20] for v in d["box"]]
     assert boxes == pytest.approx(ref.boxes[:20].flatten().tolist(), abs=4.0)  # pixels of 1600x1200
+
+
+def test_uploads_are_decoded_as_the_run_loaded_its_images(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service decoded every upload to cover twice the input whatever the run had set: now as the run loaded
+    its images (``data.shrink_above``; 0 = full resolution), as ``predict`` and ``val`` do."""
+    import torch
+
+    import rtdetr.serve.app as app_module
+    from rtdetr.convert.checkpoint import read_checkpoint
+
+    raw = read_checkpoint(tiny_checkpoint)
+    raw["run_config"] = {"data": {"train": "data.json", "shrink_above": 0.0}}
+    torch.save(raw, tmp_path / "full.pth")
+    covers: list = []
+    real = app_module.load_image_covering
+    monkeypatch.setattr(app_module, "load_image_covering", lambda d, c, **k: covers.append(c) or real(d, c, **k))
+    data = image_bytes(size=(400, 300))
+    for path in (tmp_path / "full.pth", tiny_checkpoint):
+        with TestClient(create_app(RTDETR(path, device="cpu"))) as c:
+            assert c.post("/predict", content=data).status_code == 200
+    assert covers == [None, (128, 128)]

@@ -33,8 +33,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rtdetr.api import RTDETR
-from rtdetr.config import DataConfig
-from rtdetr.data.dataset import ImageTooLarge, load_cover, load_image, load_image_covering
+from rtdetr.data.dataset import ImageTooLarge, load_image, load_image_covering
 from rtdetr.data.records import HEIF_BRANDS
 from rtdetr.engine.predictor import filter_detections, to_input
 from rtdetr.options import InferenceOptions, ServeConfig, resolve_classes
@@ -171,7 +170,7 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
                 assert decoding is not None
                 async with decoding:
                     size, prepared = await run_in_threadpool(
-                        _decode, data, name, cfg.max_pixels, predictor.resize, predictor.image_size
+                        _decode, data, name, cfg.max_pixels, predictor.resize, predictor.cover
                     )  # only the network-size copy waits in the queue; draw=true decodes the upload again
                 if not draw:
                     del data
@@ -258,13 +257,12 @@ def _looks_like_image(data: bytes) -> bool:
 
 
 def _decode(
-    data: bytes, name: str, max_pixels: int, resize: Any, image_size: tuple[int, int]
+    data: bytes, name: str, max_pixels: int, resize: Any, cover: tuple[int, int] | None
 ) -> tuple[tuple[int, int], np.ndarray]:
     """The upload's (width, height) and its network input (``resize`` of the image). A large JPEG decodes at a
-    reduced DCT scale that still covers ``DataConfig.shrink_above`` (2) times the network's ``image_size`` (h, w),
-    as training and ``val`` load it: a 12-megapixel photo in a fraction of the time, the input resized from it as
-    from the full image."""
-    cover = load_cover(image_size, DataConfig.shrink_above)
+    reduced DCT scale that still covers ``cover`` (h, w; the predictor's: the run's ``data.shrink_above``, 2 by
+    default, times the network's input size), as training, ``val`` and ``predict`` load it: a 12-megapixel photo in
+    a fraction of the time, the input resized from it as from the full image."""
     try:
         image, size = load_image_covering(io.BytesIO(data), cover, name=name, max_pixels=max_pixels)
     except ImageTooLarge as e:
