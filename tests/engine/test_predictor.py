@@ -344,6 +344,10 @@ def test_large_image_files_are_decoded_shrunk_as_val_loads_them(
     assert torch.equal(got[0][0], x) and got[0][1].tolist() == [[1200, 900]]  # val's pixels, the original's size
     assert not torch.equal(got[0][0], predictor.preprocess([load_image(photo)])[0])  # not the full decode's
     assert r.orig_size == (1200, 900) and r.image is None and r.plot().size == (1200, 900)
+    photo.rename(tmp_path / "moved.jpg")
+    with pytest.raises(ValueError, match="photo.jpg: no such file now; predict decoded it shrunk"):
+        r.plot()
+    (tmp_path / "moved.jpg").rename(photo)
     monkeypatch.undo()
     full_res = Predictor(predictor.detector, ["a", "b", "c"], (64, 64), conf=0.0, max_det=5, shrink_above=0)
     assert full_res.cover is None

@@ -109,9 +109,12 @@ class Results:
         """The original image with the detections drawn (an image file whose result keeps no image, one that
         predict decoded shrunk, is read again at full resolution)."""
         image = self.image
-        if image is None and self.path is not None and self.frame is None and Path(self.path).is_file():
+        if image is None and self.path is not None and self.frame is None and "://" not in self.path:
             from rtdetr.data.dataset import load_image
 
+            if not Path(self.path).is_file():
+                raise ValueError(f"{self.path}: no such file now; predict decoded it shrunk and kept no image, so "
+                                 "drawing the result reads the file again")  # fmt: skip
             image = load_image(self.path)
             if image.size != tuple(self.orig_size):
                 raise ValueError(f"{self.path} is {image.size[0]}x{image.size[1]} now, not the "
