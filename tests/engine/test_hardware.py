@@ -178,29 +178,19 @@ def test_default_training_precision_follows_the_cpu(
 ) -> None:
     """No ``train.amp`` given: a training step's forward pass runs under bf16 autocast on a CPU with native bf16
     (1.45x the steps in the same time, +2.9 AP at 8 minutes: README round 10) and in fp32 on one without
-    (emulated: slower). With no ``train.channels_last`` either, a bf16 run trains in NHWC layout (its step 27%
-    faster at 640 on the AMX Xeon), an fp32 one in NCHW; ``train.channels_last=false`` keeps NCHW."""
+    (emulated: slower)."""
     from rtdetr.engine.trainer import Trainer
     from tests.engine.conftest import tiny_config
 
     _use_cpu(monkeypatch, name)
     expected = torch.bfloat16 if EXPECTED[name][2] else torch.float32
-    for extra, nhwc in (((), expected == torch.bfloat16), (("train.channels_last=false",), False)):
-        tr = Trainer(tiny_config(tiny_data, tmp_path / str(len(extra)), "train.max_iters_per_epoch=1",
-                                 "train.epochs=1", *extra))  # fmt: skip
-        assert tr.cfg.train.amp is None and (tr.amp_dtype or torch.float32) == expected
-        assert tr.model.backbone.conv1[0].conv.weight.is_contiguous(memory_format=torch.channels_last) is nhwc
-        seen: list[tuple[torch.dtype, bool]] = []
-        forward = tr.net.forward
-
-        def spy(*a, forward=forward, seen=seen, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
-            out = forward(*a, **k)
-            seen.append((out["pred_logits"].dtype, a[0].is_contiguous(memory_format=torch.channels_last)))
-            return out
-
-        tr.net.forward = spy  # type: ignore[method-assign]
-        tr.fit()
-        assert seen and set(seen) == {(expected, nhwc)}
+    tr = Trainer(tiny_config(tiny_data, tmp_path, "train.max_iters_per_epoch=1", "train.epochs=1"))
+    assert tr.cfg.train.amp is None and (tr.amp_dtype or torch.float32) == expected
+    seen: list[torch.dtype] = []
+    forward = tr.net.forward
+    tr.net.forward = lambda *a, **k: seen.append((out := forward(*a, **k))["pred_logits"].dtype) or out  # type: ignore[method-assign]
+    tr.fit()
+    assert seen and set(seen) == {expected}
 
 
 def test_official_recipe_trains_in_fp32_on_a_cpu_without_bf16(tiny_data: dict, tmp_path) -> None:  # noqa: ANN001

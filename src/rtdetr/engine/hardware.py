@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 __all__ = ["CpuInfo", "amp_dtype", "choose_precision", "cpu_info", "loader_workers", "training_amp",
-           "training_autocast", "training_channels_last", "PRECISIONS"]  # fmt: skip
+           "training_autocast", "PRECISIONS"]  # fmt: skip
 
 log = logging.getLogger("rtdetr")
 
@@ -183,17 +183,6 @@ def amp_dtype(name: str, device: torch.device | str, warn: bool = False) -> torc
             cpu_info().cpu_class,
         )
     return dtype
-
-
-def training_channels_last(enabled: bool | None, amp: torch.dtype | None, device: torch.device | str) -> bool:
-    """Whether a run with ``train.channels_last=enabled`` trains in NHWC layout. None (``auto``, the default) is on
-    where a CPU trains under bf16 autocast (``amp``), where oneDNN's bf16 convolutions want it: the r18vd step
-    took 1.03 s against 1.41 s at 640 batch 2 and 0.86 against 0.96 s at 320 batch 4 (Intel Xeon with AMX,
-    2026-12-06). Off elsewhere: in fp32 on the CPU it was 8% faster on Zen 4, 13% slower on Zen 2 and 4% faster
-    on the AMX Xeon at 320; on CUDA it is unmeasured."""
-    if enabled is not None:
-        return enabled
-    return torch.device(device).type == "cpu" and amp == torch.bfloat16
 
 
 def training_amp(enabled: bool | None, name: str, device: torch.device | str, warn: bool = False) -> torch.dtype | None:

@@ -37,7 +37,7 @@ from rtdetr.engine.anneal import AnnealStart
 from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_decides
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
-from rtdetr.engine.hardware import loader_workers, training_amp, training_autocast, training_channels_last
+from rtdetr.engine.hardware import loader_workers, training_amp, training_autocast
 from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
 from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir, worker_ignores_sigterm
 from rtdetr.engine.warmstart import init_from_checkpoint
@@ -101,9 +101,7 @@ class Trainer:
                 log.log(level, "%s", message)
         self.model.to(self.device)
         self.model.decoder.num_o2m_queries = t.o2m_queries
-        self.amp_dtype = training_amp(t.amp, t.amp_dtype, self.device, self.main)  # None: fp32
-        self.channels_last = training_channels_last(t.channels_last, self.amp_dtype, self.device)
-        if self.channels_last:
+        if t.channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.net: nn.Module = self.model
         if self.world > 1:
@@ -118,6 +116,7 @@ class Trainer:
         self.criterion = RTDETRCriterion(model_cfg.num_classes, cls_loss=str(t.cls_loss), o2m_repeat=t.o2m_repeat)
         self.criterion.to(self.device)
         self.optimizer = build_optimizer(self.net, t)
+        self.amp_dtype = training_amp(t.amp, t.amp_dtype, self.device, self.main)  # None: fp32
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
         size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
@@ -277,7 +276,7 @@ class Trainer:
             images, targets = next(it)
             images = images.to(self.device, non_blocking=True)
             targets = [{k: v.to(self.device) for k, v in tg.items()} for tg in targets]
-            if self.channels_last:
+            if t.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with training_autocast(self.device, self.amp_dtype):
                 out = self.net(images, targets)
