@@ -291,7 +291,7 @@ class TrainConfig:
     channels_last: bool = False
     """NHWC layout for convolutions (CPU: r18vd fp32 steps 8% faster on Zen 4, 13% slower on Zen 2; under bf16
     autocast on an AMX Xeon 1.03 s against 1.41 s at 640 batch 2, 0.86 against 0.96 s at 320 batch 4, but the demo
-    then trained to AP 0.565 instead of 0.685 in one run, so it is not the default until seeds are measured)."""
+    then trained to AP 0.565 instead of 0.684 in one run, so it is not the default until seeds are measured)."""
     freeze_bn_stats: bool = False
     """Keep BatchNorm layers on their running statistics during training."""
     sync_bn: bool = False
