@@ -345,7 +345,7 @@ def test_large_image_files_are_decoded_shrunk_as_val_loads_them(
     assert not torch.equal(got[0][0], predictor.preprocess([load_image(photo)])[0])  # not the full decode's
     assert r.orig_size == (1200, 900) and r.image is None and r.plot().size == (1200, 900)
     photo.rename(tmp_path / "moved.jpg")
-    with pytest.raises(ValueError, match="photo.jpg: no such file now; predict decoded it shrunk"):
+    with pytest.raises(ValueError, match="photo.jpg: no such file now, and this result keeps no image"):
         r.plot()
     (tmp_path / "moved.jpg").rename(photo)
     monkeypatch.undo()

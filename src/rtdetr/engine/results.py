@@ -113,8 +113,8 @@ class Results:
             from rtdetr.data.dataset import load_image
 
             if not Path(self.path).is_file():
-                raise ValueError(f"{self.path}: no such file now; predict decoded it shrunk and kept no image, so "
-                                 "drawing the result reads the file again")  # fmt: skip
+                raise ValueError(f"{self.path}: no such file now, and this result keeps no image (predict keeps none "
+                                 "of a file it decoded shrunk): drawing it reads the file again")  # fmt: skip
             image = load_image(self.path)
             if image.size != tuple(self.orig_size):
                 raise ValueError(f"{self.path} is {image.size[0]}x{image.size[1]} now, not the "
