@@ -69,10 +69,15 @@ def test_cli_val_writes_report(trained: tuple[Path, dict], tmp_path: Path, capsy
 
 
 def test_val_without_data_uses_the_runs_val_set(
-    trained: tuple[Path, dict], capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+    trained: tuple[Path, dict],
+    capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``rtdetr val best.pth`` alone evaluates on the set the run validated on (it required --data); a model with
     no run behind it says to give the data."""
+    monkeypatch.chdir(tmp_path)  # val writes its report to ./runs/val
     ckpt, data = trained
     assert main(["val", str(ckpt), "--batch", "2", "--json"]) == 0
     alone = json.loads(capsys.readouterr().out)
@@ -84,13 +89,14 @@ def test_val_without_data_uses_the_runs_val_set(
 
 
 def test_val_of_an_export_uses_the_runs_val_set(
-    trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture
+    trained: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``rtdetr val best.onnx`` (and the OpenVINO IR) alone evaluates on the run's validation set as ``best.pth``
     does: the export records the run's data settings (it said the graph held none); ``rtdetr info`` shows them."""
     pytest.importorskip("onnxruntime")
     from rtdetr.convert.summary import describe_export, format_summary
 
+    monkeypatch.chdir(tmp_path)  # val writes its report to ./runs/val
     ckpt, data = trained
     assert main(["val", str(ckpt), "--data", str(data["val"]), "--batch", "2", "--json"]) == 0
     given = json.loads(capsys.readouterr().out)["stats"]
