@@ -61,8 +61,9 @@ def test_one_input_size_per_run() -> None:
 
 
 def test_cli_trains_validates_predicts_on_awkward_paths(
-    awkward_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+    awkward_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # val writes its report to ./runs/val
     out = tmp_path / "runs #1" / "2025"
     args = ["train", "--data", str(awkward_data["train"]), "--val", str(awkward_data["val"]), "--epochs", "1"]
     assert main([*args, "--output", str(out), *TRAIN_TAIL, "data.image_size=[64,64]", "train.progress=false"]) == 0
