@@ -17,6 +17,7 @@ from rtdetr.options import (
     InferenceOptions,
     ServeConfig,
     add_arguments,
+    as_size,
     from_args,
     parse_size,
     resolve_classes,
@@ -99,6 +100,25 @@ def test_out_of_range_api_options_are_refused() -> None:
         with pytest.raises(ValueError, match=message):
             det.predict(img, **kwargs)
     assert len(det.predict(img, conf=0.0, max_det=2)[0]) == 2
+
+
+def test_every_api_method_takes_a_size_as_the_cli_does(tmp_path, captured_run: dict) -> None:  # noqa: ANN001
+    """``image_size=`` is a side, ``(height, width)`` or the CLI's ``WIDTHxHEIGHT`` text in every method (a side
+    failed with "'int' object is not iterable" in predict/val/export while train() took it)."""
+    assert [as_size(v) for v in (None, 96, np.int64(96), (64, 96), [64, 96], "96x64", "96")] == [
+        None, (96, 96), (96, 96), (64, 96), (64, 96), (64, 96), (96, 96)]  # fmt: skip
+    for bad, says in [((96,), "a side"), (True, "a side"), (96.0, "a side"), ("9x", "is not a side"), (16, ">= 32")]:
+        with pytest.raises(ValueError, match=says):
+            as_size(bad)
+    det = RTDETR("rtdetr_r18vd", num_classes=3, **TINY_MODEL)
+    assert det.predictor(image_size=96).image_size == (96, 96)
+    assert det.predictor(image_size="96x64").image_size == (64, 96)  # width first, as typed on the CLI
+    assert len(det.predict(np.zeros((30, 40, 3), np.uint8), image_size=96, conf=0.0, max_det=2)[0]) == 2
+    report = det.export(output=tmp_path / "m.onnx", image_size="96x64", check=False)
+    assert tuple(report["image_size"]) == (64, 96)
+    with pytest.raises(RunCaptured):
+        det.train("d.json", image_size="96x64")
+    assert captured_run["cfg"].data.image_size == (64, 96)
 
 
 def test_serve_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:

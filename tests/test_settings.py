@@ -112,6 +112,30 @@ def test_api_recipe_starts_from_the_loaded_checkpoint(
     assert captured_run["cfg"].train.time_budget_s == 90.0  # minutes=, as `rtdetr train --minutes`
 
 
+def test_api_train_keywords_go_to_their_section_or_name_the_right_one(
+    awkward_data: dict[str, Path], tmp_path: Path, captured_run: dict
+) -> None:
+    import dataclasses
+
+    from rtdetr.config import TrainConfig
+
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert not train_names & {f.name for f in dataclasses.fields(DataConfig)}  # a keyword has one home
+    det = RTDETR("rtdetr_r18vd", num_classes=4, **TINY_MODEL)
+    with pytest.raises(RunCaptured):
+        det.train(awkward_data["train"], workers=0, augment=True, mosaic=0.5, lr=2e-4, batch_size=2,
+                  output_dir=tmp_path / "r")  # fmt: skip
+    cfg = captured_run["cfg"]
+    assert (cfg.data.workers, cfg.data.augment, cfg.data.mosaic) == (0, True, 0.5)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.output_dir) == (2e-4, 2, str(tmp_path / "r"))
+    for given, says in [("size", "image_size="), ("imgsz", "image_size="), ("lrr", "lr="), ("worker", "workers="),
+                        ("threads", "torch.set_num_threads"), ("train", "data=")]:  # fmt: skip
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{given}': did you mean {says}"):
+            det.train(awkward_data["train"], **{given: 1})
+    with pytest.raises(TypeError, match="'zzz' \\(not a train or data setting\\)"):
+        det.train(awkward_data["train"], zzz=1)
+
+
 def test_serve_config_validates_itself() -> None:
     pytest.importorskip("fastapi")
     from rtdetr.serve import ServeConfig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,12 +20,43 @@ from rtdetr.engine.results import Results
 from rtdetr.engine.saver import save_results
 from rtdetr.models import list_models
 from rtdetr.models.rtdetr import RTDETR as RTDETRModel
-from rtdetr.options import InferenceOptions, class_key, resolve_classes, size_text
+from rtdetr.options import InferenceOptions, as_size, class_key, resolve_classes, size_text
 from rtdetr.recipe import load_recipe
 
 __all__ = ["RTDETR"]
 
 log = logging.getLogger("rtdetr")
+
+
+#: where train() takes what other tools (and rtdetr's CLI) pass under these names
+_TRAIN_ALIASES = {
+    "size": "image_size=",
+    "imgsz": "image_size=",
+    "img_size": "image_size=",
+    "project": "output=",
+    "train": "data=",
+    "threads": "torch.set_num_threads() before train() (the CLI's --threads)",
+}
+
+
+def _train_sections(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"data": {...}, "train": {...}}``: each of ``RTDETR.train()``'s extra keywords in the config section that
+    has a setting of that name (no name is in both); a TypeError for a name of neither, with the closest."""
+    from rtdetr.config import TrainConfig
+
+    train_keys = [f.name for f in dataclasses.fields(TrainConfig)]
+    data_keys = [f.name for f in dataclasses.fields(DataConfig) if f.name not in ("train", "val", "image_size")]
+    out: dict[str, dict[str, Any]] = {"data": {}, "train": {}}
+    for key, value in settings.items():
+        if key in train_keys or key in data_keys:
+            out["train" if key in train_keys else "data"][key] = str(value) if isinstance(value, Path) else value
+            continue
+        named = ["data", "val", "recipe", "epochs", "batch", "image_size", "output", "minutes"]
+        close = difflib.get_close_matches(key, [*named, *train_keys, *data_keys], n=1)
+        hint = _TRAIN_ALIASES.get(key) or (f"{close[0]}=" if close else "")
+        raise TypeError(f"RTDETR.train() got an unexpected keyword argument {key!r}"
+                        + (f": did you mean {hint}?" if hint else " (not a train or data setting)"))  # fmt: skip
+    return out
 
 
 class RTDETR:
@@ -161,7 +193,7 @@ class RTDETR:
         max_det: int = InferenceOptions.max_det,
         classes: Sequence[int | str] | str | None = InferenceOptions.classes,
         decoder_depth: int | None = InferenceOptions.decoder_depth,
-        image_size: tuple[int, int] | None = InferenceOptions.image_size,
+        image_size: int | tuple[int, int] | str | None = InferenceOptions.image_size,
         batch: int = InferenceOptions.batch,
         shrink_above: float | None = None,
     ) -> Predictor:
@@ -171,7 +203,7 @@ class RTDETR:
         run that wrote the checkpoint loaded its images, ``data.shrink_above``; 0: full resolution)."""
         opts = InferenceOptions(
             conf, max_det, resolve_classes(classes, self.class_names), decoder_depth,
-            tuple(image_size) if image_size is not None else None, batch,  # type: ignore[arg-type]
+            as_size(image_size), batch,
         )  # fmt: skip
         opts.check_model(self.backend.num_classes, self.backend.decoder_layers)
         if shrink_above is None:
@@ -208,7 +240,7 @@ class RTDETR:
         max_det: int = InferenceOptions.max_det,
         classes: Sequence[int | str] | str | None = InferenceOptions.classes,
         decoder_depth: int | None = InferenceOptions.decoder_depth,
-        image_size: tuple[int, int] | None = InferenceOptions.image_size,
+        image_size: int | tuple[int, int] | str | None = InferenceOptions.image_size,
         batch: int = InferenceOptions.batch,
         stream: bool = False,
         output: str | Path | None = None,
@@ -240,7 +272,7 @@ class RTDETR:
         batch: int = 8,
         decoder_depth: int | None = None,
         conf: float = 0.5,
-        image_size: tuple[int, int] | None = None,
+        image_size: int | tuple[int, int] | str | None = None,
         output: str | Path | None = None,
         format: str = "auto",
     ) -> dict[str, Any]:
@@ -271,7 +303,7 @@ class RTDETR:
                 "the order", "; ".join(f"{i}: {b!r} in the data, {a!r} in the model" for i, a, b in differ[:3]),
             )  # fmt: skip
         save = str(output) if output is not None else None
-        return validate(self.backend, index, self._input_size(image_size), batch, decoder_depth, conf, save,
+        return validate(self.backend, index, self._input_size(as_size(image_size)), batch, decoder_depth, conf, save,
                         shrink_above=run.shrink_above if run else None)  # fmt: skip
 
     def _run_data(self) -> DataConfig | None:
@@ -325,19 +357,21 @@ class RTDETR:
         recipe: str | Path | None = None,
         epochs: int | None = None,
         batch: int | None = None,
-        image_size: int | tuple[int, int] | None = None,
+        image_size: int | tuple[int, int] | str | None = None,
         output: str | Path | None = None,
         minutes: float | None = None,
         **train: Any,
     ) -> dict[str, Any]:
         """Train this model (a checkpoint's weights are the starting point; heads are re-initialised for another
-        class count). ``image_size`` is a side or ``(height, width)``. ``minutes`` is a training time budget
-        (``rtdetr train --minutes``); ``train`` keys go to the ``train`` section (``lr=2e-4``, ``amp=True`` ...).
-        The best weights are loaded into this object afterwards."""
+        class count). ``image_size`` is a side, ``(height, width)`` or ``"WIDTHxHEIGHT"``. ``minutes`` is a
+        training time budget (``rtdetr train --minutes``); other keywords are settings of the ``train`` section
+        (``lr=2e-4``, ``amp=True`` ...) or of the ``data`` section (``workers=4``, ``augment=True`` ...), by name; a
+        name of neither is a TypeError that says the closest. The best weights are loaded into this object
+        afterwards."""
         from rtdetr.engine.trainer import Trainer
 
         model = self._torch("train()").model
-        updates: dict[str, Any] = {"data": {}, "train": dict(train)}
+        updates: dict[str, Any] = _train_sections(train)
         for section, key, value in (
             ("data", "train", data),
             ("data", "val", val),
@@ -349,7 +383,7 @@ class RTDETR:
             if value is not None:
                 updates[section][key] = str(value) if isinstance(value, Path) else value
         if image_size is not None:
-            updates["data"]["image_size"] = [image_size] * 2 if isinstance(image_size, int) else list(image_size)
+            updates["data"]["image_size"] = list(as_size(image_size) or ())
         if recipe is None:  # this model's own architecture, at the run's input size (RunConfig derives it)
             assert model.config is not None
             updates["model"] = to_dict(model.config)
@@ -371,7 +405,7 @@ class RTDETR:
         self,
         format: str = "onnx",
         output: str | Path | None = None,
-        image_size: tuple[int, int] | None = None,
+        image_size: int | tuple[int, int] | str | None = None,
         opset: int = 17,
         max_det: int = InferenceOptions.max_det,
         decoder_depth: int | None = None,
@@ -402,7 +436,7 @@ class RTDETR:
             require_openvino()
         images = _calibration_images(calibration) if calibration is not None and int8 else []  # before exporting
         assert self.model.config is not None
-        size = image_size or self.image_size
+        size = as_size(image_size) or self.image_size
         # beside the checkpoint (runs/a/best.pth and runs/b/best.pth do not share one ./best.onnx); a variant: here
         default = self.checkpoint.with_suffix(".onnx") if self.checkpoint else Path(f"{self.model.config.name}.onnx")
         onnx_path = Path(output or default).with_suffix(".onnx")

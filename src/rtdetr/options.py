@@ -11,14 +11,15 @@ import argparse
 import dataclasses
 import difflib
 import math
+import numbers
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "InferenceOptions", "ServeConfig", "add_arguments", "class_key", "from_args", "parse_size", "resolve_classes",
-    "size_text",
+    "InferenceOptions", "ServeConfig", "add_arguments", "as_size", "class_key", "from_args", "parse_size",
+    "resolve_classes", "size_text",
 ]  # fmt: skip
 
 
@@ -36,6 +37,29 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"{text} is too small; it must be >= 32 on each side")
     width, height = sides if len(sides) == 2 else sides * 2
     return height, width
+
+
+def as_size(value: Any, what: str = "image_size") -> tuple[int, int] | None:
+    """An input size given in Python as ``(height, width)``: from a side (``640``), a ``(height, width)`` pair or
+    text as :func:`parse_size` reads it (``"640x384"``: width first); None stays None. A ValueError names anything
+    else, and a side under 32."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"{what}: {e}") from None
+
+    def side(v: Any) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    sides = [value] * 2 if side(value) else list(value) if isinstance(value, Sequence) else []
+    if len(sides) != 2 or not all(map(side, sides)):
+        raise ValueError(f"{what} must be a side (640), (height, width) or 'WIDTHxHEIGHT' text, got {value!r}")
+    if min(sides) < 32:
+        raise ValueError(f"{what} must be >= 32 on each side, got {value!r}")
+    return int(sides[0]), int(sides[1])
 
 
 def size_text(size: Sequence[int]) -> str:
