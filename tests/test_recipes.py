@@ -71,11 +71,18 @@ def test_data_paths_found_from_here_are_saved_absolute(tmp_path: Path, monkeypat
 def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  name: rtdetr_r18vd\ntrain:\n  epochz: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.epochz'.*did you mean 'train.epochs'"):
+    with pytest.raises(ConfigError, match=r"^\S+bad.yaml: unknown config key 'train.epochz'.*'train.epochs'"):
+        load_recipe(bad)  # the file is named: its key is wrong
+    bad.write_text("model:\n  name: rtdetr_r19vd\ntrain:\n  lr: abc\n")
+    with pytest.raises(ConfigError, match="bad.yaml: model.name: unknown model variant 'rtdetr_r19vd'"):
         load_recipe(bad)
-    bad.write_text("model:\n  name: rtdetr_r19vd\n")
-    with pytest.raises(ConfigError, match="model.name: unknown model variant 'rtdetr_r19vd'"):
+    bad.write_text("train:\n  lr: abc\n")
+    with pytest.raises(ConfigError, match="bad.yaml: train.lr: expected a number, got 'abc'"):
         load_recipe(bad)
+    bad.write_text("train:\n  lr: 0.001\n")
+    with pytest.raises(ConfigError, match="^train.lr: expected a number") as e:
+        load_recipe(bad, ["train.lr=abc"])  # an override's value: the file is not blamed
+    assert "bad.yaml" not in str(e.value)
     with pytest.raises(ConfigError, match="must look like key.sub=value"):
         load_recipe(None, ["train.epochs"])
     # a key without its section names the section it belongs to ('lr' used to get no hint)
@@ -127,3 +134,21 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert summary["best_epoch"] == 1
     assert len(list((tmp_path / "predictions").glob("*.png"))) == 4
     assert (tmp_path / "run" / "best.pth").is_file() and (tmp_path / "run" / "curves.png").is_file()
+
+
+def test_info_shows_a_recipe_and_checks_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``rtdetr info fast_small`` said "no variant matches"; a recipe is shown with its file, once it loads."""
+    from rtdetr.cli import main
+
+    assert main(["info", "fast_small"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"recipe {RECIPES_DIR / 'fast_small.yaml'} (valid")
+    assert "time_budget_s: 1800" in out and "recipe_defaults: fast_small" in out
+    assert main(["info", "fast_small", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["train"]["recipe_defaults"] == "fast_small"
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("train:\n  lrr: 1\n")
+    assert main(["info", str(bad)]) == 1
+    assert f"rtdetr info: error: {bad}: unknown config key 'train.lrr' (did you mean 'train.lr'?)" in (
+        capsys.readouterr().err
+    )

@@ -22,6 +22,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from rtdetr.models import create_model, get_variant, list_models
     from rtdetr.recipe import bundled_recipes
 
+    if args.pattern in bundled_recipes() or args.pattern.endswith((".yaml", ".yml")):
+        return _info_recipe(args.pattern, args.json)
     if Path(args.pattern).exists() or args.pattern.endswith((".pth", ".pt", ".safetensors", ".onnx", ".xml")):
         from rtdetr.convert.summary import describe_checkpoint, describe_export, format_summary
 
@@ -63,6 +65,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
         else "\nGFLOPs at 640x640 from the published table; --measure counts them here."
     )
     print(f"{note}\nTraining recipes shipped (rtdetr train -c NAME): {', '.join(bundled_recipes())}")
+    return 0
+
+
+def _info_recipe(name: str, as_json: bool) -> int:
+    """``rtdetr info fast_small`` / ``rtdetr info my.yaml``: where the recipe is and what it sets, once it has
+    loaded as ``rtdetr train -c`` loads it (an unknown key or a bad value is the error train would give)."""
+    import yaml
+
+    from rtdetr.recipe import find_recipe, load_recipe
+
+    path = find_recipe(name)
+    load_recipe(path)
+    text = path.read_text(encoding="utf-8")
+    if as_json:
+        print(arg.dumps({"recipe": str(path), "settings": yaml.safe_load(text) or {}}))
+        return 0
+    print(f"recipe {path} (valid; rtdetr train -c {name}; copy it to change it)\n")
+    print(text.rstrip())
     return 0
 
 

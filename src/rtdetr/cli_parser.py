@@ -23,9 +23,14 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rtdetr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    info = sub.add_parser("info", help="list model variants with parameters and GFLOPs, or describe a model file")
+    info = sub.add_parser(
+        "info", help="list model variants with parameters and GFLOPs, or describe a model file or a recipe"
+    )
     info.add_argument(
-        "pattern", nargs="?", default="*", help="pattern over variant names (default: all), or a model file or folder"
+        "pattern",
+        nargs="?",
+        default="*",
+        help="pattern over variant names (default: all), a model file or folder, or a recipe (fast_small, my.yaml)",
     )
     info.add_argument("--measure", action="store_true", help="build each model and count params/GFLOPs here")
     info.add_argument(

@@ -139,6 +139,10 @@ def load_recipe(
             if "base" in base:
                 raise ConfigError(f"{base_path}: a base recipe cannot have its own base")
             loaded = merge_overrides(base, loaded)
+        try:  # the recipe alone: a bad key or value in it is said with its file (an override's, without)
+            run_config_from_dict(loaded)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
         data = loaded
     resume = (updates or {}).get("resume") or next(
         (o.split("=", 1)[1] for o in overrides or [] if o.startswith("resume=")), None
