@@ -287,3 +287,17 @@ def test_demo_command_hands_its_options_to_the_demo(tmp_path: Path, capsys: pyte
     assert main(["demo", *tiny, "train.batch_size=2", "train.progress=false"]) == 1  # 1 epoch: below the AP bar
     assert json.loads((tmp_path / "summary.json").read_text())["epochs"] == 1
     assert "[3/3] best COCO AP" in capsys.readouterr().out
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    """``--help`` listed ``--split``, ``--format``, ``--opset``, ``--runs``... with no word on them."""
+    import argparse
+
+    from rtdetr.cli import _HANDLERS
+    from rtdetr.cli_parser import build_parser
+
+    commands = next(a for a in build_parser(_HANDLERS)._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [f"{name} {'/'.join(a.option_strings)}" for name, sub in commands.choices.items() for a in sub._actions
+            if a.option_strings and not a.help]  # fmt: skip
+    assert not bare, f"options without help: {bare}"
+    assert len(commands.choices) >= 10

@@ -61,7 +61,9 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     train.add_argument("--data", help="training set: COCO json, YOLO data.yaml/images folder, or VOC folder")
     train.add_argument("--val", help="validation set (same forms)")
     train.add_argument("--model", help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info')")
-    train.add_argument("--epochs", type=arg.positive_int)
+    train.add_argument(
+        "--epochs", type=arg.positive_int, help="epochs of the schedule (default: the recipe's; 72 without one)"
+    )
     train.add_argument(
         "--minutes", type=arg.minutes, help="training time budget (train.time_budget_s: time in training steps; "
         "evaluations and start-up come on top; the fast_small defaults of a small dataset spread their LR schedule "
@@ -85,9 +87,11 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
         help="COCO json, YOLO data.yaml/images folder, or VOC folder (default: the validation set of the run that "
         "wrote the checkpoint)",
     )
-    val.add_argument("--split", default="val")
-    val.add_argument("--format", default="auto", choices=["auto", "coco", "yolo", "voc"])
-    val.add_argument("--batch", type=arg.positive_int, default=8)
+    val.add_argument("--split", default="val", help="split of a YOLO data.yaml or VOC folder (default val)")
+    val.add_argument(
+        "--format", default="auto", choices=["auto", "coco", "yolo", "voc"], help="dataset format (default: detected)"
+    )
+    val.add_argument("--batch", type=arg.positive_int, default=8, help="images per forward pass (default 8)")
     val.add_argument("--size", type=parse_size, help="input size: a side (640) or WIDTHxHEIGHT (default: the model's)")
     val.add_argument(
         "--conf", type=arg.fraction, default=0.5, help="score threshold for P/R/F1 and the confusion matrix"
@@ -113,7 +117,7 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="export model + post-processor to ONNX (parity-checked against PyTorch)")
     exp.add_argument("model", help="checkpoint (ours, official .pth, HF safetensors) or variant name")
-    exp.add_argument("--format", default="onnx", choices=["onnx", "openvino"])
+    exp.add_argument("--format", default="onnx", choices=["onnx", "openvino"], help="graph format (default onnx)")
     exp.add_argument(
         "--int8", action="store_true", help="also write an int8 (QDQ) ONNX graph; with --format openvino an int8 IR too"
     )
@@ -122,7 +126,7 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     exp.add_argument(
         "--size", type=parse_size, help="input size fixed in the graph: a side (640) or WIDTHxHEIGHT (640x384)"
     )
-    exp.add_argument("--opset", type=int, default=17)
+    exp.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 16 (default 17)")
     exp.add_argument(
         "--max-det", type=arg.positive_int, default=InferenceOptions.max_det, help="detections per image in the graph"
     )
@@ -134,8 +138,8 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     bench = sub.add_parser("benchmark", help="latency split into preprocess / model / post-process")
     bench.add_argument("model", help="checkpoint, variant name or exported .onnx")
     bench.add_argument("--batch", type=arg.positive_int, nargs="+", default=[1], help="batch sizes to sweep")
-    bench.add_argument("--runs", type=arg.positive_int, default=10)
-    bench.add_argument("--warmup", type=arg.count0, default=3)
+    bench.add_argument("--runs", type=arg.positive_int, default=10, help="timed runs per batch size (default 10)")
+    bench.add_argument("--warmup", type=arg.count0, default=3, help="untimed runs first (default 3)")
     bench.add_argument("--image", help="image to time with (default: a generated 1280x720 image)")
     bench.add_argument("-o", "--output", help="write the results as JSON to this file")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -169,8 +173,10 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-data", help="summarise a dataset and list its problems")
     check.add_argument("path", help="COCO json, YOLO data.yaml/images folder, or VOC folder")
-    check.add_argument("--split", default="train")
-    check.add_argument("--format", default="auto", choices=["auto", "coco", "yolo", "voc"])
+    check.add_argument("--split", default="train", help="split of a YOLO data.yaml or VOC folder (default train)")
+    check.add_argument(
+        "--format", default="auto", choices=["auto", "coco", "yolo", "voc"], help="dataset format (default: detected)"
+    )
     check.add_argument("--no-decode", action="store_true", help="skip decoding every image (faster)")
     check.add_argument("--strict", action="store_true", help="exit 1 when any problem is found")
     check.set_defaults(func=handlers["check-data"])
