@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m rtdetr.demo") -> 
         "--max-epochs", type=arg.positive_int, default=10, help="epochs of the schedule a budgeted run follows"
     )
     parser.add_argument("--size", type=arg.side, default=160, help="image side, >= 32 (generated and trained)")
-    parser.add_argument("--train-images", type=arg.positive_int, default=800)
-    parser.add_argument("--val-images", type=arg.positive_int, default=200)
-    parser.add_argument("--threads", type=arg.positive_int, default=2)
+    parser.add_argument("--train-images", type=arg.positive_int, default=800, help="generated training images")
+    parser.add_argument("--val-images", type=arg.positive_int, default=200, help="generated validation images")
+    parser.add_argument("--threads", type=arg.positive_int, default=2, help="CPU threads")
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides, e.g. train.epochs=2")
     args = parser.parse_args(argv)
     try:
