@@ -152,3 +152,11 @@ def test_info_shows_a_recipe_and_checks_it(tmp_path: Path, capsys: pytest.Captur
     assert f"rtdetr info: error: {bad}: unknown config key 'train.lrr' (did you mean 'train.lr'?)" in (
         capsys.readouterr().err
     )
+    data_yaml = tmp_path / "data.yaml"  # a YOLO dataset file where a recipe goes: said so, for info and train -c
+    data_yaml.write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
+    for argv in (["info", str(data_yaml)], ["train", "-c", str(data_yaml)]):
+        assert main(argv) == 1
+        assert (
+            f"{data_yaml}: a dataset description (YOLO data.yaml), not a training recipe: give it as the data "
+            f"(--data {data_yaml})" in capsys.readouterr().err
+        )

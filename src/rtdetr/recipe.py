@@ -67,6 +67,9 @@ def _read_recipe(p: Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: {yaml_error_text(e)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{p}: a recipe must be a mapping with model/data/train sections")
+    if "names" in loaded or "nc" in loaded:  # a YOLO data.yaml given where a recipe goes (-c, info)
+        raise ConfigError(f"{p}: a dataset description (YOLO data.yaml), not a training recipe: give it as the data "
+                          f"(--data {p}); rtdetr check-data {p} summarises it")  # fmt: skip
     return loaded
 
 
