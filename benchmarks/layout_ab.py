@@ -32,9 +32,11 @@ def _datasets_root() -> Path:
     return Path(os.environ.get("RTDETR_SHARED_DATASETS", str(default)))
 
 
-def command(dataset: str, folder: Path, epochs: int, seed: int, nhwc: bool, size: int | None) -> list[str]:
+def command(
+    dataset: str, folder: Path, epochs: int, seed: int, nhwc: bool, size: int | None, extra: list[str]
+) -> list[str]:
     """The command line of one run writing into ``folder`` (its ``metrics.csv`` under ``folder/run``)."""
-    tail = [f"train.seed={seed}", f"train.channels_last={str(nhwc).lower()}"]
+    tail = [f"train.seed={seed}", f"train.channels_last={str(nhwc).lower()}", *extra]
     if dataset == "demo":
         return [sys.executable, "-m", "rtdetr.demo", "--out", str(folder), "--epochs", str(epochs),
                 "--size", str(size or 160), *tail]  # fmt: skip
@@ -70,18 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, help="image side (default: 160 demo, 320 bccd)")
     parser.add_argument("--work", default="outputs/layout_ab")
     parser.add_argument("--out", required=True, help="results JSON (runs merge into it)")
+    parser.add_argument("--tag", default="", help="name of the variant in the results (with extra overrides)")
+    parser.add_argument("overrides", nargs="*", help="extra dotted overrides, e.g. train.amp=false")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {"cpu": cpu_info(), "runs": {}}
+    results: dict[str, Any] = (
+        json.loads(out.read_text()) if out.is_file() else {"cpu": cpu_info().as_dict(), "runs": {}}
+    )
     for seed in args.seeds:
         for nhwc in (False, True):
-            key = f"{args.dataset}/{args.epochs}ep/{'nhwc' if nhwc else 'nchw'}/seed{seed}"
+            key = f"{args.dataset}{args.tag}/{args.epochs}ep/{'nhwc' if nhwc else 'nchw'}/seed{seed}"
             folder = Path(args.work) / key.replace("/", "_")
             run = read_run(folder)
             if run is None:
                 folder.mkdir(parents=True, exist_ok=True)
                 with (folder / "output.log").open("w") as log:
-                    cmd = command(args.dataset, folder, args.epochs, seed, nhwc, args.size)
+                    cmd = command(args.dataset, folder, args.epochs, seed, nhwc, args.size, args.overrides)
                     subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
                 run = read_run(folder)
             assert run is not None
