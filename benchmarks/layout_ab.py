@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="results JSON (runs merge into it)")
     parser.add_argument("--tag", default="", help="name of the variant in the results (with extra overrides)")
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides, e.g. train.amp=false")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # the overrides may follow the options
     out = Path(args.out)
     results: dict[str, Any] = (
         json.loads(out.read_text()) if out.is_file() else {"cpu": cpu_info().as_dict(), "runs": {}}

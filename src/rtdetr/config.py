@@ -289,9 +289,10 @@ class TrainConfig:
     no_aug_epochs: int = 1
     """Final epochs without photometric/zoom/crop augmentation and multi-scale (RT-DETRv2 dynamic augmentation)."""
     channels_last: bool = False
-    """NHWC layout for convolutions (CPU: r18vd fp32 steps 8% faster on Zen 4, 13% slower on Zen 2; under bf16
-    autocast on an AMX Xeon 1.03 s against 1.41 s at 640 batch 2, 0.86 against 0.96 s at 320 batch 4, but the demo
-    then trained to AP 0.565 instead of 0.684 in one run, so it is not the default until seeds are measured)."""
+    """NHWC layout for convolutions. Faster steps on some CPUs (r18vd fp32: 8% faster on Zen 4, 13% slower on Zen
+    2; bf16 autocast on an AMX Xeon: 1.03 s against 1.41 s at 640 batch 2, epochs 0.90x on BCCD at 320, 0.92x on
+    the demo at 160) but not the default: in equal epochs it learned as well on BCCD (AP 0.582 against 0.580, 2
+    seeds) and less on the demo on each of 3 seeds (0.585 against 0.669; README round 11)."""
     freeze_bn_stats: bool = False
     """Keep BatchNorm layers on their running statistics during training."""
     sync_bn: bool = False
