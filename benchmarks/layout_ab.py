@@ -94,14 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             results["runs"][key] = run
             print(key, run["best_AP"], run["last_AP"], run["epoch_s_median"], flush=True)
             out.write_text(json.dumps(results, indent=1))
+    name = f"{args.dataset}{args.tag}"
     for layout in ("nchw", "nhwc"):
-        best = [
-            r["best_AP"]
-            for k, r in results["runs"].items()
-            if k.startswith(f"{args.dataset}/{args.epochs}ep/{layout}/")
-        ]
+        best = [r["best_AP"] for k, r in results["runs"].items() if k.startswith(f"{name}/{args.epochs}ep/{layout}/")]
         if best:
-            print(f"{args.dataset} {layout}: best AP {statistics.mean(best):.4f} mean over {len(best)} seeds {best}")
+            print(f"{name} {layout}: best AP {statistics.mean(best):.4f} mean over {len(best)} seeds {best}")
     return 0
 
 

@@ -292,7 +292,8 @@ class TrainConfig:
     """NHWC layout for convolutions. Faster steps on some CPUs (r18vd fp32: 8% faster on Zen 4, 13% slower on Zen
     2; bf16 autocast on an AMX Xeon: 1.03 s against 1.41 s at 640 batch 2, epochs 0.90x on BCCD at 320, 0.92x on
     the demo at 160) but not the default: in equal epochs it learned as well on BCCD (AP 0.582 against 0.580, 2
-    seeds) and less on the demo on each of 3 seeds (0.585 against 0.669; README round 11)."""
+    seeds) and less on the demo on each of 3 seeds (0.585 against 0.669; in fp32 one demo seed did not lag:
+    0.672 against 0.652; README round 11)."""
     freeze_bn_stats: bool = False
     """Keep BatchNorm layers on their running statistics during training."""
     sync_bn: bool = False
