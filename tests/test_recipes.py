@@ -83,6 +83,10 @@ def test_recipe_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="^train.lr: expected a number") as e:
         load_recipe(bad, ["train.lr=abc"])  # an override's value: the file is not blamed
     assert "bad.yaml" not in str(e.value)
+    bad.write_text("train:\n  schedule: cosine\n  schedule_over: time\n")  # completed by --minutes: valid
+    assert load_recipe(bad, ["train.time_budget_s=300"]).train.schedule_over == "time"
+    with pytest.raises(ConfigError, match="bad.yaml: train: schedule_over 'time' needs time_budget_s"):
+        load_recipe(bad)
     with pytest.raises(ConfigError, match="must look like key.sub=value"):
         load_recipe(None, ["train.epochs"])
     # a key without its section names the section it belongs to ('lr' used to get no hint)

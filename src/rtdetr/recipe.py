@@ -130,23 +130,7 @@ def load_recipe(
     With ``resume`` set (in ``updates`` or ``overrides``) and no recipe, the run config saved in that checkpoint
     is the base, writing into the checkpoint's folder: ``rtdetr train --resume runs/x/last.pth`` (or ``runs/x``)
     alone continues exactly that run; flags given beside it (e.g. ``--epochs``) still apply."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = find_recipe(path)
-        loaded = _read_recipe(p)
-        if "base" in loaded:
-            base_name = str(loaded.pop("base"))
-            base_path = p.parent / base_name  # beside the recipe, else a shipped recipe of that name
-            base_path = base_path if base_path.is_file() else _bundled(Path(base_name)) or base_path
-            base = _read_recipe(base_path)
-            if "base" in base:
-                raise ConfigError(f"{base_path}: a base recipe cannot have its own base")
-            loaded = merge_overrides(base, loaded)
-        try:  # the recipe alone: a bad key or value in it is said with its file (an override's, without)
-            run_config_from_dict(loaded)
-        except ConfigError as e:
-            raise ConfigError(f"{p}: {e}") from None
-        data = loaded
+    data: dict[str, Any] = _with_base(find_recipe(path)) if path is not None else {}
     resume = (updates or {}).get("resume") or next(
         (o.split("=", 1)[1] for o in overrides or [] if o.startswith("resume=")), None
     )
@@ -161,7 +145,38 @@ def load_recipe(
     _absolute_data_paths(data)
     if resume:
         data["resume"] = resume  # a run folder given: its last.pth
-    return run_config_from_dict(data)
+    try:
+        return run_config_from_dict(data)
+    except ConfigError as e:
+        raise _in_recipe(e, find_recipe(path) if path is not None else None) from None
+
+
+def _in_recipe(error: ConfigError, recipe: Path | None) -> ConfigError:
+    """``error`` of the merged settings, prefixed with the recipe file where the recipe alone (base included) gives
+    the same error: a bad key or value in the file is said with its file, an override's without, and a recipe
+    that the overrides complete (``schedule_over: time`` with ``--minutes``) is not checked alone."""
+    if recipe is None:
+        return error
+    try:
+        run_config_from_dict(_with_base(recipe))
+    except ConfigError as alone:
+        if str(alone) == str(error):
+            return ConfigError(f"{recipe}: {error}")
+    return error
+
+
+def _with_base(p: Path) -> dict[str, Any]:
+    """Recipe file ``p``'s settings over those of its ``base:`` recipe (beside it, else a shipped one), if any."""
+    loaded = _read_recipe(p)
+    if "base" not in loaded:
+        return loaded
+    base_name = str(loaded.pop("base"))
+    base_path = p.parent / base_name
+    base_path = base_path if base_path.is_file() else _bundled(Path(base_name)) or base_path
+    base = _read_recipe(base_path)
+    if "base" in base:
+        raise ConfigError(f"{base_path}: a base recipe cannot have its own base")
+    return merge_overrides(base, loaded)
 
 
 def _absolute_data_paths(run: dict[str, Any]) -> None:
