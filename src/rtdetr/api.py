@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -51,7 +52,7 @@ def _train_sections(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if key in train_keys or key in data_keys:
             out["train" if key in train_keys else "data"][key] = str(value) if isinstance(value, Path) else value
             continue
-        named = ["data", "val", "recipe", "epochs", "batch", "image_size", "output", "minutes"]
+        named = [n for n in inspect.signature(RTDETR.train).parameters if n not in ("self", "train")]
         close = difflib.get_close_matches(key, [*named, *train_keys, *data_keys], n=1)
         hint = _TRAIN_ALIASES.get(key) or (f"{close[0]}=" if close else "")
         raise TypeError(f"RTDETR.train() got an unexpected keyword argument {key!r}"
