@@ -15,7 +15,10 @@ against a square one (``--size 320``) on the same data.
 LR fitted to the budget; round 5 made 1e-3 its default, measured here as ``train.lr=1e-3 train.backbone_lr=1e-3``);
 ``auto`` is what ``rtdetr train`` gives a small dataset from scratch today (:mod:`rtdetr.defaults`, its batch and
 LR chosen by the objects per image; the run records the batch and LR it got; bf16 autocast where the CPU has native
-bf16, ``train.amp``'s default since round 10: ``train.amp=false`` for fp32). Each run evaluates every
+bf16, ``train.amp``'s default since round 10: ``train.amp=false`` for fp32), with the base recipe's warm-ups and EMA
+(BCCD: LR warm-up 100 steps, EMA decay 0.999 over 200); ``cli`` is exactly what ``rtdetr train --model rtdetr_r18vd
+--data ... --minutes N`` gives (every other setting at its default: ``train.epochs`` 72, the warm-ups and EMA of
+``TrainConfig``; demo: its model settings kept). Each run evaluates every
 ``--eval-every`` seconds of training (AP-vs-time curve; evaluation time is not counted in the budget) and at the
 end. Results merge into ``--out`` keyed by (dataset, recipe, budget, seed); CPU flags recorded, and a file of
 another CPU's runs is refused (budgets in minutes compare only on one machine). Extra dotted overrides after the
@@ -109,6 +112,8 @@ def recipe(dataset: str, name: str) -> list[str]:
         base = [o for o in DEMO_RECIPE if not o.startswith("train.exist_ok")]
     else:
         base = list(BCCD_RECIPE)
+    if name == "cli":  # `rtdetr train --model rtdetr_r18vd --data ... --minutes N`: nothing else set
+        return [*(o for o in base if o.startswith("model.")), "train.recipe_defaults=auto"]
     if name == "auto":  # the base's batch, LR, schedule... dropped: the defaults choose them
         kept = [o for o in base if o.split("=")[0] not in FAST_SMALL and not o.startswith("train.recipe_defaults")]
         return [*kept, "train.recipe_defaults=auto"]
@@ -119,8 +124,9 @@ def recipe(dataset: str, name: str) -> list[str]:
 
 def _epochs(dataset: str, name: str) -> int:
     """The demo's own recipe follows a 10-epoch cosine that its time budget cuts short (as ``rtdetr.demo`` runs
-    it); every other run is ended by its budget alone."""
-    return 10 if (dataset, name) == ("demo", "official") else 1000
+    it); ``cli`` keeps ``train.epochs``' default (72), which sizes its warm-ups; every other run is ended by its
+    budget alone."""
+    return 10 if (dataset, name) == ("demo", "official") else 72 if name == "cli" else 1000
 
 
 def run_one(args: argparse.Namespace, seed: int) -> dict:
@@ -174,7 +180,7 @@ def run_one(args: argparse.Namespace, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=["bccd", "bccd_wide", "demo"])
-    parser.add_argument("recipe", choices=["official", "fast_small", "auto"])
+    parser.add_argument("recipe", choices=["official", "fast_small", "auto", "cli"])
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides (ablations)")
     parser.add_argument("--budget-min", type=float, required=True, help="training time per run (minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
