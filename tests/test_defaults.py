@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rtdetr.config import RunConfig, TrainConfig
 from rtdetr.defaults import (
     FAST_SMALL,
     FAST_SMALL_FEW_OBJECTS,
@@ -166,3 +167,37 @@ def test_the_benchmark_recipes_resolve_as_its_rounds_ran_them() -> None:
     assert got("demo", "auto", 800, 2738) == ("fast_small", 16, 1e-3, 1e-3)
     assert got("bccd", "official", 205, 2804) == ("official", 8, 4e-4, 4e-4)
     assert got("demo", "official", 800, 2738) == ("official", 16, 1e-3, 1e-3)
+    assert got("bccd", "cli", 205, 2804) == ("fast_small", 4, 1e-3, 1e-3)
+    assert got("demo", "cli", 800, 2738) == ("fast_small", 16, 1e-3, 1e-3)
+
+
+def test_the_benchmark_cli_arm_is_what_rtdetr_train_gives() -> None:
+    """``cli`` sets nothing the command line leaves at its default: its config equals the one ``rtdetr train
+    --model rtdetr_r18vd --data ... --minutes 15`` loads. Resolved for BCCD, it trains with the warm-ups and EMA
+    that every A/B round gave ``auto`` (BCCD_RECIPE's), so the README's figures are what a user's run gets."""
+    mod = load_benchmark("recipe_ab")
+    updates = {"model": {"name": "rtdetr_r18vd"}, "data": {"train": "x"}, "train": {"time_budget_s": 900.0}}
+    from_cli = load_recipe(None, [], updates)
+    assert load_recipe(None, ["data.train=x", "train.time_budget_s=900", *mod.recipe("bccd", "cli")]) == from_cli
+    assert mod._epochs("bccd", "cli") == from_cli.train.epochs
+
+    def ramps(cfg: RunConfig) -> tuple:
+        t = resolve_defaults(cfg, 205, 2804)[0].train
+        return t.warmup_iters, t.warmup_share, t.ema_decay, t.ema_warmups
+
+    auto = load_recipe(None, ["data.train=x", "train.time_budget_s=900", *mod.recipe("bccd", "auto")])
+    assert ramps(from_cli) == ramps(auto) == (100, 0.3, 0.999, 200)
+
+
+def test_the_warmups_and_ema_are_the_recipes() -> None:
+    """Unset, the LR warm-up and the EMA take the recipe's values (official: RT-DETR's 2000 steps and 0.9999 over
+    2000; fast_small: 100 and 0.999 over 200); set, they stay; unresolved, a TrainConfig uses the official ones."""
+    official = load_recipe(None, ["data.train=x", "train.recipe_defaults=official"])
+    t = resolve_defaults(official, 205, 2804)[0].train
+    assert (t.warmup_iters, t.ema_decay, t.ema_warmups) == (2000, 0.9999, 2000)
+    mine = load_recipe(None, ["data.train=x", "train.warmup_iters=7", "train.ema_decay=0.5", "train.ema_warmups=9"])
+    t = resolve_defaults(mine, 205, 2804)[0].train
+    assert (t.recipe_defaults, t.warmup_iters, t.ema_decay, t.ema_warmups) == ("fast_small", 7, 0.5, 9)
+    assert (TrainConfig().warmup_steps, TrainConfig().ema_ramp) == (2000, (0.9999, 2000))
+    assert TrainConfig(warmup_iters=0, ema_decay=0.0, ema_warmups=0).ema_ramp == (0.0, 0)  # 0 is not None
+    assert TrainConfig(warmup_iters=0).warmup_steps == 0

@@ -89,6 +89,19 @@ def test_short_run_warns(tiny_data: dict, tmp_path) -> None:  # noqa: ANN001
     assert "too short to train a detector from scratch" in text
 
 
+def test_the_trainer_ema_takes_the_recipe_decay(tiny_data: dict, tmp_path) -> None:  # noqa: ANN001
+    """The EMA decays towards the resolved ``ema_decay``: fast_small's 0.999, the official 0.9999, a set value."""
+    from rtdetr.engine.trainer import Trainer
+    from tests.engine.conftest import tiny_config
+
+    for recipe, extra, decay in (("fast_small", (), 0.999), ("official", (), 0.9999),
+                                 ("fast_small", ("train.ema_decay=0.95",), 0.95)):  # fmt: skip
+        out = tmp_path / f"{recipe}{len(extra)}"
+        tr = Trainer(tiny_config(tiny_data, out, f"train.recipe_defaults={recipe}", *extra))
+        assert tr.ema is not None and tr.ema.decay == decay == tr.cfg.train.ema_decay
+        assert f"EMA {decay:g} warming up over 2 " in (out / "log.txt").read_text()
+
+
 def _trajectory(make_opt, steps: int = 10) -> torch.Tensor:  # noqa: ANN001
     """Parameters of the tiny model after ``steps`` optimizer steps on one fixed batch (the same every call)."""
     from rtdetr.loss import RTDETRCriterion

@@ -64,12 +64,13 @@ SHORT_RUN_STEPS = 300
 
 
 def effective_warmups(cfg: TrainConfig, iters_per_epoch: int, total_steps: int | None = None) -> tuple[int, int]:
-    """``(lr warm-up steps, EMA warm-up steps)`` for a run: the configured counts (official: 2000 each), capped
+    """``(lr warm-up steps, EMA warm-up steps)`` for a run: the configured counts (official: 2000 each, fast_small:
+    100 and 200; the official ones while ``cfg`` is unresolved), capped
     at ``warmup_share`` (official 10%) and 20% of the run's optimizer steps (``total_steps``, default epochs x
     iterations) so that a short run on a small dataset leaves warm-up."""
     total = max(1, total_steps if total_steps is not None else cfg.epochs * iters_per_epoch)
-    lr = min(cfg.warmup_iters, max(1, math.ceil(cfg.warmup_cap * total))) if cfg.warmup_iters > 0 else 0
-    ema = min(cfg.ema_warmups, max(1, math.ceil(EMA_WARMUP_FRACTION * total)))
+    lr = min(cfg.warmup_steps, max(1, math.ceil(cfg.warmup_cap * total))) if cfg.warmup_steps > 0 else 0
+    ema = min(cfg.ema_ramp[1], max(1, math.ceil(EMA_WARMUP_FRACTION * total)))
     return lr, ema
 
 

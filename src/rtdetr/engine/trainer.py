@@ -162,15 +162,15 @@ class Trainer:
             ),
         )
         warmup, ema_warmup = effective_warmups(t, self.iters_per_epoch)
-        self.ema = ModelEMA(self.model, t.ema_decay, ema_warmup) if t.ema else None
+        self.ema = ModelEMA(self.model, t.ema_ramp[0], ema_warmup) if t.ema else None
         total = t.epochs * self.iters_per_epoch
         if self.main:
             ms = self.collate.scales
             log.info(
-                "%s at %s%s: %d optimizer steps (%d epochs x %d); lr warm-up %d steps, EMA warm-up %d (capped at "
-                "%d%% / %d%% of the run)", cfg.model.name, size_text(size), f" (multi-scale {size_text(min(ms))} to "
-                f"{size_text(max(ms))})" if ms else "", total, t.epochs, self.iters_per_epoch, warmup, ema_warmup,
-                100 * t.warmup_cap, 100 * EMA_WARMUP_FRACTION,
+                "%s at %s%s: %d optimizer steps (%d epochs x %d); lr warm-up %d steps, EMA %g warming up over %d "
+                "(capped at %d%% / %d%% of the run)", cfg.model.name, size_text(size), f" (multi-scale "
+                f"{size_text(min(ms))} to {size_text(max(ms))})" if ms else "", total, t.epochs, self.iters_per_epoch,
+                warmup, t.ema_ramp[0], ema_warmup, 100 * t.warmup_cap, 100 * EMA_WARMUP_FRACTION,
             )  # fmt: skip
             if total < SHORT_RUN_STEPS:
                 log.warning(
