@@ -130,7 +130,8 @@ def load_recipe(
     With ``resume`` set (in ``updates`` or ``overrides``) and no recipe, the run config saved in that checkpoint
     is the base, writing into the checkpoint's folder: ``rtdetr train --resume runs/x/last.pth`` (or ``runs/x``)
     alone continues exactly that run; flags given beside it (e.g. ``--epochs``) still apply."""
-    data: dict[str, Any] = _with_base(find_recipe(path)) if path is not None else {}
+    recipe = find_recipe(path) if path is not None else None
+    data: dict[str, Any] = _with_base(recipe) if recipe is not None else {}
     resume = (updates or {}).get("resume") or next(
         (o.split("=", 1)[1] for o in overrides or [] if o.startswith("resume=")), None
     )
@@ -148,7 +149,7 @@ def load_recipe(
     try:
         return run_config_from_dict(data)
     except ConfigError as e:
-        raise _in_recipe(e, find_recipe(path) if path is not None else None) from None
+        raise _in_recipe(e, recipe) from None
 
 
 def _in_recipe(error: ConfigError, recipe: Path | None) -> ConfigError:
