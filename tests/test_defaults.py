@@ -49,7 +49,7 @@ def test_small_dataset_from_scratch_gets_the_fast_recipe() -> None:
     "n_images, overrides, reason",
     [
         (SMALL_DATASET_IMAGES + 1, (), "> 2000"),
-        (100, ("init_from=coco.pth",), "fine-tuning"),
+        (100, ("init_from=coco.pth", "model.name=rtdetr_r18vd"), "fine-tuning"),  # named: the file is not read
         (100, ("train.recipe_defaults=official",), "set by train.recipe_defaults"),
     ],
 )

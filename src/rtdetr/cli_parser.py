@@ -60,7 +60,11 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     train.add_argument("--recipe", "-c", help="recipe YAML, or a shipped one's name: fast_small, ... (rtdetr info)")
     train.add_argument("--data", help="training set: COCO json, YOLO data.yaml/images folder, or VOC folder")
     train.add_argument("--val", help="validation set (same forms)")
-    train.add_argument("--model", help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info')")
+    train.add_argument(
+        "--model",
+        help="variant name, e.g. rtdetr_r18vd (see 'rtdetr info'); default: the recipe's, else the --init-from"
+        " checkpoint's, else rtdetr_r18vd",
+    )
     train.add_argument(
         "--epochs", type=arg.positive_int, help="epochs of the schedule (default: the recipe's; 72 without one)"
     )

@@ -86,12 +86,7 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
         )
         raise ConfigError(f"unknown config key {key!r}{hint}")
     model = dict(data.get("model") or {})
-    name = model.pop("name", "rtdetr_r18vd")
-    try:
-        get_variant(str(name))
-    except ValueError as e:
-        raise ConfigError(f"model.name: {e}") from None
-    model_cfg = from_dict(ModelConfig, merge_overrides(to_dict(get_model_config(str(name))), model), "model")
+    model_cfg = from_dict(ModelConfig, merge_overrides(_architecture(model, data), model), "model")
     return RunConfig(
         model=model_cfg,
         data=from_dict(DataConfig, data.get("data") or {}, "data"),
@@ -99,6 +94,22 @@ def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
         init_from=data.get("init_from"),
         resume=data.get("resume"),
     )
+
+
+def _architecture(model: dict[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """The model config a run's ``model`` section (its ``name`` popped) builds on: the named variant; where none
+    is named, the ``init_from`` checkpoint's own (fine-tuning an official R50 file needs no ``--model``), else
+    ``rtdetr_r18vd``."""
+    if "name" not in model and run.get("init_from") and not run.get("resume"):
+        from rtdetr.engine.warmstart import init_from_model_config
+
+        return to_dict(init_from_model_config(str(run["init_from"])))
+    name = str(model.pop("name", "rtdetr_r18vd"))
+    try:
+        get_variant(name)
+    except ValueError as e:
+        raise ConfigError(f"model.name: {e}") from None
+    return to_dict(get_model_config(name))
 
 
 def _run_of(checkpoint: str) -> dict[str, Any]:

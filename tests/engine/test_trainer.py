@@ -8,7 +8,8 @@ import torch
 
 from rtdetr.convert import load_model, read_checkpoint
 from rtdetr.engine.trainer import Trainer
-from tests.engine.conftest import TINY_MODEL, tiny_config
+from rtdetr.recipe import load_recipe
+from tests.engine.conftest import TINY, TINY_MODEL, tiny_config
 
 
 def test_fit_writes_checkpoints_logs_and_curves(tiny_data: dict, tmp_path: Path) -> None:
@@ -168,7 +169,8 @@ def test_init_from_another_variant_is_refused_unless_partial(tiny_data: dict, tm
     from rtdetr.models import create_model
 
     other = save_model(create_model("rtdetr_r34vd", num_classes=4, **TINY_MODEL), tmp_path / "r34.pth")
-    with pytest.raises(ConfigError, match=r"tensors this model lacks \(another variant\?\)"):
+    hint = r"lacks \(the checkpoint holds rtdetr_r34vd, this run builds rtdetr_r18vd: --model rtdetr_r34vd, or model"
+    with pytest.raises(ConfigError, match=hint):
         Trainer(tiny_config(tiny_data, tmp_path / "a", "train.epochs=1", f"init_from={other}"))
     tr = Trainer(
         tiny_config(tiny_data, tmp_path / "b", "train.epochs=1", f"init_from={other}", "train.partial_init=true")
@@ -179,6 +181,35 @@ def test_init_from_another_variant_is_refused_unless_partial(tiny_data: dict, tm
         tr.model.encoder.lateral_convs[0].conv.weight.cpu(),
         read_checkpoint(other)["model"]["encoder.lateral_convs.0.conv.weight"],
     )
+
+
+def test_a_run_that_names_no_model_builds_the_init_from_checkpoints(tiny_data: dict, tmp_path: Path) -> None:
+    """`rtdetr train --data X --init-from rtdetrv2_r50vd.pth` built the default R18 and refused the file; without
+    a model named, the run now takes the checkpoint's architecture: an official file's inferred from its tensors
+    (variant, decoder depth), ours with every width it was saved with."""
+    from rtdetr.convert import save_model
+    from rtdetr.models import create_model
+
+    unnamed = [o for o in TINY if not o.startswith("model.")]
+    unnamed += [f"data.train={tiny_data['train']}", f"data.val={tiny_data['val']}", "train.epochs=1"]
+    official = create_model("rtdetrv2_r34vd", num_classes=80)  # no model_config: the release files' layout
+    release = tmp_path / "rtdetrv2_r34vd_120e_coco.pth"
+    torch.save({"ema": {"module": official.state_dict()}}, release)
+    cfg = load_recipe(None, [*unnamed, f"train.output_dir={tmp_path / 'a'}", f"init_from={release}"])
+    assert cfg.model.name == "rtdetrv2_r34vd" and cfg.model.decoder.num_layers == 4
+    assert cfg.model.eval_spatial_size == (64, 64)  # the run's size, not the file's 640
+    tr = Trainer(cfg)
+    assert tr.model.decoder.dec_score_head[0].weight.shape[0] == 4  # the data's classes
+    key = "encoder.lateral_convs.0.conv.weight"
+    assert torch.equal(tr.model.state_dict()[key], official.state_dict()[key])
+
+    ours = create_model("rtdetr_r34vd", num_classes=80, **TINY_MODEL)
+    run = save_model(ours, tmp_path / "run" / "best.pth").parent  # a run folder stands for its best.pth
+    cfg = load_recipe(None, [*unnamed, f"train.output_dir={tmp_path / 'b'}", f"init_from={run}"])
+    assert cfg.model.name == "rtdetr_r34vd" and cfg.model.encoder.hidden_dim == 32
+    assert cfg.model.decoder.num_queries == 10
+    named = load_recipe(None, [*unnamed, "model.name=rtdetr_r18vd", f"init_from={run}"])
+    assert named.model.name == "rtdetr_r18vd"  # a model named wins (and the file then does not fit it)
 
 
 def test_failed_start_leaves_no_folder(tmp_path: Path, tiny_data: dict, capsys: pytest.CaptureFixture) -> None:
