@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtdetr.loss.matcher import HungarianMatcher
-from rtdetr.ops.boxes import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
+from rtdetr.ops.boxes import box_cxcywh_to_xyxy, paired_box_iou, paired_generalized_box_iou
 
 __all__ = ["RTDETRCriterion", "denoising_indices", "to_float32"]
 
@@ -115,7 +115,7 @@ class RTDETRCriterion(nn.Module):
         idx = self._src_idx(indices)
         src_boxes, tgt_boxes = self._matched_boxes(out, targets, indices, idx)
         if src_boxes.numel():
-            ious = box_iou(box_cxcywh_to_xyxy(src_boxes.detach()), box_cxcywh_to_xyxy(tgt_boxes))[0].diag()
+            ious = paired_box_iou(box_cxcywh_to_xyxy(src_boxes.detach()), box_cxcywh_to_xyxy(tgt_boxes))
         else:
             ious = src_boxes.new_zeros(0)
         classes = torch.full(logits.shape[:2], num_classes, dtype=torch.int64, device=logits.device)
@@ -167,8 +167,7 @@ class RTDETRCriterion(nn.Module):
             zero = out["pred_boxes"].sum() * 0.0  # keeps the graph (DDP) while contributing nothing
             return {"loss_bbox": zero, "loss_giou": zero}
         l1 = F.l1_loss(src, tgt, reduction="sum") / num_boxes
-        pairs = generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt), check=False)  # (targets checked)
-        giou = (1 - pairs.diag()).sum() / num_boxes
+        giou = (1 - paired_generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt))).sum() / num_boxes
         return {"loss_bbox": l1, "loss_giou": giou}
 
     def _group(

@@ -19,6 +19,8 @@ __all__ = [
     "box_xyxy_to_cxcywh",
     "generalized_box_iou",
     "inverse_sigmoid",
+    "paired_box_iou",
+    "paired_generalized_box_iou",
 ]
 
 
@@ -49,15 +51,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(iou, union)``, both ``[N, M]``. Degenerate boxes give IoU 0 rather than NaN.
     """
-    area1 = box_area(boxes1)
-    area2 = box_area(boxes2)
-    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
-    iou = inter / union.clamp(min=torch.finfo(union.dtype).tiny)
-    return iou, union
+    return _iou_union(boxes1[:, None], boxes2[None])
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor, check: bool = True) -> Tensor:
@@ -79,9 +73,37 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor, check: bool = True) -> T
     for name, b in (("boxes1", boxes1), ("boxes2", boxes2)) if check else ():
         if b.numel() and (not torch.isfinite(b).all() or (b[:, 2:] < b[:, :2]).any()):
             raise ValueError(f"generalized_box_iou: {name} holds degenerate or non-finite xyxy boxes")
-    iou, union = box_iou(boxes1, boxes2)
-    lt = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    return _giou(boxes1[:, None], boxes2[None])
+
+
+def paired_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of each box with its partner: ``[N, 4]`` and ``[N, 4]`` xyxy -> ``[N]``, equal to the diagonal of
+    :func:`box_iou` without its ``N x N`` matrix (the loss's matched pairs: thousands with denoising groups)."""
+    return _iou_union(boxes1, boxes2)[0]
+
+
+def paired_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """GIoU of each box with its partner: ``[N, 4]`` and ``[N, 4]`` xyxy -> ``[N]``, the diagonal of
+    :func:`generalized_box_iou` (unchecked) computed pair by pair."""
+    return _giou(boxes1, boxes2)
+
+
+def _iou_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """IoU and union of broadcastable ``[..., 4]`` xyxy boxes."""
+    lt = torch.max(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.min(boxes1[..., 2:], boxes2[..., 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_area(boxes1) + box_area(boxes2) - inter
+    iou = inter / union.clamp(min=torch.finfo(union.dtype).tiny)
+    return iou, union
+
+
+def _giou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """GIoU of broadcastable ``[..., 4]`` xyxy boxes."""
+    iou, union = _iou_union(boxes1, boxes2)
+    lt = torch.min(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.max(boxes1[..., 2:], boxes2[..., 2:])
     wh = (rb - lt).clamp(min=0)
     hull = wh[..., 0] * wh[..., 1]
     return iou - (hull - union) / hull.clamp(min=torch.finfo(hull.dtype).tiny)
