@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from rtdetr.models.deform_attn import MSDeformableAttention
 from rtdetr.models.denoising import DenoisingGroup, build_denoising_group
-from rtdetr.models.layers import MLP, conv_bn, get_activation
+from rtdetr.models.layers import MLP, conv_bn, get_activation, self_attention
 from rtdetr.models.query_selection import gather_tokens, generate_anchors, topk_indices
 from rtdetr.ops.boxes import inverse_sigmoid
 
@@ -75,7 +75,7 @@ class TransformerDecoderLayer(nn.Module):
     ) -> Tensor:
         """``target``/``query_pos`` ``[B, Q, D]``; ``reference_points`` ``[B, Q, 1, 4]``; ``memory`` ``[B, V, D]``."""
         q = k = target + query_pos
-        attn, _ = self.self_attn(q, k, value=target, attn_mask=attn_mask, need_weights=False)
+        attn = self_attention(self.self_attn, q, k, target, attn_mask)
         target = self.norm1(target + self.dropout1(attn))
         cross = self.cross_attn(target + query_pos, reference_points, memory, spatial_shapes)
         target = self.norm2(target + self.dropout2(cross))

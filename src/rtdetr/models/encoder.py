@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rtdetr.models.layers import ConvNormLayer, CSPRepLayer, conv_bn, get_activation
+from rtdetr.models.layers import ConvNormLayer, CSPRepLayer, conv_bn, get_activation, self_attention
 
 __all__ = ["AIFI", "HybridEncoder", "TransformerEncoderLayer", "build_2d_sincos_position_embedding"]
 
@@ -75,7 +75,7 @@ class TransformerEncoderLayer(nn.Module):
     def forward(self, src: Tensor, pos_embed: Tensor | None = None) -> Tensor:
         """``src``: ``[B, L, D]``; ``pos_embed``: ``[1, L, D]`` or None -> ``[B, L, D]``."""
         q = k = src if pos_embed is None else src + pos_embed
-        attn, _ = self.self_attn(q, k, value=src, need_weights=False)
+        attn = self_attention(self.self_attn, q, k, src)
         src = self.norm1(src + self.dropout1(attn))
         ffn = self.linear2(self.dropout(self.activation(self.linear1(src))))
         return self.norm2(src + self.dropout2(ffn))
