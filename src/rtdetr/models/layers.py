@@ -48,7 +48,7 @@ def self_attention(
     bool, True = blocked, as ``nn.MultiheadAttention`` takes it) -> ``[B, L, D]``.
 
     Training under autocast on the CPU, ``softmax(QK^T)V`` runs in fp32 between the bf16 projections: PyTorch's CPU
-    flash-attention backward is slower in bf16 than in fp32 at every size RT-DETR trains at (torch 2.13, AMX
+    flash-attention backward is slower in bf16 than in fp32 at every size measured (torch 2.13, AMX
     Xeon: 27 against 4.7 ms at the demo's 16 x 146 queries of 16 channels per head, 19 against 16 ms at 4 x 500 of
     32), while its forward is not; inference (no gradients) and other devices keep ``nn.MultiheadAttention``."""
     if not (query.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")):
