@@ -37,6 +37,7 @@ __all__ = [
     "load_model",
     "load_model_and_names",
     "load_state_dict_into",
+    "open_checkpoint",
     "read_checkpoint",
     "save_model",
 ]
@@ -223,6 +224,17 @@ def checkpoint_file(source: str | Path) -> str | Path:
     raise CheckpointError(f"{folder}: a folder without {', '.join(FOLDER_MODELS)}; give the model file itself")
 
 
+def open_checkpoint(
+    source: str | os.PathLike, weights_only: bool = True, mmap: bool = False
+) -> tuple[Path, dict[str, Any], dict[str, Tensor], str]:
+    """``(file, checkpoint, state dict in the official layout, origin)`` of ``source``: the file itself, or a
+    folder's model file (:func:`checkpoint_file`), read (:func:`read_checkpoint`) and its weights picked out
+    (:func:`extract_state_dict`). Raises :class:`CheckpointError` naming the file."""
+    path = Path(checkpoint_file(Path(source)))
+    ckpt = read_checkpoint(path, weights_only=weights_only, mmap=mmap)
+    return (path, ckpt, *extract_state_dict(ckpt, str(path)))
+
+
 def load_model(
     source: str | os.PathLike,
     variant: str | None = None,
@@ -256,9 +268,7 @@ def load_model_and_names(
     src = str(source)
     if src in list_models():
         return create_model(src, **overrides), None
-    path = Path(checkpoint_file(src))
-    ckpt = read_checkpoint(path, weights_only=weights_only)
-    state, origin = extract_state_dict(ckpt, str(path))
+    path, ckpt, state, origin = open_checkpoint(src, weights_only)
     cfg = checkpoint_config(path, ckpt, state, origin, variant, **overrides)
     model = build_model(cfg)
     load_state_dict_into(model, state, strict=strict, origin=str(path))

@@ -17,10 +17,8 @@ from typing import Any
 from rtdetr.convert.checkpoint import (
     checkpoint_class_names,
     checkpoint_config,
-    checkpoint_file,
-    extract_state_dict,
     non_finite_tensors,
-    read_checkpoint,
+    open_checkpoint,
 )
 from rtdetr.convert.official import REGENERABLE
 from rtdetr.options import size_text
@@ -38,9 +36,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         CheckpointError: the file is missing, unreadable or holds no RT-DETR weights.
     """
-    p = Path(checkpoint_file(Path(path)))
-    ckpt = read_checkpoint(p)
-    state, origin = extract_state_dict(ckpt, str(p))
+    p, ckpt, state, origin = open_checkpoint(path)
     cfg = checkpoint_config(p, ckpt, state, origin)
     ours = isinstance(ckpt.get("model_config"), Mapping)
     names = checkpoint_class_names(p, ckpt, origin)

@@ -14,10 +14,8 @@ from rtdetr.config import ConfigError, ModelConfig
 from rtdetr.convert.checkpoint import (
     CheckpointError,
     checkpoint_config,
-    checkpoint_file,
-    extract_state_dict,
     load_state_dict_into,
-    read_checkpoint,
+    open_checkpoint,
 )
 
 __all__ = ["init_from_checkpoint", "init_from_model_config"]
@@ -30,12 +28,11 @@ def _read(path: str, mmap: bool = False) -> tuple[str, dict[str, Any], dict[str,
     """``(file, checkpoint, official-layout state dict, origin)`` of ``init_from`` (a run folder: its best.pth);
     what cannot be read is a :class:`ConfigError` naming the setting."""
     try:
-        path = str(checkpoint_file(path))
-        ckpt = read_checkpoint(path, mmap=mmap)
-        return (path, ckpt, *extract_state_dict(ckpt, path))
+        file, ckpt, state, origin = open_checkpoint(path, mmap=mmap)
     except CheckpointError as e:  # the setting named, and what to do where a recipe names a release file
         hint = "" if Path(path).exists() else " (give the checkpoint to start from with --init-from PATH)"
         raise ConfigError(f"init_from: {e}{hint}") from None
+    return str(file), ckpt, state, origin
 
 
 def _architecture(path: str, ckpt: dict[str, Any], state: dict[str, Tensor], origin: str) -> ModelConfig:
