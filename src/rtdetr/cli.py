@@ -245,14 +245,14 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     det = _open(args)
     image = load_image(args.image) if args.image else None
     det.backend.set_decoder_depth(args.decoder_depth)
-    res = benchmark_detector(det, args.batch, args.warmup, args.runs, args.threads, image)
+    res = benchmark_detector(det, args.batch, args.warmup, args.runs, args.threads, image, args.size)
     if args.yolo:
         from rtdetr.bench.latency import _demo_image
         from rtdetr.bench.yolo import benchmark_yolo
 
         res["yolo"] = benchmark_yolo(
             args.yolo, image or _demo_image(), args.yolo_conf, args.warmup, args.runs, args.threads,
-            max(det.image_size), str(det.device),
+            max(res["image_size"]), str(det.device),
         )  # fmt: skip
     if args.output:
         Path(args.output).write_text(arg.dumps(res))
@@ -292,7 +292,7 @@ def _benchmark_all_paths(args: argparse.Namespace) -> int:
         raise SystemExit("rtdetr benchmark: --all-paths times the CPU paths at batch 1 (drop --device/--batch)")
     res = benchmark_paths(
         args.model, args.threads, args.warmup, args.runs, args.calib, load_image(args.image) if args.image else None,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        image_size=args.size, log=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     if args.output:
         Path(args.output).write_text(arg.dumps(res))

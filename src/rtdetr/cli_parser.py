@@ -145,6 +145,10 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=arg.positive_int, default=10, help="timed runs per batch size (default 10)")
     bench.add_argument("--warmup", type=arg.count0, default=3, help="untimed runs first (default 3)")
     bench.add_argument("--image", help="image to time with (default: a generated 1280x720 image)")
+    bench.add_argument(
+        "--size", type=parse_size, help="input size: a side (640) or WIDTHxHEIGHT (default: the model's; an exported "
+        "graph runs at its own)",
+    )  # fmt: skip
     bench.add_argument("-o", "--output", help="write the results as JSON to this file")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--yolo", help="also time an Ultralytics YOLO .pt/.yaml with its NMS (needs ultralytics)")

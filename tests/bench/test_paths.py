@@ -65,3 +65,15 @@ def test_cli_states_the_chosen_precision(tiny_checkpoint: Path, tmp_path: Path, 
     precision, reason = choose_precision("auto", "cpu")
     assert f"pytorch on cpu: {precision}, channels_last ({reason})" in err
     assert json.loads(out.read_text())["precision"] == precision
+
+
+def test_all_paths_at_another_size_export_the_graphs_at_it(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    res = benchmark_paths(
+        tiny_checkpoint, threads=1, warmup=0, runs=1, work_dir=tmp_path, image_size=(32, 96),
+        skip=("openvino", "int8", "bf16"),
+    )  # fmt: skip
+    assert res["image_size"] == [32, 96] and [r["path"] for r in res["rows"]][-1] == "onnxruntime fp32"
+    dims = onnx.load(str(tmp_path / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][2:] == [32, 96]

@@ -28,8 +28,11 @@ def benchmark_detector(
     runs: int = 10,
     threads: int | None = None,
     image: Image.Image | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Time ``det`` (an :class:`rtdetr.api.RTDETR`, PyTorch or ONNX backend) on one image repeated per batch.
+    """Time ``det`` (an :class:`rtdetr.api.RTDETR`, PyTorch or ONNX backend) on one image repeated per batch, at
+    ``image_size`` ``(height, width)`` (default: the model's; an exported graph runs at its own size only and
+    raises ValueError for another).
 
     Returns per batch size the median/p90 of ``preprocess`` (resize + to tensor), ``model`` (forward; an exported
     graph includes its post-processing), ``postprocess`` (top-k + scaling; unpacking for a graph) and
@@ -38,7 +41,7 @@ def benchmark_detector(
     if threads is not None:
         torch.set_num_threads(threads)
     img = image or _demo_image()
-    pred = det.predictor(conf=0.0)
+    pred = det.predictor(conf=0.0, image_size=image_size)
     backend = pred.detector
     sync = backend.synchronize  # GPU work is queued: time it, not its launch
     rows = []
@@ -66,7 +69,7 @@ def benchmark_detector(
         "precision": backend.precision,
         "channels_last": backend.channels_last,
         "model": det.info(),
-        "image_size": det.image_size,
+        "image_size": pred.image_size,
         "threads": threads if threads is not None else torch.get_num_threads(),
         "warmup": warmup,
         "runs": runs,

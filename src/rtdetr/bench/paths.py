@@ -45,6 +45,7 @@ def benchmark_paths(
     calibration: str | Path | None = None,
     image: Image.Image | None = None,
     work_dir: str | Path | None = None,
+    image_size: tuple[int, int] | None = None,
     skip: Sequence[str] = (),
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
@@ -54,6 +55,7 @@ def benchmark_paths(
         calibration: images for the int8 graphs (folder or dataset path); default: generated images, which
             time the int8 graph correctly but say nothing about its accuracy.
         work_dir: where the exported graphs go (default: a temporary folder).
+        image_size: ``(height, width)`` every path runs at, the graphs exported at it (default: the model's).
         skip: path groups to leave out: ``"bf16"``, ``"onnxruntime"``, ``"openvino"``, ``"int8"``.
         log: called with each finished row (progress).
 
@@ -71,7 +73,7 @@ def benchmark_paths(
     rows: list[dict[str, Any]] = []
 
     def add(name: str, det: Any, how: str, note: str = "", n: int = runs, w: int = warmup) -> None:
-        r = benchmark_detector(det, (1,), w, n, threads, image)["results"][0]
+        r = benchmark_detector(det, (1,), w, n, threads, image, size)["results"][0]
         rows.append(
             {
                 "path": name,
@@ -86,6 +88,7 @@ def benchmark_paths(
         log(f"{name}: {rows[-1]['end_to_end_ms']} ms")
 
     eager = RTDETR(model, device="cpu", precision="fp32", fuse=False, channels_last=False)
+    size = image_size or eager.image_size
     add("pytorch eager fp32", eager, 'precision="fp32", fuse=False, channels_last=False')
     add("pytorch fused fp32 + channels_last", RTDETR(model, device="cpu", precision="fp32"), 'precision="fp32"')
     if "bf16" not in skip:
@@ -103,7 +106,7 @@ def benchmark_paths(
         note8 = "" if calibration else "calibrated on generated images (speed only)"
         calib = calibration or (_generated_calibration(root / "calib") if int8 else None)
         fmt = "openvino" if "openvino" in graphs else "onnx"
-        rep = eager.export(fmt, output=root / "model.onnx", check=False, int8=int8, calibration=calib)
+        rep = eager.export(fmt, root / "model.onnx", size, check=False, int8=int8, calibration=calib)
         if "onnxruntime" in graphs:
             add("onnxruntime fp32", RTDETR(rep["path"], threads=threads), "rtdetr export")
             if int8:
@@ -124,7 +127,7 @@ def benchmark_paths(
     return {
         "cpu": info.as_dict(),
         "model": str(model),
-        "image_size": list(eager.image_size),
+        "image_size": list(size),
         "threads": threads if threads is not None else torch.get_num_threads(),
         "warmup": warmup,
         "runs": runs,
