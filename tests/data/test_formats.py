@@ -83,8 +83,11 @@ def test_run_validates_on_the_sources_own_val_split(
         write_image(yolo_dir / "images" / "val" / f"{name}.jpg", (100, 50))
     (yolo_dir / "labels" / "val").mkdir()
     (yolo_dir / "labels" / "val" / "d.txt").write_text("1 0.5 0.5 0.2 0.2\n")
-    same = load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml")))
-    assert same[1] is None  # val: images/train
+    with caplog.at_level(logging.WARNING, logger="rtdetr"):
+        same = load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml")))
+    assert same[1] is None  # val: images/train, and said at the start, not only as "no AP" at the end
+    assert "its 'val' split is the training images again: training without validation" in caplog.text
+    assert f"--val {yolo_dir / 'data.yaml'} validates on them anyway" in caplog.text
     (yolo_dir / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: {0: car, 1: bus}\n")
     train, val = load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml")))
     assert val is not None and sorted(r.path.name for r in val.records) == ["d.jpg", "e.jpg"]
