@@ -346,7 +346,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     kwargs = _fast(args)
     serve(
         args.model, args.host, args.port, cfg, fuse=not args.no_fuse, decoder_depth=args.decoder_depth,
-        device=args.device, **kwargs,
+        image_size=args.size, device=args.device, **kwargs,
     )  # fmt: skip
     return 0
 

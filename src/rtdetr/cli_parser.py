@@ -145,10 +145,7 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=arg.positive_int, default=10, help="timed runs per batch size (default 10)")
     bench.add_argument("--warmup", type=arg.count0, default=3, help="untimed runs first (default 3)")
     bench.add_argument("--image", help="image to time with (default: a generated 1280x720 image)")
-    bench.add_argument(
-        "--size", type=parse_size, help="input size: a side (640) or WIDTHxHEIGHT (default: the model's; an exported "
-        "graph runs at its own)",
-    )  # fmt: skip
+    _add_run_size(bench)
     bench.add_argument("-o", "--output", help="write the results as JSON to this file")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--yolo", help="also time an Ultralytics YOLO .pt/.yaml with its NMS (needs ultralytics)")
@@ -170,6 +167,7 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     srv.add_argument("--port", type=arg.port, default=8000, help="TCP port, 1..65535 (default 8000)")
     add_arguments(srv, ServeConfig)
     srv.add_argument("--no-fuse", action="store_true", help="do not fold Conv+BN/RepVGG before serving")
+    _add_run_size(srv)
     arg.add_speed_options(srv)
     srv.set_defaults(func=handlers["serve"])
 
@@ -189,3 +187,11 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="exit 1 when any problem is found")
     check.set_defaults(func=handlers["check-data"])
     return parser
+
+
+def _add_run_size(p: argparse.ArgumentParser) -> None:
+    """``--size`` of a command that runs a model as it was trained unless told otherwise (benchmark, serve)."""
+    p.add_argument(
+        "--size", type=parse_size, help="input size: a side (640) or WIDTHxHEIGHT (default: the model's; an exported "
+        "graph runs at its own only)",
+    )  # fmt: skip

@@ -36,6 +36,19 @@ def test_health_info_and_page(client: TestClient) -> None:
     assert page.status_code == 200 and 'id="canvas"' in page.text and "/predict" in page.text
 
 
+def test_served_at_another_size_as_the_python_api_runs_at_it(detector: RTDETR) -> None:
+    data = image_bytes()
+    with TestClient(create_app(detector, image_size=(96, 128))) as c:
+        assert c.get("/info").json()["image_size"] == [96, 128]
+        served = c.post("/predict?conf=0&max_det=5", content=data).json()["detections"]
+    at_size = detector.predict(Image.open(io.BytesIO(data)), conf=0.0, max_det=5, image_size=(96, 128))[0]
+    default = detector.predict(Image.open(io.BytesIO(data)), conf=0.0, max_det=5)[0]
+    boxes = [d["box"] for d in served]
+    assert [d["score"] for d in served] == pytest.approx(at_size.scores.tolist(), abs=1e-4)
+    assert boxes == [pytest.approx(b, abs=0.02) for b in at_size.boxes.tolist()]
+    assert boxes != [pytest.approx(b, abs=0.02) for b in default.boxes.tolist()]  # the size matters to this model
+
+
 def test_predict_matches_the_python_api(client: TestClient, detector: RTDETR) -> None:
     data = image_bytes()
     r = client.post("/predict?conf=0", files={"image": ("a.jpg", data, "image/jpeg")})
@@ -294,3 +307,22 @@ def test_uploads_are_decoded_as_the_run_loaded_its_images(
         with TestClient(create_app(RTDETR(path, device="cpu"))) as c:
             assert c.post("/predict", content=data).status_code == 200
     assert covers == [None, (128, 128)]
+
+
+def test_cli_serve_size(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """``rtdetr serve --size`` reaches the service (the server itself stubbed: the app it would run is kept)."""
+    import socket
+
+    import uvicorn
+
+    from rtdetr.cli import main
+
+    apps: list = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["serve", str(tiny_checkpoint), "--size", "128x96", "--port", str(port)]) == 0
+    assert ") at 128x96 on http://127.0.0.1:" in capsys.readouterr().out  # the start-up line says the size
+    with TestClient(apps[0]) as c:
+        assert c.get("/info").json()["image_size"] == [96, 128]

@@ -24,6 +24,7 @@ def serve(
     config: ServeConfig | None = None,
     fuse: bool = True,
     decoder_depth: int | None = None,
+    image_size: tuple[int, int] | None = None,
     **detector_kwargs: Any,
 ) -> None:
     """Load ``model`` (checkpoint, variant name, ``.onnx`` or OpenVINO ``.xml``) and serve it until interrupted.
@@ -32,20 +33,23 @@ def serve(
         fuse: fold Conv+BN and RepVGG branches (``deploy()``) of a PyTorch model: same outputs, faster.
         decoder_depth: decoder layers run when a request names none (PyTorch models; an exported graph's
             depth is fixed at export).
+        image_size: ``(height, width)`` to run at (default: the model's; an exported graph runs at its own only).
         **detector_kwargs: passed to :class:`rtdetr.RTDETR` (``device``, ``precision``, ``channels_last``...).
     """
     import uvicorn
 
     from rtdetr.api import RTDETR
+    from rtdetr.options import size_text
 
     _check_port(host, port)  # before the model loads: a port in use was found only after the start-up line
     limit_malloc_arenas()
     detector = RTDETR(model, fuse=fuse, **detector_kwargs)
     detector.backend.set_decoder_depth(decoder_depth)
     cfg = config or ServeConfig()
-    app = create_app(detector, cfg)
+    app = create_app(detector, cfg, image_size)
     print(
-        f"rtdetr serve: {model} ({detector.backend.kind}, {detector.precision}: {detector.precision_reason}) on "
+        f"rtdetr serve: {model} ({detector.backend.kind}, {detector.precision}: {detector.precision_reason}) at "
+        f"{size_text(image_size or detector.image_size)} on "
         f"http://{host}:{port} - web page at /, API at /predict, docs at /docs; Ctrl+C stops",
         flush=True,
     )

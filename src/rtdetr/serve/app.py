@@ -86,10 +86,13 @@ async def _send_json(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
-    """A FastAPI app serving ``detector`` (a PyTorch model or an exported ONNX/OpenVINO graph)."""
+def create_app(
+    detector: RTDETR, config: ServeConfig | None = None, image_size: tuple[int, int] | None = None
+) -> FastAPI:
+    """A FastAPI app serving ``detector`` (a PyTorch model or an exported ONNX/OpenVINO graph) at ``image_size``
+    ``(height, width)`` (default: the model's; ValueError for a graph exported at another)."""
     cfg = config or ServeConfig()
-    predictor = detector.predictor(conf=0.0, max_det=cfg.max_det)
+    predictor = detector.predictor(conf=0.0, max_det=cfg.max_det, image_size=image_size)
     model = predictor.detector
     layers, default_depth, backend = model.decoder_layers, model.decoder_depth, model.kind
     info = detector.info()
@@ -139,7 +142,7 @@ def create_app(detector: RTDETR, config: ServeConfig | None = None) -> FastAPI:
             "model": info,
             "backend": backend,
             "class_names": detector.class_names,
-            "image_size": list(detector.image_size),
+            "image_size": list(predictor.image_size),
             "decoder_layers": layers,
             "decoder_depth": default_depth,
             "limits": {**asdict(cfg), "max_upload_bytes": cfg.max_upload_bytes},
