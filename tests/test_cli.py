@@ -301,3 +301,19 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
             if a.option_strings and not a.help]  # fmt: skip
     assert not bare, f"options without help: {bare}"
     assert len(commands.choices) >= 10
+
+
+def test_predict_line_lists_few_detections_and_counts_many() -> None:
+    from rtdetr.cli import found_text
+
+    assert found_text([], []) == "nothing"
+    assert found_text(["car", "person"], [0.914, 0.5]) == "car 0.91, person 0.50"
+    names = ["Platelets"] + ["WBC"] * 2 + ["RBC"] * 9  # 12: a line of 12 scores said less than this
+    scores = [0.41, 0.88, 0.35] + [0.39] * 9
+    assert found_text(names, scores) == "9 RBC, 2 WBC, 1 Platelets (scores 0.35-0.88)"
+    assert found_text(names[:8], scores[:8]).split(", ") == [
+        "Platelets 0.41",
+        "WBC 0.88",
+        "WBC 0.35",
+        *["RBC 0.39"] * 5,
+    ]

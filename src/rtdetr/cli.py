@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -193,8 +194,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 where = r.path or "image"
                 if r.frame is not None:
                     where += f" frame {r.frame}"
-                found = ", ".join(f"{n} {s:.2f}" for n, s in zip(r.class_names, r.scores.tolist())) or "nothing"
-                print(f"{where}: {found}")
+                print(f"{where}: {found_text(r.class_names, r.scores.tolist())}")
     finally:
         results.close()
     if not args.json:
@@ -206,6 +206,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         where += f", YOLO labels in {Path(str(save_dir)) / 'labels'}" if labels.get("save_txt") else ""
         print(f"{' and '.join(read)}, {n_dets} detections{where}")
     return 0
+
+
+def found_text(names: Sequence[str], scores: Sequence[float], listed: int = 8) -> str:
+    """What one image or frame holds, for ``rtdetr predict``'s line: each detection with its score when there are
+    at most ``listed``, else the count per class (most first) and the range of scores."""
+    if len(names) <= listed:
+        return ", ".join(f"{n} {s:.2f}" for n, s in zip(names, scores)) or "nothing"
+    counts = ", ".join(f"{k} {n}" for n, k in Counter(names).most_common())
+    return f"{counts} (scores {min(scores):.2f}-{max(scores):.2f})"
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
