@@ -283,7 +283,7 @@ def test_demo_command_hands_its_options_to_the_demo(tmp_path: Path, capsys: pyte
     with pytest.raises(SystemExit) as e:
         main(["info", "--bogus"])
     assert e.value.code == 2 and "rtdetr: error: unrecognized arguments: --bogus" in capsys.readouterr().err
-    tiny = ["--out", str(tmp_path), "--epochs", "1", "--size", "64", "--train-images", "2", "--val-images", "1"]
+    tiny = ["-o", str(tmp_path), "--epochs", "1", "--size", "64", "--train-images", "2", "--val-images", "1"]
     assert main(["demo", *tiny, "train.batch_size=2", "train.progress=false"]) == 1  # 1 epoch: below the AP bar
     assert json.loads((tmp_path / "summary.json").read_text())["epochs"] == 1
     assert "[3/3] best COCO AP" in capsys.readouterr().out
@@ -317,3 +317,19 @@ def test_predict_line_lists_few_detections_and_counts_many() -> None:
         "WBC 0.35",
         *["RBC 0.39"] * 5,
     ]
+
+
+def test_every_command_that_writes_takes_dash_o() -> None:
+    """One vocabulary: where results go is ``-o``/``--output`` everywhere (``rtdetr demo -o`` was refused)."""
+    import argparse
+
+    from rtdetr.cli import _HANDLERS
+    from rtdetr.cli_parser import build_parser
+    from rtdetr.demo import build_parser as demo_parser
+
+    commands = next(a for a in build_parser(_HANDLERS)._actions if isinstance(a, argparse._SubParsersAction))
+    parsers = {name: commands.choices[name] for name in ("train", "val", "predict", "export", "benchmark")}
+    parsers["demo"] = demo_parser()
+    for name, p in parsers.items():
+        out = [a for a in p._actions if "-o" in a.option_strings]
+        assert out and "--output" in out[0].option_strings, name

@@ -95,9 +95,12 @@ def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> Run
     return dataclasses.replace(cfg, train=train)
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m rtdetr.demo") -> int:
+def build_parser(prog: str = "python -m rtdetr.demo") -> argparse.ArgumentParser:
+    """The demo's options (``rtdetr demo`` and ``python -m rtdetr.demo``)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="outputs/demo", help="output folder")
+    parser.add_argument(
+        "-o", "--output", "--out", dest="out", default="outputs/demo", help="output folder (default outputs/demo)"
+    )
     parser.add_argument("--minutes", type=arg.minutes, default=7.5, help="wall-clock budget for the whole demo")
     parser.add_argument(
         "--epochs", type=arg.positive_int, help="train exactly this many epochs (default: what fits the budget)"
@@ -110,6 +113,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m rtdetr.demo") -> 
     parser.add_argument("--val-images", type=arg.positive_int, default=200, help="generated validation images")
     parser.add_argument("--threads", type=arg.positive_int, default=2, help="CPU threads")
     parser.add_argument("overrides", nargs="*", help="extra dotted overrides, e.g. train.epochs=2")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m rtdetr.demo") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         return _run(args)
