@@ -40,7 +40,7 @@ from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_
 from rtdetr.engine.hardware import loader_workers, training_amp, training_autocast
 from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
 from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir, worker_ignores_sigterm
-from rtdetr.engine.warmstart import init_from_checkpoint
+from rtdetr.engine.warmstart import warm_start
 from rtdetr.loss import RTDETRCriterion
 from rtdetr.loss.criterion import to_float32
 from rtdetr.models import build_model
@@ -95,8 +95,7 @@ class Trainer:
 
         torch.manual_seed(t.seed)  # identical initial weights on every process
         self.model: RTDETR = build_model(model_cfg)
-        if cfg.init_from and not cfg.resume:
-            level, message = init_from_checkpoint(self.model, cfg.init_from, t.partial_init)
+        for level, message in warm_start(self.model, cfg):
             if self.main:
                 log.log(level, "%s", message)
         self.model.to(self.device)

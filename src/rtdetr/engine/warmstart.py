@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from rtdetr.config import ConfigError, ModelConfig
+from rtdetr.config import ConfigError, ModelConfig, RunConfig
 from rtdetr.convert.checkpoint import (
     CheckpointError,
     checkpoint_config,
@@ -18,7 +18,7 @@ from rtdetr.convert.checkpoint import (
     open_checkpoint,
 )
 
-__all__ = ["init_from_checkpoint", "init_from_model_config"]
+__all__ = ["init_from_checkpoint", "init_from_model_config", "warm_start"]
 
 #: Re-initialised for a new class count: the class heads and the denoising label embedding, nothing else.
 CLASS_HEADS = ("decoder.dec_score_head.", "decoder.enc_score_head.", "decoder.denoising_class_embed.")
@@ -48,6 +48,24 @@ def init_from_model_config(path: str) -> ModelConfig:
     default R18). Saved in ours, from ``config.json`` beside an HF file, else inferred from an official file's
     tensors (mapped, not read)."""
     return _architecture(*_read(path, mmap=True))
+
+
+def warm_start(model: nn.Module, cfg: RunConfig) -> list[tuple[int, str]]:
+    """What a new run (not a resumed one) starts from, as ``(log level, message)`` lines: ``init_from`` loaded into
+    ``model`` (:func:`init_from_checkpoint`); or, for a discrete-sampling model started from scratch, a warning."""
+    if cfg.resume:
+        return []
+    if cfg.init_from:
+        return [init_from_checkpoint(model, cfg.init_from, cfg.train.partial_init)]
+    if cfg.model.decoder.cross_attn_method == "discrete":
+        name = cfg.model.name
+        base = name.removesuffix("_dsp") if name.endswith("_dsp") else f"{name} with decoder.cross_attn_method=default"
+        return [(logging.WARNING, (
+            f"{name} samples at rounded locations, so its sampling offsets get no gradient and stay as initialised "
+            f"(fixed points around each reference box) when it starts from scratch. The official *_dsp models "
+            f"fine-tune a trained grid_sample model: train {base}, then this one with --init-from its best.pth"
+        ))]  # fmt: skip
+    return []
 
 
 def init_from_checkpoint(model: nn.Module, path: str, partial: bool) -> tuple[int, str]:
