@@ -160,6 +160,25 @@ def test_conf_and_class_filters(predictor: Predictor) -> None:
         predictor.conf = 0.0
 
 
+def test_a_class_filter_keeps_up_to_max_det_of_those_classes() -> None:
+    """``--classes b --max-det 3`` gives the 3 best ``b`` boxes: it gave only the ``b`` boxes among the 3 best of
+    all classes (often none), because the filter ran after the top-k of max_det."""
+    model = create_model("rtdetr_r18vd", num_classes=3, eval_spatial_size=[64, 64])
+    img = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+    every = Predictor(model, ["a", "b", "c"], (64, 64), conf=0.0)(img)[0]  # max_det 300
+    top3 = every.labels[:3].tolist()
+    rare = min(range(3), key=top3.count)  # the class least present among the 3 best: the filter must dig deeper
+    assert top3.count(rare) < 3
+    only = Predictor(model, ["a", "b", "c"], (64, 64), conf=0.0, max_det=3, classes=[rare])(img)[0]
+    expected = every.labels == rare
+    assert only.labels.tolist() == [rare] * 3
+    assert torch.equal(only.scores, every.scores[expected][:3]) and torch.equal(only.boxes, every.boxes[expected][:3])
+    # without a filter max_det still cuts to the best max_det
+    assert torch.equal(
+        Predictor(model, ["a", "b", "c"], (64, 64), conf=0.0, max_det=3)(img)[0].scores, every.scores[:3]
+    )
+
+
 def test_results_formats_and_save(tmp_path: Path) -> None:
     r = Results(
         torch.tensor([[10.0, 20.0, 30.0, 60.0]]),

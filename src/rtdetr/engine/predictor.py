@@ -400,15 +400,17 @@ class Predictor:
             sizes: ``[B, 2]`` original (w, h) the boxes are scaled to.
 
         Returns:
-            per image ``{"labels": [K], "boxes": [K, 4] xyxy pixels, "scores": [K]}``, K = max_det, by score.
+            per image ``{"labels": [K], "boxes": [K, 4] xyxy pixels, "scores": [K]}`` by score: K = max_det, or
+            with a class filter at least the default 300, so that the filter has max_det of its classes to keep.
         """
-        return self.detector.detect(x, sizes, self.max_det)
+        k = self.max_det if self.classes is None else max(self.max_det, InferenceOptions.max_det)
+        return self.detector.detect(x, sizes, k)
 
     def _run(self, items: list[Item]) -> list[Results]:
         dets = self.infer(*self.preprocess([it[0] for it in items], [it[3] for it in items]))
         results = []
         for (img, path, frame, size), det in zip(items, dets):
-            det = filter_detections(det, self.conf, self.classes, image_size=size)
+            det = filter_detections(det, self.conf, self.classes, self.max_det, image_size=size)
             kept = img if self.keep_images and img.size == size else None  # a shrunk decode: plot() reads the file
             results.append(Results(det["boxes"], det["scores"], det["labels"], self.names, size, path, frame, kept))
         return results
