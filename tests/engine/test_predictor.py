@@ -120,6 +120,13 @@ def test_missing_and_bad_sources(tmp_path: Path, predictor: Predictor) -> None:
         predictor(str(tmp_path / "*.jpg"))
     with pytest.raises(TypeError, match="unsupported image source"):
         predictor(3.5)
+    # the other layout is the likely mistake: said with the call that fixes it
+    with pytest.raises(ValueError, match=r"got shape \(3, 20, 30\); channels first\? arr.transpose\(1, 2, 0\)"):
+        predictor(np.zeros((3, 20, 30), np.uint8))
+    with pytest.raises(ValueError, match=r"got shape \(20, 30, 3\); channels last\? t.permute\(2, 0, 1\)"):
+        predictor(torch.zeros(20, 30, 3))
+    with pytest.raises(ValueError, match=r"got shape \(20, 30, 5\)$"):  # no hint where none fits
+        predictor(np.zeros((20, 30, 5), np.uint8))
     (tmp_path / "d").mkdir()
     _images(tmp_path / "d", 1)
     (tmp_path / "d" / "broken.jpg").write_bytes(b"junk")

@@ -84,12 +84,15 @@ def _to_pil(obj: Any) -> Image.Image:
         if obj.ndim == 2:
             obj = np.stack([obj] * 3, -1)
         if obj.ndim != 3 or obj.shape[-1] not in (3, 4):
-            raise ValueError(f"expected an HxWx3 RGB array, got shape {obj.shape}")
+            first = obj.ndim == 3 and obj.shape[0] == 3
+            hint = "; channels first? arr.transpose(1, 2, 0) makes it HxWx3" if first else ""
+            raise ValueError(f"expected an HxWx3 RGB array, got shape {obj.shape}{hint}")
         return Image.fromarray(np.ascontiguousarray(_as_uint8(obj[..., :3], "array")))
     if isinstance(obj, Tensor):
         t = obj.detach().cpu()
         if t.ndim != 3 or t.shape[0] != 3:
-            raise ValueError(f"expected a [3, H, W] tensor, got shape {tuple(t.shape)}")
+            hint = "; channels last? t.permute(2, 0, 1) makes it [3, H, W]" if t.ndim == 3 and t.shape[-1] == 3 else ""
+            raise ValueError(f"expected a [3, H, W] tensor, got shape {tuple(t.shape)}{hint}")
         if t.dtype in (torch.bfloat16, torch.float16):
             t = t.float()
         return Image.fromarray(np.ascontiguousarray(_as_uint8(t.permute(1, 2, 0).numpy(), "tensor")))
