@@ -105,6 +105,14 @@ def test_int8_and_openvino(tmp_path: Path) -> None:
         )  # fmt: skip
         assert "input size            128x96" in format_summary(info)  # WIDTHxHEIGHT, as --size takes it
         assert info["size_mb"] > 0
+        assert "  decoder               runs 3 of 3 layers (fixed at export)\n" in format_summary(info)
+        assert "  detections            at most 20 per image\n" in format_summary(info)
+    # a truncated decoder baked into the graph is what `rtdetr info` says, for the graph and its IR
+    shallow = export_onnx(model, tmp_path / "d1.onnx", num_top_queries=7, decoder_depth=1, check=False).path
+    for path in (shallow, to_openvino(shallow, tmp_path / "ov1")):
+        info = describe_export(path)
+        assert (info["decoder_depth"], info["decoder_layers"], info["max_det"]) == (1, 3, 7)
+        assert "runs 1 of 3 layers (fixed at export)" in format_summary(info)
 
 
 def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

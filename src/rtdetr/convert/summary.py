@@ -96,6 +96,7 @@ def describe_export(path: str | os.PathLike) -> dict[str, Any]:
         "precision": det.precision,  # int8 for a quantized graph; an IR: OpenVINO's precision on this CPU
         "size_mb": round(sum(f.stat().st_size for f in (p, p.with_suffix(".bin")) if f.is_file()) / 2**20, 1),
         "run": {k: v for k, v in _run_settings({"data": det.run_data}).items() if k.startswith("data.")},
+        **{k: int(meta[k]) if k in meta else None for k in ("decoder_depth", "decoder_layers", "max_det")},
     }
 
 
@@ -108,6 +109,16 @@ def _run_settings(run: Any) -> dict[str, Any]:
         if value is not None:
             found[key] = value
     return found
+
+
+def _baked(info: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The rows of what an export fixed in its graph (decoder depth, detections per image), where it says."""
+    rows = []
+    if info.get("decoder_depth") and info.get("decoder_layers"):
+        rows.append(("decoder", f"runs {info['decoder_depth']} of {info['decoder_layers']} layers (fixed at export)"))
+    if info.get("max_det"):
+        rows.append(("detections", f"at most {info['max_det']} per image"))
+    return rows
 
 
 def format_summary(info: Mapping[str, Any]) -> str:
@@ -123,6 +134,7 @@ def format_summary(info: Mapping[str, Any]) -> str:
             ("classes", f"{info['num_classes']}: {shown}"),
             ("input size", size),
             ("precision", info["precision"]),
+            *_baked(info),
             ("file size", f"{info['size_mb']} MB"),
             *info.get("run", {}).items(),  # the data of the training run it was exported from, where recorded
         ]

@@ -159,6 +159,9 @@ def export_onnx(
         "class_names": json.dumps(class_names or [str(i) for i in range(num_classes)]),
         "variant": cfg.name if cfg else "",
         "precision": "fp32",  # the int8 graph says int8 (quantize_onnx_int8): runtimes read it without a scan
+        "decoder_depth": str(fused.decoder_depth),  # baked in: `rtdetr info` says "runs 1 of 3 layers"
+        "decoder_layers": str(fused.num_decoder_layers),
+        "max_det": str(num_top_queries),
     }
     if run_data:  # the training run's data settings: `rtdetr val best.onnx` finds its validation set
         meta["run_data"] = json.dumps(run_data)

@@ -138,6 +138,7 @@ def to_openvino(onnx_path: str | Path, out_dir: str | Path) -> Path:
             "image_size": [int(v) for v in meta["image_size"].split(",")] if "image_size" in meta else None,
             "variant": meta.get("variant") or None,
             "run_data": json.loads(meta["run_data"]) if "run_data" in meta else None,
+            **{k: int(meta[k]) for k in ("decoder_depth", "decoder_layers", "max_det") if k in meta},
         }
         out.with_suffix(".json").write_text(json.dumps(sidecar))
     except ImportError:
