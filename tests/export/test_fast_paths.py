@@ -113,6 +113,10 @@ def test_int8_and_openvino(tmp_path: Path) -> None:
         info = describe_export(path)
         assert (info["decoder_depth"], info["decoder_layers"], info["max_det"]) == (1, 3, 7)
         assert "runs 1 of 3 layers (fixed at export)" in format_summary(info)
+        det = OnnxRuntimeDetector(path) if str(path).endswith(".onnx") else OpenVinoDetector(path)
+        det.set_decoder_depth(1)  # the depth it runs: accepted (`rtdetr predict d1.onnx --decoder-depth 1`)
+        with pytest.raises(ValueError, match=r"this graph runs 1 decoder layer; .* --decoder-depth 2\)"):
+            det.set_decoder_depth(2)
 
 
 def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -41,6 +41,8 @@ class _GraphDetector(ABC):
     channels_last = False
     decoder_layers = None
     decoder_depth = None
+    baked_depth: int | None = None
+    """The decoder layers the graph runs, as its export recorded them (None: not recorded)."""
     class_names: list[str] | None
     image_size: tuple[int, int] | None
     run_data: dict | None = None
@@ -56,10 +58,14 @@ class _GraphDetector(ABC):
         """``(labels [N, K], boxes [N, K, 4] xyxy pixels, scores [N, K])`` for images ``[N, 3, H, W]``."""
 
     def set_decoder_depth(self, depth: int | None) -> None:
-        if depth is not None:
-            raise ValueError(
-                "the decoder depth of an exported graph is fixed at export (rtdetr export --decoder-depth)"
-            )
+        """Accept ``depth`` only where it is the one baked in (None: the graph's own)."""
+        if depth is None or depth == self.baked_depth:
+            return
+        n = self.baked_depth
+        runs = f"this graph runs {n} decoder layer{'s' * (n != 1)}; " if n else ""
+        raise ValueError(
+            f"{runs}the decoder depth of an exported graph is fixed at export (rtdetr export --decoder-depth {depth})"
+        )
 
     def infer(self, images: Tensor, sizes: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.run(images.cpu().numpy(), sizes.cpu().numpy())
@@ -112,6 +118,7 @@ class OnnxRuntimeDetector(_GraphDetector):
         meta = self.session.get_modelmeta().custom_metadata_map
         self.class_names = json.loads(meta["class_names"]) if "class_names" in meta else None
         self.run_data = _dict_or_none(json.loads(meta["run_data"])) if "run_data" in meta else None
+        self.baked_depth = int(meta["decoder_depth"]) if "decoder_depth" in meta else None
         precision = meta.get("precision") or ("int8" if _onnx_is_int8(p) else "fp32")  # a graph from elsewhere: scan
         if precision == "int8":
             self.precision, self.precision_reason = "int8", _INT8_REASON
@@ -198,6 +205,7 @@ class OpenVinoDetector(_GraphDetector):
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         self.class_names = meta.get("class_names")
         self.run_data = _dict_or_none(meta.get("run_data"))
+        self.baked_depth = meta.get("decoder_depth")
         size = meta.get("image_size")
         self.image_size = (int(size[0]), int(size[1])) if size else None
         self.path = p
