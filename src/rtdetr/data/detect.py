@@ -171,8 +171,10 @@ def own_val_split(data: DataConfig, train: DatasetIndex) -> DatasetIndex | None:
             )
         return None
     train_paths = {r.path.resolve() for r in train.records}
-    if {r.path.resolve() for r in val.records} <= train_paths or val.class_names != train.class_names:
-        if val.class_names == train.class_names and _yaml_names_split(data.train, data.val_split):
+    if val.class_names != train.class_names:
+        return None
+    if {r.path.resolve() for r in val.records} <= train_paths:
+        if _yaml_names_split(data.train, data.val_split):
             log.warning(  # coco128's yaml style: the user named it, so say why it is not used, at the start
                 "%s: its '%s' split is the training images again: training without validation (an AP on them would "
                 "measure fit, not detection; --val %s validates on them anyway)",

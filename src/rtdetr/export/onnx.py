@@ -23,7 +23,10 @@ from torch import Tensor, nn
 from rtdetr.models.postprocess import PostProcessor
 from rtdetr.models.rtdetr import RTDETR
 
-__all__ = ["DeployModel", "ExportReport", "compare_detections", "export_onnx", "set_metadata"]
+__all__ = ["BAKED_KEYS", "DeployModel", "ExportReport", "compare_detections", "export_onnx", "set_metadata"]
+
+#: What an export fixes in the graph and records in its metadata (and the OpenVINO sidecar), as integers.
+BAKED_KEYS = ("decoder_depth", "decoder_layers", "max_det")
 
 log = logging.getLogger("rtdetr")
 
@@ -159,7 +162,8 @@ def export_onnx(
         "class_names": json.dumps(class_names or [str(i) for i in range(num_classes)]),
         "variant": cfg.name if cfg else "",
         "precision": "fp32",  # the int8 graph says int8 (quantize_onnx_int8): runtimes read it without a scan
-        "decoder_depth": str(fused.decoder_depth),  # baked in: `rtdetr info` says "runs 1 of 3 layers"
+        # BAKED_KEYS: what `rtdetr info` reports as fixed ("runs 1 of 3 layers", "at most 300 per image")
+        "decoder_depth": str(fused.decoder_depth),
         "decoder_layers": str(fused.num_decoder_layers),
         "max_det": str(num_top_queries),
     }

@@ -132,13 +132,15 @@ def to_openvino(onnx_path: str | Path, out_dir: str | Path) -> Path:
     try:
         import onnx
 
+        from rtdetr.export.onnx import BAKED_KEYS
+
         meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
         sidecar = {
             "class_names": json.loads(meta["class_names"]) if "class_names" in meta else None,
             "image_size": [int(v) for v in meta["image_size"].split(",")] if "image_size" in meta else None,
             "variant": meta.get("variant") or None,
             "run_data": json.loads(meta["run_data"]) if "run_data" in meta else None,
-            **{k: int(meta[k]) for k in ("decoder_depth", "decoder_layers", "max_det") if k in meta},
+            **{k: int(meta[k]) for k in BAKED_KEYS if k in meta},
         }
         out.with_suffix(".json").write_text(json.dumps(sidecar))
     except ImportError:
