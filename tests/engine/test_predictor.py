@@ -167,23 +167,27 @@ def test_conf_and_class_filters(predictor: Predictor) -> None:
         predictor.conf = 0.0
 
 
-def test_a_class_filter_keeps_up_to_max_det_of_those_classes() -> None:
-    """``--classes b --max-det 3`` gives the 3 best ``b`` boxes: it gave only the ``b`` boxes among the 3 best of
-    all classes (often none), because the filter ran after the top-k of max_det."""
-    model = create_model("rtdetr_r18vd", num_classes=3, eval_spatial_size=[64, 64])
+def test_a_class_filter_ranks_every_query_of_those_classes() -> None:
+    """``--classes c --max-det 5`` gives the 5 best ``c`` boxes over all (query, class) pairs, even where ``c`` is
+    never among the best 300 of all classes: it gave only the ``c`` boxes among the best 300 (here none). The
+    oracle takes every pair unfiltered, then keeps ``c``."""
+    model = create_model("rtdetr_r18vd", num_classes=3, eval_spatial_size=[160, 160])  # 525 anchors: 300 queries
+    with torch.no_grad():
+        for head in model.decoder.dec_score_head:
+            head.bias[2] -= 30.0  # class 2 below every pair of classes 0 and 1
     img = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
-    every = Predictor(model, ["a", "b", "c"], (64, 64), conf=0.0)(img)[0]  # max_det 300
-    top3 = every.labels[:3].tolist()
-    rare = min(range(3), key=top3.count)  # the class least present among the 3 best: the filter must dig deeper
-    assert top3.count(rare) < 3
-    only = Predictor(model, ["a", "b", "c"], (64, 64), conf=0.0, max_det=3, classes=[rare])(img)[0]
-    expected = every.labels == rare
-    assert only.labels.tolist() == [rare] * 3
-    assert torch.equal(only.scores, every.scores[expected][:3]) and torch.equal(only.boxes, every.boxes[expected][:3])
+    names = ["a", "b", "c"]
+    every = Predictor(model, names, (160, 160), conf=0.0, max_det=900)(img)[0]  # 300 queries x 3 classes
+    assert 2 not in every.labels[:300].tolist()  # the old filter (top 300 first) found nothing
+    only = Predictor(model, names, (160, 160), conf=0.0, max_det=5, classes=[2])(img)[0]
+    expected = every.labels == 2
+    assert only.labels.tolist() == [2] * 5
+    assert torch.equal(only.scores, every.scores[expected][:5]) and torch.equal(only.boxes, every.boxes[expected][:5])
+    two = Predictor(model, names, (160, 160), conf=0.0, max_det=7, classes=[0, 2])(img)[0]
+    expected = (every.labels == 0) | (every.labels == 2)
+    assert torch.equal(two.scores, every.scores[expected][:7]) and torch.equal(two.labels, every.labels[expected][:7])
     # without a filter max_det still cuts to the best max_det
-    assert torch.equal(
-        Predictor(model, ["a", "b", "c"], (64, 64), conf=0.0, max_det=3)(img)[0].scores, every.scores[:3]
-    )
+    assert torch.equal(Predictor(model, names, (160, 160), conf=0.0, max_det=3)(img)[0].scores, every.scores[:3])
 
 
 def test_results_formats_and_save(tmp_path: Path) -> None:

@@ -102,6 +102,22 @@ def test_facade_with_onnx_backend(exported: tuple, tmp_path: Path) -> None:
         graph.run(np.zeros((1, 3, 64, 64), np.float32), np.array([[64, 64]]))
 
 
+def test_graph_class_filter_keeps_those_classes_among_its_detections(exported: tuple) -> None:
+    """An exported graph's top-k is inside it: a class filter keeps, per image, the detections of those classes
+    among the graph's own (here 20), then cuts to max_det."""
+    ort = OnnxRuntimeDetector(exported[0], threads=1)
+    x, sizes = torch.rand(2, 3, 96, 128), torch.tensor([[640, 480], [100, 80]])
+    every = ort.detect(x, sizes)
+    for classes, max_det in (({1}, 2), ({0, 2}, 20), (set(), 5)):
+        got = ort.detect(x, sizes, max_det, classes)
+        for g, e in zip(got, every):
+            keep = torch.tensor([int(lb) in classes for lb in e["labels"]], dtype=torch.bool)
+            assert all(torch.equal(g[k], e[k][keep][:max_det]) for k in ("labels", "boxes", "scores"))
+    assert [len(g["labels"]) for g in ort.detect(x, sizes, 2, {1})] == [
+        min(2, int((e["labels"] == 1).sum())) for e in every
+    ]
+
+
 def test_export_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="opset 15 lacks GridSample"):
         export_onnx(_model(), tmp_path / "x.onnx", opset=15)

@@ -38,3 +38,25 @@ def test_label_map_and_deploy_tuple() -> None:
 def test_k_larger_than_candidates_is_clipped() -> None:
     pp = PostProcessor(num_classes=4, num_top_queries=300)
     assert pp(_outputs(), torch.tensor([[1, 1], [1, 1]]))[0]["scores"].shape == (12,)
+
+
+def test_class_mask_ranks_only_those_classes_per_image() -> None:
+    """A ``[C]`` mask ranks the chosen classes only; a ``[B, C]`` mask chooses per image; softmax scores (with a
+    background column) are the unmasked ones of the chosen classes, not renormalised."""
+    out = _outputs()
+    sizes = torch.tensor([[1, 1], [1, 1]])
+    pp = PostProcessor(num_classes=4, num_top_queries=2)
+    r = pp(out, sizes, torch.tensor([True, False, False, True]))
+    assert r[0]["labels"].tolist() == [0, 3] and r[0]["scores"].tolist() == pytest.approx([0.7311, 0.6225], 1e-3)
+    assert r[1]["labels"][0] in (0, 3) and r[1]["scores"][0] == pytest.approx(torch.sigmoid(torch.tensor(-10.0)))
+    per_image = pp(out, sizes, torch.tensor([[False, False, False, True], [False, True, False, False]]))
+    assert per_image[0]["labels"].tolist() == [3, 3] and per_image[1]["labels"].tolist() == [1, 1]
+    every = PostProcessor(num_classes=4, num_top_queries=300)(out, sizes, torch.tensor([False, False, False, True]))
+    assert every[0]["labels"][:3].tolist() == [3, 3, 3] and every[0]["scores"][3:].eq(0).all()  # excluded: 0, last
+    soft = PostProcessor(num_classes=4, num_top_queries=3, use_focal_loss=False)
+    logits = torch.cat([out["pred_logits"], torch.zeros(2, 3, 1)], -1)  # + background
+    plain = soft({"pred_logits": logits, "pred_boxes": out["pred_boxes"]}, sizes)[0]
+    masked = soft({"pred_logits": logits, "pred_boxes": out["pred_boxes"]}, sizes, torch.tensor([1, 0, 0, 1]).bool())
+    probs = logits[0].softmax(-1)
+    assert plain["labels"].tolist()[0] == 2 and masked[0]["labels"].tolist()[0] == 0
+    assert masked[0]["scores"][0] == pytest.approx(probs[0, 0].item())  # query 0's class 0, as without the mask

@@ -71,6 +71,21 @@ def test_predict_matches_the_python_api(client: TestClient, detector: RTDETR) ->
     assert by_name.status_code == 200 and by_name.json()["detections"] == dets  # names select the same classes
 
 
+def test_a_class_filter_gets_the_best_of_those_classes(detector: RTDETR) -> None:
+    """``classes=c`` returns the best ``c`` boxes over all queries, as the Python API does, also when ``c`` is
+    not among the service's best ``max_det`` of all classes (it returned those filtered, often nothing)."""
+    data = image_bytes()
+    img = Image.open(io.BytesIO(data))
+    with TestClient(create_app(detector, ServeConfig(max_det=4))) as c:
+        top = [d["label"] for d in c.post("/predict?conf=0", content=data).json()["detections"]]
+        rare = min(range(3), key=top.count)
+        assert top.count(rare) < 4
+        got = c.post(f"/predict?conf=0&classes={rare}", content=data).json()["detections"]
+    ref = detector.predict(img, conf=0.0, max_det=4, classes=[rare])[0]
+    assert [d["label"] for d in got] == ref.labels.tolist() == [rare] * 4
+    assert [d["score"] for d in got] == pytest.approx(ref.scores.tolist(), abs=1e-4)
+
+
 def test_iphone_heic_upload_without_a_name(client: TestClient, detector: RTDETR) -> None:
     """A HEIC photo as the raw body (no file name to go by) or a form-labelled body (curl --data-binary) is told
     by its bytes and decoded through pillow-heif; the detections equal the API's on the same pixels."""

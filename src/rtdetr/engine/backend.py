@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -57,9 +58,16 @@ class Detector(Protocol):
 
     def infer(self, images: Tensor, sizes: Tensor) -> Any: ...
 
-    def postprocess(self, raw: Any, sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]: ...
+    def postprocess(
+        self, raw: Any, sizes: Tensor, max_det: int = 300, classes: Collection[int] | None = None
+    ) -> list[dict[str, Tensor]]:
+        """Per image at most ``max_det`` detections by score; with ``classes``, the best of those classes (a
+        PyTorch model ranks them among all its queries; an exported graph, among the detections it was exported
+        to give)."""
 
-    def detect(self, images: Tensor, sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]: ...
+    def detect(
+        self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: Collection[int] | None = None
+    ) -> list[dict[str, Tensor]]: ...
 
     def synchronize(self) -> None:
         """Wait for queued device work (CUDA), so that timings measure the work and not its launch."""
@@ -211,13 +219,22 @@ class TorchDetector:
                 m.training = mode
         return {k: v.float() for k, v in out.items() if k in ("pred_logits", "pred_boxes")}
 
-    def postprocess(self, raw: dict[str, Tensor], sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]:
+    def postprocess(
+        self, raw: dict[str, Tensor], sizes: Tensor, max_det: int = 300, classes: Collection[int] | None = None
+    ) -> list[dict[str, Tensor]]:
+        num_classes = int(raw["pred_logits"].shape[-1])
         if max_det not in self._post:
-            self._post[max_det] = PostProcessor(int(raw["pred_logits"].shape[-1]), num_top_queries=max_det)
-        return self._post[max_det](raw, sizes.to(self.device))
+            self._post[max_det] = PostProcessor(num_classes, num_top_queries=max_det)
+        mask = None
+        if classes is not None:
+            mask = torch.zeros(num_classes, dtype=torch.bool)
+            mask[[c for c in classes if 0 <= c < num_classes]] = True
+        return self._post[max_det](raw, sizes.to(self.device), mask)
 
-    def detect(self, images: Tensor, sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]:
-        return self.postprocess(self.infer(images, sizes), sizes, max_det)
+    def detect(
+        self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: Collection[int] | None = None
+    ) -> list[dict[str, Tensor]]:
+        return self.postprocess(self.infer(images, sizes), sizes, max_det, classes)
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":

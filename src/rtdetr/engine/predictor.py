@@ -403,11 +403,10 @@ class Predictor:
             sizes: ``[B, 2]`` original (w, h) the boxes are scaled to.
 
         Returns:
-            per image ``{"labels": [K], "boxes": [K, 4] xyxy pixels, "scores": [K]}`` by score: K = max_det, or
-            with a class filter at least the default 300, so that the filter has max_det of its classes to keep.
+            per image ``{"labels": [K], "boxes": [K, 4] xyxy pixels, "scores": [K]}`` by score, K <= max_det;
+            with a class filter, the best of those classes (see :meth:`Detector.postprocess`).
         """
-        k = self.max_det if self.classes is None else max(self.max_det, InferenceOptions.max_det)
-        return self.detector.detect(x, sizes, k)
+        return self.detector.detect(x, sizes, self.max_det, self.classes)
 
     def _run(self, items: list[Item]) -> list[Results]:
         dets = self.infer(*self.preprocess([it[0] for it in items], [it[3] for it in items]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +14,9 @@ from torch import Tensor
 __all__ = ["OnnxRuntimeDetector", "OpenVinoDetector"]
 
 
-def _per_image(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> list[dict[str, Tensor]]:
-    """Batched runtime outputs -> the PostProcessor's per-image dicts."""
-    return [
-        {
-            "labels": torch.from_numpy(np.asarray(lb)),
-            "boxes": torch.from_numpy(np.asarray(bx)),
-            "scores": torch.from_numpy(np.asarray(sc)),
-        }
-        for lb, bx, sc in zip(labels, boxes, scores)
-    ]
+def _det(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> dict[str, Tensor]:
+    """One image's runtime outputs -> the PostProcessor's dict."""
+    return {k: torch.from_numpy(np.asarray(v)) for k, v in (("labels", labels), ("boxes", boxes), ("scores", scores))}
 
 
 def _dict_or_none(value: object) -> dict | None:
@@ -71,14 +65,27 @@ class _GraphDetector(ABC):
         return self.run(images.cpu().numpy(), sizes.cpu().numpy())
 
     def postprocess(
-        self, raw: tuple[np.ndarray, np.ndarray, np.ndarray], sizes: Tensor, max_det: int = 300
+        self,
+        raw: tuple[np.ndarray, np.ndarray, np.ndarray],
+        sizes: Tensor,
+        max_det: int = 300,
+        classes: Collection[int] | None = None,
     ) -> list[dict[str, Tensor]]:
+        """The graph's detections cut to ``max_det``; with ``classes``, those of these classes among the
+        detections per image the graph was exported with (its top-k is inside the graph)."""
         labels, boxes, scores = raw
-        return _per_image(labels[:, :max_det], boxes[:, :max_det], scores[:, :max_det])
+        if classes is None:
+            return [
+                _det(lb, bx, sc) for lb, bx, sc in zip(labels[:, :max_det], boxes[:, :max_det], scores[:, :max_det])
+            ]
+        kept = zip(labels, boxes, scores, np.isin(labels, list(classes)))
+        return [_det(lb[k][:max_det], bx[k][:max_det], sc[k][:max_det]) for lb, bx, sc, k in kept]
 
-    def detect(self, images: Tensor, sizes: Tensor, max_det: int = 300) -> list[dict[str, Tensor]]:
+    def detect(
+        self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: Collection[int] | None = None
+    ) -> list[dict[str, Tensor]]:
         """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``."""
-        return self.postprocess(self.infer(images, sizes), sizes, max_det)
+        return self.postprocess(self.infer(images, sizes), sizes, max_det, classes)
 
     def synchronize(self) -> None:  # noqa: B027 (graphs run synchronously on the CPU: nothing to wait for)
         return None

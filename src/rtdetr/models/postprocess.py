@@ -141,11 +141,15 @@ class PostProcessor(nn.Module):
         self.deploy_mode = True
         return self
 
-    def detect(self, outputs: dict[str, Tensor], orig_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def detect(
+        self, outputs: dict[str, Tensor], orig_sizes: Tensor, classes: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """
         Args:
             outputs: ``pred_logits`` ``[B, Q, C]`` and ``pred_boxes`` ``[B, Q, 4]`` (normalised cxcywh).
             orig_sizes: ``[B, 2]`` original ``(width, height)`` of each image.
+            classes: optional ``[C]`` or ``[B, C]`` bool mask: the top ``K`` are taken among these classes (the
+                scores of the others are set to 0, so they rank last).
 
         Returns:
             ``labels`` ``[B, K]`` int64, ``boxes`` ``[B, K, 4]`` absolute xyxy, ``scores`` ``[B, K]``, sorted by
@@ -153,16 +157,18 @@ class PostProcessor(nn.Module):
         """
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         boxes = box_cxcywh_to_xyxy(boxes) * orig_sizes.to(boxes.dtype).repeat(1, 2).unsqueeze(1)
-        num_classes = logits.shape[-1]
+        num_classes = logits.shape[-1] - (0 if self.use_focal_loss else 1)  # softmax: + background
+        excluded = None if classes is None else ~classes.to(logits.device, torch.bool).view(-1, 1, num_classes)
         if self.use_focal_loss:
-            flat = logits.sigmoid().flatten(1)
+            probs = logits.sigmoid()
+            flat = (probs if excluded is None else probs.masked_fill(excluded, 0.0)).flatten(1)
             k = min(self.num_top_queries, flat.shape[1])
             scores, index = torch.topk(flat, k, dim=-1)
             query = index // num_classes
             labels = index - query * num_classes  # == index % num_classes without a Mod op
         else:
             probs = F.softmax(logits, dim=-1)[..., :-1]
-            scores, labels = probs.max(-1)
+            scores, labels = (probs if excluded is None else probs.masked_fill(excluded, 0.0)).max(-1)
             k = min(self.num_top_queries, scores.shape[1])
             scores, query = torch.topk(scores, k, dim=-1)
             labels = labels.gather(1, query)
@@ -171,9 +177,12 @@ class PostProcessor(nn.Module):
             labels = self.label_map[labels]
         return labels, boxes, scores
 
-    def forward(self, outputs: dict[str, Tensor], orig_sizes: Tensor) -> list[dict[str, Tensor]] | tuple:
-        """Per-image ``{"labels", "boxes", "scores"}`` dicts, or the raw tuple after :meth:`deploy`."""
-        labels, boxes, scores = self.detect(outputs, orig_sizes)
+    def forward(
+        self, outputs: dict[str, Tensor], orig_sizes: Tensor, classes: Tensor | None = None
+    ) -> list[dict[str, Tensor]] | tuple:
+        """Per-image ``{"labels", "boxes", "scores"}`` dicts, or the raw tuple after :meth:`deploy` (``classes``:
+        see :meth:`detect`)."""
+        labels, boxes, scores = self.detect(outputs, orig_sizes, classes)
         if self.deploy_mode:
             return labels, boxes, scores
         return [{"labels": lb, "boxes": bx, "scores": sc} for lb, bx, sc in zip(labels, boxes, scores)]

@@ -97,9 +97,12 @@ def create_app(
     layers, default_depth, backend = model.decoder_layers, model.decoder_depth, model.kind
     info = detector.info()
 
-    def run_batch(images: np.ndarray, sizes: np.ndarray, depth: int | None) -> list[dict[str, torch.Tensor]]:
+    def run_batch(
+        images: np.ndarray, sizes: np.ndarray, key: tuple[int | None, frozenset[int] | None]
+    ) -> list[dict[str, torch.Tensor]]:
+        depth, classes = key
         model.set_decoder_depth(depth or default_depth)
-        return predictor.infer(to_input(images), torch.from_numpy(sizes))
+        return model.detect(to_input(images), torch.from_numpy(sizes), cfg.max_det, classes)
 
     batcher = MicroBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms / 1000, cfg.max_pending, _memory_trimmer())
     decoding = None  # asyncio.Semaphore, made inside the running loop
@@ -178,7 +181,7 @@ def create_app(
                 if not draw:
                     del data
                 t1 = time.perf_counter()
-                det = await batcher.submit(prepared, size, decoder_depth)
+                det = await batcher.submit(prepared, size, (decoder_depth, None if keep is None else frozenset(keep)))
                 t2 = time.perf_counter()
                 det = filter_detections(det, conf, keep, max_det, image_size=size)
                 drawn = None

@@ -3,8 +3,9 @@
 Requests are *admitted* first (at most ``max_pending`` at a time, counting those still uploading or decoding),
 so memory is bounded whatever the load: a request beyond the bound is refused at once (HTTP 503) instead of
 queueing without limit. Admitted images wait in a queue; one worker takes up to ``max_batch`` of them (waiting
-at most ``max_wait_s`` for a batch to fill when the queue runs dry), groups them by decoder depth and runs each
-group on a single inference thread, so the model is never used concurrently.
+at most ``max_wait_s`` for a batch to fill when the queue runs dry), groups them by their run settings (decoder
+depth, class filter: the job's ``key``) and runs each group on a single inference thread, so the model is never
+used concurrently.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,9 @@ import numpy as np
 
 __all__ = ["Busy", "Job", "MicroBatcher"]
 
-#: ``run_batch(images [B, H, W, 3] uint8, sizes [B, 2] (w, h) int, decoder_depth or None) -> B results``
-RunBatch = Callable[[np.ndarray, np.ndarray, int | None], list[Any]]
+#: ``run_batch(images [B, H, W, 3] uint8, sizes [B, 2] (w, h) int, key) -> B results``: ``key`` holds the run
+#: settings the batch's jobs share (for the service: decoder depth and class filter)
+RunBatch = Callable[[np.ndarray, np.ndarray, Any], list[Any]]
 
 
 class Busy(Exception):
@@ -32,11 +34,11 @@ class Busy(Exception):
 @dataclass
 class Job:
     """One image waiting for inference: ``image`` ``[H, W, 3]`` uint8 at the network size, ``size`` original
-    (w, h)."""
+    (w, h), ``key`` its run settings (only jobs with equal keys share a batch)."""
 
     image: np.ndarray
     size: tuple[int, int]
-    depth: int | None
+    key: Hashable
     future: asyncio.Future = field(repr=False)
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -99,11 +101,11 @@ class MicroBatcher:
         finally:
             self.pending -= 1
 
-    async def submit(self, image: np.ndarray, size: tuple[int, int], depth: int | None = None) -> Any:
-        """Queue one prepared image (inside :meth:`admit`) and wait for its result."""
+    async def submit(self, image: np.ndarray, size: tuple[int, int], key: Hashable = None) -> Any:
+        """Queue one prepared image (inside :meth:`admit`) with its run settings ``key`` and wait for its result."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        job = Job(image, size, depth, asyncio.get_running_loop().create_future())
+        job = Job(image, size, key, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(job)
         return await job.future
 
@@ -130,15 +132,15 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
-            groups: dict[int | None, list[Job]] = {}
+            groups: dict[Hashable, list[Job]] = {}
             for job in batch:
                 if not job.future.done():  # a client that went away is not computed
-                    groups.setdefault(job.depth, []).append(job)
-            for depth, jobs in groups.items():
+                    groups.setdefault(job.key, []).append(job)
+            for key, jobs in groups.items():
                 images = np.stack([j.image for j in jobs])
                 sizes = np.array([j.size for j in jobs], dtype=np.int64)
                 try:
-                    results = await loop.run_in_executor(self._executor, self.run_batch, images, sizes, depth)
+                    results = await loop.run_in_executor(self._executor, self.run_batch, images, sizes, key)
                 except Exception as e:  # reported to each waiting request; the loop goes on
                     for j in jobs:
                         if not j.future.done():
