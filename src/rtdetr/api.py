@@ -226,7 +226,7 @@ class RTDETR:
 
     def _input_size(self, image_size: tuple[int, int] | None) -> tuple[int, int]:
         """``(h, w)`` to run at: ``image_size``, else the model's; an exported graph runs at its own size only."""
-        fixed = self.backend.image_size if self.backend.decoder_layers is None else None
+        fixed = self.backend.image_size if self.backend.exported else None
         if fixed is not None and image_size is not None and tuple(image_size) != tuple(fixed):
             raise ValueError(
                 f"the graph was exported at {size_text(fixed)} and runs only at that size; for "
@@ -322,7 +322,7 @@ class RTDETR:
 
         if self.checkpoint is None:
             return None
-        if self.backend.decoder_layers is None:  # an exported graph
+        if self.backend.exported:
             data = getattr(self.backend, "run_data", None)
         else:
             run = read_checkpoint(self.checkpoint, mmap=True).get("run_config")
@@ -339,7 +339,7 @@ class RTDETR:
         if data is None:
             graph = " (an export records them when made from a training run's checkpoint)"
             raise ValueError(f"{self.checkpoint or 'this model'} holds no training run's data settings"
-                             f"{graph if self.backend.decoder_layers is None else ''}: {give}")  # fmt: skip
+                             f"{graph if self.backend.exported else ''}: {give}")  # fmt: skip
         for path in (data.train, data.val):
             if path and not Path(path).exists():
                 raise ValueError(f"the run's data {path} is not found from {Path.cwd()}: {give}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rtdetr import RTDETR
 from rtdetr.engine.backend import FastPath
 from rtdetr.engine.predictor import Predictor
 from rtdetr.export import OnnxRuntimeDetector, compare_detections, export_onnx, quantize_onnx_int8
@@ -117,6 +119,23 @@ def test_int8_and_openvino(tmp_path: Path) -> None:
         det.set_decoder_depth(1)  # the depth it runs: accepted (`rtdetr predict d1.onnx --decoder-depth 1`)
         with pytest.raises(ValueError, match=r"this graph runs 1 decoder layer; .* --decoder-depth 2\)"):
             det.set_decoder_depth(2)
+        assert (det.decoder_depth, det.decoder_layers, det.exported) == (1, 3, True)  # were (None, None)
+        assert RTDETR(path).info()["decoder_depth"] == 1
+    # the service says and takes the graph's depth (it refused any depth of a graph, and /info said null)
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from fastapi.testclient import TestClient
+
+    from rtdetr.serve.app import create_app
+
+    with TestClient(create_app(RTDETR(shallow))) as client:
+        info = client.get("/info").json()
+        assert (info["decoder_depth"], info["decoder_layers"], info["decoder_fixed"]) == (1, 3, True)
+        png = io.BytesIO()
+        Image.new("RGB", (64, 48), (90, 120, 150)).save(png, "PNG")
+        ok = client.post("/predict?conf=0&decoder_depth=1", content=png.getvalue())
+        assert ok.status_code == 200 and ok.json()["decoder_depth"] == 1
+        refused = client.post("/predict?conf=0&decoder_depth=2", content=png.getvalue())
+        assert refused.status_code == 400 and "this graph runs 1 decoder layer" in refused.json()["detail"]
 
 
 def test_cli_export_int8_and_openvino(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -4,6 +4,7 @@ see the boxes drawn in the classes' colours, move the threshold, change the deco
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import io
 import os
 import shutil
@@ -20,7 +21,7 @@ from PIL import Image
 from rtdetr.api import RTDETR
 from rtdetr.serve import ServeConfig, create_app
 
-from .conftest import image_bytes
+from .conftest import NAMES, image_bytes
 
 CHROMIUM, DRIVER = (
     shutil.which("chromium") or "/usr/bin/chromium",
@@ -39,8 +40,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture()
-def server(detector: RTDETR) -> Iterator[str]:
+@contextlib.contextmanager
+def _serving(detector: RTDETR) -> Iterator[str]:
     import uvicorn
 
     port = _free_port()
@@ -54,6 +55,12 @@ def server(detector: RTDETR) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     th.join(10)
+
+
+@pytest.fixture()
+def server(detector: RTDETR) -> Iterator[str]:
+    with _serving(detector) as url:
+        yield url
 
 
 @pytest.fixture()
@@ -156,3 +163,25 @@ def test_upload_draw_threshold_depth_and_error(server: str, browser, tmp_path: P
     browser.find_element(By.ID, "file").send_keys(str(bad))
     _wait(browser, lambda d: "400" in d.find_element(By.ID, "error").text, "error shown")
     assert "cannot decode image" in browser.find_element(By.ID, "error").text
+
+
+def test_a_graph_shows_the_depth_it_runs(detector: RTDETR, browser, tmp_path: Path) -> None:  # noqa: ANN001
+    """An ONNX graph exported at decoder depth 1: the depth list says "1 layer, fixed at export" (it said only
+    "fixed at export") and the result line reports depth 1 (it said "fixed")."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from selenium.webdriver.common.by import By
+
+    from rtdetr.export import export_onnx
+
+    graph = export_onnx(detector.model, tmp_path / "d1.onnx", decoder_depth=1, check=False, class_names=NAMES).path
+    img = tmp_path / "street.png"
+    img.write_bytes(image_bytes("PNG", size=(160, 120), seed=4))
+    with _serving(RTDETR(graph)) as url:
+        browser.get(url + "/")
+        _wait(browser, lambda d: "classes" in d.find_element(By.ID, "model").text, "model info shown")
+        depth = browser.find_element(By.ID, "depth")
+        assert [o.text for o in depth.find_elements(By.TAG_NAME, "option")] == ["1 layer, fixed at export"]
+        assert not depth.is_enabled()
+        browser.find_element(By.ID, "file").send_keys(str(img))
+        _wait(browser, lambda d: "detection" in d.find_element(By.ID, "status").text, "detections listed")
+        assert "decoder depth 1" in browser.find_element(By.ID, "status").text

@@ -38,6 +38,8 @@ class Detector(Protocol):
     channels_last: bool
     class_names: list[str] | None
     """Names stored with the model (None when it has none)."""
+    exported: bool
+    """An exported graph: its input size, decoder depth, precision and detections per image were fixed at export."""
 
     @property
     def num_classes(self) -> int | None: ...
@@ -48,10 +50,11 @@ class Detector(Protocol):
 
     @property
     def decoder_layers(self) -> int | None:
-        """Decoder layers available (None: an exported graph, whose depth was fixed at export)."""
+        """Decoder layers the model has (an exported graph: as its export recorded them, None where it did not)."""
 
     @property
-    def decoder_depth(self) -> int | None: ...
+    def decoder_depth(self) -> int | None:
+        """Decoder layers run (an exported graph: those baked in, None where its export did not record them)."""
 
     def set_decoder_depth(self, depth: int | None) -> None:
         """Run ``depth`` decoder layers (None keeps the current depth); ValueError where it cannot change."""
@@ -115,6 +118,7 @@ class TorchDetector:
     """
 
     kind = "pytorch"
+    exported = False
 
     def __init__(
         self,

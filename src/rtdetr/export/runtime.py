@@ -19,6 +19,11 @@ def _det(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> dict[str,
     return {k: torch.from_numpy(np.asarray(v)) for k, v in (("labels", labels), ("boxes", boxes), ("scores", scores))}
 
 
+def _recorded_ints(meta: dict, *keys: str) -> tuple[int | None, ...]:
+    """``meta``'s values for ``keys`` as ints (ONNX metadata holds strings), None where absent."""
+    return tuple(int(meta[k]) if meta.get(k) is not None else None for k in keys)
+
+
 def _dict_or_none(value: object) -> dict | None:
     """``value`` where it is a non-empty dict (a graph's recorded run data settings), else None."""
     return value if isinstance(value, dict) and value else None
@@ -33,10 +38,11 @@ class _GraphDetector(ABC):
     precision = "fp32"
     precision_reason = "fixed at export"
     channels_last = False
-    decoder_layers = None
-    decoder_depth = None
-    baked_depth: int | None = None
-    """The decoder layers the graph runs, as its export recorded them (None: not recorded)."""
+    exported = True
+    decoder_layers: int | None = None
+    """The decoder layers of the exported model, as its export recorded them (None: not recorded)."""
+    decoder_depth: int | None = None
+    """The decoder layers the graph runs (baked in at export; None: not recorded)."""
     class_names: list[str] | None
     image_size: tuple[int, int] | None
     run_data: dict | None = None
@@ -53,9 +59,9 @@ class _GraphDetector(ABC):
 
     def set_decoder_depth(self, depth: int | None) -> None:
         """Accept ``depth`` only where it is the one baked in (None: the graph's own)."""
-        if depth is None or depth == self.baked_depth:
+        if depth is None or depth == self.decoder_depth:
             return
-        n = self.baked_depth
+        n = self.decoder_depth
         runs = f"this graph runs {n} decoder layer{'s' * (n != 1)}; " if n else ""
         raise ValueError(
             f"{runs}the decoder depth of an exported graph is fixed at export (rtdetr export --decoder-depth {depth})"
@@ -125,7 +131,7 @@ class OnnxRuntimeDetector(_GraphDetector):
         meta = self.session.get_modelmeta().custom_metadata_map
         self.class_names = json.loads(meta["class_names"]) if "class_names" in meta else None
         self.run_data = _dict_or_none(json.loads(meta["run_data"])) if "run_data" in meta else None
-        self.baked_depth = int(meta["decoder_depth"]) if "decoder_depth" in meta else None
+        self.decoder_depth, self.decoder_layers = _recorded_ints(meta, "decoder_depth", "decoder_layers")
         precision = meta.get("precision") or ("int8" if _onnx_is_int8(p) else "fp32")  # a graph from elsewhere: scan
         if precision == "int8":
             self.precision, self.precision_reason = "int8", _INT8_REASON
@@ -212,7 +218,7 @@ class OpenVinoDetector(_GraphDetector):
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         self.class_names = meta.get("class_names")
         self.run_data = _dict_or_none(meta.get("run_data"))
-        self.baked_depth = meta.get("decoder_depth")
+        self.decoder_depth, self.decoder_layers = _recorded_ints(meta, "decoder_depth", "decoder_layers")
         size = meta.get("image_size")
         self.image_size = (int(size[0]), int(size[1])) if size else None
         self.path = p

@@ -148,6 +148,7 @@ def create_app(
             "image_size": list(predictor.image_size),
             "decoder_layers": layers,
             "decoder_depth": default_depth,
+            "decoder_fixed": model.exported,
             "limits": {**asdict(cfg), "max_upload_bytes": cfg.max_upload_bytes},
             "stats": {"batches": batcher.batches, "images": batcher.images, "pending": batcher.pending},
         }
@@ -160,16 +161,19 @@ def create_app(
         classes: str | None = Query(
             None, description="classes to keep, comma-separated ids or names: 0,2 or person,car"
         ),
-        decoder_depth: int | None = Query(None, ge=1, description="decoder layers to run (PyTorch models)"),
+        decoder_depth: int | None = Query(None, ge=1, description="decoder layers to run (a graph: its own)"),
         draw: bool = Query(False, description="also return the drawn image as a JPEG data URL"),
     ) -> JSONResponse:
         t0 = time.perf_counter()
         keep = _parse_classes(classes, list(detector.class_names))
         if decoder_depth is not None:
-            if layers is None:
-                raise HTTPException(400, "the decoder depth of an exported graph is fixed at export")
-            if decoder_depth > layers:
+            if layers is not None and decoder_depth > layers:
                 raise HTTPException(400, f"decoder_depth {decoder_depth} is over the model's {layers} layers")
+            if model.exported:  # a graph only checks the depth: the one baked in, else a message saying so
+                try:
+                    model.set_decoder_depth(decoder_depth)
+                except ValueError as e:
+                    raise HTTPException(400, str(e)) from None
         try:
             async with batcher.admit():
                 data, name = await _read_upload(request)
