@@ -85,7 +85,7 @@ def test_short_run_warns(tiny_data: dict, tmp_path) -> None:  # noqa: ANN001
 
     Trainer(tiny_config(tiny_data, tmp_path / "short", "train.epochs=2", "train.warmup_iters=2000"))
     text = (tmp_path / "short" / "log.txt").read_text()
-    assert "rtdetr_r18vd at 64x64: 8 optimizer steps (2 epochs x 4); lr warm-up 1 steps" in text
+    assert "rtdetr_r18vd at 64x64: 8 optimizer steps (2 epochs x 4); lr warm-up 1 step," in text
     assert "too short to train a detector from scratch" in text
 
 

@@ -166,10 +166,10 @@ class Trainer:
         if self.main:
             ms = self.collate.scales
             log.info(
-                "%s at %s%s: %d optimizer steps (%d epochs x %d); lr warm-up %d steps, EMA %g warming up over %d "
+                "%s at %s%s: %d optimizer steps (%d epochs x %d); lr warm-up %d step%s, EMA %g warming up over %d "
                 "(capped at %d%% / %d%% of the run)", cfg.model.name, size_text(size), f" (multi-scale "
                 f"{size_text(min(ms))} to {size_text(max(ms))})" if ms else "", total, t.epochs, self.iters_per_epoch,
-                warmup, t.ema_ramp[0], ema_warmup, 100 * t.warmup_cap, 100 * EMA_WARMUP_FRACTION,
+                warmup, "s" * (warmup != 1), t.ema_ramp[0], ema_warmup, 100 * t.warmup_cap, 100 * EMA_WARMUP_FRACTION,
             )  # fmt: skip
             if total < SHORT_RUN_STEPS:
                 log.warning(
