@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,14 @@ def test_int8_and_openvino(tmp_path: Path) -> None:
     assert ds < 1e-3 and agree == 1.0
     with pytest.raises(FileNotFoundError, match="no such OpenVINO model"):
         OpenVinoDetector(tmp_path / "none.xml")
+    (tmp_path / "alone").mkdir()  # the .xml copied without its .bin: said so (was "core.cpp:84:")
+    alone = Path(shutil.copy(xml, tmp_path / "alone"))
+    with pytest.raises(FileNotFoundError, match=r"alone/m.xml: its weights m.bin are not beside it .* copy both"):
+        OpenVinoDetector(alone)
+    alone.with_suffix(".bin").write_bytes(b"\0" * 16)  # not an IR's weights, nor an IR
+    alone.write_text("<notes>not a model</notes>")
+    with pytest.raises(RuntimeError, match=r"alone/m.xml: OpenVINO cannot compile this model \(Unable to read"):
+        OpenVinoDetector(alone)
     from rtdetr.convert.summary import describe_export, format_summary  # `rtdetr info m.xml` / `m.onnx`
 
     for path, origin in ((xml, "OpenVINO IR"), (onnx_path, "ONNX")):

@@ -24,6 +24,13 @@ def _recorded_ints(meta: dict, *keys: str) -> tuple[int | None, ...]:
     return tuple(int(meta[k]) if meta.get(k) is not None else None for k in keys)
 
 
+def _openvino_reason(e: Exception) -> str:
+    """The reason in an OpenVINO exception, without its source-location lines ("Exception from core.cpp:84:")."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '"))]
+    return (said or lines or [type(e).__name__])[-1]
+
+
 def _dict_or_none(value: object) -> dict | None:
     """``value`` where it is a non-empty dict (a graph's recorded run data settings), else None."""
     return value if isinstance(value, dict) and value else None
@@ -193,6 +200,11 @@ class OpenVinoDetector(_GraphDetector):
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such OpenVINO model")
+        if not p.with_suffix(".bin").is_file():
+            raise FileNotFoundError(
+                f"{p}: its weights {p.with_suffix('.bin').name} are not beside it (an OpenVINO model is the .xml and "
+                "the .bin of the same name; copy both)"
+            )
         config: dict[str, str] = {}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = str(threads)
@@ -203,7 +215,7 @@ class OpenVinoDetector(_GraphDetector):
             model = core.read_model(str(p))
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long messages
-            raise RuntimeError(f"{p}: OpenVINO cannot compile this model ({str(e).splitlines()[0]})") from None
+            raise RuntimeError(f"{p}: OpenVINO cannot compile this model ({_openvino_reason(e)})") from None
         try:  # OpenVINO runs fp32 graphs in bf16 by itself on CPUs with native bf16: say so
             hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # e.g. "<Type: 'bfloat16'>"
             name = hint.split("'")[1] if "'" in hint else hint
