@@ -89,3 +89,26 @@ def test_rank_with_only_empty_images_does_not_hang(tmp_path: Path, tiny_data: di
     proc = _torchrun(args, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert read_checkpoint(tmp_path / "last.pth")["global_step"] == 4
+
+
+def test_device_names_are_checked(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A device this project does not run on, or a CUDA index past the machine's GPUs, is refused naming what
+    there is (``--device tpu`` printed torch's list of 20 device types; ``cuda:7`` failed later, inside torch)."""
+    import torch
+
+    from rtdetr.engine.distributed import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad in ("tpu", "mps", "gpu0"):
+        with pytest.raises(ValueError, match=rf"device must be cpu, cuda, cuda:N or auto; got '{bad}'"):
+            resolve_device(bad)
+    assert cli_main(["predict", "rtdetr_r18vd", "x.jpg", "--device", "tpu"]) == 1
+    assert "error: device must be cpu, cuda, cuda:N or auto; got 'tpu'" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"'cuda:7': this machine has 1 CUDA device \(cuda:0..cuda:0\)"):
+        resolve_device("cuda:7")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'cuda' requested but CUDA is not available"):
+        resolve_device("cuda")

@@ -30,11 +30,21 @@ def init_distributed(device: str) -> tuple[int, int, torch.device]:
 
 
 def resolve_device(device: str) -> torch.device:
+    """``"auto"`` (CUDA where available, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device; anything
+    else, or a CUDA device this machine lacks, raises ValueError saying what there is."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:  # torch lists every device type it knows, most of which this project does not run on
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ValueError(f"device {device!r}: this machine has {n} CUDA device{'s' * (n != 1)} (cuda:0..cuda:{n - 1})")
     return dev
 
 
