@@ -133,6 +133,31 @@ def test_missing_and_bad_sources(tmp_path: Path, predictor: Predictor) -> None:
     assert len(predictor(tmp_path / "d")) == 1  # the unreadable file is skipped with a warning
 
 
+def test_a_folder_without_images_says_what_it_holds(tmp_path: Path) -> None:
+    """A dataset root whose images sit in subfolders: the error names them and the glob that reads them (it said
+    only 'no images or videos in this folder'); a folder of other files names them; an empty folder says so."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty: no images or videos in this folder$"):
+        list(iter_source(tmp_path / "empty"))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"in this folder \(it holds 1 other files: readme.txt\)"):
+        list(iter_source(notes))
+    root = tmp_path / "root"
+    for sub in ("b/deep", "a"):
+        (root / sub).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / sub / "1.png")
+    (root / "c").mkdir()  # no images: not named
+    says = rf"root: no images or videos in this folder \(its subfolders a, b hold some: the glob '{root}/\*\*/\*'"
+    with pytest.raises(FileNotFoundError, match=says):
+        list(iter_source(root))
+    assert [Path(path).relative_to(root).as_posix() for _, path, _, _ in iter_source(f"{root}/**/*")] == [
+        "a/1.png",
+        "b/deep/1.png",
+    ]
+
+
 def test_video_file_frames(tmp_path: Path, predictor: Predictor) -> None:
     cv2 = pytest.importorskip("cv2")
     path = tmp_path / "clip.avi"

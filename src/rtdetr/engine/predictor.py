@@ -190,8 +190,7 @@ def iter_source(source: Any, video_stride: int = 1, cover: tuple[int, int] | Non
                 elif f.is_file() and not f.name.startswith("."):
                     others.append(f.name)
             if not files:
-                held = f" (it holds {len(others)} other files: {', '.join(others[:5])}{', ...' * (len(others) > 5)})"
-                raise FileNotFoundError(f"{p}: no images or videos in this folder{held if others else ''}")
+                raise FileNotFoundError(f"{p}: no images or videos in this folder{_folder_hint(p, others)}")
             if others:
                 more = f" and {len(others) - 5} more" if len(others) > 5 else ""
                 log.warning(
@@ -221,6 +220,19 @@ def iter_source(source: Any, video_stride: int = 1, cover: tuple[int, int] | Non
         return
     image = _to_pil(source)
     yield image, None, None, image.size
+
+
+def _folder_hint(folder: Path, others: list[str]) -> str:
+    """Why a folder gave no images: its subfolders hold them (folders are not searched below their top level;
+    a ``**`` glob is), or the other files it holds."""
+    media = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+    below = sorted({f.relative_to(folder).parts[0] for f in folder.rglob("*") if f.suffix.lower() in media})
+    if below:
+        listed = ", ".join(below[:5]) + ", ..." * (len(below) > 5)
+        return f" (its subfolders {listed} hold some: the glob '{folder / '**' / '*'}' reads every image below it)"
+    if not others:
+        return ""
+    return f" (it holds {len(others)} other files: {', '.join(others[:5])}{', ...' * (len(others) > 5)})"
 
 
 def _file_image(path: Path, cover: tuple[int, int] | None) -> Item:
