@@ -268,10 +268,10 @@ def test_val_labels_follow_the_model_class_names(tmp_path: Path, caplog: pytest.
     assert "1: 'cat' in the data, 'bee' in the model; 2: 'bee' in the data, 'cat' in the model" in caplog.text
 
 
-def test_predict_label_files_need_an_output_folder() -> None:
+def test_predict_label_files_and_crops_need_an_output_folder() -> None:
     det = RTDETR("rtdetr_r18vd", num_classes=2, **TINY_MODEL)
-    for kwargs in ({"save_txt": True}, {"save_conf": True}):
-        with pytest.raises(ValueError, match="save_txt and save_conf write label files: give output"):
+    for kwargs in ({"save_txt": True}, {"save_conf": True}, {"save_crop": True}):
+        with pytest.raises(ValueError, match="save_txt, save_conf and save_crop write files: give output"):
             det.predict(np.zeros((20, 20, 3), np.uint8), **kwargs)
 
 

@@ -200,7 +200,8 @@ def test_os_errors_lead_with_the_path(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_predict_takes_several_sources_and_writes_yolo_labels(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """`rtdetr predict m.pth imgs/*.jpg` hands the shell's expansion over as several arguments: that was
-    'unrecognized arguments'. --save-txt/--save-conf write YOLO labels; with --no-save they are refused."""
+    'unrecognized arguments'. --save-txt/--save-conf write YOLO labels, --save-crop the detections' crops; with
+    --no-save they are refused."""
     from PIL import Image
 
     for name in ("a.png", "b.png"):
@@ -216,7 +217,13 @@ def test_predict_takes_several_sources_and_writes_yolo_labels(tmp_path: Path, ca
         main([*argv, "--no-save", "--save-txt"])
     assert "argument --save-txt: not allowed with argument --no-save" in capsys.readouterr().err
     assert main([*argv, "--no-save", "--save-conf"]) == 1
-    assert "--save-conf writes label files: it cannot go with --no-save" in capsys.readouterr().err
+    assert "--save-conf writes files: it cannot go with --no-save" in capsys.readouterr().err
+    assert main([*argv, "--no-save", "--save-crop"]) == 1
+    assert "--save-crop writes files: it cannot go with --no-save" in capsys.readouterr().err
+    crops = tmp_path / "crops"  # each detection's pixels by class: a.png's 3 and b.png's 3
+    assert main([*argv, "-o", str(crops), "--save-crop", "--conf", "0", "--max-det", "3"]) == 0
+    assert f"crops in {crops}/crops" in capsys.readouterr().out
+    assert sorted(p.stem for p in (crops / "crops").rglob("*.jpg")) == ["a_1", "a_2", "a_3", "b_1", "b_2", "b_3"]
 
 
 def test_ctrl_c_in_training_says_what_was_saved(

@@ -248,21 +248,23 @@ class RTDETR:
         video_stride: int = 1,
         save_txt: bool = False,
         save_conf: bool = False,
+        save_crop: bool = False,
     ) -> list[Results] | Iterator[Results]:
         """Detect objects in ``source`` (image, array, tensor, path, folder, glob, video, camera index, URL, or a
         list); of a video or stream every ``video_stride``-th frame. ``stream=True`` returns a generator (use it
         for videos and cameras). With ``output`` (a folder) each image's drawing and JSON, and each video's drawn
         video and JSON lines are written there (:class:`~rtdetr.engine.saver.ResultSaver`: no name reused);
-        ``save_txt`` adds YOLO label files under ``output/labels/`` (``save_conf``: with the score)."""
+        ``save_txt`` adds YOLO label files under ``output/labels/`` (``save_conf``: with the score), ``save_crop``
+        each detection's crop under ``output/crops/<class>/``."""
         if isinstance(video_stride, bool) or not isinstance(video_stride, int) or video_stride < 1:
             raise ValueError(f"video_stride must be an integer >= 1; got {video_stride!r}")
-        if (save_txt or save_conf) and output is None:
-            raise ValueError("save_txt and save_conf write label files: give output (a folder)")
+        if (save_txt or save_conf or save_crop) and output is None:
+            raise ValueError("save_txt, save_conf and save_crop write files: give output (a folder)")
         # drawings are made on the full image: with output, files are decoded once, at full resolution
         pred = self.predictor(conf, max_det, classes, decoder_depth, image_size, batch, 0.0 if output else None)
         gen = pred.stream(source, video_stride)
         if output is not None:
-            gen = save_results(gen, output, video_stride, save_txt or save_conf, save_conf)
+            gen = save_results(gen, output, video_stride, save_txt or save_conf, save_conf, save_crop)
         return gen if stream else list(gen)
 
     # ---------------------------------------------------------------------------------------------------- val

@@ -172,12 +172,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     _say_path(det)
     sources = [int(s) if s.isdigit() else s for s in args.source]  # several: a shell-expanded glob, say
     source = sources[0] if len(sources) == 1 else sources
-    if args.no_save and args.save_conf:
-        raise ValueError("--save-conf writes label files: it cannot go with --no-save")
+    for flag in ("save_conf", "save_crop"):  # (--save-txt and --no-save: argparse refuses the pair)
+        if args.no_save and getattr(args, flag):
+            raise ValueError(f"--{flag.replace('_', '-')} writes files: it cannot go with --no-save")
     save_dir = None if args.no_save else (args.output or fresh_folder(arg.DEFAULT_PREDICT_DIR))
     n_images = n_dets = 0
     videos: dict[str | None, int] = {}
-    labels = {"save_txt": args.save_txt or args.save_conf, "save_conf": args.save_conf} if save_dir else {}
+    labels = {"save_txt": args.save_txt or args.save_conf, "save_conf": args.save_conf, "save_crop": args.save_crop}
     results = det.predict(
         source, **dataclasses.asdict(opts), stream=True, output=save_dir, video_stride=args.video_stride, **labels
     )
@@ -203,7 +204,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             frames = sum(videos.values())
             read.append(f"{len(videos)} video{'s' * (len(videos) != 1)} ({frames} frame{'s' * (frames != 1)})")
         where = f"; drawn images and videos with their JSON in {save_dir}" if save_dir else ""
-        where += f", YOLO labels in {Path(str(save_dir)) / 'labels'}" if labels.get("save_txt") else ""
+        where += f", YOLO labels in {Path(str(save_dir)) / 'labels'}" if labels["save_txt"] else ""
+        where += f", crops in {Path(str(save_dir)) / 'crops'}" if args.save_crop else ""
         print(f"{' and '.join(read)}, {n_dets} detections{where}")
     return 0
 

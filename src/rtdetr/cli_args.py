@@ -57,6 +57,9 @@ def add_predict_outputs(p: argparse.ArgumentParser) -> None:
         "--save-txt", action="store_true", help="also write YOLO labels (class cx cy w h) to <output>/labels/"
     )
     p.add_argument("--save-conf", action="store_true", help="--save-txt with the score as a sixth column")
+    p.add_argument(
+        "--save-crop", action="store_true", help="also write each detection's crop to <output>/crops/<class>/"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
 
 

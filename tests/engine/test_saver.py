@@ -183,3 +183,31 @@ def test_yolo_lines_of_a_known_box_and_the_empty_and_video_cases(tmp_path: Path,
     lines = {n: (tmp_path / "out" / "labels" / n).read_text().splitlines() for n in labels}
     assert [len(lines[n]) for n in ("clip_0.txt", "clip_1_2.txt", "clip_2.txt")] == [2, 2, 2]  # the frames
     assert lines["clip_1.txt"] == lines["clip_2_2.txt"] == [r.to_yolo().strip()]  # the two images' one box
+
+
+def test_crops_hold_each_detections_pixels(tmp_path: Path, predictor: Predictor) -> None:
+    """``save_crop``: each detection's region of the original image, by class folder, named after its source and
+    its rank; boxes past the edge are clipped, sub-pixel boxes give at least one pixel; a class name that is not a
+    folder name is made one; a video's frames are told apart by frame."""
+    yy, xx = np.mgrid[0:30, 0:40]
+    pixels = np.stack([xx * 6, yy * 8, (xx + yy) * 3], -1).astype(np.uint8)  # each pixel its own (smooth for JPEG)
+    boxes = torch.tensor([[1.5, 2.2, 20.1, 25.0], [-5.0, 28.0, 60.0, 40.0], [10.0, 10.0, 10.0, 10.0]])
+    r = Results(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([1, 0, 1]), ["AC/DC", "b"], (40, 30),
+                "d/x.png", None, Image.fromarray(pixels))  # fmt: skip
+    expected = [pixels[2:25, 1:21], pixels[28:30, 0:40], pixels[10:11, 10:11]]  # floor/ceil, clipped, >= 1 px
+    assert [np.asarray(c).tolist() for c in r.crops()] == [e.tolist() for e in expected]
+    with ResultSaver(tmp_path / "out", save_crop=True) as saver:
+        saver.add(r)
+    crops = tmp_path / "out" / "crops"
+    assert sorted(p.relative_to(crops).as_posix() for p in crops.rglob("*.jpg")) == [
+        "AC_DC/x_2.jpg",
+        "b/x_1.jpg",
+        "b/x_3.jpg",
+    ]
+    saved = np.asarray(Image.open(crops / "b" / "x_1.jpg")).astype(int)
+    assert saved.shape == (23, 20, 3) and np.abs(saved - expected[0]).mean() < 3  # JPEG at quality 95
+    out = tmp_path / "video"
+    clip = _video(tmp_path / "clip.avi", 3, 10.0)
+    results = list(save_results(predictor.stream(clip), out, save_crop=True))
+    names = sorted(p.name for p in (out / "crops").rglob("*.jpg"))
+    assert names == sorted(f"clip_{r.frame}_{k}.jpg" for r in results for k in (1, 2))  # max_det 2 per frame

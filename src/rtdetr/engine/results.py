@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,23 @@ class Results:
     def plot(self) -> Image.Image:
         """The original image with the detections drawn (an image file whose result keeps no image, one that
         predict decoded shrunk, is read again at full resolution)."""
+        image = self._original()
+        return draw_detections(image, self.boxes.tolist(), self.labels.tolist(), self.scores.tolist(), self.names)
+
+    def crops(self) -> list[Image.Image]:
+        """Each detection's region of the original image, in score order: the box widened to whole pixels and
+        clipped to the image, at least 1x1."""
+        image = self._original()
+        w, h = image.size
+        out = []
+        for x0, y0, x1, y1 in self.boxes.tolist():
+            left, top = min(max(math.floor(x0), 0), w - 1), min(max(math.floor(y0), 0), h - 1)
+            right, bottom = max(min(math.ceil(x1), w), left + 1), max(min(math.ceil(y1), h), top + 1)
+            out.append(image.crop((left, top, right, bottom)))
+        return out
+
+    def _original(self) -> Image.Image:
+        """The original image: the one kept, else the file read again at full resolution."""
         image = self.image
         if image is None and self.path is not None and self.frame is None and "://" not in self.path:
             from rtdetr.data.dataset import load_image
@@ -121,7 +139,7 @@ class Results:
                                  f"{self.orig_size[0]}x{self.orig_size[1]} image it was when detected")  # fmt: skip
         if image is None:
             raise ValueError("this result keeps no image (predict with keep_images=True)")
-        return draw_detections(image, self.boxes.tolist(), self.labels.tolist(), self.scores.tolist(), self.names)
+        return image
 
     def save(self, path: str | Path) -> Path:
         """Save the drawn image (``.jpg``/``.png``), the JSON (``.json``) or YOLO label lines (``.txt``)."""

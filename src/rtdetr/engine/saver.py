@@ -3,6 +3,7 @@ drawn video and one JSON-lines file per video or stream, names never reused with
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,17 +78,24 @@ class ResultSaver:
     a stream URL ``stream``. With ``save_txt`` YOLO label files go to ``labels/<stem>.txt`` (a video's frames:
     ``labels/<stem>_<frame>.txt``, never the name of an image's in this run; an image without detections: an
     empty file) and the class names to
-    ``labels/classes.txt``, with ``save_conf`` a sixth column, the score. Use as a context manager (closes the
-    videos)."""
+    ``labels/classes.txt``, with ``save_conf`` a sixth column, the score. With ``save_crop`` each detection's
+    region of the original image goes to ``crops/<class name>/<stem>_<k>.jpg`` (k = 1, 2... in score order; a
+    video's frames: ``<stem>_<frame>_<k>.jpg``). Use as a context manager (closes the videos)."""
 
     def __init__(
-        self, folder: str | Path, video_stride: int = 1, save_txt: bool = False, save_conf: bool = False
+        self,
+        folder: str | Path,
+        video_stride: int = 1,
+        save_txt: bool = False,
+        save_conf: bool = False,
+        save_crop: bool = False,
     ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.video_stride = video_stride
         self.labels = self.folder / "labels" if save_txt else None
         self.save_conf, self.names_written = save_conf, False
+        self.crops = self.folder / "crops" if save_crop else None
         self.used: set[str] = {"classes"} if save_txt else set()  # labels/classes.txt holds the class names
         #: the video being written and its source (sources run one after another: one is open at a time)
         self.video: tuple[str | None, _VideoOut] | None = None
@@ -114,6 +122,7 @@ class ResultSaver:
             for suffix in (".jpg", ".json"):
                 self.written.append(r.save(stem.with_name(stem.name + suffix)))
             self._txt(r, stem.name)
+            self._crops(r, stem.name)
             return
         if self.video is None or self.video[0] != r.path:  # a new source: the previous one has ended
             self.close()
@@ -127,6 +136,16 @@ class ResultSaver:
         self.video[1].write(r)
         if self.labels is not None:  # the frame's label name, kept apart from every image's (else _2, _3...)
             self._txt(r, self._stem(f"{self.video[1].video.stem}_{r.frame}").name)
+        self._crops(r, f"{self.video[1].video.stem}_{r.frame}")
+
+    def _crops(self, r: Results, name: str) -> None:
+        if self.crops is None:
+            return
+        for k, (crop, cls) in enumerate(zip(r.crops(), r.class_names), 1):
+            path = self.crops / _folder_name(cls) / f"{name}_{k}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            crop.save(path, quality=95)
+            self.written.append(path)
 
     def _txt(self, r: Results, name: str) -> None:
         if self.labels is not None:
@@ -151,12 +170,18 @@ class ResultSaver:
         self.close()
 
 
+def _folder_name(name: str) -> str:
+    """A class name as a folder name: path separators and characters file systems refuse become ``_``."""
+    safe = re.sub(r'[\\/:*?"<>|\x00-\x1f]+', "_", name).strip(" .")
+    return safe or "_"
+
+
 def save_results(
     results: Iterator[Results], folder: str | Path, video_stride: int = 1, save_txt: bool = False,
-    save_conf: bool = False,
+    save_conf: bool = False, save_crop: bool = False,
 ) -> Iterator[Results]:  # fmt: skip
     """Pass ``results`` through, writing each into ``folder`` (:class:`ResultSaver`) before yielding it."""
-    with ResultSaver(folder, video_stride, save_txt, save_conf) as saver:
+    with ResultSaver(folder, video_stride, save_txt, save_conf, save_crop) as saver:
         for r in results:
             saver.add(r)
             yield r
