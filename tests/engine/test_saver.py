@@ -208,6 +208,9 @@ def test_crops_hold_each_detections_pixels(tmp_path: Path, predictor: Predictor)
     assert saved.shape == (23, 20, 3) and np.abs(saved - expected[0]).mean() < 3  # JPEG at quality 95
     out = tmp_path / "video"
     clip = _video(tmp_path / "clip.avi", 3, 10.0)
-    results = list(save_results(predictor.stream(clip), out, save_crop=True))
+    Image.new("RGB", (48, 32)).save(tmp_path / "clip_1.png")  # an image named as a frame: their crops kept apart
+    results = list(save_results(predictor.stream([tmp_path / "clip_1.png", clip]), out, save_crop=True))
     names = sorted(p.name for p in (out / "crops").rglob("*.jpg"))
-    assert names == sorted(f"clip_{r.frame}_{k}.jpg" for r in results for k in (1, 2))  # max_det 2 per frame
+    stems = ["clip_1", "clip_0", "clip_1_2", "clip_2"]  # the image, then frames 0, 1 (its name taken) and 2
+    assert [r.frame for r in results] == [None, 0, 1, 2]
+    assert names == sorted(f"{stem}_{k}.jpg" for stem in stems for k in (1, 2))  # max_det 2 per image

@@ -134,9 +134,10 @@ class ResultSaver:
             self.video = (r.path, out)
             self.written += [out.video, out.jsonl]
         self.video[1].write(r)
-        if self.labels is not None:  # the frame's label name, kept apart from every image's (else _2, _3...)
-            self._txt(r, self._stem(f"{self.video[1].video.stem}_{r.frame}").name)
-        self._crops(r, f"{self.video[1].video.stem}_{r.frame}")
+        if self.labels is not None or self.crops is not None:  # the frame's name, apart from every image's (_2...)
+            name = self._stem(f"{self.video[1].video.stem}_{r.frame}").name
+            self._txt(r, name)
+            self._crops(r, name)
 
     def _crops(self, r: Results, name: str) -> None:
         if self.crops is None:
