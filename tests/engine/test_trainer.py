@@ -25,6 +25,9 @@ def test_fit_writes_checkpoints_logs_and_curves(tiny_data: dict, tmp_path: Path)
     model = load_model(run / "best.pth")  # evaluation weights (EMA) with the embedded config
     assert model.config.num_classes == 4
     assert not list(run.glob(".*tmp"))
+    # what train() returns reads as numbers, not COCO's [10, 101, K, 4, 3] precision array (a notebook printed it)
+    assert set(result["last_eval"]) == {"stats", "per_class_ap", "per_class_ap50", "backend"}
+    assert len(repr(result)) < 1500
 
 
 def test_resume_continues_exactly(tiny_data: dict, tmp_path: Path) -> None:

@@ -494,5 +494,6 @@ class Trainer:
         finally:
             self.logger.close()
             cleanup()
+        shown = last_eval and {k: v for k, v in last_eval.items() if k != "precision"}  # not a [10,101,K,4,3] array
         return {"best_ap": self.best_ap, "best_epoch": self.best_epoch, "epochs_run": done,
-                "last_eval": last_eval, "output_dir": str(self.out_dir)}  # fmt: skip
+                "last_eval": shown, "output_dir": str(self.out_dir)}  # fmt: skip
