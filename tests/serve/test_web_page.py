@@ -1,5 +1,6 @@
 """End-to-end: the web page in headless Debian Chromium against a live server on loopback. Upload an image,
-see the boxes drawn in the classes' colours, move the threshold, change the decoder depth, upload a bad file."""
+see the boxes drawn in the classes' colours, move the threshold, change the decoder depth, choose classes, upload
+a bad file."""
 
 from __future__ import annotations
 
@@ -156,6 +157,29 @@ def test_upload_draw_threshold_depth_and_error(server: str, browser, tmp_path: P
         "const s = document.getElementById('depth'); s.value = '1'; s.dispatchEvent(new Event('change'));"
     )
     _wait(browser, lambda d: "decoder depth 1" in d.find_element(By.ID, "status").text, "depth 1 result")
+
+    # choosing a class asks the server for that class's best boxes (a new request); none chosen: every class
+    assert [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#classes option")] == NAMES
+
+    def choose(values: list[str]) -> None:
+        browser.execute_script(
+            "const s = document.getElementById('classes');"
+            "for (const o of s.options) o.selected = arguments[0].includes(o.value);"
+            "s.dispatchEvent(new Event('change'));",
+            values,
+        )
+
+    choose(["2"])
+    _wait(browser, lambda d: "(1 chosen)" in d.find_element(By.ID, "classes-note").text, "class chosen")
+
+    def rows() -> list[str]:  # read in one go: the table is redrawn when the answer comes
+        return browser.execute_script(
+            "return [...document.querySelectorAll('#dets tr td:first-child')].map((t) => t.textContent)"
+        )
+
+    _wait(browser, lambda d: rows() and set(rows()) == {"triangle"}, "only triangles listed")
+    choose([])
+    _wait(browser, lambda d: len(set(rows())) > 1, "every class listed again")
 
     # a file that is not an image: the server's reason is shown, the page keeps working
     bad = tmp_path / "notes.jpg"
