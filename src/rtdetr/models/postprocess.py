@@ -158,17 +158,17 @@ class PostProcessor(nn.Module):
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         boxes = box_cxcywh_to_xyxy(boxes) * orig_sizes.to(boxes.dtype).repeat(1, 2).unsqueeze(1)
         num_classes = logits.shape[-1] - (0 if self.use_focal_loss else 1)  # softmax: + background
-        excluded = None if classes is None else ~classes.to(logits.device, torch.bool).view(-1, 1, num_classes)
+        probs = logits.sigmoid() if self.use_focal_loss else F.softmax(logits, dim=-1)[..., :-1]
+        if classes is not None:
+            probs = probs.masked_fill(~classes.to(logits.device, torch.bool).view(-1, 1, num_classes), 0.0)
         if self.use_focal_loss:
-            probs = logits.sigmoid()
-            flat = (probs if excluded is None else probs.masked_fill(excluded, 0.0)).flatten(1)
+            flat = probs.flatten(1)
             k = min(self.num_top_queries, flat.shape[1])
             scores, index = torch.topk(flat, k, dim=-1)
             query = index // num_classes
             labels = index - query * num_classes  # == index % num_classes without a Mod op
         else:
-            probs = F.softmax(logits, dim=-1)[..., :-1]
-            scores, labels = (probs if excluded is None else probs.masked_fill(excluded, 0.0)).max(-1)
+            scores, labels = probs.max(-1)
             k = min(self.num_top_queries, scores.shape[1])
             scores, query = torch.topk(scores, k, dim=-1)
             labels = labels.gather(1, query)
