@@ -178,9 +178,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     save_dir = None if args.no_save else (args.output or fresh_folder(arg.DEFAULT_PREDICT_DIR))
     n_images = n_dets = 0
     videos: dict[str | None, int] = {}
-    labels = {"save_txt": args.save_txt or args.save_conf, "save_conf": args.save_conf, "save_crop": args.save_crop}
+    saving = {"save_txt": args.save_txt or args.save_conf, "save_conf": args.save_conf, "save_crop": args.save_crop}
     results = det.predict(
-        source, **dataclasses.asdict(opts), stream=True, output=save_dir, video_stride=args.video_stride, **labels
+        source, **dataclasses.asdict(opts), stream=True, output=save_dir, video_stride=args.video_stride, **saving
     )
     try:  # closing the generator finishes the videos it writes, also on Ctrl-C
         for r in results:
@@ -204,7 +204,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             frames = sum(videos.values())
             read.append(f"{len(videos)} video{'s' * (len(videos) != 1)} ({frames} frame{'s' * (frames != 1)})")
         where = f"; drawn images and videos with their JSON in {save_dir}" if save_dir else ""
-        where += f", YOLO labels in {Path(str(save_dir)) / 'labels'}" if labels["save_txt"] else ""
+        where += f", YOLO labels in {Path(str(save_dir)) / 'labels'}" if saving["save_txt"] else ""
         where += f", crops in {Path(str(save_dir)) / 'crops'}" if args.save_crop else ""
         print(f"{' and '.join(read)}, {n_dets} detections{where}")
     return 0

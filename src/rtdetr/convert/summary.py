@@ -75,7 +75,7 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def describe_export(path: str | os.PathLike) -> dict[str, Any]:
     """A summary of an exported graph: ``.onnx`` (its metadata) or OpenVINO ``.xml`` (its ``.json`` sidecar)."""
     from rtdetr.export.onnx import BAKED_KEYS
-    from rtdetr.export.runtime import OnnxRuntimeDetector, OpenVinoDetector
+    from rtdetr.export.runtime import OnnxRuntimeDetector, OpenVinoDetector, recorded_ints
 
     p = Path(path)
     meta: Mapping[str, Any]
@@ -97,7 +97,7 @@ def describe_export(path: str | os.PathLike) -> dict[str, Any]:
         "precision": det.precision,  # int8 for a quantized graph; an IR: OpenVINO's precision on this CPU
         "size_mb": round(sum(f.stat().st_size for f in (p, p.with_suffix(".bin")) if f.is_file()) / 2**20, 1),
         "run": {k: v for k, v in _run_settings({"data": det.run_data}).items() if k.startswith("data.")},
-        **{k: int(meta[k]) if k in meta else None for k in BAKED_KEYS},
+        **dict(zip(BAKED_KEYS, recorded_ints(meta, *BAKED_KEYS))),
     }
 
 

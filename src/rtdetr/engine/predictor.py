@@ -225,14 +225,15 @@ def iter_source(source: Any, video_stride: int = 1, cover: tuple[int, int] | Non
 def _folder_hint(folder: Path, others: list[str]) -> str:
     """Why a folder gave no images: its subfolders hold them (folders are not searched below their top level;
     a ``**`` glob is), or the other files it holds."""
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:5]) + ", ..." * (len(names) > 5)
+
     media = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     below = sorted({f.relative_to(folder).parts[0] for f in folder.rglob("*") if f.suffix.lower() in media})
     if below:
-        listed = ", ".join(below[:5]) + ", ..." * (len(below) > 5)
-        return f" (its subfolders {listed} hold some: the glob '{folder / '**' / '*'}' reads every image below it)"
-    if not others:
-        return ""
-    return f" (it holds {len(others)} other files: {', '.join(others[:5])}{', ...' * (len(others) > 5)})"
+        return f" (its subfolders {some(below)} hold some: the glob '{folder / '**' / '*'}' reads every image below it)"
+    return f" (it holds {len(others)} other files: {some(others)})" if others else ""
 
 
 def _file_image(path: Path, cover: tuple[int, int] | None) -> Item:

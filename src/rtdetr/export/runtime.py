@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["OnnxRuntimeDetector", "OpenVinoDetector"]
+__all__ = ["OnnxRuntimeDetector", "OpenVinoDetector", "recorded_ints"]
 
 
 def _det(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> dict[str, Tensor]:
@@ -19,7 +20,7 @@ def _det(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> dict[str,
     return {k: torch.from_numpy(np.asarray(v)) for k, v in (("labels", labels), ("boxes", boxes), ("scores", scores))}
 
 
-def _recorded_ints(meta: dict, *keys: str) -> tuple[int | None, ...]:
+def recorded_ints(meta: Mapping[str, Any], *keys: str) -> tuple[int | None, ...]:
     """``meta``'s values for ``keys`` as ints (ONNX metadata holds strings), None where absent."""
     return tuple(int(meta[k]) if meta.get(k) is not None else None for k in keys)
 
@@ -138,7 +139,7 @@ class OnnxRuntimeDetector(_GraphDetector):
         meta = self.session.get_modelmeta().custom_metadata_map
         self.class_names = json.loads(meta["class_names"]) if "class_names" in meta else None
         self.run_data = _dict_or_none(json.loads(meta["run_data"])) if "run_data" in meta else None
-        self.decoder_depth, self.decoder_layers = _recorded_ints(meta, "decoder_depth", "decoder_layers")
+        self.decoder_depth, self.decoder_layers = recorded_ints(meta, "decoder_depth", "decoder_layers")
         precision = meta.get("precision") or ("int8" if _onnx_is_int8(p) else "fp32")  # a graph from elsewhere: scan
         if precision == "int8":
             self.precision, self.precision_reason = "int8", _INT8_REASON
@@ -230,7 +231,7 @@ class OpenVinoDetector(_GraphDetector):
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         self.class_names = meta.get("class_names")
         self.run_data = _dict_or_none(meta.get("run_data"))
-        self.decoder_depth, self.decoder_layers = _recorded_ints(meta, "decoder_depth", "decoder_layers")
+        self.decoder_depth, self.decoder_layers = recorded_ints(meta, "decoder_depth", "decoder_layers")
         size = meta.get("image_size")
         self.image_size = (int(size[0]), int(size[1])) if size else None
         self.path = p
