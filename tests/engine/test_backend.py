@@ -30,6 +30,22 @@ def test_torch_detector_follows_the_protocol() -> None:
         as_detector("model.pth")
 
 
+def test_class_filter_per_image_equals_each_image_alone() -> None:
+    """One entry per image (ids, or None for every class) filters each image as a call with its ids alone would
+    (the service runs mixed class filters in one batch this way)."""
+    torch.manual_seed(0)
+    model = create_model("rtdetr_r18vd", num_classes=3, **TINY_MODEL).eval()
+    det = as_detector(model)
+    x, sizes = torch.rand(3, 3, 64, 64), torch.tensor([[100, 80], [64, 64], [30, 90]])
+    with torch.no_grad():
+        got = det.detect(x, sizes, 6, [{2}, None, [0, 1]])
+        alone = [det.detect(x[i : i + 1], sizes[i : i + 1], 6, c)[0] for i, c in enumerate([{2}, None, [0, 1]])]
+    assert got[0]["labels"].tolist() == [2] * 6 and set(got[2]["labels"].tolist()) <= {0, 1}
+    for g, a in zip(got, alone):
+        assert torch.equal(g["labels"], a["labels"]) and torch.allclose(g["scores"], a["scores"], atol=1e-6)
+        assert torch.allclose(g["boxes"], a["boxes"], atol=1e-4)
+
+
 def test_fused_copy_gives_the_same_detections() -> None:
     model = create_model("rtdetr_r18vd", num_classes=3, **TINY_MODEL).eval()
     plain, fused = TorchDetector(model), TorchDetector(model, fuse=True)

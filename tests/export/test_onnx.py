@@ -116,6 +116,11 @@ def test_graph_class_filter_keeps_those_classes_among_its_detections(exported: t
     assert [len(g["labels"]) for g in ort.detect(x, sizes, 2, {1})] == [
         min(2, int((e["labels"] == 1).sum())) for e in every
     ]
+    for entries in ([{1}, None], [None, {1}], [{1}, {0, 2}]):  # one entry per image (None: every class)
+        per_image = ort.detect(x, sizes, 3, entries)
+        for i, c in enumerate(entries):
+            alone = ort.detect(x[i : i + 1], sizes[i : i + 1], 3, c)[0]
+            assert all(torch.equal(per_image[i][k], alone[k]) for k in alone), (entries, i)
 
 
 def test_export_errors(tmp_path: Path) -> None:

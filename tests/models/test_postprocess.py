@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rtdetr.models.postprocess import COCO_LABEL_TO_CATEGORY, PostProcessor
+from rtdetr.models.postprocess import COCO_LABEL_TO_CATEGORY, PostProcessor, class_mask
 
 
 def _outputs() -> dict:
@@ -60,3 +60,27 @@ def test_class_mask_ranks_only_those_classes_per_image() -> None:
     probs = logits[0].softmax(-1)
     assert plain["labels"].tolist()[0] == 2 and masked[0]["labels"].tolist()[0] == 0
     assert masked[0]["scores"][0] == pytest.approx(probs[0, 0].item())  # query 0's class 0, as without the mask
+
+
+def test_class_mask_from_ids_or_one_entry_per_image() -> None:
+    """Ids (any integer type) -> ``[C]``; one entry per image (ids or None = every class) -> ``[B, C]``; ids outside
+    0..C-1 select nothing; None everywhere -> no mask; an entry count that is not the batch is an error."""
+    import numpy as np
+
+    assert class_mask([2, np.int64(0), torch.tensor(9)], 4, 2).tolist() == [True, False, True, False]
+    assert class_mask([], 4, 2).tolist() == [False] * 4
+    assert class_mask({3}, 4, 1).tolist() == [False, False, False, True]  # one image, one set of ids: the same
+    rows = class_mask([{1}, None, frozenset(), (0, 3)], 4, 4)
+    assert rows is not None and rows.tolist() == [
+        [False, True, False, False],
+        [True] * 4,
+        [False] * 4,
+        [True, False, False, True],
+    ]
+    assert class_mask(None, 4, 2) is None and class_mask([None, None], 4, 2) is None
+    with pytest.raises(ValueError, match="one entry .* per image of 3"):
+        class_mask([{1}, None], 4, 3)
+    with pytest.raises(ValueError, match="one entry"):
+        class_mask([{1}, 2], 4, 2)
+    with pytest.raises(ValueError, match="integers"):
+        class_mask([{"car"}, None], 4, 2)

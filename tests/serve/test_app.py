@@ -7,6 +7,7 @@ import base64
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -84,6 +85,27 @@ def test_a_class_filter_gets_the_best_of_those_classes(detector: RTDETR) -> None
     ref = detector.predict(img, conf=0.0, max_det=4, classes=[rare])[0]
     assert [d["label"] for d in got] == ref.labels.tolist() == [rare] * 4
     assert [d["score"] for d in got] == pytest.approx(ref.scores.tolist(), abs=1e-4)
+
+
+def test_mixed_class_filters_share_one_batch(detector: RTDETR) -> None:
+    """Concurrent requests with different class filters (and none) run in one batch, one forward pass, and each
+    gets the Python API's answer for its own image and classes (they were split into a batch per class set)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = ["", "&classes=0", "&classes=2", "&classes=1,2", "&classes=triangle"]
+    images = [image_bytes(seed=k) for k in range(len(queries))]
+    with TestClient(create_app(detector, ServeConfig(max_det=4, max_wait_ms=400))) as c:
+        with ThreadPoolExecutor(len(queries)) as pool:
+            posts = [pool.submit(c.post, f"/predict?conf=0{q}", content=d) for q, d in zip(queries, images)]
+            got = [p.result().json()["detections"] for p in posts]
+        stats = c.get("/info").json()["stats"]
+    assert stats == {"batches": 1, "images": len(queries), "pending": 0}
+    for q, data, dets in zip(queries, images, got):
+        keep = [{"0": 0, "1": 1, "2": 2, "triangle": 2}[n] for n in q.partition("=")[2].split(",") if n] or None
+        ref = detector.predict(Image.open(io.BytesIO(data)), conf=0.0, max_det=4, classes=keep)[0]
+        assert [d["label"] for d in dets] == ref.labels.tolist(), q
+        assert [d["score"] for d in dets] == pytest.approx(ref.scores.tolist(), abs=1e-4), q
+        assert np.allclose([d["box"] for d in dets], ref.boxes.numpy(), atol=0.02), q
 
 
 def test_iphone_heic_upload_without_a_name(client: TestClient, detector: RTDETR) -> None:

@@ -1,5 +1,6 @@
-"""MicroBatcher: concurrent submissions are batched (never above max_batch), grouped by decoder depth, failures
-reach every waiting request, and admission is bounded."""
+"""MicroBatcher: concurrent submissions are batched (never above max_batch), grouped by decoder depth (the key)
+while each job's own option (its class filter) rides along without splitting the batch, failures reach every
+waiting request, and admission is bounded."""
 
 from __future__ import annotations
 
@@ -16,23 +17,26 @@ from rtdetr.serve.batcher import Busy, MicroBatcher
 class Recorder:
     def __init__(self, fail_on: int | None = None, delay: float = 0.02) -> None:
         self.calls: list[tuple[int, int | None]] = []
+        self.options: list[list] = []
         self.threads: set[str] = set()
         self.fail_on, self.delay = fail_on, delay
 
-    def __call__(self, images: np.ndarray, sizes: np.ndarray, depth: int | None) -> list[int]:
+    def __call__(self, images: np.ndarray, sizes: np.ndarray, depth: int | None, options: list) -> list[int]:
         assert images.dtype == np.uint8 and images.ndim == 4 and sizes.shape == (len(images), 2)
+        assert len(options) == len(images)
         self.calls.append((len(images), depth))
+        self.options.append(options)
         self.threads.add(threading.current_thread().name)
         time.sleep(self.delay)
         if self.fail_on is not None and self.fail_on in sizes[:, 0]:
             raise RuntimeError("model failed")
-        return [int(w) * 10 + (depth or 0) for w in sizes[:, 0]]
+        return [int(w) * 10 + (depth or 0) + 100 * (o or 0) for w, o in zip(sizes[:, 0], options)]
 
 
-async def _submit_all(b: MicroBatcher, n: int, depth_of=lambda i: None) -> list:
+async def _submit_all(b: MicroBatcher, n: int, depth_of=lambda i: None, option_of=lambda i: None) -> list:
     async def one(i: int):
         async with b.admit():
-            return await b.submit(np.zeros((4, 4, 3), np.uint8), (i, 1), depth_of(i))
+            return await b.submit(np.zeros((4, 4, 3), np.uint8), (i, 1), depth_of(i), option_of(i))
 
     await b.start()
     try:
@@ -56,6 +60,14 @@ def test_groups_by_decoder_depth() -> None:
     assert out == [i * 10 + 1 + i % 2 for i in range(8)]
     assert all(d in (1, 2) for _, d in rec.calls)
     assert sum(n for n, d in rec.calls if d == 1) == 4
+
+
+def test_options_ride_along_without_splitting_the_batch() -> None:
+    """Jobs with different options (the service's class filters) share one batch, each with its own option."""
+    rec = Recorder()
+    out = asyncio.run(_submit_all(MicroBatcher(rec, max_batch=8, max_wait_s=0.05), 8, option_of=lambda i: i % 3))
+    assert out == [i * 10 + 100 * (i % 3) for i in range(8)]
+    assert [n for n, _ in rec.calls] == [8] and sorted(rec.options[0]) == sorted(i % 3 for i in range(8))
 
 
 def test_a_failing_batch_fails_its_requests_only() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from rtdetr.engine.hardware import choose_precision
-from rtdetr.models.postprocess import PostProcessor
+from rtdetr.models.postprocess import ClassFilter, PostProcessor, class_mask
 
 __all__ = ["COMPILE_MODES", "Detector", "FastPath", "TorchDetector", "as_detector", "open_detector"]
 
@@ -62,14 +61,14 @@ class Detector(Protocol):
     def infer(self, images: Tensor, sizes: Tensor) -> Any: ...
 
     def postprocess(
-        self, raw: Any, sizes: Tensor, max_det: int = 300, classes: Collection[int] | None = None
+        self, raw: Any, sizes: Tensor, max_det: int = 300, classes: ClassFilter = None
     ) -> list[dict[str, Tensor]]:
-        """Per image at most ``max_det`` detections by score; with ``classes``, the best of those classes (a
-        PyTorch model ranks them among all its queries; an exported graph, among the detections it was exported
-        to give)."""
+        """Per image at most ``max_det`` detections by score; with ``classes`` (ids for every image, or one entry
+        per image: ids, or None for every class), the best of those classes (a PyTorch model ranks them among all
+        its queries; an exported graph, among the detections it was exported to give)."""
 
     def detect(
-        self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: Collection[int] | None = None
+        self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: ClassFilter = None
     ) -> list[dict[str, Tensor]]: ...
 
     def synchronize(self) -> None:
@@ -224,19 +223,16 @@ class TorchDetector:
         return {k: v.float() for k, v in out.items() if k in ("pred_logits", "pred_boxes")}
 
     def postprocess(
-        self, raw: dict[str, Tensor], sizes: Tensor, max_det: int = 300, classes: Collection[int] | None = None
+        self, raw: dict[str, Tensor], sizes: Tensor, max_det: int = 300, classes: ClassFilter = None
     ) -> list[dict[str, Tensor]]:
         num_classes = int(raw["pred_logits"].shape[-1])
         if max_det not in self._post:
             self._post[max_det] = PostProcessor(num_classes, num_top_queries=max_det)
-        mask = None
-        if classes is not None:
-            mask = torch.zeros(num_classes, dtype=torch.bool)
-            mask[[c for c in classes if 0 <= c < num_classes]] = True
+        mask = class_mask(classes, num_classes, len(sizes))
         return self._post[max_det](raw, sizes.to(self.device), mask)
 
     def detect(
-        self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: Collection[int] | None = None
+        self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: ClassFilter = None
     ) -> list[dict[str, Tensor]]:
         return self.postprocess(self.infer(images, sizes), sizes, max_det, classes)
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from rtdetr.models.postprocess import ClassFilter, class_mask
 
 __all__ = ["OnnxRuntimeDetector", "OpenVinoDetector", "recorded_ints"]
 
@@ -83,20 +85,24 @@ class _GraphDetector(ABC):
         raw: tuple[np.ndarray, np.ndarray, np.ndarray],
         sizes: Tensor,
         max_det: int = 300,
-        classes: Collection[int] | None = None,
+        classes: ClassFilter = None,
     ) -> list[dict[str, Tensor]]:
-        """The graph's detections cut to ``max_det``; with ``classes``, those of these classes among the
-        detections per image the graph was exported with (its top-k is inside the graph)."""
+        """The graph's detections cut to ``max_det``; with ``classes`` (ids, or one entry per image), those of
+        these classes among the detections per image the graph was exported with (its top-k is inside the graph)."""
         labels, boxes, scores = raw
-        if classes is None:
+        num_classes = max(self.num_classes or 0, int(labels.max(initial=-1)) + 1)
+        mask = class_mask(classes, num_classes, len(labels))
+        if mask is None:
             return [
                 _det(lb, bx, sc) for lb, bx, sc in zip(labels[:, :max_det], boxes[:, :max_det], scores[:, :max_det])
             ]
-        kept = zip(labels, boxes, scores, np.isin(labels, list(classes)))
+        chosen = mask.numpy()
+        keep = chosen[labels] if chosen.ndim == 1 else np.take_along_axis(chosen, labels, axis=1)
+        kept = zip(labels, boxes, scores, keep)
         return [_det(lb[k][:max_det], bx[k][:max_det], sc[k][:max_det]) for lb, bx, sc, k in kept]
 
     def detect(
-        self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: Collection[int] | None = None
+        self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: ClassFilter = None
     ) -> list[dict[str, Tensor]]:
         """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``."""
         return self.postprocess(self.infer(images, sizes), sizes, max_det, classes)

@@ -5,7 +5,9 @@ No NMS and no score threshold: the model is end-to-end. Thresholding belongs to 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Collection, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,10 @@ from torch import Tensor, nn
 
 from rtdetr.ops.boxes import box_cxcywh_to_xyxy
 
-__all__ = ["COCO_LABEL_TO_CATEGORY", "PostProcessor"]
+__all__ = ["COCO_LABEL_TO_CATEGORY", "ClassFilter", "PostProcessor", "class_mask"]
+
+#: Classes to keep: ids kept in every image, or one entry per image (ids, or None for every class)
+ClassFilter = Collection[int] | Sequence[Collection[int] | None] | None
 
 # contiguous label 0..79 -> COCO category id (1..90 with gaps)
 COCO_LABEL_TO_CATEGORY: tuple[int, ...] = (
@@ -98,6 +103,41 @@ COCO_LABEL_TO_CATEGORY: tuple[int, ...] = (
     89,
     90,
 )
+
+
+def _is_id(c: object) -> bool:
+    try:
+        operator.index(c)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
+
+
+def _ids_mask(ids: Collection[int] | None, num_classes: int) -> Tensor:
+    """``[C]`` bool: True at ``ids`` (those in ``0..C-1``), everywhere for None."""
+    if ids is None:
+        return torch.ones(num_classes, dtype=torch.bool)
+    if not all(_is_id(c) for c in ids):
+        raise ValueError(f"class ids must be integers, got {ids!r}")
+    mask = torch.zeros(num_classes, dtype=torch.bool)
+    mask[[int(c) for c in ids if 0 <= int(c) < num_classes]] = True
+    return mask
+
+
+def class_mask(classes: ClassFilter, num_classes: int, batch: int) -> Tensor | None:
+    """``classes`` as the bool mask :meth:`PostProcessor.detect` takes: ids kept in every image -> ``[C]``; one
+    entry per image (ids, or None for every class) -> ``[B, C]``; None, or None for every image -> None. Ids
+    outside ``0..C-1`` select nothing."""
+    if classes is None:
+        return None
+    entries: list[Any] = list(classes)
+    if all(_is_id(c) for c in entries):  # the same ids for every image ([]: none)
+        return _ids_mask(entries, num_classes)
+    if len(entries) != batch or any(c is not None and not isinstance(c, Collection) for c in entries):
+        raise ValueError(f"classes must be class ids, or one entry (ids or None) per image of {batch}; got {classes!r}")
+    if all(c is None for c in entries):
+        return None
+    return torch.stack([_ids_mask(c, num_classes) for c in entries])
 
 
 class PostProcessor(nn.Module):

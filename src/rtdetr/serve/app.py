@@ -98,9 +98,9 @@ def create_app(
     info = detector.info()
 
     def run_batch(
-        images: np.ndarray, sizes: np.ndarray, key: tuple[int | None, frozenset[int] | None]
+        images: np.ndarray, sizes: np.ndarray, depth: int | None, classes: list[frozenset[int] | None]
     ) -> list[dict[str, torch.Tensor]]:
-        depth, classes = key
+        """One forward pass at ``depth`` for the batch, each image's own class filter in the post-processing."""
         model.set_decoder_depth(depth or default_depth)
         return model.detect(to_input(images), torch.from_numpy(sizes), cfg.max_det, classes)
 
@@ -185,7 +185,7 @@ def create_app(
                 if not draw:
                     del data
                 t1 = time.perf_counter()
-                det = await batcher.submit(prepared, size, (decoder_depth, None if keep is None else frozenset(keep)))
+                det = await batcher.submit(prepared, size, decoder_depth, None if keep is None else frozenset(keep))
                 t2 = time.perf_counter()
                 det = filter_detections(det, conf, keep, max_det, image_size=size)
                 drawn = None

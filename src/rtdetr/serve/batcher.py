@@ -3,9 +3,10 @@
 Requests are *admitted* first (at most ``max_pending`` at a time, counting those still uploading or decoding),
 so memory is bounded whatever the load: a request beyond the bound is refused at once (HTTP 503) instead of
 queueing without limit. Admitted images wait in a queue; one worker takes up to ``max_batch`` of them (waiting
-at most ``max_wait_s`` for a batch to fill when the queue runs dry), groups them by their run settings (decoder
-depth, class filter: the job's ``key``) and runs each group on a single inference thread, so the model is never
-used concurrently.
+at most ``max_wait_s`` for a batch to fill when the queue runs dry), groups them by the run settings a batch must
+share (the job's ``key``: the decoder depth) and runs each group on a single inference thread, so the model is
+never used concurrently. Settings applied per image after the shared forward pass (the job's ``option``: the class
+filter) do not split a batch.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 
 __all__ = ["Busy", "Job", "MicroBatcher"]
 
-#: ``run_batch(images [B, H, W, 3] uint8, sizes [B, 2] (w, h) int, key) -> B results``: ``key`` holds the run
-#: settings the batch's jobs share (for the service: decoder depth and class filter)
-RunBatch = Callable[[np.ndarray, np.ndarray, Any], list[Any]]
+#: ``run_batch(images [B, H, W, 3] uint8, sizes [B, 2] (w, h) int, key, options) -> B results``: ``key`` holds
+#: the run settings the batch's jobs share (for the service: the decoder depth), ``options`` each job's own
+#: (B entries; for the service: its class filter)
+RunBatch = Callable[[np.ndarray, np.ndarray, Any, list[Any]], list[Any]]
 
 
 class Busy(Exception):
@@ -34,11 +36,13 @@ class Busy(Exception):
 @dataclass
 class Job:
     """One image waiting for inference: ``image`` ``[H, W, 3]`` uint8 at the network size, ``size`` original
-    (w, h), ``key`` its run settings (only jobs with equal keys share a batch)."""
+    (w, h), ``key`` its run settings (only jobs with equal keys share a batch), ``option`` its own settings
+    (passed per image)."""
 
     image: np.ndarray
     size: tuple[int, int]
     key: Hashable
+    option: Any
     future: asyncio.Future = field(repr=False)
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -101,11 +105,12 @@ class MicroBatcher:
         finally:
             self.pending -= 1
 
-    async def submit(self, image: np.ndarray, size: tuple[int, int], key: Hashable = None) -> Any:
-        """Queue one prepared image (inside :meth:`admit`) with its run settings ``key`` and wait for its result."""
+    async def submit(self, image: np.ndarray, size: tuple[int, int], key: Hashable = None, option: Any = None) -> Any:
+        """Queue one prepared image (inside :meth:`admit`) with the run settings ``key`` it must share with its
+        batch and its own ``option``, and wait for its result."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        job = Job(image, size, key, asyncio.get_running_loop().create_future())
+        job = Job(image, size, key, option, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(job)
         return await job.future
 
@@ -139,8 +144,9 @@ class MicroBatcher:
             for key, jobs in groups.items():
                 images = np.stack([j.image for j in jobs])
                 sizes = np.array([j.size for j in jobs], dtype=np.int64)
+                options = [j.option for j in jobs]
                 try:
-                    results = await loop.run_in_executor(self._executor, self.run_batch, images, sizes, key)
+                    results = await loop.run_in_executor(self._executor, self.run_batch, images, sizes, key, options)
                 except Exception as e:  # reported to each waiting request; the loop goes on
                     for j in jobs:
                         if not j.future.done():
