@@ -241,7 +241,7 @@ def test_ctrl_c_in_training_says_what_was_saved(
 
     monkeypatch.setattr("rtdetr.engine.trainer.Trainer", Interrupted)
     assert main(["train", "--data", "d.json"]) == 130
-    assert f"interrupted; {tmp_path / 'run'}: no epoch had finished, so nothing was saved" in capsys.readouterr().err
+    assert f"interrupted; {tmp_path / 'run'}: nothing was saved to resume from" in capsys.readouterr().err
     (tmp_path / "run").mkdir()
     torch.save({"epoch": 4, "model": {}}, tmp_path / "run" / "last.pth")
     assert main(["train", "--data", "d.json"]) == 130

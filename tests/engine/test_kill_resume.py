@@ -105,10 +105,14 @@ def test_sigkill_mid_epoch_then_resume(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children from /proc")
-def test_sigterm_to_the_process_group_stops_the_run_as_ctrl_c_does(tmp_path: Path) -> None:
-    """``pkill``/a scheduler sends SIGTERM to the training process and its DataLoader workers at once: the run
-    failed with "DataLoader worker ... is killed by signal: Terminated" (exit 1); now the workers leave it to the
-    main process, which says what ``last.pth`` holds, exits 143 and leaves no process behind."""
+@pytest.mark.parametrize(("signum", "code", "said"), [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                     (signal.SIGINT, 130, "interrupted")])  # fmt: skip
+def test_a_signal_to_the_process_group_saves_the_epoch(tmp_path: Path, signum: int, code: int, said: str) -> None:
+    """``pkill``/a scheduler sends SIGTERM, the terminal's Ctrl-C SIGINT, to the training process and its
+    DataLoader workers at once: the run failed with "DataLoader worker ... is killed by signal: Terminated" (exit
+    1), and then lost the epoch it was in. Now the workers leave it to the main process, which finishes its step,
+    saves how far into the epoch it got, says so, exits 143 (130) and leaves no process behind; ``--resume``
+    trains the rest of that epoch only."""
     data = make_synthetic_coco(tmp_path / "data", num_train=48, num_val=4, size=64, seed=3)
     out = tmp_path / "run"
     proc = _train(data, out, EPOCHS, "data.workers=2", group=True)
@@ -118,12 +122,15 @@ def test_sigterm_to_the_process_group_stops_the_run_as_ctrl_c_does(tmp_path: Pat
     while not children.read_text().split() and time.time() < deadline:  # the next epoch's workers are up
         time.sleep(0.01)
     assert children.read_text().split(), "no DataLoader workers to signal"
-    os.killpg(proc.pid, signal.SIGTERM)
+    time.sleep(0.5)  # a few steps into the epoch
+    os.killpg(proc.pid, signum)
     log, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 143, log
-    assert "rtdetr train: terminated (SIGTERM); " in log and "last.pth holds epoch " in log, log
-    assert "killed by signal" not in log
-    read_checkpoint(out / "last.pth")
+    assert proc.returncode == code, log
+    assert f"rtdetr train: {said}; " in log and "killed by signal" not in log, log
+    ckpt = read_checkpoint(out / "last.pth")
+    done, batches = int(ckpt["epoch"]), int(ckpt["partial"]["batches"])
+    assert f"last.pth holds {batches} batches of epoch {done + 1}; continue from there" in log
+    assert 0 < batches < 24 and ckpt["global_step"] == done * 24 + batches  # 48 images / batch 2: 24 an epoch
     deadline = time.time() + 20
     while time.time() < deadline:  # the workers end with their main process
         try:
@@ -133,3 +140,12 @@ def test_sigterm_to_the_process_group_stops_the_run_as_ctrl_c_does(tmp_path: Pat
         time.sleep(0.1)
     else:
         raise AssertionError("processes of the run are still alive 20 s after it ended")
+
+    proc = _train(data, out, done + 1, "data.workers=2", f"--resume={out / 'last.pth'}")
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log
+    assert f"at {batches} batches into epoch {done + 1} (step {done * 24 + batches})" in log  # "resumed from ..."
+    final = read_checkpoint(out / "last.pth")
+    assert int(final["epoch"]) == done + 1 and "partial" not in final
+    assert final["global_step"] == (done + 1) * 24  # the rest of the epoch: no batch repeated or skipped
+    assert _csv_epochs(out) == list(range(1, done + 2))

@@ -164,14 +164,16 @@ def eta_note(elapsed_s: float, epochs_done: int, epochs_left: int, budget_left_s
     return f"; about {text} left ({until})"
 
 
-def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
+    """A tqdm bar over ``total`` steps starting at ``initial`` (a resumed epoch), or None."""
     if not enabled:
         return None
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+    every = 0.5 if sys.stderr.isatty() else 30
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, mininterval=every)
 
 
 class _Keep(logging.Handler):

@@ -74,6 +74,17 @@ def effective_warmups(cfg: TrainConfig, iters_per_epoch: int, total_steps: int |
     return lr, ema
 
 
+def schedule_text(cfg: TrainConfig, iters_per_epoch: int) -> str:
+    """The run's schedule in words: optimizer steps, the LR and EMA warm-ups (as :func:`effective_warmups` caps
+    them)."""
+    warmup, ema_warmup = effective_warmups(cfg, iters_per_epoch)
+    return (
+        f"{cfg.epochs * iters_per_epoch} optimizer steps ({cfg.epochs} epochs x {iters_per_epoch}); lr warm-up "
+        f"{warmup} step{'s' * (warmup != 1)}, EMA {cfg.ema_ramp[0]:g} warming up over {ema_warmup} (capped at "
+        f"{100 * cfg.warmup_cap:.0f}% / {100 * EMA_WARMUP_FRACTION:.0f}% of the run)"
+    )
+
+
 def lr_factor(
     step: int,
     cfg: TrainConfig,

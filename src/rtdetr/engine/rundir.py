@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["RUN_FILES", "Terminated", "best_checkpoint", "finished_run", "fresh_folder", "fresh_output_dir",
-           "interrupted_note", "sigterm_stops_like_ctrl_c", "train_summary", "worker_ignores_sigterm"]  # fmt: skip
+           "interrupted_note", "sigterm_stops_like_ctrl_c", "train_summary", "worker_ignores_signals"]  # fmt: skip
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv")
 
@@ -69,14 +69,17 @@ def train_summary(result: dict) -> str:
 
 
 def interrupted_note(out_dir: Path) -> str:
-    """What an interrupted run (Ctrl-C) left in ``out_dir``: the epoch its ``last.pth`` holds and how to go on."""
+    """What an interrupted run (Ctrl-C) left in ``out_dir``: the epoch its ``last.pth`` holds (and how far into the
+    next one, when it stopped inside it) and how to go on."""
     last = out_dir / "last.pth"
     if not last.is_file():
-        return f"{out_dir}: no epoch had finished, so nothing was saved to resume from"
+        return f"{out_dir}: nothing was saved to resume from"
     from rtdetr.convert.checkpoint import CheckpointError, read_checkpoint
 
     try:
-        epoch = f"epoch {int(read_checkpoint(last, mmap=True)['epoch'])}"  # the tensors stay on disk
+        ckpt = read_checkpoint(last, mmap=True)  # the tensors stay on disk
+        done, partial = int(ckpt["epoch"]), ckpt.get("partial")
+        epoch = f"epoch {done}" if not partial else f"{partial['batches']} batches of epoch {done + 1}"
     except (CheckpointError, KeyError, TypeError, ValueError):
         epoch = "its last finished epoch"
     return f"{last} holds {epoch}; continue from there with: rtdetr train --resume {out_dir}"
@@ -91,12 +94,13 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def worker_ignores_sigterm(worker_id: int) -> None:
-    """A DataLoader worker's ``worker_init_fn``: SIGTERM sent to the whole process group (``pkill``, a scheduler)
-    leaves the workers to the main process, which stops the run as Ctrl-C does and shuts them down (a worker killed
-    first made it fail with "DataLoader worker ... is killed by signal"); a worker whose main process is gone
-    exits by itself."""
+def worker_ignores_signals(worker_id: int) -> None:
+    """A DataLoader worker's ``worker_init_fn``: SIGTERM or Ctrl-C's SIGINT sent to the whole process group
+    (``pkill``, a scheduler, the terminal) leaves the workers to the main process, which stops the run (after the
+    step, see :mod:`rtdetr.engine.interrupt`) and shuts them down (a worker killed first made it fail with
+    "DataLoader worker ... is killed by signal"); a worker whose main process is gone exits by itself."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

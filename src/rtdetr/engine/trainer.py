@@ -6,7 +6,8 @@ evaluate the EMA weights, write ``last.pth`` (and ``best.pth``) atomically, log 
 
 Resume is exact: the RNG is re-seeded from (seed, rank, epoch) at every epoch start, and the checkpoint holds
 model, EMA, optimizer, scheduler, scaler, step, where the LR cosine started (:mod:`rtdetr.engine.anneal`) and
-best metric.
+best metric. Ctrl-C or SIGTERM inside an epoch saves its progress at the next step (:mod:`rtdetr.engine.interrupt`)
+and resume goes on from there.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
 from rtdetr.engine.hardware import loader_workers, training_amp, training_autocast
-from rtdetr.engine.optim import EMA_WARMUP_FRACTION, SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor
-from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir, worker_ignores_sigterm
+from rtdetr.engine.interrupt import EpochTally, SkipSampler, StopRequest, random_state, set_random_state
+from rtdetr.engine.optim import SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor, schedule_text
+from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir, worker_ignores_signals
 from rtdetr.engine.warmstart import warm_start
 from rtdetr.loss import RTDETRCriterion
 from rtdetr.loss.criterion import to_float32
@@ -136,17 +138,12 @@ class Trainer:
             self.sampler = DistributedSampler(self.train_set, shuffle=True, seed=t.seed, drop_last=True)
         else:
             self.sampler = RandomSampler(self.train_set, generator=self.generator)
+        self.skipper = SkipSampler(self.sampler)  # a run resumed inside an epoch leaves out the batches done
         per_rank, workers = t.batch_size // self.world, loader_workers(cfg.data.workers, self.world)
-        self.train_loader = DataLoader(
-            self.train_set,
-            per_rank,
-            sampler=self.sampler,
-            collate_fn=self.collate,
-            num_workers=workers,
-            drop_last=len(self.train_set) >= t.batch_size,
-            pin_memory=self.device.type == "cuda",
-            worker_init_fn=worker_ignores_sigterm,
-        )
+        self.train_loader = DataLoader(self.train_set, per_rank, sampler=self.skipper, collate_fn=self.collate,
+                                       num_workers=workers, drop_last=len(self.train_set) >= t.batch_size,
+                                       pin_memory=self.device.type == "cuda", worker_init_fn=worker_ignores_signals,
+                                       )  # fmt: skip
         self.iters_per_epoch = max(1, len(self.train_loader) // t.accumulate)
         if t.max_iters_per_epoch:
             self.iters_per_epoch = min(self.iters_per_epoch, t.max_iters_per_epoch)
@@ -160,33 +157,28 @@ class Trainer:
                 step, t, self.iters_per_epoch, self.time_used(), self.expected_steps, self.anneal.start
             ),
         )
-        warmup, ema_warmup = effective_warmups(t, self.iters_per_epoch)
+        ema_warmup = effective_warmups(t, self.iters_per_epoch)[1]
         self.ema = ModelEMA(self.model, t.ema_ramp[0], ema_warmup) if t.ema else None
-        total = t.epochs * self.iters_per_epoch
         if self.main:
-            ms = self.collate.scales
-            log.info(
-                "%s at %s%s: %d optimizer steps (%d epochs x %d); lr warm-up %d step%s, EMA %g warming up over %d "
-                "(capped at %d%% / %d%% of the run)", cfg.model.name, size_text(size), f" (multi-scale "
-                f"{size_text(min(ms))} to {size_text(max(ms))})" if ms else "", total, t.epochs, self.iters_per_epoch,
-                warmup, "s" * (warmup != 1), t.ema_ramp[0], ema_warmup, 100 * t.warmup_cap, 100 * EMA_WARMUP_FRACTION,
-            )  # fmt: skip
-            if total < SHORT_RUN_STEPS:
-                log.warning(
-                    "only %d optimizer steps: too short to train a detector from scratch (a few thousand are "
-                    "typical); raise epochs or lower the batch size", total,
-                )  # fmt: skip
+            ms, steps = self.collate.scales, t.epochs * self.iters_per_epoch
+            multi = f" (multi-scale {size_text(min(ms))} to {size_text(max(ms))})" if ms else ""
+            log.info("%s at %s%s: %s", cfg.model.name, size_text(size), multi, schedule_text(t, self.iters_per_epoch))
+            if steps < SHORT_RUN_STEPS:
+                log.warning("only %d optimizer steps: too short to train a detector from scratch (a few thousand are "
+                            "typical); raise epochs or lower the batch size", steps)  # fmt: skip
 
         self.val_loader: DataLoader | None = None
         self.evaluator: CocoEvaluator | None = None
         if val_index is not None:
             val_set = DetectionDataset(val_index, build_val_transforms(size), load_cover=cover)
             self.val_loader = DataLoader(val_set, per_rank, collate_fn=BatchCollator(), num_workers=workers,
-                                         worker_init_fn=worker_ignores_sigterm)  # fmt: skip
+                                         worker_init_fn=worker_ignores_signals)  # fmt: skip
             cat_ids = val_index.category_ids or list(range(1, val_index.num_classes + 1))
             self.evaluator = CocoEvaluator(ground_truth_for(val_index)[0], label_to_category=cat_ids)
 
         self.start_epoch, self.global_step = 0, 0
+        self.partial: dict[str, Any] | None = None  # resumed inside an epoch: how far it went
+        self.tally = EpochTally()  # the running epoch's losses and batches
         self.out_of_time = False
         self.next_curve_s = t.eval_every_s
         self._curve_step = -1
@@ -213,7 +205,7 @@ class Trainer:
         if self.ema is not None and ckpt.get("ema"):
             self.ema.load_state_dict(ckpt["ema"])
         self.start_epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
-        self.train_time_s = float(ckpt.get("train_time_s", 0.0))
+        self.train_time_s, self.partial = float(ckpt.get("train_time_s", 0.0)), ckpt.get("partial")
         self.anneal.load_state_dict(ckpt.get("anneal") or {})
         best = ckpt.get("best", {})
         self.best_ap, self.best_epoch = float(best.get("ap", -1.0)), int(best.get("epoch", -1))
@@ -222,7 +214,8 @@ class Trainer:
         if every := self.cfg.train.eval_every_s:  # the next AP-vs-time mark after the time trained, not one at once
             self.next_curve_s = (math.floor(self.train_time_s / every) + 1) * every
         if self.main:
-            log.info("resumed from %s at epoch %d (step %d)", path, self.start_epoch, self.global_step)
+            at = f"{self.partial['batches']} batches into epoch {self.start_epoch + 1}" if self.partial else None
+            log.info("resumed from %s at %s (step %d)", path, at or f"epoch {self.start_epoch}", self.global_step)
 
     def time_used(self) -> float:
         """Seconds of training so far (evaluations and checkpoints not counted)."""
@@ -261,83 +254,87 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         t = self.cfg.train
         self._train_mode()
-        sums: dict[str, Any] = {}  # running sums of the loss terms, device tensors
-        count, nan_streak, skipped = 0, 0, 0
+        self.tally, (partial, self.partial) = EpochTally(), (self.partial, None)
+        if partial is not None:  # resumed inside this epoch: the batches done left out, the random state back
+            self.tally.load_state_dict(partial)
+        first = self.tally.batches
+        self.skipper.skip = first * int(self.train_loader.batch_size or 1)
         it = iter(self.train_loader)
+        if partial is not None:
+            set_random_state(partial["random"], self.device)  # after iter(), which draws a worker seed
         total = min(len(self.train_loader), self.iters_per_epoch * t.accumulate)
-        bar = runlog.progress_bar(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress)
+        bar = runlog.progress_bar(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress, first)
         self.optimizer.zero_grad(set_to_none=True)
         self._segment_start = time.time()
-        for i in range(total):
-            if t.time_budget_s is not None and self.time_used() >= t.time_budget_s:
-                self.out_of_time = True
-                break
-            images, targets = next(it)
-            images = images.to(self.device, non_blocking=True)
-            targets = [{k: v.to(self.device) for k, v in tg.items()} for tg in targets]
-            if t.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with training_autocast(self.device, self.amp_dtype):
-                out = self.net(images, targets)
-            try:
-                losses = self.criterion(to_float32(out), targets)
-                loss = sum(losses.values())
-                finite = bool(torch.isfinite(loss))
-            except FloatingPointError:
-                losses, loss, finite = {}, torch.zeros((), device=self.device), False
-            if self.world > 1:
-                flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                finite = bool(flag.item() > 0)
-            if not finite:
-                nan_streak += 1
-                skipped += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.main:
-                    log.warning(
-                        "non-finite loss at epoch %d iter %d: step skipped (%d in a row)", epoch + 1, i, nan_streak
-                    )
-                if nan_streak > t.max_nan_steps:
-                    raise RuntimeError(
-                        f"{nan_streak} consecutive non-finite losses: training diverged "
-                        "(lower the learning rate, turn off amp, or check the data)"
-                    )
-                continue
-            nan_streak = 0
-            self.scaler.scale(loss / t.accumulate).backward()
-            self.anneal.observe(losses)
-            if (i + 1) % t.accumulate == 0:
-                self._optimizer_step()
-                self.anneal.update(self.global_step, self.time_used(), self.device)
-            count += 1
-            # running sums stay on the device: reading a value back waits for the step (on a GPU, a
-            # synchronisation that idles it while the next step is prepared), so it happens every log_interval
-            sums["loss"] = sums.get("loss", 0.0) + loss.detach()
-            for k in ("loss_vfl", "loss_mal", "loss_bbox", "loss_giou"):
-                if k in losses:
-                    sums[k] = sums.get(k, 0.0) + losses[k].detach()
-            if t.o2m_queries:  # the one-to-many branch's share of the loss, all layers
-                o2m = sum(v.detach() for k, v in losses.items() if "_o2m_" in k)
-                sums["loss_o2m"] = sums.get("loss_o2m", 0.0) + o2m
-            if bar is not None:
-                bar.update(1)
-            if self.main and (self.global_step % t.log_interval == 0 or count == 1):
+        with StopRequest(enabled=self.world == 1, say=self.main) as stop:
+            for i in range(first, total):
+                if t.time_budget_s is not None and self.time_used() >= t.time_budget_s:
+                    self.out_of_time = True
+                    break
+                if stop.signum is not None and i % t.accumulate == 0:  # between optimizer steps: save, stop
+                    self._save_partial(epoch)
+                    stop.stop_now()
+                self._train_step(next(it), epoch, i, self.tally)
                 if bar is not None:
-                    mean, lr = float(sums["loss"]) / count, self.optimizer.param_groups[0]["lr"]
-                    bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}", refresh=False)
-                if self.global_step % t.log_interval == 0:
-                    self.logger.scalar("train/loss", float(loss.detach()), self.global_step)
-            if self._curve_due():
-                self._pause()
-                self.curve_point(epoch)
-                self._train_mode()
-                self._segment_start = time.time()
+                    bar.update(1)
+                    if self.tally.count and (self.global_step % t.log_interval == 0 or self.tally.count == 1):
+                        lr = self.optimizer.param_groups[0]["lr"]
+                        bar.set_postfix(loss=f"{self.tally.mean_loss():.3f}", lr=f"{lr:.2e}", refresh=False)
+                if self._curve_due():
+                    self._pause()
+                    self.curve_point(epoch)
+                    self._train_mode()
+                    self._segment_start = time.time()
         if bar is not None:
             bar.close()
         self._pause()
-        stats = {f"train_{k}": float(v) / max(count, 1) for k, v in sums.items()}
-        stats["skipped_steps"] = float(skipped)
-        return stats
+        return self.tally.row()
+
+    def _train_step(self, batch: tuple, epoch: int, i: int, tally: EpochTally) -> None:
+        """Forward, loss, backward (and the optimizer step every ``accumulate`` batches) on batch ``i``."""
+        t = self.cfg.train
+        images, targets = batch
+        tally.batches += 1
+        images = images.to(self.device, non_blocking=True)
+        targets = [{k: v.to(self.device) for k, v in tg.items()} for tg in targets]
+        if t.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with training_autocast(self.device, self.amp_dtype):
+            out = self.net(images, targets)
+        try:
+            losses = self.criterion(to_float32(out), targets)
+            loss = sum(losses.values())
+            finite = bool(torch.isfinite(loss))
+        except FloatingPointError:
+            losses, loss, finite = {}, torch.zeros((), device=self.device), False
+        if self.world > 1:
+            flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = bool(flag.item() > 0)
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.main:
+                log.warning("non-finite loss at epoch %d iter %d: step skipped (%d in a row)", epoch + 1, i,
+                            tally.streak + 1)  # fmt: skip
+            tally.non_finite(t.max_nan_steps)
+            return
+        self.scaler.scale(loss / t.accumulate).backward()
+        self.anneal.observe(losses)
+        if (i + 1) % t.accumulate == 0:
+            self._optimizer_step()
+            self.anneal.update(self.global_step, self.time_used(), self.device)
+        tally.add(loss, losses, bool(t.o2m_queries))
+        if self.main and self.global_step % t.log_interval == 0:
+            self.logger.scalar("train/loss", float(loss.detach()), self.global_step)
+
+    def _save_partial(self, epoch: int) -> None:
+        """``last.pth`` holding epoch ``epoch`` (0-based) as far as it went: a stop asked for inside it."""
+        self._pause()
+        if self.main:
+            partial = {**self.tally.state_dict(), "random": random_state(self.device)}
+            atomic_save({**self.checkpoint(epoch), "partial": partial}, self.out_dir / "last.pth")
+            log.info("stopped after %d batches of epoch %d: saved to %s", self.tally.batches, epoch + 1,
+                     self.out_dir / "last.pth")  # fmt: skip
 
     def _pause(self) -> None:
         """End the running training segment: its time joins :attr:`train_time_s`."""
@@ -459,7 +456,11 @@ class Trainer:
                 is_best = False
                 final = epoch + 1 == t.epochs or self.out_of_time
                 if self.val_loader is not None and ((epoch + 1) % t.eval_interval == 0 or final):
-                    last_eval = self.evaluate()
+                    try:
+                        last_eval = self.evaluate()
+                    except KeyboardInterrupt:  # Ctrl-C while evaluating: the epoch's training is kept
+                        self._save_partial(epoch)
+                        raise
                     if t.eval_every_s is not None:
                         self.curve_point(epoch, last_eval)
                     if last_eval is not None:

@@ -1,0 +1,145 @@
+"""Stopping a training run inside an epoch without losing it, and going on from there.
+
+Ctrl-C (SIGINT) or SIGTERM during the training steps of an epoch asks the run to stop at the next optimizer-step
+boundary (:class:`StopRequest`); the trainer then writes ``last.pth`` with the epoch's progress (batches done,
+the epoch's loss sums, the random state) and stops. ``--resume`` skips the batches done (:class:`SkipSampler`:
+the epoch's order is the same, the sampler being seeded per epoch) and goes on from the next one; with
+``data.workers=0`` the resumed run is bit-identical to one never stopped (with workers, their augmentation draws
+differ). A second signal stops at once, as before.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Sampler
+
+from rtdetr.engine.rundir import Terminated
+
+__all__ = ["EpochTally", "SkipSampler", "StopRequest", "random_state", "set_random_state"]
+
+
+class StopRequest:
+    """Within the block, the first SIGINT or SIGTERM sets :attr:`signum` (the run stops where it can save) and
+    says so on stderr; a second one raises at once (KeyboardInterrupt, or :class:`Terminated` for SIGTERM). Does
+    nothing when disabled or outside the main thread (where handlers cannot be set)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool = True, say: bool = True) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.say = say
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if self.enabled:
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            self.stop_now(signum)
+        self.signum = signum
+        if self.say:  # os.write: safe inside a signal handler, unlike logging or print
+            what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+            os.write(2, f"\n{what}: stopping after this step to save it (Ctrl-C again to stop at once)\n".encode())
+
+    def stop_now(self, signum: int | None = None) -> None:
+        """Raise what the signal would have raised without this block."""
+        raise Terminated if (signum or self.signum) == signal.SIGTERM else KeyboardInterrupt
+
+
+class SkipSampler(Sampler[int]):
+    """``sampler``'s indices, less the first :attr:`skip` of the next pass only: a resumed epoch leaves out the
+    images it had trained on (the same ones: the sampler is re-seeded at every epoch start)."""
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler, self.skip = sampler, 0
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip = self.skip, 0
+        return itertools.islice(iter(self.sampler), skip, None)
+
+
+class EpochTally:
+    """One epoch's running loss sums (device tensors, read back only when logged: on a GPU a read waits for the
+    step), its batches and steps, and the run of non-finite losses."""
+
+    TERMS = ("loss_vfl", "loss_mal", "loss_bbox", "loss_giou")
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+        self.batches = 0  # loader batches taken
+        self.count = 0  # steps with a finite loss
+        self.skipped = 0
+        self.streak = 0  # non-finite losses in a row
+
+    def non_finite(self, limit: int) -> None:
+        """A step skipped for a non-finite loss; RuntimeError once more than ``limit`` came in a row."""
+        self.skipped += 1
+        self.streak += 1
+        if self.streak > limit:
+            raise RuntimeError(
+                f"{self.streak} consecutive non-finite losses: training diverged "
+                "(lower the learning rate, turn off amp, or check the data)"
+            )
+
+    def add(self, loss: Tensor, losses: dict[str, Tensor], o2m: bool) -> None:
+        """One step's total ``loss`` and its terms (with ``o2m``, the one-to-many branch's share, all layers)."""
+        self.count, self.streak = self.count + 1, 0
+        parts = {"loss": loss.detach(), **{k: losses[k].detach() for k in self.TERMS if k in losses}}
+        if o2m:
+            parts["loss_o2m"] = sum((v.detach() for k, v in losses.items() if "_o2m_" in k), torch.zeros(()))
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def mean_loss(self) -> float:
+        return float(self.sums["loss"]) / max(self.count, 1)
+
+    def row(self) -> dict[str, float]:
+        """The epoch's mean of each term (``train_<term>``) and its skipped (non-finite) steps."""
+        return {**{f"train_{k}": float(v) / max(self.count, 1) for k, v in self.sums.items()},
+                "skipped_steps": float(self.skipped)}  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches, "sums": {k: float(v) for k, v in self.sums.items()}, "count": self.count,
+                "skipped": self.skipped}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums = dict(state["sums"])
+        self.batches, self.count, self.skipped = int(state["batches"]), int(state["count"]), int(state["skipped"])
+
+
+def random_state(device: torch.device) -> dict[str, Any]:
+    """The random generators a training step draws from: Python's, torch's CPU one and the device's."""
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_random_state(state: dict[str, Any], device: torch.device) -> None:
+    """Put back what :func:`random_state` took."""
+    version, internal, gauss = state["python"]  # a checkpoint's lists back to the tuples random wants
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -1,0 +1,154 @@
+"""Ctrl-C or SIGTERM inside an epoch: the run stops at the next optimizer step, ``last.pth`` holds the epoch's
+progress, and ``--resume`` goes on from the next batch; with ``data.workers=0`` the resumed run equals one never
+stopped, weights, step count and the epoch's logged losses alike."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtdetr.convert import read_checkpoint
+from rtdetr.engine.interrupt import EpochTally, SkipSampler, StopRequest
+from rtdetr.engine.rundir import Terminated, interrupted_note
+from rtdetr.engine.trainer import Trainer
+from tests.engine.conftest import tiny_config
+
+
+def _signal_at_call(trainer: Trainer, call: int, signum: int = signal.SIGINT) -> None:
+    """Send ``signum`` to this process during the criterion's ``call``-th call (inside a training step)."""
+    real, calls = trainer.criterion.forward, {"n": 0}
+
+    def forward(out, targets):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), signum)
+        return real(out, targets)
+
+    trainer.criterion.forward = forward  # type: ignore[method-assign]
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run / "metrics.csv").open()))
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_a_stop_inside_an_epoch_resumes_exactly(tiny_data: dict, tmp_path: Path, accumulate: int) -> None:
+    extra = ["train.epochs=2", f"train.accumulate={accumulate}", "train.batch_size=1"]  # 8 batches an epoch
+    straight = Trainer(tiny_config(tiny_data, tmp_path / "a", *extra))
+    straight.fit()
+    cut = Trainer(tiny_config(tiny_data, tmp_path / "b", *extra))
+    _signal_at_call(cut, 8 + 3)  # inside batch 3 of epoch 2 (index 2): it stops before batch 4 (index 4 with 2)
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    ckpt = read_checkpoint(tmp_path / "b" / "last.pth")
+    batches = 3 if accumulate == 1 else 4  # never between two accumulated batches
+    assert ckpt["epoch"] == 1 and ckpt["partial"]["batches"] == batches
+    assert ckpt["global_step"] == (8 + batches) // accumulate
+    note = interrupted_note(tmp_path / "b")
+    assert note.startswith(f"{tmp_path / 'b' / 'last.pth'} holds {batches} batches of epoch 2; continue from there")
+    assert [r["epoch"] for r in _rows(tmp_path / "b")] == ["1"]
+
+    resumed = Trainer(tiny_config(tiny_data, tmp_path / "b", *extra, f"resume={tmp_path / 'b' / 'last.pth'}"))
+    assert resumed.start_epoch == 1
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run diverged from the one never stopped"
+    assert resumed.global_step == straight.global_step == 16 // accumulate
+    assert "partial" not in read_checkpoint(tmp_path / "b" / "last.pth")  # the epoch finished: a plain one again
+    rows_a, rows_b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert [r["epoch"] for r in rows_b] == ["1", "2"]
+    for key in ("train_loss", "train_loss_vfl", "skipped_steps", "AP"):  # epoch 2's means cover all its batches
+        assert float(rows_b[1][key]) == pytest.approx(float(rows_a[1][key]), rel=1e-6), key
+
+
+def test_ctrl_c_while_evaluating_keeps_the_epoch_trained(tiny_data: dict, tmp_path: Path) -> None:
+    """Ctrl-C during the end-of-epoch evaluation lost the epoch it had just trained (``last.pth`` is written
+    after the evaluation): now ``last.pth`` holds the whole epoch's batches, and resume evaluates and goes on."""
+    extra = ["train.epochs=2", "train.batch_size=1"]
+    straight = Trainer(tiny_config(tiny_data, tmp_path / "a", *extra))
+    straight.fit()
+    cut = Trainer(tiny_config(tiny_data, tmp_path / "b", *extra))
+
+    def evaluate() -> None:
+        raise KeyboardInterrupt
+
+    cut.evaluate = evaluate  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    ckpt = read_checkpoint(tmp_path / "b" / "last.pth")
+    assert ckpt["epoch"] == 0 and ckpt["partial"]["batches"] == 8 and ckpt["global_step"] == 8
+    resumed = Trainer(tiny_config(tiny_data, tmp_path / "b", *extra, f"resume={tmp_path / 'b' / 'last.pth'}"))
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and resumed.global_step == 16
+    rows_a, rows_b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert [r["epoch"] for r in rows_b] == ["1", "2"]
+    assert [float(r["train_loss"]) for r in rows_b] == pytest.approx([float(r["train_loss"]) for r in rows_a])
+
+
+def test_sigterm_stops_as_terminated_and_a_second_signal_at_once(tiny_data: dict, tmp_path: Path) -> None:
+    """SIGTERM saves the epoch's progress and raises :class:`Terminated` (the CLI exits 143); inside the block a
+    second signal raises at once; the handlers are the caller's again afterwards."""
+    tr = Trainer(tiny_config(tiny_data, tmp_path / "t", "train.epochs=1"))
+    _signal_at_call(tr, 2, signal.SIGTERM)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated):
+        tr.fit()
+    assert read_checkpoint(tmp_path / "t" / "last.pth")["partial"]["batches"] == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with pytest.raises(KeyboardInterrupt), StopRequest(say=False) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signum == signal.SIGINT  # the first one only asks
+        os.kill(os.getpid(), signal.SIGINT)
+        raise AssertionError("the second signal did not stop at once")
+
+
+def test_skip_sampler_and_tally() -> None:
+    s = SkipSampler(range(6))  # type: ignore[arg-type]
+    s.skip = 4
+    assert list(s) == [4, 5] and list(s) == list(range(6)) and len(s) == 6  # the skip holds for one pass
+    tally = EpochTally()
+    tally.add(torch.tensor(3.0), {"loss_vfl": torch.tensor(1.0), "loss_vfl_o2m_0": torch.tensor(0.5)}, o2m=True)
+    tally.non_finite(limit=2)
+    again = EpochTally()
+    again.load_state_dict(tally.state_dict())
+    again.add(torch.tensor(1.0), {"loss_vfl": torch.tensor(3.0)}, o2m=False)
+    assert again.row() == {"train_loss": 2.0, "train_loss_vfl": 2.0, "train_loss_o2m": 0.25, "skipped_steps": 1.0}
+    with pytest.raises(RuntimeError, match="3 consecutive non-finite losses"):
+        for _ in range(3):
+            again.non_finite(limit=2)
+    apart = EpochTally()
+    for _ in range(3):  # a finite step between two non-finite ones: never two in a row
+        apart.non_finite(limit=1)
+        apart.add(torch.tensor(1.0), {}, o2m=False)
+    assert apart.skipped == 3 and apart.streak == 0
+
+
+def test_ctrl_c_reaching_the_loader_workers_leaves_the_epoch_to_the_main_process(
+    tiny_data: dict, tmp_path: Path
+) -> None:
+    """The terminal's Ctrl-C reaches the DataLoader workers too: a worker that died of it left the main process,
+    still finishing its step, waiting for a batch that never came ("DataLoader worker exited unexpectedly").
+    The workers ignore it: here they get SIGINT mid-epoch (the main process not) and the epoch runs to its end."""
+    import multiprocessing
+
+    tr = Trainer(tiny_config(tiny_data, tmp_path / "w", "train.epochs=1", "data.workers=2", "train.batch_size=1"))
+    real, calls = tr.criterion.forward, {"n": 0}
+
+    def forward(out, targets):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 2:
+            workers = multiprocessing.active_children()
+            assert workers, "no DataLoader workers to signal"
+            for w in workers:
+                os.kill(w.pid, signal.SIGINT)  # type: ignore[arg-type]
+        return real(out, targets)
+
+    tr.criterion.forward = forward  # type: ignore[method-assign]
+    tr.fit()
+    assert tr.global_step == 8 and calls["n"] == 8
