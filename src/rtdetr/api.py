@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
@@ -22,42 +21,11 @@ from rtdetr.engine.saver import save_results
 from rtdetr.models import list_models
 from rtdetr.models.rtdetr import RTDETR as RTDETRModel
 from rtdetr.options import InferenceOptions, as_size, class_key, resolve_classes, size_text
-from rtdetr.recipe import load_recipe
+from rtdetr.recipe import keyword_sections, load_recipe
 
 __all__ = ["RTDETR"]
 
 log = logging.getLogger("rtdetr")
-
-
-#: where train() takes what other tools (and rtdetr's CLI) pass under these names
-_TRAIN_ALIASES = {
-    "size": "image_size=",
-    "imgsz": "image_size=",
-    "img_size": "image_size=",
-    "project": "output=",
-    "train": "data=",
-    "threads": "torch.set_num_threads() before train() (the CLI's --threads)",
-}
-
-
-def _train_sections(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"data": {...}, "train": {...}}``: each of ``RTDETR.train()``'s extra keywords in the config section that
-    has a setting of that name (no name is in both); a TypeError for a name of neither, with the closest."""
-    from rtdetr.config import TrainConfig
-
-    train_keys = [f.name for f in dataclasses.fields(TrainConfig)]
-    data_keys = [f.name for f in dataclasses.fields(DataConfig) if f.name not in ("train", "val", "image_size")]
-    out: dict[str, dict[str, Any]] = {"data": {}, "train": {}}
-    for key, value in settings.items():
-        if key in train_keys or key in data_keys:
-            out["train" if key in train_keys else "data"][key] = str(value) if isinstance(value, Path) else value
-            continue
-        named = [n for n in inspect.signature(RTDETR.train).parameters if n not in ("self", "train")]
-        close = difflib.get_close_matches(key, [*named, *train_keys, *data_keys], n=1)
-        hint = _TRAIN_ALIASES.get(key) or (f"{close[0]}=" if close else "")
-        raise TypeError(f"RTDETR.train() got an unexpected keyword argument {key!r}"
-                        + (f": did you mean {hint}?" if hint else " (not a train or data setting)"))  # fmt: skip
-    return out
 
 
 class RTDETR:
@@ -363,18 +331,22 @@ class RTDETR:
         image_size: int | tuple[int, int] | str | None = None,
         output: str | Path | None = None,
         minutes: float | None = None,
+        resume: str | Path | None = None,
         **train: Any,
     ) -> dict[str, Any]:
         """Train this model (a checkpoint's weights are the starting point; heads are re-initialised for another
         class count). ``image_size`` is a side, ``(height, width)`` or ``"WIDTHxHEIGHT"``. ``minutes`` is a
         training time budget (``rtdetr train --minutes``); other keywords are settings of the ``train`` section
         (``lr=2e-4``, ``amp=True`` ...) or of the ``data`` section (``workers=4``, ``augment=True`` ...), by name; a
-        name of neither is a TypeError that says the closest. The best weights are loaded into this object
-        afterwards."""
+        name of neither is a TypeError that says the closest. ``resume`` (a run folder or its ``last.pth``)
+        continues a stopped run where it stopped, with its own settings in its own folder (keywords given beside
+        it still apply). The best weights are loaded into this object afterwards."""
+        from rtdetr.engine.rundir import interrupted_note
         from rtdetr.engine.trainer import Trainer
 
         model = self._torch("train()").model
-        updates: dict[str, Any] = _train_sections(train)
+        named = [n for n in inspect.signature(RTDETR.train).parameters if n not in ("self", "train")]
+        updates: dict[str, Any] = keyword_sections(train, named, "RTDETR.train()")
         for section, key, value in (
             ("data", "train", data),
             ("data", "val", val),
@@ -387,15 +359,21 @@ class RTDETR:
                 updates[section][key] = str(value) if isinstance(value, Path) else value
         if image_size is not None:
             updates["data"]["image_size"] = list(as_size(image_size) or ())
-        if recipe is None:  # this model's own architecture, at the run's input size (RunConfig derives it)
+        if resume is not None:
+            updates["resume"] = str(resume)
+        elif recipe is None:  # this model's own architecture, at the run's input size (RunConfig derives it)
             assert model.config is not None
             updates["model"] = to_dict(model.config)
         cfg: RunConfig = load_recipe(recipe, updates=updates)
-        if self.checkpoint is not None and cfg.init_from is None:  # the loaded weights are the starting point
+        if self.checkpoint is not None and cfg.init_from is None and not cfg.resume:  # these weights are the start
             cfg = dataclasses.replace(cfg, init_from=str(self.checkpoint))
         if not cfg.data.train:
             raise ConfigError("train(): give data= (COCO json, YOLO data.yaml or VOC folder) or a recipe")
-        result = Trainer(cfg).fit()
+        trainer = Trainer(cfg)
+        try:
+            result = trainer.fit()
+        except KeyboardInterrupt as e:  # what was saved, and how to go on
+            raise type(e)(interrupted_note(trainer.out_dir, f".train(resume={str(trainer.out_dir)!r})")) from None
         best = Path(result["output_dir"]) / "best.pth"
         if best.is_file():  # keep this object's settings (device, precision, fuse...); take the trained weights
             self.backend = open_detector(best, self.device, self.precision, self.channels_last, self.fuse)

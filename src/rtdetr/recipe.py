@@ -7,8 +7,9 @@ the variant table lives with the models.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from rtdetr.config import (
 from rtdetr.config_io import _suggest, yaml_error_text
 from rtdetr.models.variants import get_model_config, get_variant
 
-__all__ = ["RECIPES_DIR", "bundled_recipes", "find_recipe", "load_recipe", "run_config_from_dict"]
+__all__ = ["RECIPES_DIR", "bundled_recipes", "find_recipe", "keyword_sections", "load_recipe", "run_config_from_dict"]
 
 #: The recipes shipped inside the package (``rtdetr train -c fast_small`` works wherever rtdetr is installed).
 RECIPES_DIR = Path(__file__).resolve().parent / "configs"
@@ -232,3 +233,32 @@ def _last_of(resume: str) -> str:
     if (folder / "last.pth").is_file():
         return str(folder / "last.pth")
     raise ConfigError(f"resume: {folder} is a folder without a last.pth (rtdetr train writes one after each epoch)")
+
+
+#: where RTDETR.train() takes what other tools (and rtdetr's CLI) pass under these names
+_TRAIN_ALIASES = {
+    "size": "image_size=",
+    "imgsz": "image_size=",
+    "img_size": "image_size=",
+    "project": "output=",
+    "train": "data=",
+    "threads": "torch.set_num_threads() before train() (the CLI's --threads)",
+}
+
+
+def keyword_sections(settings: dict[str, Any], named: Sequence[str], what: str) -> dict[str, dict[str, Any]]:
+    """``{"data": {...}, "train": {...}}``: each of a function's (``what``'s) extra keywords in the config section
+    that has a setting of that name (no name is in both); a TypeError for a name of neither, with the closest of
+    those and of the function's ``named`` parameters."""
+    train_keys = [f.name for f in dataclasses.fields(TrainConfig)]
+    data_keys = [f.name for f in dataclasses.fields(DataConfig) if f.name not in ("train", "val", "image_size")]
+    out: dict[str, dict[str, Any]] = {"data": {}, "train": {}}
+    for key, value in settings.items():
+        if key in train_keys or key in data_keys:
+            out["train" if key in train_keys else "data"][key] = str(value) if isinstance(value, Path) else value
+            continue
+        close = difflib.get_close_matches(key, [*named, *train_keys, *data_keys], n=1)
+        hint = _TRAIN_ALIASES.get(key) or (f"{close[0]}=" if close else "")
+        raise TypeError(f"{what} got an unexpected keyword argument {key!r}"
+                        + (f": did you mean {hint}?" if hint else " (not a train or data setting)"))  # fmt: skip
+    return out

@@ -152,3 +152,43 @@ def test_ctrl_c_reaching_the_loader_workers_leaves_the_epoch_to_the_main_process
     tr.criterion.forward = forward  # type: ignore[method-assign]
     tr.fit()
     assert tr.global_step == 8 and calls["n"] == 8
+
+
+def test_python_api_says_how_to_resume_and_resumes(
+    tiny_data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RTDETR.train()`` interrupted says what ``last.pth`` holds and the call that goes on; ``train(resume=)``
+    continues that run in its own folder (no new ``run2``) with its own settings, and loads the best weights."""
+    import yaml
+
+    from rtdetr import RTDETR
+    from tests.engine.conftest import TINY, TINY_MODEL
+
+    settings = {
+        k.split("=")[0].split(".", 1)[1]: yaml.safe_load(k.split("=")[1])
+        for k in TINY
+        if k.startswith(("train.", "data.w"))
+    }
+    settings.update(batch_size=1, progress=False)
+    real = Trainer.train_one_epoch
+
+    def one_epoch(self: Trainer, epoch: int) -> dict:
+        if epoch == 1 and self.partial is None:
+            _signal_at_call(self, 3)  # inside the third batch of epoch 2
+        return real(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", one_epoch)
+    det = RTDETR("rtdetr_r18vd", num_classes=4, **TINY_MODEL)
+    with pytest.raises(KeyboardInterrupt) as e:
+        det.train(
+            tiny_data["train"], val=tiny_data["val"], epochs=2, output=tmp_path / "run", image_size=64, **settings
+        )
+    assert f"last.pth holds 3 batches of epoch 2; continue from there with: .train(resume='{tmp_path / 'run'}')" in str(
+        e.value
+    )
+    again = RTDETR("rtdetr_r18vd")
+    result = again.train(resume=tmp_path / "run")
+    assert again.num_classes == 4 and again.checkpoint == tmp_path / "run" / "best.pth"
+    assert result["output_dir"] == str(tmp_path / "run") and not (tmp_path / "run2").exists()
+    assert read_checkpoint(tmp_path / "run" / "last.pth")["global_step"] == 16
+    assert [r["epoch"] for r in _rows(tmp_path / "run")] == ["1", "2"]

@@ -68,9 +68,9 @@ def train_summary(result: dict) -> str:
             f"with 'rtdetr val {result['output_dir']}/best.pth --data ...'; {where}")  # fmt: skip
 
 
-def interrupted_note(out_dir: Path) -> str:
+def interrupted_note(out_dir: Path, how: str | None = None) -> str:
     """What an interrupted run (Ctrl-C) left in ``out_dir``: the epoch its ``last.pth`` holds (and how far into the
-    next one, when it stopped inside it) and how to go on."""
+    next one, when it stopped inside it) and how to go on (``how``; default: the ``rtdetr train`` command)."""
     last = out_dir / "last.pth"
     if not last.is_file():
         return f"{out_dir}: nothing was saved to resume from"
@@ -82,7 +82,7 @@ def interrupted_note(out_dir: Path) -> str:
         epoch = f"epoch {done}" if not partial else f"{partial['batches']} batches of epoch {done + 1}"
     except (CheckpointError, KeyError, TypeError, ValueError):
         epoch = "its last finished epoch"
-    return f"{last} holds {epoch}; continue from there with: rtdetr train --resume {out_dir}"
+    return f"{last} holds {epoch}; continue from there with: {how or f'rtdetr train --resume {out_dir}'}"
 
 
 class Terminated(KeyboardInterrupt):
