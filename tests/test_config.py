@@ -82,6 +82,7 @@ def test_overrides_merge_into_variant() -> None:
         ("train", {"schedule_over": "time", "time_budget_s": 60.0, "schedule": "step"}, "epoch milestones"),
         ("train", {"no_aug_fraction": 1.0}, r"within \[0, 1\)"),
         ("train", {"eval_every_s": 0.0}, "eval_every_s must be > 0"),
+        ("train", {"save_every_s": -1.0}, "save_every_s must be > 0"),
         ("train", {"cls_loss": "focal"}, "not one of"),
         ("train", {"flat_share": 1.0}, "flat_share must be within"),
         ("train", {"warmup_share": 0.0}, "warmup_share within"),

@@ -344,6 +344,11 @@ class TrainConfig:
     eval_every_s: float | None = None
     """Also evaluate each time training has used another this many seconds (mid-epoch; the evaluation's own time
     is not counted); the points go to ``curve.csv`` (AP against training time)."""
+    save_every_s: float | None = 1800.0
+    """Also write ``last.pth`` inside an epoch each time training has used another this many seconds since the
+    last save: the epoch's progress, as Ctrl-C saves it (``--resume`` goes on from there), so that a run killed
+    without warning (SIGKILL, out of memory, a power cut) loses at most this much training. None: at epoch ends
+    (and on Ctrl-C or SIGTERM) only."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -376,7 +381,7 @@ class TrainConfig:
             raise ConfigError(f"found_giou {self.found_giou} must be within (-1, 1)")
         if not 0.0 <= self.flat_share < 1.0 or not 0.0 < self.warmup_cap <= 1.0:
             raise ConfigError("flat_share must be within [0, 1) and warmup_share within (0, 1]")
-        for name in ("time_budget_s", "eval_every_s"):
+        for name in ("time_budget_s", "eval_every_s", "save_every_s"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,28 +20,57 @@ from rtdetr.engine.trainer import Trainer
 from tests.engine.conftest import tiny_config
 
 
-def _signal_at_call(trainer: Trainer, call: int, signum: int = signal.SIGINT) -> None:
-    """Send ``signum`` to this process during the criterion's ``call``-th call (inside a training step)."""
+def _at_call(trainer: Trainer, call: int, action: Callable[[], None]) -> None:
+    """Run ``action`` during the criterion's ``call``-th call (inside a training step)."""
     real, calls = trainer.criterion.forward, {"n": 0}
 
     def forward(out, targets):  # noqa: ANN001, ANN202
         calls["n"] += 1
         if calls["n"] == call:
-            os.kill(os.getpid(), signum)
+            action()
         return real(out, targets)
 
     trainer.criterion.forward = forward  # type: ignore[method-assign]
+
+
+def _signal_at_call(trainer: Trainer, call: int, signum: int = signal.SIGINT) -> None:
+    """Send ``signum`` to this process during the criterion's ``call``-th call."""
+    _at_call(trainer, call, lambda: os.kill(os.getpid(), signum))
+
+
+def _killed() -> None:
+    raise MemoryError("killed")  # stands in for SIGKILL or the OOM killer: no handler, no save
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((run / "metrics.csv").open()))
 
 
+Straight = Callable[..., tuple[dict, list]]
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_data: dict, tmp_path_factory: pytest.TempPathFactory) -> Straight:
+    """``straight(*settings)``: the weights and ``metrics.csv`` rows of a run never stopped (each made once)."""
+    runs: dict[tuple[str, ...], tuple[dict, list]] = {}
+
+    def run(*extra: str) -> tuple[dict, list]:
+        if extra not in runs:
+            out = tmp_path_factory.mktemp("straight")
+            trainer = Trainer(tiny_config(tiny_data, out, *extra))
+            trainer.fit()
+            runs[extra] = trainer.model.state_dict(), _rows(out)
+        return runs[extra]
+
+    return run
+
+
 @pytest.mark.parametrize("accumulate", [1, 2])
-def test_a_stop_inside_an_epoch_resumes_exactly(tiny_data: dict, tmp_path: Path, accumulate: int) -> None:
+def test_a_stop_inside_an_epoch_resumes_exactly(
+    tiny_data: dict, tmp_path: Path, straight: Straight, accumulate: int
+) -> None:
     extra = ["train.epochs=2", f"train.accumulate={accumulate}", "train.batch_size=1"]  # 8 batches an epoch
-    straight = Trainer(tiny_config(tiny_data, tmp_path / "a", *extra))
-    straight.fit()
+    a, rows_a = straight(*extra)
     cut = Trainer(tiny_config(tiny_data, tmp_path / "b", *extra))
     _signal_at_call(cut, 8 + 3)  # inside batch 3 of epoch 2 (index 2): it stops before batch 4 (index 4 with 2)
     with pytest.raises(KeyboardInterrupt):
@@ -56,22 +86,21 @@ def test_a_stop_inside_an_epoch_resumes_exactly(tiny_data: dict, tmp_path: Path,
     resumed = Trainer(tiny_config(tiny_data, tmp_path / "b", *extra, f"resume={tmp_path / 'b' / 'last.pth'}"))
     assert resumed.start_epoch == 1
     resumed.fit()
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    b = resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run diverged from the one never stopped"
-    assert resumed.global_step == straight.global_step == 16 // accumulate
+    assert resumed.global_step == 16 // accumulate
     assert "partial" not in read_checkpoint(tmp_path / "b" / "last.pth")  # the epoch finished: a plain one again
-    rows_a, rows_b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    rows_b = _rows(tmp_path / "b")
     assert [r["epoch"] for r in rows_b] == ["1", "2"]
     for key in ("train_loss", "train_loss_vfl", "skipped_steps", "AP"):  # epoch 2's means cover all its batches
         assert float(rows_b[1][key]) == pytest.approx(float(rows_a[1][key]), rel=1e-6), key
 
 
-def test_ctrl_c_while_evaluating_keeps_the_epoch_trained(tiny_data: dict, tmp_path: Path) -> None:
+def test_ctrl_c_while_evaluating_keeps_the_epoch_trained(tiny_data: dict, tmp_path: Path, straight: Straight) -> None:
     """Ctrl-C during the end-of-epoch evaluation lost the epoch it had just trained (``last.pth`` is written
     after the evaluation): now ``last.pth`` holds the whole epoch's batches, and resume evaluates and goes on."""
-    extra = ["train.epochs=2", "train.batch_size=1"]
-    straight = Trainer(tiny_config(tiny_data, tmp_path / "a", *extra))
-    straight.fit()
+    extra = ["train.epochs=2", "train.accumulate=1", "train.batch_size=1"]
+    a, rows_a = straight(*extra)
     cut = Trainer(tiny_config(tiny_data, tmp_path / "b", *extra))
 
     def evaluate() -> None:
@@ -84,11 +113,33 @@ def test_ctrl_c_while_evaluating_keeps_the_epoch_trained(tiny_data: dict, tmp_pa
     assert ckpt["epoch"] == 0 and ckpt["partial"]["batches"] == 8 and ckpt["global_step"] == 8
     resumed = Trainer(tiny_config(tiny_data, tmp_path / "b", *extra, f"resume={tmp_path / 'b' / 'last.pth'}"))
     resumed.fit()
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    b = resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a) and resumed.global_step == 16
-    rows_a, rows_b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    rows_b = _rows(tmp_path / "b")
     assert [r["epoch"] for r in rows_b] == ["1", "2"]
     assert [float(r["train_loss"]) for r in rows_b] == pytest.approx([float(r["train_loss"]) for r in rows_a])
+
+
+def test_a_run_killed_without_warning_goes_on_from_its_last_periodic_save(
+    tiny_data: dict, tmp_path: Path, straight: Straight
+) -> None:
+    """``save_every_s`` writes ``last.pth`` inside the epoch (here before every step; at the default 30 min, not
+    in these short epochs): a run that dies without a word (an exception standing in for SIGKILL or the OOM
+    killer) resumes from that save, and ends equal to a run never stopped."""
+    extra = ["train.epochs=2"]  # 4 batches an epoch
+    for every, held in (("1e-9", {"epoch": 1, "batches": 2}), ("1800", {"epoch": 1, "batches": None})):
+        run = tmp_path / f"every{every}"
+        crash = Trainer(tiny_config(tiny_data, run, *extra, f"train.save_every_s={every}"))
+        _at_call(crash, 4 + 3, _killed)  # inside batch 3 of epoch 2
+        with pytest.raises(MemoryError):
+            crash.fit()
+        ckpt = read_checkpoint(run / "last.pth")
+        assert {"epoch": ckpt["epoch"], "batches": (ckpt.get("partial") or {}).get("batches")} == held, every
+    run = tmp_path / "every1e-9"
+    resumed = Trainer(tiny_config(tiny_data, run, *extra, f"resume={run / 'last.pth'}"))
+    resumed.fit()
+    a, b = straight(*extra)[0], resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and resumed.global_step == 8
 
 
 def test_sigterm_stops_as_terminated_and_a_second_signal_at_once(tiny_data: dict, tmp_path: Path) -> None:

@@ -276,12 +276,18 @@ def test_a_time_budget_scales_the_warm_ups_to_the_steps_it_holds(tiny_data: dict
                              "train.min_lr_ratio=0.0"))  # fmt: skip
     assert tr.expected_steps is None
     ema_warmups = tr.ema.warmups
-    tr.global_step, tr.train_time_s = 10, 10.0  # 1 s per step so far: the budget holds about 100 steps
-    tr._expect_steps()
-    assert tr.expected_steps == 100 and tr.ema.warmups == ema_warmups  # the EMA warm-up is not cut to the budget
     import math
 
-    from rtdetr.engine.optim import lr_factor
+    from rtdetr.engine.optim import expected_steps, lr_factor
+
+    assert expected_steps(tr.cfg.train, 2, 2.0) is None  # from the third step on
+    tr.expected_steps = expected_steps(tr.cfg.train, 10, 10.0)  # 1 s per step so far: the budget holds 100 steps
+    assert tr.expected_steps == 100 and tr.ema.warmups == ema_warmups  # the EMA warm-up is not cut to the budget
+    assert expected_steps(tr.cfg.train, 200, 100.0) == 200  # at least the steps done
+    short = Trainer(tiny_config(tiny_data, tmp_path / "s", "train.time_budget_s=2", "train.schedule_over=time",
+                                "train.epochs=100", "train.eval_interval=1000"))  # fmt: skip
+    short.fit()  # the trainer estimates as it steps
+    assert short.global_step >= 3 and short.expected_steps is not None and short.expected_steps >= short.global_step
 
     # step 4 of a 10-step warm-up (10% of 100), 10% into the cosine over the budget
     expect = 0.5 * 0.5 * (1 + math.cos(0.1 * math.pi))

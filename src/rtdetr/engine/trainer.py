@@ -40,7 +40,7 @@ from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
 from rtdetr.engine.hardware import loader_workers, training_amp, training_autocast
 from rtdetr.engine.interrupt import EpochTally, SkipSampler, StopRequest, random_state, set_random_state
-from rtdetr.engine.optim import SHORT_RUN_STEPS, build_optimizer, effective_warmups, lr_factor, schedule_text
+from rtdetr.engine.optim import build_optimizer, describe_schedule, effective_warmups, expected_steps, lr_factor
 from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir, worker_ignores_signals
 from rtdetr.engine.warmstart import warm_start
 from rtdetr.loss import RTDETRCriterion
@@ -148,6 +148,7 @@ class Trainer:
         if t.max_iters_per_epoch:
             self.iters_per_epoch = min(self.iters_per_epoch, t.max_iters_per_epoch)
         self.train_time_s = 0.0  # seconds of training so far (read by the LR schedule with schedule_over: time)
+        self.saved_s = 0.0  # train_time_s at the last save of last.pth
         self._segment_start: float | None = None  # wall time the running training segment began
         self.expected_steps: int | None = None  # steps the time budget holds (schedule_over: time), once measured
         self.anneal = AnnealStart(t, self.criterion.weight_dict.get("loss_giou", 0.0))
@@ -160,12 +161,11 @@ class Trainer:
         ema_warmup = effective_warmups(t, self.iters_per_epoch)[1]
         self.ema = ModelEMA(self.model, t.ema_ramp[0], ema_warmup) if t.ema else None
         if self.main:
-            ms, steps = self.collate.scales, t.epochs * self.iters_per_epoch
+            ms, (plan, short) = self.collate.scales, describe_schedule(t, self.iters_per_epoch)
             multi = f" (multi-scale {size_text(min(ms))} to {size_text(max(ms))})" if ms else ""
-            log.info("%s at %s%s: %s", cfg.model.name, size_text(size), multi, schedule_text(t, self.iters_per_epoch))
-            if steps < SHORT_RUN_STEPS:
-                log.warning("only %d optimizer steps: too short to train a detector from scratch (a few thousand are "
-                            "typical); raise epochs or lower the batch size", steps)  # fmt: skip
+            log.info("%s at %s%s: %s", cfg.model.name, size_text(size), multi, plan)
+            if short:
+                log.warning("%s", short)
 
         self.val_loader: DataLoader | None = None
         self.evaluator: CocoEvaluator | None = None
@@ -271,9 +271,11 @@ class Trainer:
                 if t.time_budget_s is not None and self.time_used() >= t.time_budget_s:
                     self.out_of_time = True
                     break
-                if stop.signum is not None and i % t.accumulate == 0:  # between optimizer steps: save, stop
+                due = t.save_every_s is not None and self.time_used() - self.saved_s >= t.save_every_s
+                if (stop.signum is not None or due) and i % t.accumulate == 0:  # between optimizer steps
                     self._save_partial(epoch)
-                    stop.stop_now()
+                    if stop.signum is not None:
+                        stop.stop_now()
                 self._train_step(next(it), epoch, i, self.tally)
                 if bar is not None:
                     bar.update(1)
@@ -328,13 +330,13 @@ class Trainer:
             self.logger.scalar("train/loss", float(loss.detach()), self.global_step)
 
     def _save_partial(self, epoch: int) -> None:
-        """``last.pth`` holding epoch ``epoch`` (0-based) as far as it went: a stop asked for inside it."""
-        self._pause()
+        """``last.pth`` holding epoch ``epoch`` (0-based) as far as it went: a stop asked for inside it, or
+        ``save_every_s`` passed."""
+        self.saved_s = self.time_used()
         if self.main:
             partial = {**self.tally.state_dict(), "random": random_state(self.device)}
             atomic_save({**self.checkpoint(epoch), "partial": partial}, self.out_dir / "last.pth")
-            log.info("stopped after %d batches of epoch %d: saved to %s", self.tally.batches, epoch + 1,
-                     self.out_dir / "last.pth")  # fmt: skip
+            log.info("saved %s: epoch %d up to batch %d", self.out_dir / "last.pth", epoch + 1, self.tally.batches)
 
     def _pause(self) -> None:
         """End the running training segment: its time joins :attr:`train_time_s`."""
@@ -378,22 +380,11 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.net)
         self.global_step += 1
-        self._expect_steps()
-
-    def _expect_steps(self) -> None:
-        """With ``schedule_over: time``: estimate the steps the budget holds from the pace so far, and cap the LR
-        warm-up at ``warmup_share`` of them (as an epoch-based run caps it at its step count). The EMA warm-up is
-        left as configured: capped at 20% of a ~100-step run, its decay reaches 0.99 and the evaluated weights lag
-        (BCCD, 10 min: AP 0.344 against 0.392 for the same run's raw weights' recipe; README)."""
-        t = self.cfg.train
-        used = self.time_used()
-        if t.schedule_over != "time" or not t.time_budget_s or self.global_step < 3 or used <= 0:
-            return
-        first = self.expected_steps is None
-        self.expected_steps = max(self.global_step, int(t.time_budget_s * self.global_step / used))
-        if first and self.main:
-            log.info("time budget: about %d optimizer steps at this pace; lr warm-up %d steps", self.expected_steps,
-                     effective_warmups(t, self.iters_per_epoch, self.expected_steps)[0])  # fmt: skip
+        steps = expected_steps(t, self.global_step, self.time_used())  # schedule_over: time
+        if steps is not None and self.expected_steps is None and self.main:
+            log.info("time budget: about %d optimizer steps at this pace; lr warm-up %d steps", steps,
+                     effective_warmups(t, self.iters_per_epoch, steps)[0])  # fmt: skip
+        self.expected_steps = steps or self.expected_steps
 
     # ----------------------------------------------------------------------------------------- evaluation
     def eval_model(self) -> nn.Module:
@@ -419,7 +410,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": epoch,
             "global_step": self.global_step,
-            "train_time_s": self.train_time_s,
+            "train_time_s": self.time_used(),  # (inside an epoch, its running part too)
             "anneal": self.anneal.state_dict(),
             "best": {"ap": self.best_ap, "epoch": self.best_epoch, "bad_evals": self.bad_evals},
             "model_config": to_dict(self.cfg.model),
@@ -440,7 +431,7 @@ class Trainer:
             until = done
             if self.main:
                 log.warning("%s: nothing to resume, %s", self.cfg.resume, why)
-        run_t0 = time.time()
+        run_t0, self.saved_s = time.time(), self.train_time_s
         try:
             for epoch in range(self.start_epoch, until):
                 self._seed_epoch(epoch)
@@ -476,6 +467,7 @@ class Trainer:
                     self.logger.epoch(row)
                     ckpt = self.checkpoint(epoch + 1)
                     atomic_save(ckpt, self.out_dir / "last.pth")
+                    self.saved_s = self.train_time_s
                     if is_best or self.val_loader is None:
                         atomic_save(best_checkpoint(ckpt), self.out_dir / "best.pth")
                     budget = None if t.time_budget_s is None else t.time_budget_s - self.train_time_s
