@@ -260,7 +260,7 @@ class Trainer:
         first = self.tally.batches
         self.skipper.skip = first * int(self.train_loader.batch_size or 1)
         it = iter(self.train_loader)
-        if partial is not None:
+        if partial is not None and self.world == 1:  # (under torchrun each process keeps its own seed)
             set_random_state(partial["random"], self.device)  # after iter(), which draws a worker seed
         total = min(len(self.train_loader), self.iters_per_epoch * t.accumulate)
         bar = runlog.progress_bar(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress, first)
@@ -276,7 +276,7 @@ class Trainer:
                     self._save_partial(epoch)
                     if stop.signum is not None:
                         stop.stop_now()
-                self._train_step(next(it), epoch, i, self.tally)
+                self._train_step(next(it), epoch, i)
                 if bar is not None:
                     bar.update(1)
                     if self.tally.count and (self.global_step % t.log_interval == 0 or self.tally.count == 1):
@@ -292,9 +292,9 @@ class Trainer:
         self._pause()
         return self.tally.row()
 
-    def _train_step(self, batch: tuple, epoch: int, i: int, tally: EpochTally) -> None:
+    def _train_step(self, batch: tuple, epoch: int, i: int) -> None:
         """Forward, loss, backward (and the optimizer step every ``accumulate`` batches) on batch ``i``."""
-        t = self.cfg.train
+        t, tally = self.cfg.train, self.tally
         images, targets = batch
         tally.batches += 1
         images = images.to(self.device, non_blocking=True)
