@@ -106,3 +106,30 @@ def test_module_shapes_init_and_discrete_freezes_offsets() -> None:
     assert not disc.sampling_offsets.weight.requires_grad
     with pytest.raises(ValueError, match="4-d"):
         attn(q, ref[..., :2], v, SHAPES)
+
+
+@pytest.mark.parametrize("method", ["default", "discrete"])
+def test_module_at_batch_3_is_the_naive_reference_per_image(method: str) -> None:
+    """The module writes value_proj channel-major (no transposing copy at batch > 1); a slip in that layout would
+    mix images or heads. Every weight perturbed, a value mask, three images of different content: each image's
+    output is the naive float64 reference on ``value_proj`` as a plain linear layer, and the same as alone."""
+    torch.manual_seed(0)
+    attn = MSDeformableAttention(12, 3, 3, (2, 1, 3), method=method).double()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    v_len = sum(h * w for h, w in SHAPES)
+    q, ref = torch.randn(3, 5, 12, dtype=torch.float64), torch.rand(3, 5, 1, 4, dtype=torch.float64) * 0.6 + 0.2
+    value, mask = torch.randn(3, v_len, 12, dtype=torch.float64), torch.rand(3, v_len) > 0.2
+    with torch.no_grad():
+        out = attn(q, ref, value, SHAPES, mask)
+        for i in range(3):
+            v = (attn.value_proj(value[i : i + 1]) * mask[i : i + 1, :, None]).reshape(1, v_len, 3, 4)
+            offsets = attn.sampling_offsets(q[i : i + 1]).reshape(1, 5, 3, 6, 2)
+            weights = attn.attention_weights(q[i : i + 1]).reshape(1, 5, 3, 6).softmax(-1)
+            scale = attn.num_points_scale.double()[:, None]
+            locs = ref[i : i + 1, :, None, :, :2] + offsets * scale * ref[i : i + 1, :, None, :, 2:] * 0.5
+            expected = attn.output_proj(naive(v, SHAPES, locs, weights, (2, 1, 3), method))
+            torch.testing.assert_close(out[i : i + 1], expected, rtol=0, atol=1e-10)
+            alone = attn(q[i : i + 1], ref[i : i + 1], value[i : i + 1], SHAPES, mask[i : i + 1])
+            torch.testing.assert_close(out[i : i + 1], alone, rtol=0, atol=1e-12)

@@ -152,6 +152,10 @@ class MSDeformableAttention(nn.Module):
         if value_mask is not None:
             v = v * value_mask.to(v.dtype).unsqueeze(-1)
         v = v.reshape(b, v.shape[1], n_heads, head_dim)
+        if b > 1:  # [B, H, V, C] in memory, viewed as the [B, V, H, C] the core takes: its per-head [B*H, C, V] view
+            # is then free and keeps channels innermost, where grid_sample reads fastest (at batch 1 it is already);
+            # the core's own copy to [B, H, C, V] cost r18vd at 640, batch 8, 30 ms per image (benchmarks/batch_cost.py)
+            v = v.transpose(1, 2).contiguous().transpose(1, 2)
         offsets = self.sampling_offsets(query).reshape(b, q, n_heads, s, 2)
         weights = self.attention_weights(query).reshape(b, q, n_heads, s).softmax(-1)
         scale = self.num_points_scale.to(query.dtype)[:, None]  # [S, 1]

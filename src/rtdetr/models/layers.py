@@ -47,18 +47,22 @@ def self_attention(
     """``attn(query, key, value)`` without the weights: ``[B, L, D]`` each (batch first; ``attn_mask`` ``[L, L]``
     bool, True = blocked, as ``nn.MultiheadAttention`` takes it) -> ``[B, L, D]``.
 
-    Training under autocast on the CPU, ``softmax(QK^T)V`` runs in fp32 between the bf16 projections: PyTorch's CPU
-    flash-attention backward is slower in bf16 than in fp32 at every size measured (torch 2.13, AMX
-    Xeon: 27 against 4.7 ms at the demo's 16 x 146 queries of 16 channels per head, 19 against 16 ms at 4 x 500 of
-    32), while its forward is not; inference (no gradients) and other devices keep ``nn.MultiheadAttention``."""
-    if not (query.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")):
+    Under autocast on the CPU the projections run here, batch first: ``nn.MultiheadAttention`` there (its fast path
+    is off under autocast) projects a sequence-first view, for which ``F.linear`` copies the weight once per token
+    at batch > 1 (r18vd at 640, batch 8: 20 ms per image). Training, ``softmax(QK^T)V`` runs in fp32 between the
+    bf16 projections: PyTorch's CPU flash-attention backward is slower in bf16 than in fp32 at every size measured
+    (torch 2.13, AMX Xeon: 27 against 4.7 ms at the demo's 16 x 146 queries of 16 channels per head, 19 against
+    16 ms at 4 x 500 of 32), while its forward is not. Elsewhere ``nn.MultiheadAttention`` runs."""
+    if not (query.device.type == "cpu" and torch.is_autocast_enabled("cpu")):
         return attn(query, key, value, attn_mask=attn_mask, need_weights=False)[0]
     batch, length, dim = query.shape
-    heads = attn.num_heads
+    heads, training = attn.num_heads, torch.is_grad_enabled()
     q, k, v = (
-        F.linear(x, w, b).view(batch, x.shape[1], heads, dim // heads).transpose(1, 2).float()
+        F.linear(x, w, b).view(batch, x.shape[1], heads, dim // heads).transpose(1, 2)
         for x, w, b in zip((query, key, value), attn.in_proj_weight.chunk(3), attn.in_proj_bias.chunk(3))
     )
+    if training:
+        q, k, v = q.float(), k.float(), v.float()
     allowed = ~attn_mask if attn_mask is not None and attn_mask.dtype == torch.bool else attn_mask
     with torch.autocast("cpu", enabled=False):
         out = F.scaled_dot_product_attention(q, k, v, allowed, attn.dropout if attn.training else 0.0)
