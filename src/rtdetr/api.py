@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -345,8 +344,7 @@ class RTDETR:
         from rtdetr.engine.trainer import Trainer
 
         model = self._torch("train()").model
-        named = [n for n in inspect.signature(RTDETR.train).parameters if n not in ("self", "train")]
-        updates: dict[str, Any] = keyword_sections(train, named, "RTDETR.train()")
+        updates: dict[str, Any] = keyword_sections(train, RTDETR.train)
         for section, key, value in (
             ("data", "train", data),
             ("data", "val", val),

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -246,10 +247,10 @@ _TRAIN_ALIASES = {
 }
 
 
-def keyword_sections(settings: dict[str, Any], named: Sequence[str], what: str) -> dict[str, dict[str, Any]]:
-    """``{"data": {...}, "train": {...}}``: each of a function's (``what``'s) extra keywords in the config section
-    that has a setting of that name (no name is in both); a TypeError for a name of neither, with the closest of
-    those and of the function's ``named`` parameters."""
+def keyword_sections(settings: dict[str, Any], function: Callable[..., Any]) -> dict[str, dict[str, Any]]:
+    """``{"data": {...}, "train": {...}}``: each of ``function``'s extra keywords (its ``**kwargs``) in the config
+    section that has a setting of that name (no name is in both); a TypeError for a name of neither, with the
+    closest of those and of the function's own parameters."""
     train_keys = [f.name for f in dataclasses.fields(TrainConfig)]
     data_keys = [f.name for f in dataclasses.fields(DataConfig) if f.name not in ("train", "val", "image_size")]
     out: dict[str, dict[str, Any]] = {"data": {}, "train": {}}
@@ -257,8 +258,10 @@ def keyword_sections(settings: dict[str, Any], named: Sequence[str], what: str) 
         if key in train_keys or key in data_keys:
             out["train" if key in train_keys else "data"][key] = str(value) if isinstance(value, Path) else value
             continue
+        params = inspect.signature(function).parameters.values()
+        named = [q.name for q in params if q.name != "self" and q.kind is not q.VAR_KEYWORD]
         close = difflib.get_close_matches(key, [*named, *train_keys, *data_keys], n=1)
         hint = _TRAIN_ALIASES.get(key) or (f"{close[0]}=" if close else "")
-        raise TypeError(f"{what} got an unexpected keyword argument {key!r}"
+        raise TypeError(f"{function.__qualname__}() got an unexpected keyword argument {key!r}"
                         + (f": did you mean {hint}?" if hint else " (not a train or data setting)"))  # fmt: skip
     return out

@@ -90,8 +90,9 @@ class _GraphDetector(ABC):
         """The graph's detections cut to ``max_det``; with ``classes`` (ids, or one entry per image), those of
         these classes among the detections per image the graph was exported with (its top-k is inside the graph)."""
         labels, boxes, scores = raw
-        num_classes = max(self.num_classes or 0, int(labels.max(initial=-1)) + 1)
-        mask = class_mask(classes, num_classes, len(labels))
+        mask = None
+        if classes is not None:  # (the class count reaches every label the graph gave)
+            mask = class_mask(classes, max(self.num_classes or 0, int(labels.max(initial=-1)) + 1), len(labels))
         if mask is None:
             return [
                 _det(lb, bx, sc) for lb, bx, sc in zip(labels[:, :max_det], boxes[:, :max_det], scores[:, :max_det])
