@@ -83,7 +83,7 @@ def _fit_budget(cfg: RunConfig, seconds: float, args: argparse.Namespace) -> Run
     amp = training_amp(cfg.train.amp, cfg.train.amp_dtype, resolve_device(cfg.train.device))  # the trainer's choice
     precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}[amp]
     print(
-        f"[plan] {cpu.model} ({cpu.cpu_class}), {torch.get_num_threads()} threads, budget {args.minutes:g} min: "
+        f"[plan] {cpu.model} ({cpu.label}), {torch.get_num_threads()} threads, budget {args.minutes:g} min: "
         f"{step_s:.2f} s per training step ({precision}), {plan.eval_s:.0f} s per evaluation; about "
         f"{fits:.1f} epochs of the {args.max_epochs}-epoch schedule fit; expected finish in about {finish:.1f} min"
         + (

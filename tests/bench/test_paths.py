@@ -77,3 +77,25 @@ def test_all_paths_at_another_size_export_the_graphs_at_it(tiny_checkpoint: Path
     assert res["image_size"] == [32, 96] and [r["path"] for r in res["rows"]][-1] == "onnxruntime fp32"
     dims = onnx.load(str(tmp_path / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims][2:] == [32, 96]
+
+
+def test_all_paths_under_an_isa_cap_say_so(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU the bf16 row would raise (PyTorch packs bf16 weights for
+    AVX-512 there): it is left out, and the table names the cap and that ONNX Runtime ignores it."""
+    from rtdetr.engine import hardware
+
+    text = "model name\t: Test\nflags\t\t: avx avx2 fma avx512f avx512_bf16 avx512_vnni amx_bf16\n"
+    capped = hardware.apply_isa_cap(hardware.parse_cpuinfo(text, 2), {}, "AVX2")
+    monkeypatch.setattr(hardware, "cpu_info", lambda: capped)
+    monkeypatch.setattr("rtdetr.bench.paths.cpu_info", lambda: capped)
+    said: list[str] = []
+    res = benchmark_paths(
+        tiny_checkpoint, threads=1, warmup=0, runs=1, skip=("openvino", "onnxruntime"), log=said.append
+    )
+    assert [r["path"] for r in res["rows"]] == ["pytorch eager fp32", "pytorch fused fp32 + channels_last"]
+    assert any("left out" in s and "ATEN_CPU_CAPABILITY=avx2" in s for s in said)
+    assert res["cpu"]["isa_cap"] == "ATEN_CPU_CAPABILITY=avx2" and res["auto"]["precision"] == "fp32"
+    table = format_paths(res)
+    assert "(avx2 under ATEN_CPU_CAPABILITY=avx2;" in table and "ONNX Runtime ignores it" in table

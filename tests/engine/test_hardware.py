@@ -3,7 +3,11 @@ vector width (an AVX-512 CPU without AVX512_BF16, e.g. Skylake-X, emulates bf16 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +26,7 @@ CPUS = {
     "skylake_x": f"{BASE} avx2 fma avx512f avx512dq avx512bw avx512vl",
     "cascade_lake": f"{BASE} avx2 fma avx512f avx512bw avx512vl avx512_vnni",
     "alder_lake": f"{BASE} avx2 fma avx_vnni",
-    "sapphire_rapids": f"{BASE} avx2 fma avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8",
+    "sapphire_rapids": f"{BASE} avx2 fma avx_vnni avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8",
 }
 EXPECTED = {  # name: (isa, class, native bf16, vnni, auto precision on the CPU)
     "zen3": ("avx2", "avx2", False, False, "fp32"),
@@ -207,3 +211,60 @@ def test_official_recipe_trains_in_fp32_on_a_cpu_without_bf16(tiny_data: dict, t
     tr.net.forward = lambda *a, **k: seen.append((out := forward(*a, **k))["pred_logits"].dtype) or out  # type: ignore[method-assign]
     tr.fit()
     assert seen and set(seen) == {torch.float32}
+
+
+CAPS = [  # (environment, torch capability, cpu): (isa, class, native bf16, vnni, hidden by)
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "AVX512", "sapphire_rapids", ("avx2", "avx2", False, False)),
+    ({"ONEDNN_MAX_CPU_ISA": "avx2_vnni"}, "AVX512", "sapphire_rapids", ("avx2", "avx2", False, True)),
+    ({"DNNL_MAX_CPU_ISA": "AVX512_CORE"}, "AVX512", "zen4", ("avx512", "avx512", False, False)),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, "AVX512", "sapphire_rapids", ("avx512", "avx512", False, True)),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "AVX512", "sapphire_rapids", ("avx512", "avx512-bf16", True, True)),
+    ({}, "AVX2", "zen4", ("avx2", "avx2", False, False)),  # ATEN_CPU_CAPABILITY=avx2
+]
+
+
+@pytest.mark.parametrize(("env", "cap", "name", "expected"), CAPS)
+def test_isa_caps_hide_what_the_kernels_may_not_use(
+    monkeypatch: pytest.MonkeyPatch, env: dict, cap: str, name: str, expected: tuple
+) -> None:
+    raw = parse_cpuinfo(_cpuinfo_text(CPUS[name], name), cores=2)
+    info = hardware.apply_isa_cap(raw, env, cap)
+    assert (info.isa, info.cpu_class, info.native_bf16, info.vnni) == expected
+    assert info.capped and (next(iter(env.values())).upper() in info.capped if env else "ATEN" in info.capped)
+    assert info.as_dict()["isa_cap"] == info.capped and info.model == raw.model
+    monkeypatch.setattr(hardware, "cpu_info", lambda: info)
+    precision, reason = choose_precision("auto", "cpu")
+    assert precision == ("bf16" if expected[2] else "fp32") and info.capped in reason
+
+
+@pytest.mark.parametrize(
+    ("env", "cap", "name"),
+    [({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "AVX2", "zen3"), ({"ONEDNN_MAX_CPU_ISA": "ALL"}, "AVX512", "zen4"),
+     ({"ONEDNN_MAX_CPU_ISA": "AVX9000"}, "AVX512", "zen4"), ({}, "AVX512", "zen4")],
+)  # fmt: skip
+def test_caps_that_hide_nothing_leave_the_cpu_as_it_is(env: dict, cap: str, name: str) -> None:
+    raw = parse_cpuinfo(_cpuinfo_text(CPUS[name], name), cores=2)
+    assert hardware.apply_isa_cap(raw, env, cap) == raw
+
+
+def test_bf16_is_refused_under_an_aten_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an AVX-512 CPU under ATEN_CPU_CAPABILITY=avx2, PyTorch's bf16 convolution raised "pack_vnni2 is only
+    supported when avx512 is supported" (AMX Xeon, torch 2.13): refuse it up front, naming the setting."""
+    raw = parse_cpuinfo(_cpuinfo_text(CPUS["sapphire_rapids"]), cores=2)
+    monkeypatch.setattr(hardware, "cpu_info", lambda: hardware.apply_isa_cap(raw, {}, "AVX2"))
+    with pytest.raises(ValueError, match="ATEN_CPU_CAPABILITY=avx2"):
+        choose_precision("bf16", "cpu")
+    assert choose_precision("fp32", "cpu") == ("fp32", "requested")
+
+
+def test_this_machine_under_an_avx2_cap_has_no_native_bf16() -> None:
+    """The real /proc/cpuinfo read in a process started with ONEDNN_MAX_CPU_ISA=AVX2: whatever this CPU is, bf16
+    and VNNI are hidden and auto picks fp32 (on an AMX Xeon bf16 took 20 s a forward pass there, fp32 0.26 s)."""
+    code = (
+        "import json; from rtdetr.engine.hardware import cpu_info, choose_precision; i = cpu_info(); "
+        "print(json.dumps([i.native_bf16, i.vnni, i.isa, choose_precision('auto', 'cpu')[0]]))"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    native, vnni, isa, auto = json.loads(out.stdout.splitlines()[-1])
+    assert (native, vnni, auto) == (False, False, "fp32") and isa in ("avx2", "baseline")

@@ -13,13 +13,14 @@ import functools
 import logging
 import os
 import platform
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["CpuInfo", "amp_dtype", "choose_precision", "cpu_info", "loader_workers", "training_amp",
+__all__ = ["CpuInfo", "amp_dtype", "apply_isa_cap", "choose_precision", "cpu_info", "loader_workers", "training_amp",
            "training_autocast", "PRECISIONS"]  # fmt: skip
 
 log = logging.getLogger("rtdetr")
@@ -49,6 +50,9 @@ class CpuInfo:
     cores: int
     family: str = ""
     """x86 ``cpu family`` and ``model`` numbers, e.g. ``"23/49"`` (AMD Zen 2); empty where not reported."""
+    capped: str = ""
+    """The environment setting that hides instructions the CPU has (``ONEDNN_MAX_CPU_ISA=AVX2``,
+    ``ATEN_CPU_CAPABILITY=avx2``): ``flags`` are then what PyTorch and OpenVINO may use, not all the CPU has."""
 
     @property
     def isa(self) -> str:
@@ -79,6 +83,11 @@ class CpuInfo:
             return "avx512-amx" if "amx_bf16" in self.flags else "avx512-bf16"
         return self.isa
 
+    @property
+    def label(self) -> str:
+        """:attr:`cpu_class` and the cap that made it, for messages: ``"avx2 under ONEDNN_MAX_CPU_ISA=AVX2"``."""
+        return f"{self.cpu_class} under {self.capped}" if self.capped else self.cpu_class
+
     def as_dict(self) -> dict[str, Any]:
         """What a benchmark records about the CPU."""
         return {
@@ -90,6 +99,7 @@ class CpuInfo:
             "native_bf16": self.native_bf16,
             "vnni": self.vnni,
             "torch_cpu_capability": _torch_capability(),
+            "isa_cap": self.capped,
             "machine": platform.machine(),
         }
 
@@ -117,17 +127,63 @@ def parse_cpuinfo(text: str, cores: int = 0) -> CpuInfo:
     return CpuInfo(model or platform.processor() or "unknown", frozenset(flags), cores, family)
 
 
+_AVX512 = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16"})
+_AMX = frozenset({"amx_bf16", "amx_int8", "amx_tile", "amx_fp16"})
+#: oneDNN's ``ONEDNN_MAX_CPU_ISA`` levels and the flags each one hides (its ISA hierarchy: the AVX-512 levels
+#: below VNNI exclude AVX_VNNI, which is ``avx2 | vnni``)
+_ONEDNN_HIDES: dict[str, frozenset[str]] = {
+    "SSE41": frozenset({"avx", "avx2", "fma", "avx_vnni"}) | _AVX512 | _AMX,
+    "AVX": frozenset({"avx2", "fma", "avx_vnni"}) | _AVX512 | _AMX,
+    "AVX2": frozenset({"avx_vnni"}) | _AVX512 | _AMX,
+    "AVX2_VNNI": _AVX512 | _AMX,
+    "AVX2_VNNI_2": _AVX512 | _AMX,
+    "AVX512_CORE": frozenset({"avx_vnni", "avx512_vnni", "avx512_bf16", "avx512_fp16"}) | _AMX,
+    "AVX512_CORE_VNNI": frozenset({"avx512_bf16", "avx512_fp16"}) | _AMX,
+    "AVX512_CORE_BF16": frozenset({"avx512_fp16"}) | _AMX,
+    "AVX512_CORE_FP16": _AMX,
+    "AVX10_1_512": _AMX,
+    "AVX512_CORE_AMX": frozenset({"amx_fp16"}),
+    "AVX10_1_512_AMX": frozenset({"amx_fp16"}),
+}
+
+
+def apply_isa_cap(info: CpuInfo, environ: Mapping[str, str], torch_capability: str) -> CpuInfo:
+    """``info`` with the flags hidden by the user's instruction-set caps removed.
+
+    ``ONEDNN_MAX_CPU_ISA`` (or ``DNNL_MAX_CPU_ISA``) caps the convolution and matrix kernels of PyTorch and
+    OpenVINO: under ``AVX2`` a bf16 forward pass on an AMX Xeon took 20 s against 0.26 s in fp32, and OpenVINO
+    refuses a bf16 hint. ``torch_capability`` below AVX512 (``ATEN_CPU_CAPABILITY=avx2``) makes PyTorch's bf16
+    convolutions fail ("pack_vnni2 is only supported when avx512 is supported"), so it hides AVX-512 and AMX too.
+    Unknown cap names change nothing (oneDNN ignores them as well)."""
+    hidden: set[str] = set()
+    notes = []
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        level = environ.get(var, "").strip().upper()
+        if level in _ONEDNN_HIDES:
+            hidden |= _ONEDNN_HIDES[level] & info.flags
+            notes.append(f"{var}={level}")
+            break
+    cap = torch_capability.upper()
+    if "avx512f" in info.flags and cap in ("AVX2", "DEFAULT"):
+        hidden |= (_AVX512 | _AMX) & info.flags
+        notes.append(f"ATEN_CPU_CAPABILITY={cap.lower()}")
+    if not hidden:
+        return info
+    return replace(info, flags=info.flags - hidden, capped=", ".join(notes))
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> CpuInfo:
-    """This machine's CPU (cached). Where ``/proc/cpuinfo`` is missing (macOS, Windows), the flags come from
-    PyTorch's dispatch capability (``AVX512`` -> avx512f, ``AVX2`` -> avx2) and bf16/VNNI count as absent."""
-    import os
-
+    """This machine's CPU (cached), less what the environment hides (:func:`apply_isa_cap`). Where
+    ``/proc/cpuinfo`` is missing (macOS, Windows), the flags come from PyTorch's dispatch capability (``AVX512`` ->
+    avx512f, ``AVX2`` -> avx2) and bf16/VNNI count as absent."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     path = Path("/proc/cpuinfo")
     if path.is_file():
         try:
-            return parse_cpuinfo(path.read_text(errors="replace"), cores)
+            return apply_isa_cap(
+                parse_cpuinfo(path.read_text(errors="replace"), cores), os.environ, _torch_capability()
+            )
         except OSError:
             pass
     cap = _torch_capability().upper()
@@ -152,16 +208,21 @@ def choose_precision(requested: str, device: torch.device | str) -> tuple[str, s
         if dev.type != "cpu":
             return "fp32", f"auto: fp32 on {dev.type}"
         if info.native_bf16:
-            return "bf16", f"auto: bf16 autocast, the CPU has native bf16 ({info.cpu_class})"
+            return "bf16", f"auto: bf16 autocast, the CPU has native bf16 ({info.label})"
         hint = "; int8 graphs are fast here (rtdetr export --int8)" if info.vnni else ""
-        return "fp32", f"auto: fp32, the CPU has no native bf16 ({info.cpu_class}){hint}"
+        return "fp32", f"auto: fp32, the CPU has no native bf16 ({info.label}){hint}"
     if requested == "fp16" and dev.type != "cuda":
         raise ValueError("fp16 inference needs a CUDA device; on the CPU use fp32 or bf16 (or precision='auto')")
+    if requested == "bf16" and dev.type == "cpu" and "ATEN_CPU_CAPABILITY" in info.capped:
+        raise ValueError(
+            f"bf16 on the CPU fails under {info.capped} on this AVX-512 CPU (PyTorch packs bf16 weights for "
+            "instructions it was told not to use); unset it, or use fp32 (precision='auto' picks fp32 here)"
+        )
     if requested == "bf16" and dev.type == "cpu" and not info.native_bf16:
         log.warning(
             "bf16 on a CPU without native bf16 (%s: no AVX512_BF16/AMX) is emulated and several times slower "
             "than fp32; precision='auto' picks fp32 here",
-            info.cpu_class,
+            info.label,
         )
         return "bf16", "requested (emulated on this CPU: slow)"
     return requested, "requested"
@@ -180,7 +241,7 @@ def amp_dtype(name: str, device: torch.device | str, warn: bool = False) -> torc
         log.warning(
             "train.amp on a CPU without native bf16 (%s): bf16 is emulated and the steps are several times "
             "slower than fp32; set train.amp=false here",
-            cpu_info().cpu_class,
+            cpu_info().label,
         )
     return dtype
 
@@ -200,7 +261,7 @@ def training_amp(enabled: bool | None, name: str, device: torch.device | str, wa
         if native and warn:
             log.info(
                 "train.amp=auto: bf16 autocast, the CPU has native bf16 (%s); train.amp=false trains in fp32",
-                cpu_info().cpu_class,
+                cpu_info().label,
             )
         enabled = native
     if not enabled:
@@ -210,7 +271,7 @@ def training_amp(enabled: bool | None, name: str, device: torch.device | str, wa
             log.info(
                 "train.amp: training in fp32, the CPU has no native bf16 (%s) and emulated bf16 is several times "
                 "slower; train.amp_dtype=bf16 forces it",
-                cpu_info().cpu_class,
+                cpu_info().label,
             )
         return None
     return amp_dtype(name, dev, warn)
