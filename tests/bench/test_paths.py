@@ -99,3 +99,31 @@ def test_all_paths_under_an_isa_cap_say_so(
     assert res["cpu"]["isa_cap"] == "ATEN_CPU_CAPABILITY=avx2" and res["auto"]["precision"] == "fp32"
     table = format_paths(res)
     assert "(avx2 under ATEN_CPU_CAPABILITY=avx2;" in table and "ONNX Runtime ignores it" in table
+
+
+def test_a_path_that_fails_here_is_a_row_and_the_others_are_timed(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenVINO under ONEDNN_MAX_CPU_ISA=AVX2 on an AMX Xeon refused the model ("Supported primitive descriptors
+    list is empty for node: /model/backbone/MaxPool") and the whole table was lost: now that row says so."""
+    pytest.importorskip("onnxruntime")
+    from rtdetr.export import runtime
+
+    real = runtime.OnnxRuntimeDetector.__init__
+
+    def refuse_int8(self: object, path: str | Path, *args: object, **kwargs: object) -> None:
+        if "int8" in str(path):
+            raise RuntimeError(f"{path}: cannot compile this model (primitive descriptors list is empty)")
+        real(self, path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runtime.OnnxRuntimeDetector, "__init__", refuse_int8)
+    res = benchmark_paths(tiny_checkpoint, threads=1, warmup=0, runs=1, work_dir=tmp_path, skip=("openvino", "bf16"))
+    rows = {r["path"]: r for r in res["rows"]}
+    assert list(rows) == ["pytorch eager fp32", "pytorch fused fp32 + channels_last", "onnxruntime fp32",
+                          "onnxruntime int8"]  # fmt: skip
+    failed = rows["onnxruntime int8"]
+    assert failed["end_to_end_ms"] is None and failed["vs_eager"] is None and "primitive descriptors" in failed["note"]
+    assert rows["onnxruntime fp32"]["end_to_end_ms"] > 0 and res["fastest"] != "onnxruntime int8"
+    line = next(ln for ln in format_paths(res).splitlines() if ln.startswith("onnxruntime int8"))
+    assert "failed" in line and "primitive descriptors" in line
+    json.dumps(res)  # -o writes it

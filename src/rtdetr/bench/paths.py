@@ -8,6 +8,7 @@ time of one image (pre-processing, network, post-processing) at batch 1, and the
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +36,10 @@ def _generated_calibration(folder: Path, n: int = 16) -> Path:
             img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
         Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"calib_{i:02d}.jpg")
     return folder
+
+
+def _raise(error: Exception) -> Any:
+    raise error
 
 
 def benchmark_paths(
@@ -72,8 +77,18 @@ def benchmark_paths(
     info = cpu_info()
     rows: list[dict[str, Any]] = []
 
-    def add(name: str, det: Any, how: str, note: str = "", n: int = runs, w: int = warmup) -> None:
-        r = benchmark_detector(det, (1,), w, n, threads, image, size)["results"][0]
+    def add(name: str, make: Callable[[], Any], how: str, note: str = "", n: int = runs, w: int = warmup) -> None:
+        """Time the detector ``make()`` returns as row ``name``; a path that cannot load or run here becomes a row
+        saying why, and the others are still timed."""
+        try:
+            r = benchmark_detector(make(), (1,), w, n, threads, image, size)["results"][0]
+        except (RuntimeError, ValueError, OSError) as e:
+            if not rows:  # the eager baseline itself: nothing to compare against
+                raise
+            rows.append({"path": name, "how": how, "end_to_end_ms": None, "end_to_end_p90_ms": None,
+                         "model_ms": None, "runs": 0, "note": f"failed here: {e}"})  # fmt: skip
+            log(f"{name}: failed here ({e})")
+            return
         rows.append(
             {
                 "path": name,
@@ -89,12 +104,15 @@ def benchmark_paths(
 
     eager = RTDETR(model, device="cpu", precision="fp32", fuse=False, channels_last=False)
     size = image_size or eager.image_size
-    add("pytorch eager fp32", eager, 'precision="fp32", fuse=False, channels_last=False')
-    add("pytorch fused fp32 + channels_last", RTDETR(model, device="cpu", precision="fp32"), 'precision="fp32"')
+    add("pytorch eager fp32", lambda: eager, 'precision="fp32", fuse=False, channels_last=False')
+    add("pytorch fused fp32 + channels_last", lambda: RTDETR(model, device="cpu", precision="fp32"), 'precision="fp32"')
     if "bf16" not in skip and "ATEN_CPU_CAPABILITY" in info.capped:
         log(f"pytorch bf16: left out, it fails under {info.capped} on this CPU")
     elif "bf16" not in skip:
-        bf16 = RTDETR(model, device="cpu", precision="bf16")
+
+        def bf16() -> Any:
+            return RTDETR(model, device="cpu", precision="bf16")
+
         if info.native_bf16:
             add("pytorch fused bf16 + channels_last", bf16, 'precision="bf16"')
         else:  # emulated: a few runs are enough to show it
@@ -110,20 +128,25 @@ def benchmark_paths(
         fmt = "openvino" if "openvino" in graphs else "onnx"
         rep = eager.export(fmt, root / "model.onnx", size, check=False, int8=int8, calibration=calib)
         if "onnxruntime" in graphs:
-            add("onnxruntime fp32", RTDETR(rep["path"], threads=threads), "rtdetr export")
+            add("onnxruntime fp32", lambda: RTDETR(rep["path"], threads=threads), "rtdetr export")
             if int8:
-                add("onnxruntime int8", RTDETR(rep["int8_path"], threads=threads), "rtdetr export --int8", note8)
+                add(
+                    "onnxruntime int8", lambda: RTDETR(rep["int8_path"], threads=threads), "rtdetr export --int8", note8
+                )
         if "openvino" in graphs:
-            ov = RTDETR(rep["openvino_path"], threads=threads)
-            add(f"openvino ({ov.precision})", ov, "rtdetr export --format openvino")
+            try:  # the row is named after the precision OpenVINO picks on this CPU
+                ov = RTDETR(rep["openvino_path"], threads=threads)
+                add(f"openvino ({ov.precision})", lambda: ov, "rtdetr export --format openvino")
+            except (RuntimeError, ValueError, OSError) as e:
+                add("openvino", functools.partial(_raise, e), "rtdetr export --format openvino")
             if int8:
-                ov8 = RTDETR(rep["openvino_int8_path"], threads=threads)
-                add("openvino int8", ov8, "rtdetr export --format openvino --int8", note8)
+                add("openvino int8", lambda: RTDETR(rep["openvino_int8_path"], threads=threads),
+                    "rtdetr export --format openvino --int8", note8)  # fmt: skip
         if tmp is not None:
             tmp.cleanup()
     base = rows[0]["end_to_end_ms"]
     for r in rows:
-        r["vs_eager"] = round(r["end_to_end_ms"] / base, 3)
+        r["vs_eager"] = None if r["end_to_end_ms"] is None else round(r["end_to_end_ms"] / base, 3)
     precision, reason = choose_precision("auto", "cpu")
     auto_path = f"pytorch fused {precision} + channels_last"
     return {
@@ -136,7 +159,7 @@ def benchmark_paths(
         "torch": torch.__version__,
         "auto": {"precision": precision, "reason": reason, "path": auto_path},
         "rows": rows,
-        "fastest": min(rows, key=lambda r: r["end_to_end_ms"])["path"],
+        "fastest": min((r for r in rows if r["end_to_end_ms"] is not None), key=lambda r: r["end_to_end_ms"])["path"],
     }
 
 
@@ -150,8 +173,11 @@ def format_paths(res: dict[str, Any]) -> str:
         f"{'path':<38}{'ms (p90)':>18}{'model ms':>10}{'vs eager':>10}  how",
     ]
     for r in res["rows"]:
-        cell = f"{r['end_to_end_ms']:.1f} ({r['end_to_end_p90_ms']:.1f})"
         note = f"  [{r['note']}]" if r["note"] else ""
+        if r["end_to_end_ms"] is None:
+            lines.append(f"{r['path']:<38}{'failed':>18}{'-':>10}{'-':>10}  {r['how']}{note}")
+            continue
+        cell = f"{r['end_to_end_ms']:.1f} ({r['end_to_end_p90_ms']:.1f})"
         lines.append(f"{r['path']:<38}{cell:>18}{r['model_ms']:>10.1f}{r['vs_eager']:>9.2f}x  {r['how']}{note}")
     lines.append(
         f"precision='auto' runs {res['auto']['path']} ({res['auto']['reason']}); fastest here: {res['fastest']}"
