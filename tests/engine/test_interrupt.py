@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rtdetr.config import ConfigError
 from rtdetr.convert import read_checkpoint
 from rtdetr.engine.interrupt import EpochTally, SkipSampler, StopRequest
 from rtdetr.engine.rundir import Terminated, interrupted_note
@@ -243,3 +244,35 @@ def test_python_api_says_how_to_resume_and_resumes(
     assert result["output_dir"] == str(tmp_path / "run") and not (tmp_path / "run2").exists()
     assert read_checkpoint(tmp_path / "run" / "last.pth")["global_step"] == 16
     assert [r["epoch"] for r in _rows(tmp_path / "run")] == ["1", "2"]
+
+
+def test_a_partial_epoch_resumes_only_with_the_batches_it_was_cut_into(tiny_data: dict, tmp_path: Path) -> None:
+    """Resuming inside an epoch under another batch size left out ``batches x new size`` images (some never
+    trained on, or some twice), and another ``accumulate`` split a step: both are refused, naming the checkpoint,
+    the setting and how to go on; the same settings still resume."""
+    extra = ["train.epochs=2", "train.accumulate=1", "train.batch_size=2"]  # 4 batches an epoch
+    run = tmp_path / "b"
+    cut = Trainer(tiny_config(tiny_data, run, *extra))
+    _signal_at_call(cut, 4 + 3)
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    last = run / "last.pth"
+    partial = read_checkpoint(last)["partial"]
+    assert [partial[k] for k in ("batch_size", "accumulate", "world")] == [2, 1, 1]
+    for change, said, fix in (
+        ("train.batch_size=1", "train.batch_size 2 (now 1)", "train.batch_size=2"),
+        ("train.accumulate=2", "train.accumulate 1 (now 2)", "train.accumulate=1"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            Trainer(tiny_config(tiny_data, run, *extra, change, f"resume={last}"))
+        msg = str(err.value)
+        assert msg.startswith(f"{last} stopped 3 batches into epoch 2 with {said}"), msg
+        assert f"Resume with {fix};" in msg and "--epochs 2" in msg
+    ckpt = read_checkpoint(last)  # a checkpoint from before the settings were recorded: the run config's
+    for key in ("batch_size", "accumulate", "world"):
+        del ckpt["partial"][key]
+    torch.save(ckpt, tmp_path / "older.pth")
+    with pytest.raises(ConfigError, match=r"train.batch_size 2 \(now 1\)"):
+        Trainer(tiny_config(tiny_data, run, *extra, "train.batch_size=1", f"resume={tmp_path / 'older.pth'}"))
+    resumed = Trainer(tiny_config(tiny_data, run, *extra, f"resume={tmp_path / 'older.pth'}"))
+    assert resumed.start_epoch == 1 and resumed.partial is not None and resumed.partial["batches"] == 3

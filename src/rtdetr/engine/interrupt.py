@@ -23,9 +23,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from rtdetr.config import ConfigError
 from rtdetr.engine.rundir import Terminated
 
-__all__ = ["EpochTally", "SkipSampler", "StopRequest", "random_state", "set_random_state"]
+__all__ = ["EpochTally", "SkipSampler", "StopRequest", "check_epoch_shape", "random_state", "set_random_state"]
 
 
 class StopRequest:
@@ -143,3 +144,25 @@ def set_random_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def check_epoch_shape(path: str, ckpt: dict[str, Any], now: dict[str, int]) -> None:
+    """ConfigError when ``ckpt`` stopped inside an epoch (``ckpt["partial"]``) under another ``batch_size``,
+    ``accumulate`` or ``world`` (processes) than ``now``: its batch count would leave out other images than the
+    ones it trained on, or split an optimizer step. Checkpoints that did not record them: the run config's."""
+    partial = ckpt.get("partial")
+    if partial is None:
+        return
+    saved = (ckpt.get("run_config") or {}).get("train") or {}
+    was = {k: int(partial.get(k, saved.get(k, 1))) for k in ("batch_size", "accumulate", "world")}
+    if was == now:
+        return
+    said = {"batch_size": "train.batch_size {}", "accumulate": "train.accumulate {}", "world": "{} processes"}
+    diff = ", ".join(f"{said[k].format(was[k])} (now {now[k]})" for k in now if was[k] != now[k])
+    keep = " ".join(f"train.{k}={was[k]}" for k in ("batch_size", "accumulate") if was[k] != now[k])
+    epoch, fix = int(ckpt["epoch"]) + 1, keep or f"{was['world']} processes"
+    raise ConfigError(
+        f"{path} stopped {partial['batches']} batches into epoch {epoch} with {diff}: the rest of that epoch needs "
+        f"the same to train on the images it has not seen. Resume with {fix}; they "
+        f"can change once the epoch is done (resume with --epochs {epoch} first, then with the new settings)"
+    )

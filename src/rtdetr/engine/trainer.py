@@ -33,6 +33,7 @@ from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex
 from rtdetr.data.transforms import build_train_transforms, build_val_transforms, default_scales
 from rtdetr.defaults import resolve_defaults
+from rtdetr.engine import interrupt
 from rtdetr.engine import logger as runlog
 from rtdetr.engine.anneal import AnnealStart
 from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_decides
@@ -139,6 +140,7 @@ class Trainer:
         else:
             self.sampler = RandomSampler(self.train_set, generator=self.generator)
         self.skipper = SkipSampler(self.sampler)  # a run resumed inside an epoch leaves out the batches done
+        self.epoch_shape = {"batch_size": t.batch_size, "accumulate": t.accumulate, "world": self.world}
         per_rank, workers = t.batch_size // self.world, loader_workers(cfg.data.workers, self.world)
         self.train_loader = DataLoader(self.train_set, per_rank, sampler=self.skipper, collate_fn=self.collate,
                                        num_workers=workers, drop_last=len(self.train_set) >= t.batch_size,
@@ -206,6 +208,7 @@ class Trainer:
             self.ema.load_state_dict(ckpt["ema"])
         self.start_epoch, self.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
         self.train_time_s, self.partial = float(ckpt.get("train_time_s", 0.0)), ckpt.get("partial")
+        interrupt.check_epoch_shape(path, ckpt, self.epoch_shape)  # a partial epoch goes on only with the same batches
         self.anneal.load_state_dict(ckpt.get("anneal") or {})
         best = ckpt.get("best", {})
         self.best_ap, self.best_epoch = float(best.get("ap", -1.0)), int(best.get("epoch", -1))
@@ -334,7 +337,7 @@ class Trainer:
         ``save_every_s`` passed."""
         self.saved_s = self.time_used()
         if self.main:
-            partial = {**self.tally.state_dict(), "random": random_state(self.device)}
+            partial = {**self.tally.state_dict(), "random": random_state(self.device), **self.epoch_shape}
             atomic_save({**self.checkpoint(epoch), "partial": partial}, self.out_dir / "last.pth")
             log.info("saved %s: epoch %d up to batch %d", self.out_dir / "last.pth", epoch + 1, self.tally.batches)
 
