@@ -1,3 +1,4 @@
+import io
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,23 @@ def test_a_photo_annotated_unturned_is_loaded_as_annotated(tmp_path: Path, state
     cx, cy, bw, bh = (t["boxes"][0] * torch.tensor([size[0], size[1]] * 2)).tolist()
     inside = img[:, round(cy - bh / 2) : round(cy + bh / 2), round(cx - bw / 2) : round(cx + bw / 2)]
     assert inside.min() > 0.95 and img.mean() < 0.4  # the box covers the white block, and only it
+
+
+def test_an_empty_image_file_is_called_empty(tmp_path: Path) -> None:
+    """A 0-byte image (an interrupted copy or download) said "not an image format Pillow reads"; it says empty,
+    from a path and from a file object read from the middle, and other junk still says what it said."""
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(OSError, match=r"empty.jpg: cannot decode image \(an empty file: 0 bytes\)"):
+        load_image(tmp_path / "empty.jpg")
+    stream = io.BytesIO(b"header")
+    stream.seek(6)
+    with pytest.raises(OSError, match=r"^up: cannot decode image \(an empty file: 0 bytes\)$"):
+        load_image(stream, name="up")
+    assert stream.tell() == 6  # left where its image was to begin
+    (tmp_path / "junk.jpg").write_bytes(b"junk")
+    with pytest.raises(OSError, match=r"junk.jpg: cannot decode image \(not an image format Pillow reads\)$"):
+        load_image(tmp_path / "junk.jpg")
+    junk = io.BytesIO(b"junk")
+    with pytest.raises(OSError, match=r"^up: cannot decode image \(not an image format Pillow reads\)$"):
+        load_image(junk, name="up")
+    assert junk.tell() == 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import re
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,8 +97,24 @@ def load_image_covering(
             return load_image_covering(path, cover, name, max_pixels, annotated_size)
         # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" (or '<path>'): the name is said already
         reason = re.sub(r"^cannot identify image file .*", "not an image format Pillow reads", str(e))
+        if reason.startswith("not an image format") and _empty(path, start):  # an interrupted copy, typically
+            reason = "an empty file: 0 bytes"
         hint = "; HEIC/HEIF photos need pillow-heif: pip install pillow-heif" if heif and not heif_opener() else ""
         raise OSError(f"{name}: cannot decode image ({reason}){hint}") from None
+
+
+def _empty(path: str | object, start: int | None) -> bool:
+    """Whether ``path`` (a path, or a file object standing at ``start``, where its image begins) holds no
+    bytes; a file object is left where it was."""
+    try:
+        if start is None:
+            return os.path.getsize(path) == 0  # type: ignore[arg-type]
+        f: Any = path
+        empty = not f.read(1)
+        f.seek(start)
+        return empty
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def load_cover(image_size: tuple[int, int], shrink_above: float) -> tuple[int, int] | None:
