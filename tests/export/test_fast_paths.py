@@ -37,7 +37,7 @@ def test_bf16_channels_last_predictions_track_fp32() -> None:
         FastPath("fp16", device="cpu")
 
 
-def test_int8_and_openvino(tmp_path: Path) -> None:
+def test_int8_and_openvino(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model()
     onnx_path = tmp_path / "m.onnx"
     export_onnx(model, onnx_path, num_top_queries=20, class_names=["a", "b", "c"], check=False)
@@ -106,6 +106,17 @@ def test_int8_and_openvino(tmp_path: Path) -> None:
     alone.with_suffix(".bin").write_bytes(b"\0" * 16)  # not an IR's weights, nor an IR
     alone.write_text("<notes>not a model</notes>")
     with pytest.raises(RuntimeError, match=r"alone/m.xml: OpenVINO cannot compile this model \(Unable to read"):
+        OpenVinoDetector(alone)
+    from rtdetr.engine import hardware
+    from rtdetr.export import runtime
+
+    capped = hardware.apply_isa_cap(
+        hardware.CpuInfo("x", frozenset({"avx2", "avx512f"}), 2), {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "AVX2"
+    )
+    monkeypatch.setattr(runtime, "cpu_info", lambda: capped)  # under it an AMX Xeon refused the model's MaxPool
+    with pytest.raises(
+        RuntimeError, match=r"\(Unable to read.*\); ONEDNN_MAX_CPU_ISA=AVX2 is set, under which .* unset it$"
+    ):
         OpenVinoDetector(alone)
     from rtdetr.convert.summary import describe_export, format_summary  # `rtdetr info m.xml` / `m.onnx`
 

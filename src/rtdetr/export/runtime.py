@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rtdetr.engine.hardware import cpu_info
 from rtdetr.models.postprocess import ClassFilter, class_mask
 
 __all__ = ["OnnxRuntimeDetector", "OpenVinoDetector", "recorded_ints"]
@@ -223,7 +224,10 @@ class OpenVinoDetector(_GraphDetector):
             model = core.read_model(str(p))
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long messages
-            raise RuntimeError(f"{p}: OpenVINO cannot compile this model ({_openvino_reason(e)})") from None
+            # e.g. ONEDNN_MAX_CPU_ISA=AVX2 on an AMX Xeon: "Supported primitive descriptors list is empty" (MaxPool)
+            cap = [c for c in cpu_info().capped.split(", ") if "_MAX_CPU_ISA=" in c]
+            hint = f"; {cap[0]} is set, under which OpenVINO may not compile it: unset it" if cap else ""
+            raise RuntimeError(f"{p}: OpenVINO cannot compile this model ({_openvino_reason(e)}){hint}") from None
         try:  # OpenVINO runs fp32 graphs in bf16 by itself on CPUs with native bf16: say so
             hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # e.g. "<Type: 'bfloat16'>"
             name = hint.split("'")[1] if "'" in hint else hint
