@@ -152,7 +152,8 @@ class RTDETR:
 
     # ------------------------------------------------------------------------------------------------ predict
     def inference_model(self) -> RTDETRModel:
-        """The module predict() runs: :attr:`model`, or with ``fuse`` a cached fused copy of it."""
+        """The module predict() runs: :attr:`model`, or with ``fuse`` a cached fused copy of it (in bf16/fp16 its
+        convolution and linear weights are in that dtype: call it under ``torch.autocast``)."""
         return self._torch("inference_model()").module()  # type: ignore[return-value]
 
     def predictor(

@@ -3,9 +3,12 @@ inside each timed call."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from rtdetr import RTDETR
 from rtdetr.bench.latency import benchmark_detector
@@ -67,3 +70,30 @@ def test_benchmark_synchronises_inside_each_timed_call() -> None:
     # model, post-processing and end-to-end timings: every warm-up and timed call waits for the device
     assert calls["sync"] >= 3 * (1 + 3)
     assert res["backend"] == "pytorch" and res["results"][0]["model"]["median_ms"] > 0
+
+
+@pytest.mark.parametrize("name", ["rtdetr_r18vd", "rtdetrv2_r18vd_dsp", "rtdetr_hgnetv2_l"])
+def test_fused_copy_holds_its_weights_in_the_autocast_dtype_with_the_same_outputs(name: str) -> None:
+    """The fused copy's convolution and linear weights are cast to bf16 once (autocast cast them on every call):
+    outputs bit-identical to autocast casting them (every weight perturbed; v1, v2 with discrete sampling, an
+    HGNetv2 backbone), and the user's model keeps fp32 weights. Casting any other parameter (a norm's, an
+    embedding's) changes the outputs."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, **TINY_MODEL).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    fused = TorchDetector(model, precision="bf16", channels_last=True, fuse=True)
+    layers = [m for m in fused.module().modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert layers and all(m.weight.dtype == torch.bfloat16 for m in layers)
+    same = copy.deepcopy(fused.module())
+    for m in same.modules():  # the fp32 weights that autocast casts on each call
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            m.float()
+    reference = TorchDetector(same, precision="bf16", channels_last=True)  # deployed: run as it is
+    x, sizes = torch.rand(2, 3, 64, 64), torch.tensor([[64, 64], [80, 60]])
+    with torch.no_grad():
+        a, b = fused.infer(x, sizes), reference.infer(x, sizes)
+    assert reference.module().backbone is same.backbone and next(same.parameters()).dtype == torch.float32
+    assert torch.equal(a["pred_logits"], b["pred_logits"]) and torch.equal(a["pred_boxes"], b["pred_boxes"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
