@@ -221,13 +221,24 @@ class TorchDetector:
             self._runner = (key, run)
         return self._runner[1]
 
+    def _compile_settings(self) -> Any:
+        """Inductor's settings while a compiled CPU module runs (it compiles at its first call per shape): weights
+        frozen as constants, so that they are packed for oneDNN once and activations fuse into the convolutions
+        (r18vd 640 on the AMX Xeon: bf16 77 ms against 116 eager, fp32 266 against 280; fp32 compiled without
+        freezing took 318)."""
+        if self.compile is None or self.device.type != "cpu":
+            return contextlib.nullcontext()
+        from torch._inductor import config as inductor_config
+
+        return inductor_config.patch(freezing=True)
+
     def infer(self, images: Tensor, sizes: Tensor) -> dict[str, Tensor]:
         """Raw outputs ``pred_logits`` ``[B, Q, C]``, ``pred_boxes`` ``[B, Q, 4]`` (cxcywh in ``[0, 1]``), fp32."""
         run = self.runner()
         modes = [(m, m.training) for m in self.model.modules()] if self.model.training else []
         self.model.eval()  # a model in training mode would normalise by the batch's own statistics
         try:
-            with self.fast.context():
+            with self.fast.context(), self._compile_settings():
                 out = run(self.fast.input(images))
         finally:
             for m, mode in modes:  # each module's own flag back (a training loop's frozen BN stays in eval)
