@@ -23,7 +23,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_all_paths_on_onnxruntime(tiny_checkpoint: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    res = benchmark_paths(tiny_checkpoint, threads=1, warmup=0, runs=1, work_dir=tmp_path, skip=("openvino",))
+    res = benchmark_paths(tiny_checkpoint, threads=1, warmup=0, runs=1, work_dir=tmp_path, skip=("openvino", "compile"))
     names = [r["path"] for r in res["rows"]]
     assert names == [
         "pytorch eager fp32",
@@ -72,7 +72,7 @@ def test_all_paths_at_another_size_export_the_graphs_at_it(tiny_checkpoint: Path
     pytest.importorskip("onnxruntime")
     res = benchmark_paths(
         tiny_checkpoint, threads=1, warmup=0, runs=1, work_dir=tmp_path, image_size=(32, 96),
-        skip=("openvino", "int8", "bf16"),
+        skip=("openvino", "int8", "bf16", "compile"),
     )  # fmt: skip
     assert res["image_size"] == [32, 96] and [r["path"] for r in res["rows"]][-1] == "onnxruntime fp32"
     dims = onnx.load(str(tmp_path / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
@@ -92,7 +92,7 @@ def test_all_paths_under_an_isa_cap_say_so(
     monkeypatch.setattr("rtdetr.bench.paths.cpu_info", lambda: capped)
     said: list[str] = []
     res = benchmark_paths(
-        tiny_checkpoint, threads=1, warmup=0, runs=1, skip=("openvino", "onnxruntime"), log=said.append
+        tiny_checkpoint, threads=1, warmup=0, runs=1, skip=("openvino", "onnxruntime", "compile"), log=said.append
     )
     assert [r["path"] for r in res["rows"]] == ["pytorch eager fp32", "pytorch fused fp32 + channels_last"]
     assert any("left out" in s and "ATEN_CPU_CAPABILITY=avx2" in s for s in said)
@@ -117,7 +117,9 @@ def test_a_path_that_fails_here_is_a_row_and_the_others_are_timed(
         real(self, path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(runtime.OnnxRuntimeDetector, "__init__", refuse_int8)
-    res = benchmark_paths(tiny_checkpoint, threads=1, warmup=0, runs=1, work_dir=tmp_path, skip=("openvino", "bf16"))
+    res = benchmark_paths(
+        tiny_checkpoint, threads=1, warmup=0, runs=1, work_dir=tmp_path, skip=("openvino", "bf16", "compile")
+    )
     rows = {r["path"]: r for r in res["rows"]}
     assert list(rows) == ["pytorch eager fp32", "pytorch fused fp32 + channels_last", "onnxruntime fp32",
                           "onnxruntime int8"]  # fmt: skip
@@ -127,3 +129,31 @@ def test_a_path_that_fails_here_is_a_row_and_the_others_are_timed(
     line = next(ln for ln in format_paths(res).splitlines() if ln.startswith("onnxruntime int8"))
     assert "failed" in line and "primitive descriptors" in line
     json.dumps(res)  # -o writes it
+
+
+def test_all_paths_time_the_compiled_model_after_compiling_it(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled row runs in the precision auto picks, with inductor's freezing, and its first call (the one
+    that compiles) is a warm-up even when none is asked for. Through a stand-in for torch.compile."""
+    import torch
+    from torch._inductor import config as inductor_config
+
+    calls: list[bool] = []
+
+    def fake_compile(module: torch.nn.Module, **kwargs: object) -> object:
+        def run(x: torch.Tensor) -> object:
+            calls.append(bool(inductor_config.freezing))
+            return module(x)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    res = benchmark_paths(tiny_checkpoint, threads=1, warmup=0, runs=2, skip=("bf16", "onnxruntime", "openvino"))
+    auto = choose_precision("auto", "cpu")[0]
+    row = res["rows"][-1]
+    assert row["path"] == f"pytorch compiled {auto} + channels_last" and row["end_to_end_ms"] > 0
+    assert row["how"] == f'precision="{auto}", compile="default"' and "warm-up" in row["note"]
+    # the network timed (1 warm-up + 2 runs), one call for the post-processing's input, end to end (1 + 2): with
+    # no warm-up it would be 5, and the first timed call would hold the compiling
+    assert calls == [True] * 7

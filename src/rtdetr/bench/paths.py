@@ -1,7 +1,8 @@
 """Every CPU inference path this machine offers, timed on one model (``rtdetr benchmark --all-paths``).
 
 Paths: PyTorch eager fp32; fused (Conv+BN folded, RepVGG merged) fp32 + channels_last; fused bf16 autocast +
-channels_last (fewer runs where bf16 is emulated: it is several times slower there); the ONNX export on ONNX
+channels_last (fewer runs where bf16 is emulated: it is several times slower there); the fused model compiled
+(``torch.compile``, weights frozen) in the precision ``"auto"`` picks; the ONNX export on ONNX
 Runtime in fp32 and int8 (static QDQ, calibrated); the same two graphs on OpenVINO. Each row is the end-to-end
 time of one image (pre-processing, network, post-processing) at batch 1, and the network alone.
 """
@@ -61,7 +62,7 @@ def benchmark_paths(
             time the int8 graph correctly but say nothing about its accuracy.
         work_dir: where the exported graphs go (default: a temporary folder).
         image_size: ``(height, width)`` every path runs at, the graphs exported at it (default: the model's).
-        skip: path groups to leave out: ``"bf16"``, ``"onnxruntime"``, ``"openvino"``, ``"int8"``.
+        skip: path groups to leave out: ``"bf16"``, ``"compile"``, ``"onnxruntime"``, ``"openvino"``, ``"int8"``.
         log: called with each finished row (progress).
 
     Returns:
@@ -117,6 +118,11 @@ def benchmark_paths(
             add("pytorch fused bf16 + channels_last", bf16, 'precision="bf16"')
         else:  # emulated: a few runs are enough to show it
             add("pytorch fused bf16 + channels_last", bf16, 'precision="bf16"', "emulated (no native bf16)", 3, 1)
+    if "compile" not in skip:  # in the precision auto picks; its warm-up (at least one call) compiles
+        auto = choose_precision("auto", "cpu")[0]
+        add(f"pytorch compiled {auto} + channels_last", lambda: RTDETR(model, device="cpu", precision=auto,
+            compile="default"), f'precision="{auto}", compile="default"', "compiled in the warm-up (about 30 s)",
+            runs, max(1, warmup))  # fmt: skip
     graphs = [g for g in ("onnxruntime", "openvino") if g not in skip]
     if graphs:
         tmp = tempfile.TemporaryDirectory() if work_dir is None else None
