@@ -1,10 +1,10 @@
 """What each CPU fast path costs in accuracy, on real data: output deviation from the plain fp32 model and the
 change of COCO AP.
 
-Paths: the plain fp32 model (reference), the default predict path (fused + channels_last), bf16 autocast,
-ONNX Runtime fp32 and int8, OpenVINO on the fp32 graph (its default precision) and on the int8 graph; and the int8
-graph with the decoder layers quantized too (``quantize_onnx_int8(decoder_fp32=False)``, the default before
-2026-12-06).
+Paths: the plain fp32 model (reference), the default predict path (fused + channels_last), bf16 autocast, the
+same compiled (``compile="default"``, weights frozen; each new batch shape compiles first), ONNX Runtime fp32 and
+int8, OpenVINO on the fp32 graph (its default precision) and on the int8 graph; and the int8 graph with the
+decoder layers quantized too (``quantize_onnx_int8(decoder_fp32=False)``, the default before 2026-12-06).
 Deviation: every detection the reference reports at score >= --score-floor (what a user sees) is looked up
 in the path's output (same class, IoU >= 0.5): the fraction found, the |score diff| and the largest coordinate
 difference in pixels of the found pairs (mean / p95 / max), and the confident detections the path adds that
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "fp32 plain (reference)": base,
         "fused fp32 + channels_last": RTDETR(args.checkpoint, device="cpu", precision="fp32"),
         "fused bf16 + channels_last": RTDETR(args.checkpoint, device="cpu", precision="bf16"),
+        "compiled bf16 + channels_last": RTDETR(args.checkpoint, device="cpu", precision="bf16", compile="default"),
         "ONNX Runtime fp32": RTDETR(tmp / "m.onnx", threads=args.threads),
         "ONNX Runtime int8": RTDETR(Path(rep["int8_path"]), threads=args.threads),
     }
