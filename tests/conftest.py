@@ -96,3 +96,22 @@ def captured_run(monkeypatch: pytest.MonkeyPatch) -> dict:
 
     monkeypatch.setattr(trainer.Trainer, "__init__", record)
     return seen
+
+
+@pytest.fixture
+def compile_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """``torch.compile`` replaced by a stand-in that compiles nothing: the module runs as it is, and each call
+    appends whether inductor's freezing was on during it (the returned list)."""
+    from torch._inductor import config as inductor_config
+
+    calls: list[bool] = []
+
+    def fake_compile(module: torch.nn.Module, **kwargs: object) -> object:
+        def run(x: torch.Tensor) -> object:
+            calls.append(bool(inductor_config.freezing))
+            return module(x)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    return calls

@@ -131,24 +131,9 @@ def test_a_path_that_fails_here_is_a_row_and_the_others_are_timed(
     json.dumps(res)  # -o writes it
 
 
-def test_all_paths_time_the_compiled_model_after_compiling_it(
-    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_all_paths_time_the_compiled_model_after_compiling_it(tiny_checkpoint: Path, compile_calls: list) -> None:
     """The compiled row runs in the precision auto picks, with inductor's freezing, and its first call (the one
     that compiles) is a warm-up even when none is asked for. Through a stand-in for torch.compile."""
-    import torch
-    from torch._inductor import config as inductor_config
-
-    calls: list[bool] = []
-
-    def fake_compile(module: torch.nn.Module, **kwargs: object) -> object:
-        def run(x: torch.Tensor) -> object:
-            calls.append(bool(inductor_config.freezing))
-            return module(x)
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
     res = benchmark_paths(tiny_checkpoint, threads=1, warmup=0, runs=2, skip=("bf16", "onnxruntime", "openvino"))
     auto = choose_precision("auto", "cpu")[0]
     row = res["rows"][-1]
@@ -156,4 +141,4 @@ def test_all_paths_time_the_compiled_model_after_compiling_it(
     assert row["how"] == f'precision="{auto}", compile="default"' and "warm-up" in row["note"]
     # the network timed (1 warm-up + 2 runs), one call for the post-processing's input, end to end (1 + 2): with
     # no warm-up it would be 5, and the first timed call would hold the compiling
-    assert calls == [True] * 7
+    assert compile_calls == [True] * 7

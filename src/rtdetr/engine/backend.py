@@ -89,7 +89,7 @@ class FastPath:
     def prepare(self, model: nn.Module, owned: bool = False) -> nn.Module:
         """``model`` in the memory layout; an ``owned`` copy (the fused one) also gets its convolution and linear
         weights in the autocast dtype once, which autocast would otherwise cast on every call (r18vd at 640 in
-        bf16 on an AMX Xeon: 121 -> 106 ms, the same outputs bit for bit)."""
+        bf16 on an AMX Xeon, batch 1: 133 -> 111 ms per image; the same outputs bit for bit)."""
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if owned and self.precision in ("bf16", "fp16"):
@@ -224,8 +224,8 @@ class TorchDetector:
     def _compile_settings(self) -> Any:
         """Inductor's settings while a compiled CPU module runs (it compiles at its first call per shape): weights
         frozen as constants, so that they are packed for oneDNN once and activations fuse into the convolutions
-        (r18vd 640 on the AMX Xeon: bf16 77 ms against 116 eager, fp32 266 against 280; fp32 compiled without
-        freezing took 318)."""
+        (r18vd 640 on the AMX Xeon, network time: bf16 55 ms against 90 eager, fp32 230 against 280; fp32 compiled
+        without freezing took 318)."""
         if self.compile is None or self.device.type != "cpu":
             return contextlib.nullcontext()
         from torch._inductor import config as inductor_config
