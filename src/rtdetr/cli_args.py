@@ -39,7 +39,7 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
         "--compile",
         choices=COMPILE_MODES,
         help="torch.compile the model in this mode (each new input shape compiles first: about 30 s on 2 CPU cores; "
-        "on the CPU with its weights frozen, which runs r18vd 1.3-1.5x as fast)",
+        "on the CPU its weights are frozen: r18vd ran 1.5x as fast in bf16, 1.2x in fp32 on an AMX Xeon)",
     )
     p.add_argument("--cuda-graph", action="store_true", help="replay inference as CUDA graphs (CUDA, fixed size)")
 
