@@ -35,6 +35,8 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
+from rtdetr.engine.hardware import cpu_info
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -75,7 +77,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model: str, threads: int | None, extra: list[str], timeout: float = 180.0) -> tuple[Any, str]:
+def start_server(model: str, threads: int | None, extra: list[str], timeout: float = 600.0) -> tuple[Any, str]:
     port = _free_port()
     cmd = [sys.executable, "-m", "rtdetr.cli", "serve", model, "--host", "127.0.0.1", "--port", str(port), *extra]
     if threads:
@@ -218,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "image_bytes": len(body),
         "server_threads": args.threads,
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_info().as_dict(),
         "rounds": rounds,
         "failed_total": failed,
         "rss_growth_mb": growth,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -363,3 +364,13 @@ def test_cli_serve_size(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, 
     assert ") at 128x96 on http://127.0.0.1:" in capsys.readouterr().out  # the start-up line says the size
     with TestClient(apps[0]) as c:
         assert c.get("/info").json()["image_size"] == [96, 128]
+
+
+def test_requests_run_without_autograd(detector: RTDETR) -> None:
+    """The batch runs on the batcher's own thread, where the caller's grad mode does not reach: without inference
+    mode there, every request recorded its forward pass for autograd and kept the activations alive."""
+    modes: list[bool] = []
+    detector.model.register_forward_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
+    with TestClient(create_app(detector)) as c:
+        assert c.post("/predict?conf=0", content=image_bytes()).status_code == 200
+    assert modes == [True]

@@ -100,9 +100,11 @@ def create_app(
     def run_batch(
         images: np.ndarray, sizes: np.ndarray, depth: int | None, classes: list[frozenset[int] | None]
     ) -> list[dict[str, torch.Tensor]]:
-        """One forward pass at ``depth`` for the batch, each image's own class filter in the post-processing."""
+        """One forward pass at ``depth`` for the batch, each image's own class filter in the post-processing (no
+        autograd: it would record every request's forward pass and keep its activations)."""
         model.set_decoder_depth(depth or default_depth)
-        return model.detect(to_input(images), torch.from_numpy(sizes), cfg.max_det, classes)
+        with torch.inference_mode():
+            return model.detect(to_input(images), torch.from_numpy(sizes), cfg.max_det, classes)
 
     batcher = MicroBatcher(run_batch, cfg.max_batch, cfg.max_wait_ms / 1000, cfg.max_pending, _memory_trimmer())
     decoding = None  # asyncio.Semaphore, made inside the running loop
