@@ -163,18 +163,74 @@ def test_compiled_cpu_inference_freezes_the_weights(compile_calls: list) -> None
     assert compile_calls == [True] and not inductor_config.freezing  # set for the call only
 
 
-@pytest.mark.slow
-def test_compiled_inference_matches_eager_on_the_cpu() -> None:
-    """``compile=`` runs torch.compile (inductor; about a minute to compile on 2 CPU cores) and changes nothing."""
+@pytest.fixture()
+def compiled_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, bool]]:
+    """``torch.compile`` replaced by a stand-in that runs the module as it is and records per call the batch size,
+    dynamo's recompile limit and whether inference mode was on."""
+    from torch._dynamo import config as dynamo_config
+
+    runs: list[tuple[int, int, bool]] = []
+
+    def fake_compile(module: torch.nn.Module, **kwargs: object) -> object:
+        def run(x: torch.Tensor) -> object:
+            runs.append((x.shape[0], dynamo_config.recompile_limit, torch.is_inference_mode_enabled()))
+            return module(x)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    return runs
+
+
+def test_a_compiled_detector_pads_a_smaller_batch_to_a_size_it_compiled(compiled_runs: list) -> None:
+    """Each new batch size compiles a graph (about 30 s on 2 CPU cores) and dynamo holds 8 per function before it
+    silently falls back to eager: a predictor's last batch or a service's partly filled one runs padded to the
+    smallest size already compiled at that decoder depth, with the real images' outputs unchanged."""
+    torch.manual_seed(0)
     model = _tiny().eval()
     randomize_batchnorm(model)
-    x, sizes = torch.rand(1, 3, 64, 64), torch.tensor([[64, 64]])
+    x = torch.rand(6, 3, 64, 64)
+    sizes = torch.tensor([[64, 64]] * 6)
+    det = TorchDetector(model, "cpu", precision="fp32", fuse=True, compile="default")
+    eager = TorchDetector(model, "cpu", precision="fp32", fuse=True)
     with torch.inference_mode():
-        ref = TorchDetector(model, "cpu", precision="fp32", fuse=True).detect(x, sizes)
+        det.infer(x[:4], sizes[:4])
+        out3 = det.infer(x[:3], sizes[:3])  # padded to 4
+        det.infer(x, sizes)  # larger than any: compiles 6
+        out5 = det.infer(x[:5], sizes[:5])  # padded to 6, not 4
+        det.set_decoder_depth(1)
+        det.infer(x[:3], sizes[:3])  # another depth: nothing compiled there yet
+        det.set_decoder_depth(2)
+        ref3, ref5 = eager.infer(x[:3], sizes[:3]), eager.infer(x[:5], sizes[:5])
+    assert [b for b, _, _ in compiled_runs] == [4, 4, 6, 6, 3]
+    assert all(limit >= 64 for _, limit, _ in compiled_runs)  # room for batch sizes x depths
+    for out, ref in ((out3, ref3), (out5, ref5)):
+        assert out["pred_logits"].shape == ref["pred_logits"].shape
+        torch.testing.assert_close(out["pred_logits"], ref["pred_logits"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(out["pred_boxes"], ref["pred_boxes"], rtol=0, atol=1e-5)
+    from torch._dynamo import config as dynamo_config
+
+    assert dynamo_config.recompile_limit == 8  # set for the calls only
+
+
+@pytest.mark.slow
+def test_compiled_inference_matches_eager_on_the_cpu() -> None:
+    """``compile=`` runs torch.compile (inductor; about a minute to compile on 2 CPU cores) and changes nothing;
+    a smaller batch after it runs padded through the same graph, compiling nothing more."""
+    from torch._dynamo.utils import counters
+
+    model = _tiny().eval()
+    randomize_batchnorm(model)
+    x, sizes = torch.rand(2, 3, 64, 64), torch.tensor([[64, 64]] * 2)
+    with torch.inference_mode():
+        eager = TorchDetector(model, "cpu", precision="fp32", fuse=True)
         det = TorchDetector(model, "cpu", precision="fp32", fuse=True, compile="default")
-        out = det.detect(x, sizes)
+        det.detect(x, sizes)
+        graphs = counters["stats"]["unique_graphs"]
+        ref, out = eager.detect(x[1:], sizes[1:]), det.detect(x[1:], sizes[1:])
     assert det.runner() is not det.module()  # the compiled wrapper ran
-    assert (out[0]["scores"] - ref[0]["scores"]).abs().max() < 1e-5
+    assert counters["stats"]["unique_graphs"] == graphs > 0
+    assert len(out) == 1 and (out[0]["scores"] - ref[0]["scores"]).abs().max() < 1e-5
     assert (out[0]["boxes"] - ref[0]["boxes"]).abs().max() < 1e-3
     with torch.inference_mode():  # bf16, weights frozen in the autocast dtype: within bf16's rounding of eager's
         ref16 = TorchDetector(model, "cpu", precision="bf16", fuse=True).infer(x, sizes)

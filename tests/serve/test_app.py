@@ -17,6 +17,7 @@ from PIL import Image
 
 from rtdetr.api import RTDETR
 from rtdetr.serve import ServeConfig, create_app
+from rtdetr.serve.app import warm_up_batches
 
 from .conftest import NAMES, image_bytes
 
@@ -374,3 +375,34 @@ def test_requests_run_without_autograd(detector: RTDETR) -> None:
     with TestClient(create_app(detector)) as c:
         assert c.post("/predict?conf=0", content=image_bytes()).status_code == 200
     assert modes == [True]
+
+
+@pytest.mark.parametrize("max_batch, sizes", [(8, [1, 2, 4, 8]), (6, [1, 2, 4, 6]), (1, [1]), (5, [1, 2, 4, 5])])
+def test_warm_up_batches(max_batch: int, sizes: list[int]) -> None:
+    assert warm_up_batches(max_batch) == sizes
+
+
+def test_a_compiled_service_compiles_before_its_first_request(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``rtdetr serve --compile``: each batch size compiles once (about 30 s on 2 CPU cores), at start-up rather
+    than in a request; a partly filled batch then runs padded to the next compiled size."""
+    batches: list[tuple[int, bool]] = []
+
+    def fake_compile(module: torch.nn.Module, **kwargs: object) -> object:
+        def run(x: torch.Tensor) -> object:
+            batches.append((x.shape[0], torch.is_inference_mode_enabled()))
+            return module(x)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    det = RTDETR(tiny_checkpoint, device="cpu", fuse=True, compile="default")
+    app = create_app(det, ServeConfig(max_batch=6))
+    assert batches == []
+    with TestClient(app) as c:
+        assert batches == [(1, True), (2, True), (4, True), (6, True)]  # compiled under the mode requests run in
+        assert "compiling the model for batches of 1, 2, 4, 6 at 64x64" in capsys.readouterr().err
+        r = c.post("/predict?conf=0&max_det=5", content=image_bytes())
+    assert r.status_code == 200 and len(r.json()["detections"]) == 5
+    assert batches[4:] == [(1, True)]

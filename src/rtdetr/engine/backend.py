@@ -25,6 +25,9 @@ __all__ = ["COMPILE_MODES", "Detector", "FastPath", "TorchDetector", "as_detecto
 
 #: ``torch.compile`` modes a detector accepts
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: graphs one compiled forward may hold (batch sizes x decoder depths) before dynamo would fall back to eager;
+#: its own default is 8, which four batch sizes at two depths already fill
+COMPILED_GRAPHS = 64
 
 
 @runtime_checkable
@@ -123,7 +126,9 @@ class TorchDetector:
         precision, channels_last: see :class:`FastPath`; :attr:`precision` is the one chosen and
             :attr:`precision_reason` says why.
         compile: ``torch.compile`` the inference module in this mode (``"default"``, ``"reduce-overhead"``,
-            ``"max-autotune"``...; the first call per input shape compiles, minutes on a CPU).
+            ``"max-autotune"``...). The first call per batch size compiles (about 30 s for r18vd on 2 CPU cores);
+            a batch smaller than one already compiled at the same decoder depth is padded to the smallest such size
+            instead (a predictor's last batch, a service's partly filled one: see :meth:`warm_up`).
         cuda_graph: replay the forward pass as a CUDA graph per input shape (CUDA only; see
             :class:`rtdetr.engine.cudagraph.GraphedModule`).
     """
@@ -150,7 +155,7 @@ class TorchDetector:
         if cuda_graph and compile is not None:
             raise ValueError("use either cuda_graph or compile (compile='reduce-overhead' captures CUDA graphs itself)")
         self.compile, self.cuda_graph = compile, cuda_graph
-        self._runner: tuple[tuple[int, int], Any] | None = None
+        self._runner: tuple[tuple[int, int], Any, set[int]] | None = None
         self.model = model.to(self.device)
         self.fast = FastPath(precision, channels_last, self.device)
         self.precision, self.channels_last, self.fuse = self.fast.precision, channels_last, fuse
@@ -218,23 +223,52 @@ class TorchDetector:
                 run: Any = GraphedModule(module, self.fast.context)
             else:
                 run = torch.compile(module, mode=self.compile, dynamic=False)
-            self._runner = (key, run)
+            self._runner = (key, run, set())
         return self._runner[1]
 
+    def _padded_batch(self, n: int) -> int:
+        """The batch size ``n`` images run at (after :meth:`runner`): with ``compile``, the smallest size already
+        compiled at this decoder depth that holds them (padding costs less than compiling another graph), else
+        ``n`` itself."""
+        if self.compile is None or self._runner is None:
+            return n
+        return min((b for b in self._runner[2] if b >= n), default=n)
+
+    def warm_up(self, batch_sizes: list[int], image_size: tuple[int, int]) -> None:
+        """Compile (or capture) the forward pass for each of ``batch_sizes`` at ``image_size`` (h, w) now, at the
+        current decoder depth, so that no request waits for it; a no-op without ``compile`` or ``cuda_graph``."""
+        if self.compile is None and not self.cuda_graph:
+            return
+        for b in sorted(set(batch_sizes)):
+            images = torch.zeros(b, 3, *image_size)
+            self.infer(images, torch.tensor([image_size[::-1]] * b))
+
     def _compile_settings(self) -> Any:
-        """Inductor's settings while a compiled CPU module runs (it compiles at its first call per shape): weights
-        frozen as constants, so that they are packed for oneDNN once and activations fuse into the convolutions
-        (r18vd 640 on the AMX Xeon, network time: bf16 55 ms against 90 eager, fp32 230 against 280; fp32 compiled
-        without freezing took 318)."""
-        if self.compile is None or self.device.type != "cpu":
+        """Dynamo's and inductor's settings while a compiled module runs (it compiles at its first call per shape):
+        room for :data:`COMPILED_GRAPHS` graphs; on the CPU, weights frozen as constants, so that they are packed
+        for oneDNN once and activations fuse into the convolutions (r18vd 640 on the AMX Xeon, network time: bf16
+        55 ms against 90 eager, fp32 230 against 280; fp32 compiled without freezing took 318)."""
+        if self.compile is None:
             return contextlib.nullcontext()
+        from torch._dynamo import config as dynamo_config
         from torch._inductor import config as inductor_config
 
-        return inductor_config.patch(freezing=True)
+        stack = contextlib.ExitStack()
+        limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+        stack.enter_context(dynamo_config.patch({limit: max(COMPILED_GRAPHS, getattr(dynamo_config, limit))}))
+        if self.device.type == "cpu":
+            stack.enter_context(inductor_config.patch(freezing=True))
+        return stack
 
     def infer(self, images: Tensor, sizes: Tensor) -> dict[str, Tensor]:
         """Raw outputs ``pred_logits`` ``[B, Q, C]``, ``pred_boxes`` ``[B, Q, 4]`` (cxcywh in ``[0, 1]``), fp32."""
         run = self.runner()
+        n = int(images.shape[0])
+        b = self._padded_batch(n)
+        if b > n:  # zero images after the real ones: in eval mode no image sees another
+            images = torch.cat([images, images.new_zeros(b - n, *images.shape[1:])])
+        elif self.compile is not None and torch.is_inference_mode_enabled() and not images.is_inference():
+            images = images.clone()  # dynamo guards on the kind of tensor: a padded batch is an inference tensor
         modes = [(m, m.training) for m in self.model.modules()] if self.model.training else []
         self.model.eval()  # a model in training mode would normalise by the batch's own statistics
         try:
@@ -243,7 +277,9 @@ class TorchDetector:
         finally:
             for m, mode in modes:  # each module's own flag back (a training loop's frozen BN stays in eval)
                 m.training = mode
-        return {k: v.float() for k, v in out.items() if k in ("pred_logits", "pred_boxes")}
+        if self.compile is not None and self._runner is not None:
+            self._runner[2].add(b)
+        return {k: v[:n].float() for k, v in out.items() if k in ("pred_logits", "pred_boxes")}
 
     def postprocess(
         self, raw: dict[str, Tensor], sizes: Tensor, max_det: int = 300, classes: ClassFilter = None

@@ -116,6 +116,8 @@ def create_app(
 
         nonlocal decoding
         decoding = asyncio.Semaphore(cfg.decode_workers)
+        if getattr(model, "compile", None) is not None:  # before the first request, not during it
+            _warm_up(model, warm_up_batches(cfg.max_batch), predictor.image_size)
         await batcher.start()
         yield
         await batcher.stop()
@@ -216,6 +218,28 @@ def create_app(
         return JSONResponse(body)
 
     return app
+
+
+def warm_up_batches(max_batch: int) -> list[int]:
+    """The batch sizes a compiled service compiles at start-up: the powers of two below ``max_batch`` and
+    ``max_batch`` (8: 1, 2, 4, 8); a batch of another size is padded to the next of them."""
+    return sorted({1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch} | {max_batch})
+
+
+def _warm_up(model: Any, batches: list[int], image_size: tuple[int, int]) -> None:
+    import sys
+
+    h, w = image_size
+    print(
+        f"rtdetr serve: compiling the model for batches of {', '.join(map(str, batches))} at {h}x{w} "
+        "(about 30 s each for r18vd on 2 CPU cores)",
+        file=sys.stderr,
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        model.warm_up(batches, image_size)
+    print(f"rtdetr serve: compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
 def _head(data: bytes) -> str:
