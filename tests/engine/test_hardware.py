@@ -220,6 +220,7 @@ CAPS = [  # (environment, torch capability, cpu): (isa, class, native bf16, vnni
     ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, "AVX512", "sapphire_rapids", ("avx512", "avx512", False, True)),
     ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "AVX512", "sapphire_rapids", ("avx512", "avx512-bf16", True, True)),
     ({}, "AVX2", "zen4", ("avx2", "avx2", False, False)),  # ATEN_CPU_CAPABILITY=avx2
+    ({"DNNL_MAX_CPU_ISA": "avx2"}, "AVX2", "zen4", ("avx2", "avx2", False, False)),  # both caps
 ]
 
 
@@ -232,6 +233,8 @@ def test_isa_caps_hide_what_the_kernels_may_not_use(
     assert (info.isa, info.cpu_class, info.native_bf16, info.vnni) == expected
     assert info.capped and (next(iter(env.values())).upper() in info.capped if env else "ATEN" in info.capped)
     assert info.as_dict()["isa_cap"] == info.capped and info.model == raw.model
+    oned = [f"{k}={v.upper()}" for k, v in env.items()]
+    assert info.onednn_cap == (oned[0] if oned else "") and info.aten_capped == (cap == "AVX2")
     monkeypatch.setattr(hardware, "cpu_info", lambda: info)
     precision, reason = choose_precision("auto", "cpu")
     assert precision == ("bf16" if expected[2] else "fp32") and info.capped in reason

@@ -107,7 +107,7 @@ def benchmark_paths(
     size = image_size or eager.image_size
     add("pytorch eager fp32", lambda: eager, 'precision="fp32", fuse=False, channels_last=False')
     add("pytorch fused fp32 + channels_last", lambda: RTDETR(model, device="cpu", precision="fp32"), 'precision="fp32"')
-    if "bf16" not in skip and "ATEN_CPU_CAPABILITY" in info.capped:
+    if "bf16" not in skip and info.aten_capped:
         log(f"pytorch bf16: left out, it fails under {info.capped} on this CPU")
     elif "bf16" not in skip:
 

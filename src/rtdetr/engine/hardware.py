@@ -50,9 +50,27 @@ class CpuInfo:
     cores: int
     family: str = ""
     """x86 ``cpu family`` and ``model`` numbers, e.g. ``"23/49"`` (AMD Zen 2); empty where not reported."""
-    capped: str = ""
-    """The environment setting that hides instructions the CPU has (``ONEDNN_MAX_CPU_ISA=AVX2``,
-    ``ATEN_CPU_CAPABILITY=avx2``): ``flags`` are then what PyTorch and OpenVINO may use, not all the CPU has."""
+    caps: tuple[str, ...] = ()
+    """The environment settings that hide instructions the CPU has (``"ONEDNN_MAX_CPU_ISA=AVX2"``,
+    ``"ATEN_CPU_CAPABILITY=avx2"``): ``flags`` are then what PyTorch and OpenVINO may use, not all the CPU has."""
+
+    @property
+    def capped(self) -> str:
+        """:attr:`caps` for messages and benchmark records: ``"ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2"``
+        (empty without a cap)."""
+        return ", ".join(self.caps)
+
+    @property
+    def onednn_cap(self) -> str:
+        """The oneDNN cap (``"ONEDNN_MAX_CPU_ISA=AVX2"`` or its ``DNNL_`` alias) that hides flags, else ``""``:
+        PyTorch's and OpenVINO's convolution and matrix kernels honour it."""
+        return next((c for c in self.caps if "_MAX_CPU_ISA=" in c), "")
+
+    @property
+    def aten_capped(self) -> bool:
+        """PyTorch's dispatch held below this AVX-512 CPU's (``ATEN_CPU_CAPABILITY=avx2``): its bf16 convolutions
+        fail there."""
+        return any(c.startswith("ATEN_CPU_CAPABILITY=") for c in self.caps)
 
     @property
     def isa(self) -> str:
@@ -169,7 +187,7 @@ def apply_isa_cap(info: CpuInfo, environ: Mapping[str, str], torch_capability: s
         notes.append(f"ATEN_CPU_CAPABILITY={cap.lower()}")
     if not hidden:
         return info
-    return replace(info, flags=info.flags - hidden, capped=", ".join(notes))
+    return replace(info, flags=info.flags - hidden, caps=tuple(notes))
 
 
 @functools.lru_cache(maxsize=1)
@@ -213,7 +231,7 @@ def choose_precision(requested: str, device: torch.device | str) -> tuple[str, s
         return "fp32", f"auto: fp32, the CPU has no native bf16 ({info.label}){hint}"
     if requested == "fp16" and dev.type != "cuda":
         raise ValueError("fp16 inference needs a CUDA device; on the CPU use fp32 or bf16 (or precision='auto')")
-    if requested == "bf16" and dev.type == "cpu" and "ATEN_CPU_CAPABILITY" in info.capped:
+    if requested == "bf16" and dev.type == "cpu" and info.aten_capped:
         raise ValueError(
             f"bf16 on the CPU fails under {info.capped} on this AVX-512 CPU (PyTorch packs bf16 weights for "
             "instructions it was told not to use); unset it, or use fp32 (precision='auto' picks fp32 here)"

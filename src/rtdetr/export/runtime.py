@@ -225,8 +225,8 @@ class OpenVinoDetector(_GraphDetector):
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long messages
             # e.g. ONEDNN_MAX_CPU_ISA=AVX2 on an AMX Xeon: "Supported primitive descriptors list is empty" (MaxPool)
-            cap = [c for c in cpu_info().capped.split(", ") if "_MAX_CPU_ISA=" in c]
-            hint = f"; {cap[0]} is set, under which OpenVINO may not compile it: unset it" if cap else ""
+            cap = cpu_info().onednn_cap
+            hint = f"; {cap} is set, under which OpenVINO may not compile it: unset it" if cap else ""
             raise RuntimeError(f"{p}: OpenVINO cannot compile this model ({_openvino_reason(e)}){hint}") from None
         try:  # OpenVINO runs fp32 graphs in bf16 by itself on CPUs with native bf16: say so
             hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # e.g. "<Type: 'bfloat16'>"
