@@ -112,3 +112,85 @@ def test_device_names_are_checked(monkeypatch: pytest.MonkeyPatch, capsys: pytes
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="'cuda' requested but CUDA is not available"):
         resolve_device("cuda")
+
+
+def _two_processes(rank: int, init: str, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from rtdetr.engine.distributed import all_objects, rank0_flags
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        flags = rank0_flags([rank == 0, rank == 1], torch.device("cpu"))
+        Path(out, f"{rank}.json").write_text(json.dumps({"flags": flags, "objects": all_objects({"rank": rank})}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_process_0_decides_for_every_process(tmp_path: Path) -> None:
+    """Two gloo processes that see a decision differently both take process 0's; every process's object
+    reaches every process, in rank order."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_two_processes, args=(f"file://{tmp_path / 'store'}", str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert got == {"flags": [True, False], "objects": [{"rank": 0}, {"rank": 1}]}, rank
+
+
+def test_the_time_budget_and_periodic_saves_follow_process_0(
+    tiny_data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun each process read its own clock at every step: near the time budget one could leave the
+    epoch while another went on into the gradient all-reduce and waited there. The trainer now takes both
+    decisions as process 0 broadcasts them (a stand-in broadcast here says: a save is due, then the time is up),
+    and the save holds every process's random state (a stand-in gather of two)."""
+    import torch
+
+    from rtdetr.engine import interrupt, trainer
+    from rtdetr.engine.trainer import Trainer
+    from tests.engine.conftest import tiny_config
+
+    decisions = iter([[False, True], [True, False]])
+    monkeypatch.setattr(interrupt, "rank0_flags", lambda values, device: next(decisions))
+    monkeypatch.setattr(trainer, "all_objects", lambda obj: [obj, {**obj, "torch": torch.zeros(3)}])
+    saved: list[dict] = []
+    real_save = trainer.atomic_save
+    monkeypatch.setattr(trainer, "atomic_save", lambda ckpt, path: saved.append(ckpt) or real_save(ckpt, path))
+    # locally neither is due: a budget of an hour, a save every hour
+    tr = Trainer(
+        tiny_config(tiny_data, tmp_path, "train.epochs=2", "train.time_budget_s=3600", "train.save_every_s=3600")
+    )
+    tr.fit()
+    assert tr.out_of_time and tr.global_step == 1  # one step between the save and the stop
+    partial = saved[0]["partial"]
+    assert partial["batches"] == 0 and len(partial["random_ranks"]) == 2
+    assert torch.equal(partial["random_ranks"][1]["torch"], torch.zeros(3))
+
+
+def test_each_process_resumes_with_its_own_random_state() -> None:
+    import random
+
+    import torch
+
+    from rtdetr.engine.interrupt import random_state, restore_random_state
+
+    cpu = torch.device("cpu")
+    states, draws = [], []
+    for seed in (1, 2, 5):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        states.append(random_state(cpu))
+        draws.append((torch.rand(3).tolist(), random.random()))
+    partial = {"random": states[0], "random_ranks": states[:2]}
+    for rank in (0, 1):
+        restore_random_state(partial, rank, 2, cpu)
+        assert (torch.rand(3).tolist(), random.random()) == (draws[rank]), rank
+    old = {"random": states[0]}  # process 0's state only (a checkpoint written before every process's was kept)
+    torch.manual_seed(5)
+    random.seed(5)
+    restore_random_state(old, 1, 2, cpu)  # under torchrun: not another process's state
+    assert (torch.rand(3).tolist(), random.random()) == (draws[2])
+    restore_random_state(old, 0, 1, cpu)  # alone: its own
+    assert (torch.rand(3).tolist(), random.random()) == (draws[0])

@@ -388,21 +388,23 @@ def test_a_compiled_service_compiles_before_its_first_request(
     """``rtdetr serve --compile``: each batch size compiles once (about 30 s on 2 CPU cores), at start-up rather
     than in a request; a partly filled batch then runs padded to the next compiled size."""
     batches: list[tuple[int, bool]] = []
+    shapes: set[tuple[int, ...]] = set()
 
     def fake_compile(module: torch.nn.Module, **kwargs: object) -> object:
         def run(x: torch.Tensor) -> object:
             batches.append((x.shape[0], torch.is_inference_mode_enabled()))
+            shapes.add(tuple(x.shape[1:]))
             return module(x)
 
         return run
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     det = RTDETR(tiny_checkpoint, device="cpu", fuse=True, compile="default")
-    app = create_app(det, ServeConfig(max_batch=6))
+    app = create_app(det, ServeConfig(max_batch=6), image_size=(64, 96))
     assert batches == []
     with TestClient(app) as c:
         assert batches == [(1, True), (2, True), (4, True), (6, True)]  # compiled under the mode requests run in
-        assert "compiling the model for batches of 1, 2, 4, 6 at 64x64" in capsys.readouterr().err
+        assert "compiling the model for batches of 1, 2, 4, 6 at 96x64" in capsys.readouterr().err
         r = c.post("/predict?conf=0&max_det=5", content=image_bytes())
     assert r.status_code == 200 and len(r.json()["detections"]) == 5
-    assert batches[4:] == [(1, True)]
+    assert batches[4:] == [(1, True)] and shapes == {(3, 64, 96)}  # at the size served

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["barrier", "cleanup", "get_rank", "get_world_size", "init_distributed", "is_main_process", "rank0_decides"]
+__all__ = [
+    "all_objects",
+    "barrier",
+    "cleanup",
+    "get_rank",
+    "get_world_size",
+    "init_distributed",
+    "is_main_process",
+    "rank0_decides",
+    "rank0_flags",
+]
 
 
 def init_distributed(device: str) -> tuple[int, int, torch.device]:
@@ -75,8 +87,24 @@ def cleanup() -> None:
 
 def rank0_decides(value: bool, device: torch.device) -> bool:
     """``value`` as process 0 has it, on every process (itself when not distributed)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
-    flag = torch.tensor([1.0 if value else 0.0], device=device)
-    dist.broadcast(flag, 0)
-    return bool(flag.item())
+    return rank0_flags([value], device)[0]
+
+
+def rank0_flags(values: Sequence[bool], device: torch.device) -> list[bool]:
+    """``values`` as process 0 has them, on every process, in one broadcast (themselves when not distributed):
+    for a decision each process would take from its own clock, where one process leaving a loop alone leaves the
+    others waiting in the next collective."""
+    if get_world_size() == 1:
+        return list(values)
+    flags = torch.tensor([1.0 if v else 0.0 for v in values], device=device)
+    dist.broadcast(flags, 0)
+    return [bool(v) for v in flags.tolist()]
+
+
+def all_objects(obj: Any) -> list[Any]:
+    """``obj`` of every process in rank order (``[obj]`` when not distributed); every process must call it."""
+    if get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -23,10 +23,20 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from rtdetr.config import ConfigError
+from rtdetr.config import ConfigError, TrainConfig
+from rtdetr.engine.distributed import rank0_flags
 from rtdetr.engine.rundir import Terminated
 
-__all__ = ["EpochTally", "SkipSampler", "StopRequest", "check_epoch_shape", "random_state", "set_random_state"]
+__all__ = [
+    "EpochTally",
+    "SkipSampler",
+    "StopRequest",
+    "check_epoch_shape",
+    "random_state",
+    "restore_random_state",
+    "set_random_state",
+    "stop_or_save",
+]
 
 
 class StopRequest:
@@ -144,6 +154,31 @@ def set_random_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def restore_random_state(partial: dict[str, Any], rank: int, world: int, device: torch.device) -> None:
+    """Put back the random state ``partial`` saved for this process: under torchrun each process's own
+    (``random_ranks``); a checkpoint that has only process 0's (``random``: one process, or an older run) restores it
+    in a single process only, and under torchrun each process keeps its epoch seed."""
+    ranks = partial.get("random_ranks")
+    if ranks is not None and len(ranks) == world:
+        set_random_state(ranks[rank], device)
+    elif world == 1:
+        set_random_state(partial["random"], device)
+
+
+def stop_or_save(t: TrainConfig, used: float, saved_s: float, device: torch.device) -> tuple[bool, bool]:
+    """At a step boundary, after ``used`` seconds of training (the last ``last.pth`` at ``saved_s``): whether
+    ``t.time_budget_s`` is spent and whether a save is due (``t.save_every_s``), as process 0 sees them, on every
+    process under torchrun. Each process's clock differs a little: one leaving the epoch alone left the others
+    waiting in the gradient all-reduce, and the save gathers every process's random state."""
+    budget_s, every_s = t.time_budget_s, t.save_every_s
+    if budget_s is None and every_s is None:
+        return False, False
+    over = budget_s is not None and used >= budget_s
+    due = every_s is not None and used - saved_s >= every_s
+    over, due = rank0_flags([over, due], device)
+    return over, due
 
 
 def check_epoch_shape(path: str, ckpt: dict[str, Any], now: dict[str, int]) -> None:

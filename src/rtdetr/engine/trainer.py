@@ -36,11 +36,11 @@ from rtdetr.defaults import resolve_defaults
 from rtdetr.engine import interrupt
 from rtdetr.engine import logger as runlog
 from rtdetr.engine.anneal import AnnealStart
-from rtdetr.engine.distributed import barrier, cleanup, init_distributed, rank0_decides
+from rtdetr.engine.distributed import all_objects, barrier, cleanup, init_distributed, rank0_decides
 from rtdetr.engine.ema import ModelEMA
 from rtdetr.engine.evaluator import CocoEvaluator, evaluate_model, ground_truth_for
 from rtdetr.engine.hardware import loader_workers, training_amp, training_autocast
-from rtdetr.engine.interrupt import EpochTally, SkipSampler, StopRequest, random_state, set_random_state
+from rtdetr.engine.interrupt import EpochTally, SkipSampler, StopRequest, random_state
 from rtdetr.engine.optim import build_optimizer, describe_schedule, effective_warmups, expected_steps, lr_factor
 from rtdetr.engine.rundir import best_checkpoint, finished_run, fresh_output_dir, worker_ignores_signals
 from rtdetr.engine.warmstart import warm_start
@@ -263,18 +263,18 @@ class Trainer:
         first = self.tally.batches
         self.skipper.skip = first * int(self.train_loader.batch_size or 1)
         it = iter(self.train_loader)
-        if partial is not None and self.world == 1:  # (under torchrun each process keeps its own seed)
-            set_random_state(partial["random"], self.device)  # after iter(), which draws a worker seed
+        if partial is not None:  # after iter(), which draws a worker seed
+            interrupt.restore_random_state(partial, self.rank, self.world, self.device)
         total = min(len(self.train_loader), self.iters_per_epoch * t.accumulate)
         bar = runlog.progress_bar(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress, first)
         self.optimizer.zero_grad(set_to_none=True)
         self._segment_start = time.time()
         with StopRequest(enabled=self.world == 1, say=self.main) as stop:
             for i in range(first, total):
-                if t.time_budget_s is not None and self.time_used() >= t.time_budget_s:
+                over, due = interrupt.stop_or_save(t, self.time_used(), self.saved_s, self.device)
+                if over:
                     self.out_of_time = True
                     break
-                due = t.save_every_s is not None and self.time_used() - self.saved_s >= t.save_every_s
                 if (stop.signum is not None or due) and i % t.accumulate == 0:  # between optimizer steps
                     self._save_partial(epoch)
                     if stop.signum is not None:
@@ -332,12 +332,14 @@ class Trainer:
         if self.main and self.global_step % t.log_interval == 0:
             self.logger.scalar("train/loss", float(loss.detach()), self.global_step)
 
-    def _save_partial(self, epoch: int) -> None:
+    def _save_partial(self, epoch: int, every_process: bool = True) -> None:
         """``last.pth`` holding epoch ``epoch`` (0-based) as far as it went: a stop asked for inside it, or
-        ``save_every_s`` passed."""
+        ``save_every_s`` passed; with ``every_process`` (all of them call it) every process's random state."""
         self.saved_s = self.time_used()
+        states = all_objects(random_state(self.device)) if every_process else [random_state(self.device)]
         if self.main:
-            partial = {**self.tally.state_dict(), "random": random_state(self.device), **self.epoch_shape}
+            partial = {**self.tally.state_dict(), "random": states[0], **self.epoch_shape}
+            partial.update({"random_ranks": states} if len(states) > 1 else {})
             atomic_save({**self.checkpoint(epoch), "partial": partial}, self.out_dir / "last.pth")
             log.info("saved %s: epoch %d up to batch %d", self.out_dir / "last.pth", epoch + 1, self.tally.batches)
 
@@ -453,7 +455,7 @@ class Trainer:
                     try:
                         last_eval = self.evaluate()
                     except KeyboardInterrupt:  # Ctrl-C while evaluating: the epoch's training is kept
-                        self._save_partial(epoch)
+                        self._save_partial(epoch, every_process=False)
                         raise
                     if t.eval_every_s is not None:
                         self.curve_point(epoch, last_eval)

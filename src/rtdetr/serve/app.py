@@ -36,7 +36,7 @@ from rtdetr.api import RTDETR
 from rtdetr.data.dataset import ImageTooLarge, load_image, load_image_covering
 from rtdetr.data.records import HEIF_BRANDS
 from rtdetr.engine.predictor import filter_detections, to_input
-from rtdetr.options import InferenceOptions, ServeConfig, resolve_classes
+from rtdetr.options import InferenceOptions, ServeConfig, resolve_classes, size_text
 from rtdetr.serve.batcher import Busy, MicroBatcher
 from rtdetr.viz import draw_detections
 
@@ -229,9 +229,8 @@ def warm_up_batches(max_batch: int) -> list[int]:
 def _warm_up(model: Any, batches: list[int], image_size: tuple[int, int]) -> None:
     import sys
 
-    h, w = image_size
     print(
-        f"rtdetr serve: compiling the model for batches of {', '.join(map(str, batches))} at {h}x{w} "
+        f"rtdetr serve: compiling the model for batches of {', '.join(map(str, batches))} at {size_text(image_size)} "
         "(about 30 s each for r18vd on 2 CPU cores)",
         file=sys.stderr,
         flush=True,
