@@ -342,8 +342,12 @@ def _say_path(det: Any) -> None:
     b = det.backend
     layout = ", channels_last" if b.channels_last else ""
     reason = getattr(b, "precision_reason", "")
+    mode = getattr(b, "compile", None)  # the first batch waits for it: say so, or it looks like a hang
+    compiled = (
+        f"; compiled ({mode}): each batch size compiles at its first use, about 30 s on 2 CPU cores" if mode else ""
+    )
     print(
-        f"{b.kind} on {det.device}: {b.precision}{layout}" + (f" ({reason})" if reason else ""),
+        f"{b.kind} on {det.device}: {b.precision}{layout}" + (f" ({reason})" if reason else "") + compiled,
         file=sys.stderr,
         flush=True,
     )

@@ -72,7 +72,9 @@ def test_a_compiled_model_is_timed_at_each_batch_size_given_in_any_order(
     monkeypatch.setattr(torch.nn.Module, "__call__", _recording_call(torch.nn.Module.__call__, ran))
     argv = ["benchmark", str(tiny_checkpoint), "--runs", "1", "--warmup", "0", "--batch", "2", "1", "--json"]
     assert main([*argv, "--compile", "default"]) == 0
-    res = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    res = json.loads(out)
+    assert "compiled (default): each batch size compiles at its first use" in err  # the wait is announced
     assert [r["batch"] for r in res["results"]] == [1, 2]
     assert 1 in ran and 2 in ran
 
