@@ -213,6 +213,31 @@ def test_a_compiled_detector_pads_a_smaller_batch_to_a_size_it_compiled(compiled
     assert dynamo_config.recompile_limit == 8  # set for the calls only
 
 
+def test_a_sealed_warm_up_compiles_nothing_more(compiled_runs: list) -> None:
+    """After ``warm_up(seal=True)`` (the service's), another decoder depth or a batch larger than any warmed runs
+    the plain module: a compile there held every request queued behind it for half a minute."""
+    model = _tiny().eval()
+    randomize_for_parity(model)  # every weight drawn: each decoder layer moves the boxes
+    x, sizes = torch.rand(4, 3, 64, 64), torch.tensor([[64, 64]] * 4)
+    det = TorchDetector(model, "cpu", precision="fp32", fuse=True, compile="default")
+    eager = TorchDetector(model, "cpu", precision="fp32", fuse=True)
+    with torch.inference_mode():
+        det.warm_up([1, 2], (64, 64), seal=True)
+        det.infer(x[:1], sizes[:1])  # compiled
+        det.set_decoder_depth(1)
+        eager.set_decoder_depth(1)
+        shallow, ref_shallow = det.infer(x[:2], sizes[:2]), eager.infer(x[:2], sizes[:2])
+        det.set_decoder_depth(2)
+        eager.set_decoder_depth(2)
+        large, ref_large = det.infer(x, sizes), eager.infer(x, sizes)
+        det.infer(x[:2], sizes[:2])  # back at the depth warmed: compiled again
+    assert [b for b, _, _ in compiled_runs] == [1, 2, 1, 2]
+    for out, ref in ((shallow, ref_shallow), (large, ref_large)):
+        torch.testing.assert_close(out["pred_logits"], ref["pred_logits"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(out["pred_boxes"], ref["pred_boxes"], rtol=0, atol=1e-5)
+    assert not torch.allclose(shallow["pred_boxes"], large["pred_boxes"][:2])  # the depth was applied
+
+
 @pytest.mark.slow
 def test_compiled_inference_matches_eager_on_the_cpu() -> None:
     """``compile=`` runs torch.compile (inductor; about a minute to compile on 2 CPU cores) and changes nothing;

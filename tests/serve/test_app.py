@@ -406,5 +406,8 @@ def test_a_compiled_service_compiles_before_its_first_request(
         assert batches == [(1, True), (2, True), (4, True), (6, True)]  # compiled under the mode requests run in
         assert "compiling the model for batches of 1, 2, 4, 6 at 96x64" in capsys.readouterr().err
         r = c.post("/predict?conf=0&max_det=5", content=image_bytes())
+        deep = c.post("/predict?conf=0&max_det=5&decoder_depth=1", content=image_bytes())
     assert r.status_code == 200 and len(r.json()["detections"]) == 5
-    assert batches[4:] == [(1, True)] and shapes == {(3, 64, 96)}  # at the size served
+    assert deep.status_code == 200 and deep.json()["decoder_depth"] == 1
+    # at the size served; another depth runs uncompiled rather than compile inside a request
+    assert batches[4:] == [(1, True)] and shapes == {(3, 64, 96)}

@@ -156,6 +156,7 @@ class TorchDetector:
             raise ValueError("use either cuda_graph or compile (compile='reduce-overhead' captures CUDA graphs itself)")
         self.compile, self.cuda_graph = compile, cuda_graph
         self._runner: tuple[tuple[int, int], Any, set[int]] | None = None
+        self._sealed: tuple[int, int] | None = None  # the runner key warm_up(seal=True) left compiled
         self.model = model.to(self.device)
         self.fast = FastPath(precision, channels_last, self.device)
         self.precision, self.channels_last, self.fuse = self.fast.precision, channels_last, fuse
@@ -211,11 +212,13 @@ class TorchDetector:
 
     def runner(self) -> Any:
         """What :meth:`infer` calls: :meth:`module`, compiled or graphed when asked (rebuilt when the module or
-        its decoder depth changes)."""
+        its decoder depth changes; after ``warm_up(seal=True)``, the plain module at another decoder depth)."""
         module = self.module()
         if self.compile is None and not self.cuda_graph:
             return module
         key = (id(module), self.decoder_depth)
+        if self._sealed is not None and key != self._sealed:
+            return module
         if self._runner is None or self._runner[0] != key:
             if self.cuda_graph:
                 from rtdetr.engine.cudagraph import GraphedModule
@@ -226,22 +229,31 @@ class TorchDetector:
             self._runner = (key, run, set())
         return self._runner[1]
 
-    def _padded_batch(self, n: int) -> int:
-        """The batch size ``n`` images run at (after :meth:`runner`): with ``compile``, the smallest size already
-        compiled at this decoder depth that holds them (padding costs less than compiling another graph), else
-        ``n`` itself."""
-        if self.compile is None or self._runner is None:
-            return n
-        return min((b for b in self._runner[2] if b >= n), default=n)
+    def _plan(self, n: int) -> tuple[Any, int, bool]:
+        """What runs ``n`` images, at which batch size, and whether it is compiled: with ``compile``, the compiled
+        module at the smallest size already compiled at this decoder depth that holds them (padding costs less than
+        compiling another graph); once sealed by :meth:`warm_up`, the plain module where that would compile.
+        Otherwise :meth:`runner` at ``n``."""
+        run = self.runner()
+        if self.compile is None or self._runner is None or run is not self._runner[1]:
+            return run, n, False
+        b = min((s for s in self._runner[2] if s >= n), default=n)
+        if self._sealed is not None and b not in self._runner[2]:
+            return self.module(), n, False
+        return run, b, True
 
-    def warm_up(self, batch_sizes: list[int], image_size: tuple[int, int]) -> None:
+    def warm_up(self, batch_sizes: list[int], image_size: tuple[int, int], seal: bool = False) -> None:
         """Compile (or capture) the forward pass for each of ``batch_sizes`` at ``image_size`` (h, w) now, at the
-        current decoder depth, so that no request waits for it; a no-op without ``compile`` or ``cuda_graph``."""
+        current decoder depth, so that no request waits for it; a no-op without ``compile`` or ``cuda_graph``.
+        With ``seal`` nothing compiles afterwards: another decoder depth, or a batch larger than any of these,
+        runs the plain module (a service must not stall every request for the half minute a compile takes)."""
         if self.compile is None and not self.cuda_graph:
             return
         for b in sorted(set(batch_sizes)):
             images = torch.zeros(b, 3, *image_size)
             self.infer(images, torch.tensor([image_size[::-1]] * b))
+        if seal and self.compile is not None and self._runner is not None:
+            self._sealed = self._runner[0]
 
     def _compile_settings(self) -> Any:
         """Dynamo's and inductor's settings while a compiled module runs (it compiles at its first call per shape):
@@ -262,12 +274,11 @@ class TorchDetector:
 
     def infer(self, images: Tensor, sizes: Tensor) -> dict[str, Tensor]:
         """Raw outputs ``pred_logits`` ``[B, Q, C]``, ``pred_boxes`` ``[B, Q, 4]`` (cxcywh in ``[0, 1]``), fp32."""
-        run = self.runner()
         n = int(images.shape[0])
-        b = self._padded_batch(n)
+        run, b, compiled = self._plan(n)
         if b > n:  # zero images after the real ones: in eval mode no image sees another
             images = torch.cat([images, images.new_zeros(b - n, *images.shape[1:])])
-        elif self.compile is not None and torch.is_inference_mode_enabled() and not images.is_inference():
+        elif compiled and torch.is_inference_mode_enabled() and not images.is_inference():
             images = images.clone()  # dynamo guards on the kind of tensor: a padded batch is an inference tensor
         modes = [(m, m.training) for m in self.model.modules()] if self.model.training else []
         self.model.eval()  # a model in training mode would normalise by the batch's own statistics
@@ -277,7 +288,7 @@ class TorchDetector:
         finally:
             for m, mode in modes:  # each module's own flag back (a training loop's frozen BN stays in eval)
                 m.training = mode
-        if self.compile is not None and self._runner is not None:
+        if compiled and self._runner is not None:
             self._runner[2].add(b)
         return {k: v[:n].float() for k, v in out.items() if k in ("pred_logits", "pred_boxes")}
 

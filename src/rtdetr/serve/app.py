@@ -237,7 +237,7 @@ def _warm_up(model: Any, batches: list[int], image_size: tuple[int, int]) -> Non
     )
     t0 = time.perf_counter()
     with torch.inference_mode():
-        model.warm_up(batches, image_size)
+        model.warm_up(batches, image_size, seal=True)
     print(f"rtdetr serve: compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
