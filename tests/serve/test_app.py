@@ -411,3 +411,22 @@ def test_a_compiled_service_compiles_before_its_first_request(
     assert deep.status_code == 200 and deep.json()["decoder_depth"] == 1
     # at the size served; another depth runs uncompiled rather than compile inside a request
     assert batches[4:] == [(1, True)] and shapes == {(3, 64, 96)}
+
+
+def test_a_compile_that_fails_at_start_up_says_so_in_a_line(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a working C++ compiler inductor fails with a hundred-line traceback; the service stops at start-up
+    with its first line and what to do."""
+
+    def fake_compile(module: torch.nn.Module, **kwargs: object) -> object:
+        def run(x: torch.Tensor) -> object:
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nand a long story after it")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    det = RTDETR(tiny_checkpoint, device="cpu", fuse=True, compile="default")
+    msg = r"model failed \(InvalidCxxCompiler: No working C\+\+ compiler found\); serve it without --compile"
+    with pytest.raises(RuntimeError, match=msg), TestClient(create_app(det)):
+        pass

@@ -236,8 +236,12 @@ def _warm_up(model: Any, batches: list[int], image_size: tuple[int, int]) -> Non
         flush=True,
     )
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        model.warm_up(batches, image_size, seal=True)
+    try:
+        with torch.inference_mode():
+            model.warm_up(batches, image_size, seal=True)
+    except Exception as e:  # inductor's own traceback runs to a hundred lines: its first line says what failed
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f"rtdetr serve: compiling the model failed ({why}); serve it without --compile") from None
     print(f"rtdetr serve: compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
