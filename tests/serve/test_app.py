@@ -33,7 +33,7 @@ def test_health_info_and_page(client: TestClient) -> None:
     info = client.get("/info").json()
     assert info["class_names"] == NAMES
     assert info["decoder_layers"] == 2 and info["decoder_depth"] == 2
-    assert info["image_size"] == [64, 64] and info["backend"] == "pytorch"
+    assert info["image_size"] == [64, 64] and info["backend"] == "pytorch" and info["compiled"] is None
     assert info["limits"]["max_upload_bytes"] == 1024 * 1024
     page = client.get("/")
     assert page.status_code == 200 and 'id="canvas"' in page.text and "/predict" in page.text
@@ -407,6 +407,8 @@ def test_a_compiled_service_compiles_before_its_first_request(
         assert "compiling the model for batches of 1, 2, 4, 6 at 96x64" in capsys.readouterr().err
         r = c.post("/predict?conf=0&max_det=5", content=image_bytes())
         deep = c.post("/predict?conf=0&max_det=5&decoder_depth=1", content=image_bytes())
+        compiled = c.get("/info").json()["compiled"]
+    assert compiled == {"mode": "default", "batch_sizes": [1, 2, 4, 6], "decoder_depth": 2}
     assert r.status_code == 200 and len(r.json()["detections"]) == 5
     assert deep.status_code == 200 and deep.json()["decoder_depth"] == 1
     # at the size served; another depth runs uncompiled rather than compile inside a request

@@ -3,7 +3,8 @@
 Endpoints:
     ``GET /``          the web page (upload or drop an image, threshold and decoder-depth controls).
     ``GET /health``    liveness and load: ``{"status": "ok", "pending": n, "queued": n, "uptime_s": t}``.
-    ``GET /info``      the model (variant, classes, input size, decoder layers, backend) and the service limits.
+    ``GET /info``      the model (variant, classes, input size, decoder layers, backend, what was compiled) and
+                       the service limits.
     ``POST /predict``  the image as a multipart file field ``image`` or as the raw body. Query parameters:
                        ``conf`` (0..1), ``max_det``, ``classes`` (ids or names: ``"0,2"``, ``"person,car"``),
                        ``decoder_depth``, ``draw``.
@@ -95,6 +96,9 @@ def create_app(
     predictor = detector.predictor(conf=0.0, max_det=cfg.max_det, image_size=image_size)
     model = predictor.detector
     layers, default_depth, backend = model.decoder_layers, model.decoder_depth, model.kind
+    mode = getattr(model, "compile", None)  # compiled at start-up for these batch sizes, at the default depth only
+    warm = warm_up_batches(cfg.max_batch)
+    compiled = {"mode": mode, "batch_sizes": warm, "decoder_depth": default_depth} if mode is not None else None
     info = detector.info()
 
     def run_batch(
@@ -116,8 +120,8 @@ def create_app(
 
         nonlocal decoding
         decoding = asyncio.Semaphore(cfg.decode_workers)
-        if getattr(model, "compile", None) is not None:  # before the first request, not during it
-            _warm_up(model, warm_up_batches(cfg.max_batch), predictor.image_size)
+        if mode is not None:  # before the first request, not during it
+            _warm_up(model, warm, predictor.image_size)
         await batcher.start()
         yield
         await batcher.stop()
@@ -153,6 +157,7 @@ def create_app(
             "decoder_layers": layers,
             "decoder_depth": default_depth,
             "decoder_fixed": model.exported,
+            "compiled": compiled,
             "limits": {**asdict(cfg), "max_upload_bytes": cfg.max_upload_bytes},
             "stats": {"batches": batcher.batches, "images": batcher.images, "pending": batcher.pending},
         }
