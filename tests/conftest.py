@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -99,19 +100,32 @@ def captured_run(monkeypatch: pytest.MonkeyPatch) -> dict:
 
 
 @pytest.fixture
-def compile_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+def compile_calls(monkeypatch: pytest.MonkeyPatch) -> list[CompiledCall]:
     """``torch.compile`` replaced by a stand-in that compiles nothing: the module runs as it is, and each call
-    appends whether inductor's freezing was on during it (the returned list)."""
+    appends what it ran with (the returned list)."""
+    from torch._dynamo import config as dynamo_config
     from torch._inductor import config as inductor_config
 
-    calls: list[bool] = []
+    calls: list[CompiledCall] = []
 
     def fake_compile(module: torch.nn.Module, **kwargs: object) -> object:
         def run(x: torch.Tensor) -> object:
-            calls.append(bool(inductor_config.freezing))
+            freezing, limit = bool(inductor_config.freezing), int(dynamo_config.recompile_limit)
+            calls.append(CompiledCall(tuple(x.shape), freezing, limit, torch.is_inference_mode_enabled()))
             return module(x)
 
         return run
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     return calls
+
+
+@dataclass(frozen=True)
+class CompiledCall:
+    """One call of a module compiled under :func:`compile_calls`: the input's shape, whether inductor's freezing
+    was on, dynamo's recompile limit and whether inference mode was on."""
+
+    shape: tuple[int, ...]
+    freezing: bool
+    recompile_limit: int
+    inference: bool

@@ -160,29 +160,10 @@ def test_compiled_cpu_inference_freezes_the_weights(compile_calls: list) -> None
     with torch.inference_mode():
         compiled.detect(x, sizes)
         eager.detect(x, sizes)  # not compiled: no call
-    assert compile_calls == [True] and not inductor_config.freezing  # set for the call only
+    assert [c.freezing for c in compile_calls] == [True] and not inductor_config.freezing  # set for the call only
 
 
-@pytest.fixture()
-def compiled_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, bool]]:
-    """``torch.compile`` replaced by a stand-in that runs the module as it is and records per call the batch size,
-    dynamo's recompile limit and whether inference mode was on."""
-    from torch._dynamo import config as dynamo_config
-
-    runs: list[tuple[int, int, bool]] = []
-
-    def fake_compile(module: torch.nn.Module, **kwargs: object) -> object:
-        def run(x: torch.Tensor) -> object:
-            runs.append((x.shape[0], dynamo_config.recompile_limit, torch.is_inference_mode_enabled()))
-            return module(x)
-
-        return run
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
-    return runs
-
-
-def test_a_compiled_detector_pads_a_smaller_batch_to_a_size_it_compiled(compiled_runs: list) -> None:
+def test_a_compiled_detector_pads_a_smaller_batch_to_a_size_it_compiled(compile_calls: list) -> None:
     """Each new batch size compiles a graph (about 30 s on 2 CPU cores) and dynamo holds 8 per function before it
     silently falls back to eager: a predictor's last batch or a service's partly filled one runs padded to the
     smallest size already compiled at that decoder depth, with the real images' outputs unchanged."""
@@ -202,8 +183,8 @@ def test_a_compiled_detector_pads_a_smaller_batch_to_a_size_it_compiled(compiled
         det.infer(x[:3], sizes[:3])  # another depth: nothing compiled there yet
         det.set_decoder_depth(2)
         ref3, ref5 = eager.infer(x[:3], sizes[:3]), eager.infer(x[:5], sizes[:5])
-    assert [b for b, _, _ in compiled_runs] == [4, 4, 6, 6, 3]
-    assert all(limit >= 64 for _, limit, _ in compiled_runs)  # room for batch sizes x depths
+    assert [c.shape[0] for c in compile_calls] == [4, 4, 6, 6, 3]
+    assert all(c.recompile_limit >= 64 for c in compile_calls)  # room for batch sizes x depths
     for out, ref in ((out3, ref3), (out5, ref5)):
         assert out["pred_logits"].shape == ref["pred_logits"].shape
         torch.testing.assert_close(out["pred_logits"], ref["pred_logits"], rtol=0, atol=1e-5)
@@ -213,7 +194,7 @@ def test_a_compiled_detector_pads_a_smaller_batch_to_a_size_it_compiled(compiled
     assert dynamo_config.recompile_limit == 8  # set for the calls only
 
 
-def test_a_sealed_warm_up_compiles_nothing_more(compiled_runs: list) -> None:
+def test_a_sealed_warm_up_compiles_nothing_more(compile_calls: list) -> None:
     """After ``warm_up(seal=True)`` (the service's), another decoder depth or a batch larger than any warmed runs
     the plain module: a compile there held every request queued behind it for half a minute."""
     model = _tiny().eval()
@@ -231,7 +212,7 @@ def test_a_sealed_warm_up_compiles_nothing_more(compiled_runs: list) -> None:
         eager.set_decoder_depth(2)
         large, ref_large = det.infer(x, sizes), eager.infer(x, sizes)
         det.infer(x[:2], sizes[:2])  # back at the depth warmed: compiled again
-    assert [b for b, _, _ in compiled_runs] == [1, 2, 1, 2]
+    assert [c.shape[0] for c in compile_calls] == [1, 2, 1, 2]
     for out, ref in ((shallow, ref_shallow), (large, ref_large)):
         torch.testing.assert_close(out["pred_logits"], ref["pred_logits"], rtol=0, atol=1e-5)
         torch.testing.assert_close(out["pred_boxes"], ref["pred_boxes"], rtol=0, atol=1e-5)

@@ -383,27 +383,19 @@ def test_warm_up_batches(max_batch: int, sizes: list[int]) -> None:
 
 
 def test_a_compiled_service_compiles_before_its_first_request(
-    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tiny_checkpoint: Path, capsys: pytest.CaptureFixture, compile_calls: list
 ) -> None:
     """``rtdetr serve --compile``: each batch size compiles once (about 30 s on 2 CPU cores), at start-up rather
     than in a request; a partly filled batch then runs padded to the next compiled size."""
-    batches: list[tuple[int, bool]] = []
-    shapes: set[tuple[int, ...]] = set()
 
-    def fake_compile(module: torch.nn.Module, **kwargs: object) -> object:
-        def run(x: torch.Tensor) -> object:
-            batches.append((x.shape[0], torch.is_inference_mode_enabled()))
-            shapes.add(tuple(x.shape[1:]))
-            return module(x)
+    def batches() -> list[tuple[int, bool]]:
+        return [(c.shape[0], c.inference) for c in compile_calls]
 
-        return run
-
-    monkeypatch.setattr(torch, "compile", fake_compile)
     det = RTDETR(tiny_checkpoint, device="cpu", fuse=True, compile="default")
     app = create_app(det, ServeConfig(max_batch=6), image_size=(64, 96))
-    assert batches == []
+    assert batches() == []
     with TestClient(app) as c:
-        assert batches == [(1, True), (2, True), (4, True), (6, True)]  # compiled under the mode requests run in
+        assert batches() == [(1, True), (2, True), (4, True), (6, True)]  # compiled under the mode requests run in
         assert "compiling the model for batches of 1, 2, 4, 6 at 96x64" in capsys.readouterr().err
         r = c.post("/predict?conf=0&max_det=5", content=image_bytes())
         deep = c.post("/predict?conf=0&max_det=5&decoder_depth=1", content=image_bytes())
@@ -412,7 +404,7 @@ def test_a_compiled_service_compiles_before_its_first_request(
     assert r.status_code == 200 and len(r.json()["detections"]) == 5
     assert deep.status_code == 200 and deep.json()["decoder_depth"] == 1
     # at the size served; another depth runs uncompiled rather than compile inside a request
-    assert batches[4:] == [(1, True)] and shapes == {(3, 64, 96)}
+    assert batches()[4:] == [(1, True)] and {c.shape[1:] for c in compile_calls} == {(3, 64, 96)}
 
 
 def test_a_compile_that_fails_at_start_up_says_so_in_a_line(
