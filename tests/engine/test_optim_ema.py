@@ -161,6 +161,16 @@ def test_the_cosine_starts_where_anneal_from_says() -> None:
     assert lr_factor(4, warm, 10, anneal_from=None) == pytest.approx(0.5)
 
 
+def test_the_progress_bar_counts_the_epochs_a_time_budget_holds() -> None:
+    from rtdetr.engine.logger import epoch_desc
+
+    assert epoch_desc(1, 72, None, 32) == "epoch 1/72"  # the pace not yet measured
+    assert epoch_desc(2, 72, 82, 32) == "epoch 2/~3 (time budget)"  # 82 steps of 32 an epoch: the third cut short
+    assert epoch_desc(2, 72, 96, 32) == "epoch 2/~3 (time budget)"
+    assert epoch_desc(5, 72, 82, 32) == "epoch 5/~5 (time budget)"  # faster than measured: never below the current
+    assert epoch_desc(3, 4, 500, 32) == "epoch 3/4"  # the budget holds more than the schedule: the epochs end it
+
+
 def test_eta_note_counts_epochs_and_the_budget() -> None:
     from rtdetr.engine.logger import eta_note
 

@@ -270,7 +270,9 @@ def test_mixing_augmentations_and_o2m_branch_train_and_the_curve_is_written(tiny
     assert "train_loss_mal" in metrics[0] and float(metrics[0]["train_loss_o2m"]) > 0  # the one-to-many branch ran
 
 
-def test_a_time_budget_scales_the_warm_ups_to_the_steps_it_holds(tiny_data: dict, tmp_path: Path) -> None:
+def test_a_time_budget_scales_the_warm_ups_to_the_steps_it_holds(
+    tiny_data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tr = Trainer(tiny_config(tiny_data, tmp_path / "w", "train.time_budget_s=100", "train.schedule_over=time",
                              "train.warmup_iters=1000", "train.ema_warmups=1000", "train.schedule=cosine",
                              "train.min_lr_ratio=0.0"))  # fmt: skip
@@ -286,8 +288,16 @@ def test_a_time_budget_scales_the_warm_ups_to_the_steps_it_holds(tiny_data: dict
     assert expected_steps(tr.cfg.train, 200, 100.0) == 200  # at least the steps done
     short = Trainer(tiny_config(tiny_data, tmp_path / "s", "train.time_budget_s=2", "train.schedule_over=time",
                                 "train.epochs=100", "train.eval_interval=1000"))  # fmt: skip
+    from rtdetr.engine import logger as runlog
+
+    labels: list[str] = []
+    monkeypatch.setattr(runlog, "progress_bar", lambda total, desc, *a: labels.append(desc))
     short.fit()  # the trainer estimates as it steps
     assert short.global_step >= 3 and short.expected_steps is not None and short.expected_steps >= short.global_step
+    # the progress bar counts the epochs the budget holds once the pace is known, not the 100 configured
+    epochs = -(-short.expected_steps // short.iters_per_epoch)
+    assert len(labels) >= 2 and labels[0] == "epoch 1/100" and epochs < 100
+    assert labels[-1] == f"epoch {len(labels)}/~{max(epochs, len(labels))} (time budget)"
 
     # step 4 of a 10-step warm-up (10% of 100), 10% into the cosine over the budget
     expect = 0.5 * 0.5 * (1 + math.cos(0.1 * math.pi))

@@ -164,6 +164,16 @@ def eta_note(elapsed_s: float, epochs_done: int, epochs_left: int, budget_left_s
     return f"; about {text} left ({until})"
 
 
+def epoch_desc(epoch: int, epochs: int, budget_steps: int | None, steps_per_epoch: int) -> str:
+    """The progress bar's label for 1-based ``epoch``: ``"epoch 3/72"``; where a time budget sets the schedule
+    and ends the run sooner (``budget_steps``: the optimizer steps it holds at the pace so far, from
+    :func:`rtdetr.engine.optim.expected_steps`), ``"epoch 3/~5 (time budget)"``."""
+    budget_epochs = -(-budget_steps // steps_per_epoch) if budget_steps else epochs
+    if budget_epochs >= epochs:
+        return f"epoch {epoch}/{epochs}"
+    return f"epoch {epoch}/~{max(budget_epochs, epoch)} (time budget)"
+
+
 def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
     """A tqdm bar over ``total`` steps starting at ``initial`` (a resumed epoch), or None."""
     if not enabled:

@@ -266,7 +266,8 @@ class Trainer:
         if partial is not None:  # after iter(), which draws a worker seed
             interrupt.restore_random_state(partial, self.rank, self.world, self.device)
         total = min(len(self.train_loader), self.iters_per_epoch * t.accumulate)
-        bar = runlog.progress_bar(total, f"epoch {epoch + 1}/{t.epochs}", self.main and t.progress, first)
+        desc = runlog.epoch_desc(epoch + 1, t.epochs, self.expected_steps, self.iters_per_epoch)
+        bar = runlog.progress_bar(total, desc, self.main and t.progress, first)
         self.optimizer.zero_grad(set_to_none=True)
         self._segment_start = time.time()
         with StopRequest(enabled=self.world == 1, say=self.main) as stop:
