@@ -78,7 +78,7 @@ def build_denoising_group(
     num_group = 1 if dummy else max(1, num_denoising // max_gt)
 
     labels = torch.full((bs, max_gt), num_classes, dtype=torch.int64, device=device)
-    boxes = torch.tensor([0.5, 0.5, 0.1, 0.1], device=device).repeat(bs, max_gt, 1)
+    boxes = torch.zeros((bs, max_gt, 4), device=device)  # padded slots: an empty box at the corner, as officially
     pad_mask = torch.zeros((bs, max_gt), dtype=torch.bool, device=device)
     for i, t in enumerate(targets):
         n = num_gts[i]
