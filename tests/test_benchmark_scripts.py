@@ -26,3 +26,36 @@ def test_script_imports_and_parses_help(
         module.main() if module.main.__code__.co_argcount == 0 else module.main(["--help"])
     assert done.value.code == 0
     assert capsys.readouterr().out.startswith("usage: ")
+
+
+def test_official_parity_compares_every_gradient() -> None:
+    """The official comparison's gradient check tells a ``detach`` in another place (no output changes) and a
+    gradient off in one tensor from the official code's, by name."""
+    import torch
+    from torch import nn
+
+    gradient_parity = load_benchmark("official_parity").gradient_parity
+
+    class Net(nn.Module):
+        def __init__(self, detach: bool = False, scale: float = 1.0) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+            self.detach, self.scale = detach, scale
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.a(x)
+            return self.b(h.detach() if self.detach else h) * self.scale
+
+    def backward(net: Net) -> Net:
+        net(torch.ones(2, 3)).square().sum().backward()
+        return net
+
+    official = backward(Net())
+    same = gradient_parity(official, backward(Net()))
+    assert same["grad_tensors"] == 4 and same["grad_max_rel_diff"] == 0.0 and same["grad_one_sided"] == []
+    detached = gradient_parity(official, backward(Net(detach=True)))
+    assert detached["grad_one_sided"] == ["a.bias", "a.weight"] and detached["grad_tensors"] == 2
+    off = gradient_parity(official, backward(Net(scale=1.0 + 1e-6)))
+    assert off["grad_max_rel_diff"] > 1e-6 and off["grad_worst"].startswith(("a.", "b."))
+    assert off["params_only_official"] == off["params_only_ours"] == []

@@ -31,7 +31,8 @@ def build_2d_sincos_position_embedding(
         ``[1, height * width, embed_dim]`` laid out as ``[sin(y w), cos(y w), sin(x w), cos(x w)]`` with
         ``w_d = temperature ** (-d / (embed_dim / 4))``.
 
-    For square maps this equals the official implementation bit for bit. For non-square maps the official code
+    For square maps this is the official formula, evaluated in float64 and rounded to ``dtype`` (the official
+    code evaluates it in float32, a last-bit difference in float32). For non-square maps the official code
     indexes the grid transposed (a scrambled but deterministic encoding); we use the consistent row-major layout,
     which keeps the (row, column) meaning the weights were trained with on square inputs (HF transformers >= 5
     does the same).
