@@ -13,15 +13,11 @@ from rtdetr.models.denoising import build_denoising_group
 transformers = pytest.importorskip("transformers", reason="HF parity tests need the 'hf-parity' extra")
 pytestmark = pytest.mark.parity
 
-NUM_CLASSES = 7
-TARGETS = [  # 3, 1 and 0 boxes: padded slots in the second and third images; one box at a corner
-    {
-        "labels": torch.tensor([1, 0, 6]),
-        "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2], [0.5, 0.5, 0.6, 0.7]]),
-    },
-    {"labels": torch.tensor([2]), "boxes": torch.tensor([[0.05, 0.94, 0.1, 0.12]])},
-    {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)},
-]
+from tests.parity.test_hf_parity import NUM_CLASSES, hf_modeling  # noqa: E402  (after the importorskip)
+from tests.parity.test_hf_parity import TARGETS as MODEL_TARGETS  # noqa: E402
+
+# 3, 1 and 0 boxes: padded slots in the second and third images; one box at a corner
+TARGETS = [*MODEL_TARGETS, {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
@@ -29,10 +25,7 @@ TARGETS = [  # 3, 1 and 0 boxes: padded slots in the second and third images; on
 def test_denoising_groups_equal_hf_from_the_same_seed(
     version: str, num_denoising: int, label_noise: float, box_noise: float
 ) -> None:
-    module = {
-        "v1": transformers.models.rt_detr.modeling_rt_detr,
-        "v2": transformers.models.rt_detr_v2.modeling_rt_detr_v2,
-    }[version]
+    module = hf_modeling(version)
     torch.manual_seed(0)
     embed = nn.Embedding(NUM_CLASSES + 1, 16, padding_idx=NUM_CLASSES)
     hf_targets = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in TARGETS]

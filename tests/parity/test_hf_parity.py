@@ -158,26 +158,30 @@ def test_broken_copy_fails() -> None:
 # -------------------------------------------------------------------------------------------------- training
 
 
+def hf_modeling(version: str):  # noqa: ANN201
+    """HF's modelling module of RT-DETR ``"v1"`` or ``"v2"``."""
+    return {
+        "v1": transformers.models.rt_detr.modeling_rt_detr,
+        "v2": transformers.models.rt_detr_v2.modeling_rt_detr_v2,
+    }[version]
+
+
 @contextmanager
 def _same_denoising_groups(version: str, seed: int = 123) -> Iterator[None]:
     """Each model builds its own denoising queries, from the same seed (the builders agree draw for draw:
     ``test_hf_denoising``), so their losses can agree."""
-    module = {
-        "v1": transformers.models.rt_detr.modeling_rt_detr,
-        "v2": transformers.models.rt_detr_v2.modeling_rt_detr_v2,
-    }[version]
+    module = hf_modeling(version)
     hf_original, ours_original = module.get_contrastive_denoising_training_group, decoder_module.build_denoising_group
 
-    def ours_seeded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        torch.manual_seed(seed)
-        return ours_original(*args, **kwargs)
+    def seeded(build):  # noqa: ANN001, ANN202
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            torch.manual_seed(seed)
+            return build(*args, **kwargs)
 
-    def hf_seeded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        torch.manual_seed(seed)
-        return hf_original(*args, **kwargs)
+        return call
 
-    module.get_contrastive_denoising_training_group = hf_seeded
-    decoder_module.build_denoising_group = ours_seeded
+    module.get_contrastive_denoising_training_group = seeded(hf_original)
+    decoder_module.build_denoising_group = seeded(ours_original)
     try:
         yield
     finally:
