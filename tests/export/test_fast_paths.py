@@ -129,6 +129,7 @@ def test_int8_and_openvino(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         assert info["size_mb"] > 0
         assert "  decoder               runs 3 of 3 layers (fixed at export)\n" in format_summary(info)
         assert "  detections            at most 20 per image\n" in format_summary(info)
+        assert "  class filter          inside the graph, over every query (class_mask input)\n" in format_summary(info)
     # a truncated decoder baked into the graph is what `rtdetr info` says, for the graph and its IR
     shallow = export_onnx(model, tmp_path / "d1.onnx", num_top_queries=7, decoder_depth=1, check=False).path
     for path in (shallow, to_openvino(shallow, tmp_path / "ov1")):

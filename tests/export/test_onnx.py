@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import Tensor
 
 from rtdetr import RTDETR
 from rtdetr.cli import main
@@ -16,6 +19,7 @@ from rtdetr.convert import save_model
 from rtdetr.export import OnnxRuntimeDetector, compare_detections, export_onnx
 from rtdetr.export.onnx import DeployModel
 from rtdetr.models import PostProcessor, create_model
+from rtdetr.models.postprocess import class_mask
 
 pytest.importorskip("onnxruntime", reason="export tests need the 'onnx' extra")
 
@@ -102,10 +106,73 @@ def test_facade_with_onnx_backend(exported: tuple, tmp_path: Path) -> None:
         graph.run(np.zeros((1, 3, 64, 64), np.float32), np.array([[64, 64]]))
 
 
-def test_graph_class_filter_keeps_those_classes_among_its_detections(exported: tuple) -> None:
-    """An exported graph's top-k is inside it: a class filter keeps, per image, the detections of those classes
-    among the graph's own (here 20), then cuts to max_det."""
-    ort = OnnxRuntimeDetector(exported[0], threads=1)
+def _filtered_reference(model: torch.nn.Module, x: Tensor, sizes: Tensor, max_det: int, classes: Any) -> list:
+    """The PyTorch model's detections under a class filter (the top ``max_det`` among those classes over all
+    queries), those of other classes (score 0, where too few remain) dropped, as numpy ``(l, b, s)`` per image."""
+    with torch.no_grad():
+        dets = PostProcessor(3, max_det)(model(x), sizes, class_mask(classes, 3, len(x)))
+    per_image = classes if isinstance(classes, list) else [classes] * len(x)
+    out = []
+    for d, c in zip(dets, per_image):
+        keep = torch.tensor([c is None or int(lb) in c for lb in d["labels"]], dtype=torch.bool)
+        out.append(tuple(d[k][keep].numpy() for k in ("labels", "boxes", "scores")))
+    return out
+
+
+def _as_numpy(det: dict[str, Tensor]) -> tuple:
+    return tuple(det[k].numpy() for k in ("labels", "boxes", "scores"))
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """One image's detections alike as sets (scores 1e-4, boxes 0.2 px of 640, every label)."""
+    if len(a[0]) != len(b[0]):
+        return False
+    ds, db, agree = compare_detections(tuple(v[None] for v in a), tuple(v[None] for v in b))
+    return ds < 1e-4 and db < 0.2 and agree == 1.0
+
+
+def test_graph_class_filter_ranks_those_classes_over_every_query(exported: tuple, tmp_path: Path) -> None:
+    """The graph takes a class filter inside it (its ``class_mask`` input), so that its top-k holds the best of
+    those classes over every query, as the PyTorch model's does, not those of its own top-k that are of those
+    classes; fed nothing there (a two-input caller), it ranks every class."""
+    path, model, _ = exported
+    ort = OnnxRuntimeDetector(path, threads=1)
+    assert ort.class_input == 3
+    x, sizes = torch.rand(2, 3, 96, 128), torch.tensor([[640, 480], [100, 80]])
+    own = ort.run(x.numpy(), sizes.numpy())  # the graph's 20 best over all classes
+    assert (own[0] == 0).sum(1).max() < 20  # so class 0's 20 best over its 30 queries are not all among them
+    runtimes: list[Any] = [ort]
+    if importlib.util.find_spec("openvino") is not None:
+        from rtdetr.export import OpenVinoDetector, to_openvino
+
+        ov = OpenVinoDetector(to_openvino(path, tmp_path / "ov"), threads=1, precision="f32")
+        assert ov.class_input == 3
+        runtimes.append(ov)
+    cases = (({0}, 20), ({1, 2}, 7), ([{2}, None], 20), ([{0}, {2}], 5), ({0, 1, 2}, 20), (None, 20))
+    for graph in runtimes:
+        for classes, max_det in cases:
+            got = graph.detect(x, sizes, max_det, classes)
+            ref = _filtered_reference(model, x, sizes, max_det, classes)
+            assert all(_same(_as_numpy(g), r) for g, r in zip(got, ref)), (graph.kind, classes, max_det)
+        assert [len(d["labels"]) for d in graph.detect(x, sizes, 20, {0})] == [20, 20]
+
+
+def test_graph_without_class_input_filters_its_own_detections(exported: tuple, tmp_path: Path) -> None:
+    """A graph exported before the ``class_mask`` input (two inputs): a class filter keeps, per image, the
+    detections of those classes among the graph's own (here 20), then cuts to max_det."""
+    import onnx
+
+    proto = onnx.load(str(exported[0]))  # the input gone, its default left as a constant: the old graph
+    kept = [i for i in proto.graph.input if i.name != "class_mask"]
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    ort = OnnxRuntimeDetector(tmp_path / "old.onnx", threads=1)
+    assert ort.class_input is None
+    from rtdetr.convert.summary import describe_export, format_summary  # rtdetr info old.onnx says so
+
+    said = "  class filter          among its 20 detections (exported before the class_mask input)\n"
+    assert said in format_summary(describe_export(tmp_path / "old.onnx"))
     x, sizes = torch.rand(2, 3, 96, 128), torch.tensor([[640, 480], [100, 80]])
     every = ort.detect(x, sizes)
     for classes, max_det in (({1}, 2), ({0, 2}, 20), (set(), 5)):

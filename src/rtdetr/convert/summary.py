@@ -97,6 +97,7 @@ def describe_export(path: str | os.PathLike) -> dict[str, Any]:
         "precision": det.precision,  # int8 for a quantized graph; an IR: OpenVINO's precision on this CPU
         "size_mb": round(sum(f.stat().st_size for f in (p, p.with_suffix(".bin")) if f.is_file()) / 2**20, 1),
         "run": {k: v for k, v in _run_settings({"data": det.run_data}).items() if k.startswith("data.")},
+        "class_input": det.class_input is not None,  # a class filter ranks over every query inside the graph
         **dict(zip(BAKED_KEYS, recorded_ints(meta, *BAKED_KEYS))),
     }
 
@@ -119,6 +120,13 @@ def _baked(info: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("decoder", f"runs {info['decoder_depth']} of {info['decoder_layers']} layers (fixed at export)"))
     if info.get("max_det"):
         rows.append(("detections", f"at most {info['max_det']} per image"))
+    if "class_input" in info:
+        among = f"its {info['max_det']}" if info.get("max_det") else "its"
+        rows.append(
+            ("class filter", "inside the graph, over every query (class_mask input)")
+            if info["class_input"]
+            else ("class filter", f"among {among} detections (exported before the class_mask input)")
+        )
     return rows
 
 

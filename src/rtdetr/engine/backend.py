@@ -67,8 +67,9 @@ class Detector(Protocol):
         self, raw: Any, sizes: Tensor, max_det: int = 300, classes: ClassFilter = None
     ) -> list[dict[str, Tensor]]:
         """Per image at most ``max_det`` detections by score; with ``classes`` (ids for every image, or one entry
-        per image: ids, or None for every class), the best of those classes (a PyTorch model ranks them among all
-        its queries; an exported graph, among the detections it was exported to give)."""
+        per image: ids, or None for every class), the best of those classes over all queries (an exported graph
+        ranks them so in :meth:`detect`, through its ``class_mask`` input; here, on the output of :meth:`infer`,
+        and in a graph without that input, they are those of the detections it was exported to give)."""
 
     def detect(
         self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: ClassFilter = None

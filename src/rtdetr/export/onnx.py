@@ -1,8 +1,11 @@
 """ONNX export of model + post-processor as one graph, with a parity check against PyTorch.
 
 Graph: inputs ``images`` ``[N, 3, H, W]`` float32 in ``[0, 1]`` and ``orig_target_sizes`` ``[N, 2]`` int64
-``(width, height)``; outputs ``labels`` ``[N, K]`` int64, ``boxes`` ``[N, K, 4]`` float32 xyxy pixels, ``scores``
-``[N, K]`` float32, sorted by score. The batch axis is dynamic; the image size is fixed at export.
+``(width, height)``, and an optional third, ``class_mask`` ``[1 or N, C]`` bool (default: every class; an
+initializer that a caller may override, so a two-input caller runs as before): the top ``K`` are taken among the
+classes it marks, as :meth:`rtdetr.models.PostProcessor.detect` takes them. Outputs ``labels`` ``[N, K]`` int64,
+``boxes`` ``[N, K, 4]`` float32 xyxy pixels, ``scores`` ``[N, K]`` float32, sorted by score. The batch axis is
+dynamic; the image size is fixed at export.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from rtdetr.models.rtdetr import RTDETR
 
 __all__ = ["BAKED_KEYS", "DeployModel", "ExportReport", "compare_detections", "export_onnx", "set_metadata"]
 
+#: The graph's optional input: the classes its top-k is taken among (``[1 or N, C]`` bool, default all).
+CLASS_MASK = "class_mask"
+
 #: What an export fixes in the graph and records in its metadata (and the OpenVINO sidecar), as integers.
 BAKED_KEYS = ("decoder_depth", "decoder_layers", "max_det")
 
@@ -32,15 +38,18 @@ log = logging.getLogger("rtdetr")
 
 
 class DeployModel(nn.Module):
-    """``(images, orig_target_sizes) -> (labels, boxes, scores)``: the fused model and the post-processor."""
+    """``(images, orig_target_sizes[, class_mask]) -> (labels, boxes, scores)``: the fused model and the
+    post-processor (``class_mask`` ``[C]`` or ``[1 or N, C]`` bool: the top-k among those classes)."""
 
     def __init__(self, model: RTDETR, postprocessor: PostProcessor) -> None:
         super().__init__()
         self.model = model
         self.postprocessor = postprocessor
 
-    def forward(self, images: Tensor, orig_target_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return self.postprocessor.detect(self.model(images), orig_target_sizes)
+    def forward(
+        self, images: Tensor, orig_target_sizes: Tensor, class_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return self.postprocessor.detect(self.model(images), orig_target_sizes, class_mask)
 
 
 @dataclass
@@ -136,8 +145,10 @@ def export_onnx(
     sizes = torch.tensor([[w, h], [w, h]], dtype=torch.int64)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    every_class = torch.ones(1, num_classes, dtype=torch.bool)
     axes = (
-        {"images": {0: "N"}, "orig_target_sizes": {0: "N"}, "labels": {0: "N"}, "boxes": {0: "N"}, "scores": {0: "N"}}
+        {"images": {0: "N"}, "orig_target_sizes": {0: "N"}, CLASS_MASK: {0: "M"}}
+        | {k: {0: "N"} for k in ("labels", "boxes", "scores")}
         if dynamic_batch
         else None
     )
@@ -145,9 +156,9 @@ def export_onnx(
         warnings.simplefilter("ignore")  # tracer warnings about python ints taken from shapes (sizes are fixed)
         torch.onnx.export(
             wrapper,
-            (images, sizes),
+            (images, sizes, every_class),
             str(out),
-            input_names=["images", "orig_target_sizes"],
+            input_names=["images", "orig_target_sizes", CLASS_MASK],
             output_names=["labels", "boxes", "scores"],
             dynamic_axes=axes,
             opset_version=opset,
@@ -169,19 +180,27 @@ def export_onnx(
     }
     if run_data:  # the training run's data settings: `rtdetr val best.onnx` finds its validation set
         meta["run_data"] = json.dumps(run_data)
-    set_metadata(out, meta)
+    set_metadata(out, meta, defaults={CLASS_MASK: every_class.numpy()})
     if simplify:
         report.simplified = _simplify(out)
     if check:
         onnx.checker.check_model(str(out))
         x = check_inputs if check_inputs is not None else torch.rand(2, 3, h, w)
         s = torch.tensor([[w, h]] * x.shape[0], dtype=torch.int64)
-        with torch.no_grad():
-            ref = tuple(t.numpy() for t in wrapper(x, s))
         from rtdetr.export.runtime import OnnxRuntimeDetector
 
-        got = OnnxRuntimeDetector(out).run(x.numpy(), s.numpy())
-        report.max_score_diff, report.max_box_diff_px, report.label_agreement = compare_detections(ref, got)
+        graph = OnnxRuntimeDetector(out)
+        # every class (the input's default), then a class filter: each image half the classes (class 0 always)
+        half = (torch.arange(num_classes) + torch.arange(x.shape[0])[:, None]) % 2 == 0
+        half[:, 0] = True
+        found = []
+        for mask in (None, half):
+            with torch.no_grad():
+                ref = tuple(t.numpy() for t in wrapper(x, s, mask))
+            got = graph.run(x.numpy(), s.numpy(), None if mask is None else mask.numpy())
+            found.append(compare_detections(ref, got, score_floor=float(np.finfo(np.float32).tiny)))
+        report.max_score_diff, report.max_box_diff_px = (max(f[i] for f in found) for i in (0, 1))
+        report.label_agreement = min(f[2] for f in found)
         log.info(
             "ONNX parity: max |score diff| %.2e, max |box diff| %.2e px, label agreement %.3f",
             report.max_score_diff,
@@ -196,15 +215,22 @@ def export_onnx(
     return report
 
 
-def set_metadata(path: str | Path, values: dict[str, str]) -> None:
-    """Write ``values`` into the ONNX file's metadata (``metadata_props``), replacing keys already there."""
+def set_metadata(path: str | Path, values: dict[str, str], defaults: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``values`` into the ONNX file's metadata (``metadata_props``), replacing keys already there; and
+    give the graph inputs named in ``defaults`` these values (an initializer of the input's name: ONNX Runtime
+    uses it where the caller feeds nothing for that input)."""
     import onnx
+    from onnx import numpy_helper
 
     proto = onnx.load(str(path))
     kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in values]
     del proto.metadata_props[:]
     for k, v in [*kept, *values.items()]:
         proto.metadata_props.add(key=k, value=v)
+    for name, value in (defaults or {}).items():
+        if name not in {i.name for i in proto.graph.input}:
+            raise ValueError(f"{path}: the graph has no input {name!r} to give a default")
+        proto.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
     onnx.save(proto, str(path))
 
 

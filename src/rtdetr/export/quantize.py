@@ -119,15 +119,37 @@ def require_openvino() -> None:
         raise ImportError("OpenVINO export needs the 'openvino' package (pip install 'rtdetr[openvino]')")
 
 
+def _mask_default_dropped(path: Path, tmp: Path) -> Path:
+    """The ONNX graph at ``path`` for OpenVINO, whose converter makes an input with a default value (the
+    ``class_mask`` initializer) a constant: a copy at ``tmp`` without that default, so that the IR keeps the
+    input (OpenVINO inputs have no defaults; :class:`rtdetr.export.OpenVinoDetector` gives it every class when
+    unfiltered). A graph exported without the input is used as it is (``path``)."""
+    import onnx
+
+    from rtdetr.export.onnx import CLASS_MASK
+
+    proto = onnx.load(str(path))
+    found = [i for i in proto.graph.initializer if i.name == CLASS_MASK]
+    if not found or CLASS_MASK not in {i.name for i in proto.graph.input}:
+        return path
+    proto.graph.initializer.remove(found[0])
+    onnx.save(proto, str(tmp))
+    return tmp
+
+
 def to_openvino(onnx_path: str | Path, out_dir: str | Path) -> Path:
     """Convert an exported ONNX graph to OpenVINO IR (``<stem>.xml`` + ``.bin``) in ``out_dir``, with a
     ``<stem>.json`` sidecar holding the class names and input size from the ONNX metadata."""
     require_openvino()
     import openvino as ov
 
-    model = ov.convert_model(str(onnx_path))
     out = Path(out_dir) / f"{Path(onnx_path).stem}.xml"
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".mask_input.onnx")
+    try:
+        model = ov.convert_model(str(_mask_default_dropped(Path(onnx_path), tmp)))
+    finally:
+        tmp.unlink(missing_ok=True)
     ov.save_model(model, str(out))
     try:
         import onnx

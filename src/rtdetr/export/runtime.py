@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from rtdetr.engine.hardware import cpu_info
+from rtdetr.export.onnx import CLASS_MASK
 from rtdetr.models.postprocess import ClassFilter, class_mask
 
 __all__ = ["OnnxRuntimeDetector", "OpenVinoDetector", "recorded_ints"]
@@ -33,6 +34,17 @@ def _openvino_reason(e: Exception) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     said = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '"))]
     return (said or lines or [type(e).__name__])[-1]
+
+
+def _feed(images: np.ndarray, sizes: np.ndarray, class_mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    """A graph's inputs by name (``class_mask`` only where given)."""
+    feed: dict[str, np.ndarray] = {
+        "images": np.ascontiguousarray(images, dtype=np.float32),
+        "orig_target_sizes": np.ascontiguousarray(sizes, dtype=np.int64),
+    }
+    if class_mask is not None:
+        feed[CLASS_MASK] = np.ascontiguousarray(class_mask, dtype=bool)
+    return feed
 
 
 def _dict_or_none(value: object) -> dict | None:
@@ -56,6 +68,9 @@ class _GraphDetector(ABC):
     """The decoder layers the graph runs (baked in at export; None: not recorded)."""
     class_names: list[str] | None
     image_size: tuple[int, int] | None
+    class_input: int | None = None
+    """``C`` of the graph's ``class_mask`` input, which takes a class filter's top-k inside the graph as the
+    PyTorch model does (None: a graph exported without it, whose filter keeps those classes among its detections)."""
     run_data: dict | None = None
     """The data settings (``DataConfig`` as a dict) of the training run whose checkpoint was exported, where the
     export recorded them: ``val()`` without data evaluates on that run's validation set, as for the checkpoint."""
@@ -65,8 +80,12 @@ class _GraphDetector(ABC):
         return len(self.class_names) if self.class_names else None
 
     @abstractmethod
-    def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(labels [N, K], boxes [N, K, 4] xyxy pixels, scores [N, K])`` for images ``[N, 3, H, W]``."""
+    def run(
+        self, images: np.ndarray, sizes: np.ndarray, class_mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(labels [N, K], boxes [N, K, 4] xyxy pixels, scores [N, K])`` for images ``[N, 3, H, W]``, the top
+        ``K`` among the classes ``class_mask`` (``[1 or N, C]`` bool; None: every class) marks, where the graph
+        has that input (:attr:`class_input`)."""
 
     def set_decoder_depth(self, depth: int | None) -> None:
         """Accept ``depth`` only where it is the one baked in (None: the graph's own)."""
@@ -89,7 +108,8 @@ class _GraphDetector(ABC):
         classes: ClassFilter = None,
     ) -> list[dict[str, Tensor]]:
         """The graph's detections cut to ``max_det``; with ``classes`` (ids, or one entry per image), those of
-        these classes among the detections per image the graph was exported with (its top-k is inside the graph)."""
+        these classes (:meth:`detect` gives them to a graph with a ``class_mask`` input, whose top-k then holds
+        only them; an older graph's are its detections of these classes)."""
         labels, boxes, scores = raw
         mask = None
         if classes is not None:  # (the class count reaches every label the graph gave)
@@ -106,8 +126,13 @@ class _GraphDetector(ABC):
     def detect(
         self, images: Tensor, sizes: Tensor, max_det: int = 300, classes: ClassFilter = None
     ) -> list[dict[str, Tensor]]:
-        """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``."""
-        return self.postprocess(self.infer(images, sizes), sizes, max_det, classes)
+        """Same output as :class:`rtdetr.models.PostProcessor`: per image ``labels``, ``boxes``, ``scores``; with
+        ``classes``, the best of those classes over every query where the graph takes a class mask."""
+        mask = class_mask(classes, self.class_input, len(images)) if classes is not None and self.class_input else None
+        raw = self.run(
+            images.cpu().numpy(), sizes.cpu().numpy(), None if mask is None else mask.view(-1, mask.shape[-1]).numpy()
+        )
+        return self.postprocess(raw, sizes, max_det, classes)
 
     def synchronize(self) -> None:  # noqa: B027 (graphs run synchronously on the CPU: nothing to wait for)
         return None
@@ -137,11 +162,16 @@ class OnnxRuntimeDetector(_GraphDetector):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # errors only: the class_mask input's default is an initializer by design,
+        # which ONNX Runtime warns about on every load ("Initializer class_mask appears in graph inputs")
         try:
             self.session = ort.InferenceSession(str(p), opts, providers=providers or ["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for invalid models
             raise RuntimeError(f"{p}: ONNX Runtime cannot load this model ({e})") from None
         shape = self.session.get_inputs()[0].shape
+        inputs = [*self.session.get_inputs(), *self.session.get_overridable_initializers()]
+        mask_shape = next((i.shape for i in inputs if i.name == CLASS_MASK), None)
+        self.class_input = int(mask_shape[-1]) if mask_shape and isinstance(mask_shape[-1], int) else None
         self.image_size = (int(shape[2]), int(shape[3])) if all(isinstance(d, int) for d in shape[2:]) else None
         self.path = p
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -152,11 +182,10 @@ class OnnxRuntimeDetector(_GraphDetector):
         if precision == "int8":
             self.precision, self.precision_reason = "int8", _INT8_REASON
 
-    def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        feed = {
-            "images": np.ascontiguousarray(images, dtype=np.float32),
-            "orig_target_sizes": np.ascontiguousarray(sizes, dtype=np.int64),
-        }
+    def run(
+        self, images: np.ndarray, sizes: np.ndarray, class_mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        feed = _feed(images, sizes, class_mask if self.class_input else None)  # None: the graph's default, all
         try:
             labels, boxes, scores = self.session.run(None, feed)
         except Exception as e:  # ONNX Runtime's own exception types (InvalidArgument...) are not RuntimeErrors
@@ -238,6 +267,9 @@ class OpenVinoDetector(_GraphDetector):
         if any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):  # the int8 graph's IR
             self.precision_reason = f"{_INT8_REASON}; its other layers in {self.precision}"
             self.precision = "int8"
+        port = next((i for i in self.compiled.inputs if CLASS_MASK in i.get_names()), None)
+        dim = port.get_partial_shape()[-1] if port is not None else None
+        self.class_input = dim.get_length() if dim is not None and dim.is_static else None
         sidecar = p.with_suffix(".json")
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         self.class_names = meta.get("class_names")
@@ -247,12 +279,11 @@ class OpenVinoDetector(_GraphDetector):
         self.image_size = (int(size[0]), int(size[1])) if size else None
         self.path = p
 
-    def run(self, images: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        res = self.compiled(
-            {
-                "images": np.ascontiguousarray(images, dtype=np.float32),
-                "orig_target_sizes": np.ascontiguousarray(sizes, dtype=np.int64),
-            }
-        )
+    def run(
+        self, images: np.ndarray, sizes: np.ndarray, class_mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.class_input and class_mask is None:  # an OpenVINO input has no default: every class
+            class_mask = np.ones((1, self.class_input), dtype=bool)
+        res = self.compiled(_feed(images, sizes, class_mask if self.class_input else None))
         outs = {o.get_any_name(): v for o, v in res.items()}
         return outs["labels"], outs["boxes"], outs["scores"]
