@@ -59,3 +59,15 @@ def test_official_parity_compares_every_gradient() -> None:
     off = gradient_parity(official, backward(Net(scale=1.0 + 1e-6)))
     assert off["grad_max_rel_diff"] > 1e-6 and off["grad_worst"].startswith(("a.", "b."))
     assert off["params_only_official"] == off["params_only_ours"] == []
+
+
+def test_official_param_groups_reports_every_difference() -> None:
+    """The optimizer-group comparison counts a tensor whose LR or weight decay differs, and names the tensors
+    that one side lacks (a renamed parameter must not pass as compared)."""
+    differences = load_benchmark("official_param_groups").differences
+    official = {"a": (1e-4, 0.0), "b": (1e-5, 1e-4), "gone": (1e-4, 1e-4)}
+    ours = {"a": (1e-4, 0.0), "b": (1e-5, 0.0), "new": (1e-4, 1e-4)}
+    got = differences(official, ours)
+    assert (got["compared"], got["differ"], got["official_only"], got["ours_only"]) == (2, 1, ["gone"], ["new"])
+    assert got["examples"] == {"b": {"official": (1e-5, 1e-4), "ours": (1e-5, 0.0)}}
+    assert differences(official, dict(official))["differ"] == 0

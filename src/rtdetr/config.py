@@ -8,6 +8,7 @@ keys are errors with a "did you mean" hint, and values are type-checked against 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ __all__ = [
     "EncoderConfig",
     "DataConfig",
     "ModelConfig",
+    "ParamGroupRule",
     "RunConfig",
     "TrainConfig",
     "apply_dotted_overrides",
@@ -228,6 +230,26 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ParamGroupRule:
+    """An optimizer parameter group as RT-DETR's official configs write one (``optimizer.params``): the trainable
+    parameters in whose name the regular expression ``match`` is found (``re.search``, e.g.
+    ``'^(?=.*backbone)(?!.*norm).*$'``: backbone, no norm), at their own ``lr`` and ``weight_decay`` (None:
+    ``train.lr``, ``train.weight_decay``)."""
+
+    match: str
+    lr: float | None = None
+    weight_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.match)
+        except re.error as e:
+            raise ConfigError(f"match {self.match!r} is not a regular expression ({e})") from None
+        if (self.lr is not None and self.lr < 0) or (self.weight_decay is not None and self.weight_decay < 0):
+            raise ConfigError(f"lr and weight_decay must be >= 0, got {self.lr} and {self.weight_decay}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 72
     batch_size: int | None = None
@@ -239,9 +261,15 @@ class TrainConfig:
     """AdamW learning rate. None: ``recipe_defaults`` decides (official 1e-4, the backbone's 1e-5; fast_small 1e-3
     for both, or 4e-4 when a step holds fewer than 28 objects: batch x accumulate x objects per image)."""
     backbone_lr: float | None = None
+    """The backbone's learning rate (None: ``recipe_defaults`` decides). Not with ``param_groups``."""
     weight_decay: float = 1e-4
-    no_decay_norm_bias: bool = True
-    """No weight decay on normalisation parameters and biases."""
+    no_decay_norm_bias: bool | None = None
+    """No weight decay on normalisation parameters and biases (None: on, unless ``param_groups`` are set)."""
+    param_groups: tuple[ParamGroupRule, ...] = ()
+    """Optimizer groups by parameter name, as the official configs make them: each rule's parameters (a parameter
+    may match one rule only), then every other trainable parameter at ``lr`` and ``weight_decay``. Set, they
+    replace the backbone/head split, so ``backbone_lr`` and ``no_decay_norm_bias`` stay unset. The shipped COCO
+    recipes carry their official configs' rules."""
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8  # AdamW
     warmup_iters: int | None = None
@@ -371,6 +399,11 @@ class TrainConfig:
             raise ConfigError(f"no_aug_epochs must be >= 0, got {self.no_aug_epochs}")
         if (self.lr is not None and self.lr <= 0) or (self.backbone_lr is not None and self.backbone_lr < 0):
             raise ConfigError("lr must be > 0 and backbone_lr >= 0")
+        if self.param_groups and (self.backbone_lr is not None or self.no_decay_norm_bias is not None):
+            raise ConfigError(
+                "param_groups set every parameter's lr and weight decay: leave backbone_lr and no_decay_norm_bias "
+                "unset (a rule such as {match: '^(?=.*backbone)', lr: 1.0e-5} gives the backbone its lr)"
+            )
         if self.schedule_over == "time" and not self.time_budget_s:
             raise ConfigError("schedule_over 'time' needs time_budget_s (the length the schedule follows)")
         if self.schedule_over == "time" and self.schedule == "step":

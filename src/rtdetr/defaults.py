@@ -140,6 +140,8 @@ def resolve_defaults(
     sections: dict[str, dict[str, Any]] = {"train": {"recipe_defaults": name}, "data": {}}
     for dotted, value in table.items():
         section, key = dotted.split(".")
+        if key == "backbone_lr" and cfg.train.param_groups:  # the rules give every parameter its lr
+            continue
         if getattr(getattr(cfg, section), key) in (None, "auto"):
             if key == "schedule_over" and value == "time" and not cfg.train.time_budget_s:
                 value = "epochs"

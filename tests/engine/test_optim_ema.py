@@ -179,3 +179,89 @@ def test_eta_note_counts_epochs_and_the_budget() -> None:
     assert eta_note(20.0, 1, 1) == "; about 1 min left (1 epoch)"  # never "0 min"
     assert eta_note(600.0, 2, 10, budget_left_s=900.0) == "; about 15 min left (the time budget's end)"
     assert eta_note(600.0, 2, 0) == eta_note(600.0, 2, 3, budget_left_s=0.0) == ""  # nothing left to run
+
+
+#: Each shipped COCO recipe's groups as the official code builds them from the config the recipe reproduces:
+#: {(lr, weight_decay): trainable tensors}, recorded by benchmarks/official_param_groups.py (the official
+#: YAMLConfig.optimizer in the official code, results_official_param_groups.json), plus parameters whose group
+#: shows a quirk of the official patterns.
+OFFICIAL_GROUPS = {
+    "rtdetrv2_r18vd_120e_coco": {(1e-4, 0.0): 162, (1e-4, 1e-4): 164},
+    "rtdetrv2_r50vd_6x_coco": {(1e-5, 1e-4): 52, (1e-4, 0.0): 126, (1e-4, 1e-4): 209},
+    "rtdetr_r18vd_6x_coco": {(1e-5, 0.0): 46, (1e-5, 1e-4): 23, (1e-4, 0.0): 159, (1e-4, 1e-4): 98},
+}
+OFFICIAL_QUIRKS = {
+    # biases keep their weight decay in RT-DETRv2's configs
+    "rtdetrv2_r18vd_120e_coco": {"decoder.dec_bbox_head.0.layers.0.bias": (1e-4, 1e-4),
+                                 "backbone.conv1.conv1_1.norm.weight": (1e-4, 0.0)},
+    "rtdetrv2_r50vd_6x_coco": {"decoder.dec_bbox_head.0.layers.0.bias": (1e-4, 1e-4),
+                               "backbone.res_layers.0.blocks.0.branch2a.conv.weight": (1e-5, 1e-4)},
+    # a LayerNorm and a BatchNorm named by index ('enc_output.1', 'input_proj.0.1') contain no 'norm': decayed
+    "rtdetr_r18vd_6x_coco": {"decoder.enc_output.1.weight": (1e-4, 1e-4), "encoder.input_proj.0.1.weight": (1e-4, 1e-4),
+                             "decoder.dec_bbox_head.0.layers.0.bias": (1e-4, 0.0)},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("recipe", sorted(OFFICIAL_GROUPS))
+def test_coco_recipes_group_parameters_as_the_official_configs(recipe: str) -> None:
+    from rtdetr.models import build_model
+    from rtdetr.recipe import load_recipe
+
+    run = load_recipe(recipe)
+    model = build_model(run.model)
+    groups = param_groups(model, run.train)
+    sizes: dict[tuple[float, float], int] = {}
+    for g in groups:
+        key = (g["lr"], g["weight_decay"])
+        sizes[key] = sizes.get(key, 0) + len(g["params"])
+    assert sizes == OFFICIAL_GROUPS[recipe]
+    settings = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert {n: settings[id(named[n])] for n in OFFICIAL_QUIRKS[recipe]} == OFFICIAL_QUIRKS[recipe]
+    assert groups[0]["name"] == "others" and groups[0]["lr"] == run.train.lr  # the LR the trainer shows
+
+
+def test_param_group_rules_are_checked(caplog: pytest.LogCaptureFixture) -> None:
+    from rtdetr.config import ConfigError, ParamGroupRule, from_dict
+
+    model = create_model("rtdetr_r18vd")
+    both = TrainConfig(lr=1e-4, param_groups=(ParamGroupRule("backbone", lr=1e-5), ParamGroupRule("conv1")))
+    with pytest.raises(ValueError, match=r"'backbone.conv1.conv1_1.conv.weight' matches train.param_groups\[0\] "
+                                         r"\('backbone'\) and \[1\] \('conv1'\)"):  # fmt: skip
+        param_groups(model, both)
+    with caplog.at_level("WARNING", logger="rtdetr"):
+        groups = param_groups(model, TrainConfig(lr=1e-4, param_groups=(ParamGroupRule("backbon3", lr=0.0),)))
+    assert "train.param_groups[0] ('backbon3') matches no trainable parameter" in caplog.text
+    assert [g["name"] for g in groups] == ["others"]
+    with pytest.raises(ConfigError, match=r"train.param_groups\[0\]: match '\^\(\?=' is not a regular expression"):
+        from_dict(TrainConfig, {"param_groups": [{"match": "^(?="}]}, "train")
+    with pytest.raises(ConfigError, match="unknown config key 'train.param_groups\\[0\\].params'"):
+        from_dict(TrainConfig, {"param_groups": [{"params": "backbone"}]}, "train")
+    for clash in ({"backbone_lr": 1e-5}, {"no_decay_norm_bias": False}):
+        with pytest.raises(ConfigError, match="leave backbone_lr and no_decay_norm_bias unset"):
+            TrainConfig(lr=1e-4, param_groups=(ParamGroupRule("backbone"),), **clash)  # type: ignore[arg-type]
+    # frozen parameters stay out; everything trainable is in exactly one group
+    frozen = create_model("rtdetr_r50vd")
+    rules = TrainConfig(lr=1e-4, param_groups=(ParamGroupRule("^(?=.*backbone)", lr=1e-5),))
+    held = [p for g in param_groups(frozen, rules) for p in g["params"]]
+    assert len(held) == len({id(p) for p in held}) == sum(p.requires_grad for p in frozen.parameters())
+
+
+def test_param_group_rules_reach_the_optimizer_and_the_defaults() -> None:
+    from rtdetr.config import ParamGroupRule, RunConfig
+    from rtdetr.defaults import resolve_defaults
+    from rtdetr.engine.optim import build_optimizer, describe_schedule
+
+    model = create_model("rtdetr_r18vd")
+    rules = (ParamGroupRule("^(?=.*backbone)", lr=2e-5, weight_decay=0.0),)
+    resolved, _ = resolve_defaults(RunConfig(train=TrainConfig(param_groups=rules)), 5000)
+    assert resolved.train.backbone_lr is None and resolved.train.lr == 1e-4  # the official table, no backbone_lr
+    opt = build_optimizer(model, resolved.train)
+    backbone = {id(p) for p in model.backbone.parameters()}
+    for g in opt.param_groups:
+        inside = {id(p) in backbone for p in g["params"]}
+        assert inside == ({True} if g["name"] == "rule0" else {False})
+        assert (g["lr"], g["weight_decay"]) == ((2e-5, 0.0) if g["name"] == "rule0" else (1e-4, 1e-4))
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.01)  # the warm-up's first step, as the trainer's
+    plan, _ = describe_schedule(resolved.train, 100, opt)
+    assert "optimizer groups (train.param_groups): others 2" in plan and "rule0 " in plan and "lr 2e-05 wd 0" in plan

@@ -71,7 +71,7 @@ def time_steps(cfg: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
     criterion = RTDETRCriterion(cfg.model.num_classes)
     # the step's cost does not depend on the learning rates: any stand in while the recipe has not set them
     lr, backbone_lr = (1e-4 if v is None else v for v in (t.lr, t.backbone_lr))  # (0 is a valid backbone_lr)
-    stand_in = replace(t, lr=lr, backbone_lr=backbone_lr)
+    stand_in = replace(t, lr=lr, backbone_lr=None if t.param_groups else backbone_lr)
     opt = build_optimizer(model, stand_in)
     h, w = cfg.data.image_size
     x = torch.rand(t.batch_size, 3, h, w, device=device)

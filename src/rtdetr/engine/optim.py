@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 
 import torch
 from torch import nn
@@ -10,20 +12,25 @@ from torch import nn
 from rtdetr.config import TrainConfig
 from rtdetr.models.layers import FrozenBatchNorm2d
 
-__all__ = ["build_optimizer", "lr_factor", "param_groups"]
+__all__ = ["build_optimizer", "describe_groups", "lr_factor", "param_groups", "rule_groups"]
+
+log = logging.getLogger("rtdetr")
 
 _NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm, FrozenBatchNorm2d)
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """AdamW groups: backbone vs the rest (``backbone_lr`` vs ``lr``), each split into decayed weights and
-    undecayed normalisation parameters and biases (when ``no_decay_norm_bias``). Frozen parameters are left out.
+    """AdamW groups: with ``param_groups`` rules, those (:func:`rule_groups`); else backbone vs the rest
+    (``backbone_lr`` vs ``lr``), each split into decayed weights and undecayed normalisation parameters and biases
+    (unless ``no_decay_norm_bias`` is False). Frozen parameters are left out.
 
     Raises:
         ValueError: ``lr`` or ``backbone_lr`` is unset (None: :func:`rtdetr.defaults.resolve_defaults` sets them).
     """
-    if cfg.lr is None or cfg.backbone_lr is None:
+    if cfg.lr is None or (cfg.backbone_lr is None and not cfg.param_groups):
         raise ValueError("train.lr and train.backbone_lr are unset: resolve the recipe defaults first")
+    if cfg.param_groups:
+        return rule_groups(model, cfg)
     norm_params = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -31,7 +38,9 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
             continue
         bare = name.removeprefix("module.")
         backbone = bare.startswith("backbone.")
-        no_decay = cfg.no_decay_norm_bias and (id(p) in norm_params or bare.endswith(".bias") or p.ndim <= 1)
+        no_decay = cfg.no_decay_norm_bias is not False and (
+            id(p) in norm_params or bare.endswith(".bias") or p.ndim <= 1
+        )
         groups.setdefault((backbone, no_decay), []).append(p)
     out = []
     for (backbone, no_decay), params in sorted(groups.items()):
@@ -43,6 +52,43 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
                 "name": f"{'backbone' if backbone else 'head'}{'_no_decay' if no_decay else ''}",
             }
         )
+    return out
+
+
+def rule_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """The groups of ``cfg.param_groups`` as the official code makes them from its config's ``optimizer.params``:
+    the trainable parameters no rule matched (``others``, at ``lr`` and ``weight_decay``; first, so that the LR the
+    trainer shows, the first group's, is ``train.lr``), then rule ``i``'s (``rule{i}``; its ``lr`` and
+    ``weight_decay``, else ``train``'s). Names are matched without a DDP ``module.`` prefix. A rule matching
+    nothing is left out with a warning (a typo, or only frozen parameters).
+
+    Raises:
+        ValueError: a parameter matches two rules (the official code asserts).
+    """
+    rules = cfg.param_groups
+    patterns = [re.compile(r.match) for r in rules]
+    chosen: list[list[nn.Parameter]] = [[] for _ in rules]
+    rest: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        bare = name.removeprefix("module.")
+        hits = [i for i, pattern in enumerate(patterns) if pattern.search(bare)]
+        if len(hits) > 1:
+            a, b = hits[:2]
+            raise ValueError(
+                f"parameter {bare!r} matches train.param_groups[{a}] ({rules[a].match!r}) and [{b}] "
+                f"({rules[b].match!r}): a parameter may be in one group only"
+            )
+        (chosen[hits[0]] if hits else rest).append(p)
+    out = [{"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "others"}] if rest else []
+    for i, (rule, params) in enumerate(zip(rules, chosen)):
+        if not params:
+            log.warning("train.param_groups[%d] (%r) matches no trainable parameter: no such group", i, rule.match)
+            continue
+        lr = cfg.lr if rule.lr is None else rule.lr
+        decay = cfg.weight_decay if rule.weight_decay is None else rule.weight_decay
+        out.append({"params": params, "lr": lr, "weight_decay": decay, "name": f"rule{i}"})
     return out
 
 
@@ -85,9 +131,21 @@ def expected_steps(cfg: TrainConfig, global_step: int, used_s: float) -> int | N
     return max(global_step, int(cfg.time_budget_s * global_step / used_s))
 
 
-def describe_schedule(cfg: TrainConfig, iters_per_epoch: int) -> tuple[str, str | None]:
+def describe_groups(groups: list[dict]) -> str:
+    """``param_groups``' groups in words: ``others 260 tensors lr 1e-4 wd 1e-4, rule0 110 tensors lr 1e-5 ...``
+    (the peak LR: ``initial_lr`` where a scheduler has scaled ``lr`` for its warm-up)."""
+    return ", ".join(
+        f"{g.get('name', i)} {len(g['params'])} tensors lr {g.get('initial_lr', g['lr']):g} wd {g['weight_decay']:g}"
+        for i, g in enumerate(groups)
+    )
+
+
+def describe_schedule(
+    cfg: TrainConfig, iters_per_epoch: int, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[str, str | None]:
     """The run's schedule in words (optimizer steps, the LR and EMA warm-ups as :func:`effective_warmups` caps
-    them), and a warning when the run is too short to train a detector from scratch (else None)."""
+    them; with ``param_groups`` rules, ``optimizer``'s groups, where a pattern's typo shows), and a warning when the
+    run is too short to train a detector from scratch (else None)."""
     warmup, ema_warmup = effective_warmups(cfg, iters_per_epoch)
     steps = cfg.epochs * iters_per_epoch
     plan = (
@@ -95,6 +153,8 @@ def describe_schedule(cfg: TrainConfig, iters_per_epoch: int) -> tuple[str, str 
         f"step{'s' * (warmup != 1)}, EMA {cfg.ema_ramp[0]:g} warming up over {ema_warmup} (capped at "
         f"{100 * cfg.warmup_cap:.0f}% / {100 * EMA_WARMUP_FRACTION:.0f}% of the run)"
     )
+    if cfg.param_groups and optimizer is not None:
+        plan += f"; optimizer groups (train.param_groups): {describe_groups(optimizer.param_groups)}"
     short = None
     if steps < SHORT_RUN_STEPS:
         short = (f"only {steps} optimizer steps: too short to train a detector from scratch (a few thousand are "

@@ -163,7 +163,7 @@ class Trainer:
         ema_warmup = effective_warmups(t, self.iters_per_epoch)[1]
         self.ema = ModelEMA(self.model, t.ema_ramp[0], ema_warmup) if t.ema else None
         if self.main:
-            ms, (plan, short) = self.collate.scales, describe_schedule(t, self.iters_per_epoch)
+            ms, (plan, short) = self.collate.scales, describe_schedule(t, self.iters_per_epoch, self.optimizer)
             multi = f" (multi-scale {size_text(min(ms))} to {size_text(max(ms))})" if ms else ""
             log.info("%s at %s%s: %s", cfg.model.name, size_text(size), multi, plan)
             if short:
