@@ -32,9 +32,28 @@ from rtdetr.recipe import load_recipe  # noqa: E402
 
 #: our recipe -> the official config it reproduces (code base folder, config)
 RECIPES = {
-    "rtdetrv2_r18vd_120e_coco": ("rtdetrv2_pytorch", "configs/rtdetrv2/rtdetrv2_r18vd_120e_coco.yml"),
-    "rtdetrv2_r50vd_6x_coco": ("rtdetrv2_pytorch", "configs/rtdetrv2/rtdetrv2_r50vd_6x_coco.yml"),
-    "rtdetr_r18vd_6x_coco": ("rtdetrv2_pytorch", "configs/rtdetr/rtdetr_r18vd_6x_coco.yml"),
+    **{
+        name: ("rtdetrv2_pytorch", f"configs/rtdetrv2/{name}.yml")
+        for name in (
+            "rtdetrv2_r18vd_120e_coco",
+            "rtdetrv2_r34vd_120e_coco",
+            "rtdetrv2_r50vd_m_7x_coco",
+            "rtdetrv2_r50vd_6x_coco",
+            "rtdetrv2_r101vd_6x_coco",
+            "rtdetrv2_hgnetv2_l_6x_coco",
+            "rtdetrv2_hgnetv2_x_6x_coco",
+        )
+    },
+    **{  # the v1 recipes as the RT-DETRv2 code base runs them (with its LR warm-up)
+        name: ("rtdetrv2_pytorch", f"configs/rtdetr/{name}.yml")
+        for name in (
+            "rtdetr_r18vd_6x_coco",
+            "rtdetr_r34vd_6x_coco",
+            "rtdetr_r50vd_m_6x_coco",
+            "rtdetr_r50vd_6x_coco",
+            "rtdetr_r101vd_6x_coco",
+        )
+    },
 }
 
 
@@ -60,7 +79,7 @@ def differences(official: dict[str, tuple], ours: dict[str, tuple]) -> dict:
 def compare_recipe(recipe: str, official_root: Path) -> dict:
     folder, config = RECIPES[recipe]
     with official_code(official_root / folder) as off:
-        cfg = off.YAMLConfig(config, PResNet={"pretrained": False})
+        cfg = off.YAMLConfig(config, PResNet={"pretrained": False}, HGNetv2={"pretrained": False})
         official_model = cfg.model
         official = by_name(official_model, cfg.optimizer.param_groups)
     run = load_recipe(recipe)

@@ -187,8 +187,17 @@ def test_eta_note_counts_epochs_and_the_budget() -> None:
 #: shows a quirk of the official patterns.
 OFFICIAL_GROUPS = {
     "rtdetrv2_r18vd_120e_coco": {(1e-4, 0.0): 162, (1e-4, 1e-4): 164},
+    "rtdetrv2_r34vd_120e_coco": {(5e-5, 1e-4): 39, (5e-5, 0.0): 78, (1e-4, 0.0): 181, (1e-4, 1e-4): 106},
+    "rtdetrv2_r50vd_m_7x_coco": {(1e-5, 1e-4): 52, (1e-4, 0.0): 134, (1e-4, 1e-4): 213},
     "rtdetrv2_r50vd_6x_coco": {(1e-5, 1e-4): 52, (1e-4, 0.0): 126, (1e-4, 1e-4): 209},
+    "rtdetrv2_r101vd_6x_coco": {(1e-6, 1e-4): 103, (1e-4, 0.0): 126, (1e-4, 1e-4): 209},
+    "rtdetrv2_hgnetv2_l_6x_coco": {(5e-6, 1e-4): 75, (1e-4, 0.0): 126, (1e-4, 1e-4): 209},
+    "rtdetrv2_hgnetv2_x_6x_coco": {(1e-6, 1e-4): 125, (1e-4, 0.0): 126, (1e-4, 1e-4): 209},
     "rtdetr_r18vd_6x_coco": {(1e-5, 0.0): 46, (1e-5, 1e-4): 23, (1e-4, 0.0): 159, (1e-4, 1e-4): 98},
+    "rtdetr_r34vd_6x_coco": {(1e-5, 0.0): 78, (1e-5, 1e-4): 39, (1e-4, 0.0): 177, (1e-4, 1e-4): 110},
+    "rtdetr_r50vd_m_6x_coco": {(1e-5, 1e-4): 52, (1e-4, 0.0): 213, (1e-4, 1e-4): 134},
+    "rtdetr_r50vd_6x_coco": {(1e-5, 1e-4): 52, (1e-4, 0.0): 205, (1e-4, 1e-4): 130},  # (+ an empty group)
+    "rtdetr_r101vd_6x_coco": {(1e-6, 1e-4): 103, (1e-4, 0.0): 118, (1e-4, 1e-4): 217},
 }
 OFFICIAL_QUIRKS = {
     # biases keep their weight decay in RT-DETRv2's configs
@@ -200,6 +209,12 @@ OFFICIAL_QUIRKS = {
     "rtdetr_r18vd_6x_coco": {"decoder.enc_output.1.weight": (1e-4, 1e-4), "encoder.input_proj.0.1.weight": (1e-4, 1e-4),
                              "decoder.dec_bbox_head.0.layers.0.bias": (1e-4, 0.0)},
 }  # fmt: skip
+
+
+def test_every_coco_recipe_has_its_official_groups() -> None:
+    from rtdetr.recipe import bundled_recipes
+
+    assert {r for r in bundled_recipes() if r.endswith("_coco")} == set(OFFICIAL_GROUPS)
 
 
 @pytest.mark.parametrize("recipe", sorted(OFFICIAL_GROUPS))
@@ -217,12 +232,14 @@ def test_coco_recipes_group_parameters_as_the_official_configs(recipe: str) -> N
     assert sizes == OFFICIAL_GROUPS[recipe]
     settings = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
     named = dict(model.named_parameters())
-    assert {n: settings[id(named[n])] for n in OFFICIAL_QUIRKS[recipe]} == OFFICIAL_QUIRKS[recipe]
+    quirks = OFFICIAL_QUIRKS.get(recipe, {})
+    assert {n: settings[id(named[n])] for n in quirks} == quirks
     assert groups[0]["name"] == "others" and groups[0]["lr"] == run.train.lr  # the LR the trainer shows
 
 
 def test_param_group_rules_are_checked(caplog: pytest.LogCaptureFixture) -> None:
     from rtdetr.config import ConfigError, ParamGroupRule, from_dict
+    from rtdetr.recipe import load_recipe
 
     model = create_model("rtdetr_r18vd")
     both = TrainConfig(lr=1e-4, param_groups=(ParamGroupRule("backbone", lr=1e-5), ParamGroupRule("conv1")))
@@ -231,8 +248,15 @@ def test_param_group_rules_are_checked(caplog: pytest.LogCaptureFixture) -> None
         param_groups(model, both)
     with caplog.at_level("WARNING", logger="rtdetr"):
         groups = param_groups(model, TrainConfig(lr=1e-4, param_groups=(ParamGroupRule("backbon3", lr=0.0),)))
-    assert "train.param_groups[0] ('backbon3') matches no trainable parameter" in caplog.text
+    assert "train.param_groups[0] ('backbon3') matches no name in the model" in caplog.text
     assert [g["name"] for g in groups] == ["others"]
+    caplog.clear()  # a rule of frozen norms only (their affine and statistics are buffers): no warning
+    r50 = load_recipe("rtdetr_r50vd_6x_coco")
+    with caplog.at_level("DEBUG", logger="rtdetr"):
+        param_groups(create_model("rtdetr_r50vd"), r50.train)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [("DEBUG", "train.param_groups[1] ('^(?=.*backbone)(?=.*(?:norm|bn)).*$') matches no trainable "
+                              "parameter: no such group")]  # fmt: skip
     with pytest.raises(ConfigError, match=r"train.param_groups\[0\]: match '\^\(\?=' is not a regular expression"):
         from_dict(TrainConfig, {"param_groups": [{"match": "^(?="}]}, "train")
     with pytest.raises(ConfigError, match="unknown config key 'train.param_groups\\[0\\].params'"):

@@ -59,8 +59,10 @@ def rule_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """The groups of ``cfg.param_groups`` as the official code makes them from its config's ``optimizer.params``:
     the trainable parameters no rule matched (``others``, at ``lr`` and ``weight_decay``; first, so that the LR the
     trainer shows, the first group's, is ``train.lr``), then rule ``i``'s (``rule{i}``; its ``lr`` and
-    ``weight_decay``, else ``train``'s). Names are matched without a DDP ``module.`` prefix. A rule matching
-    nothing is left out with a warning (a typo, or only frozen parameters).
+    ``weight_decay``, else ``train``'s). Names are matched without a DDP ``module.`` prefix. A rule matching no
+    trainable parameter makes no group: a warning where it matches no name of the model at all (a typo); said at
+    debug level where it matches only frozen ones (a frozen BatchNorm's statistics and affine are buffers), as the
+    official R50 recipe's backbone-norm rule does.
 
     Raises:
         ValueError: a parameter matches two rules (the official code asserts).
@@ -82,9 +84,12 @@ def rule_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
             )
         (chosen[hits[0]] if hits else rest).append(p)
     out = [{"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "others"}] if rest else []
+    names = [n.removeprefix("module.") for n, _ in [*model.named_parameters(), *model.named_buffers()]]
     for i, (rule, params) in enumerate(zip(rules, chosen)):
         if not params:
-            log.warning("train.param_groups[%d] (%r) matches no trainable parameter: no such group", i, rule.match)
+            frozen = any(patterns[i].search(n) for n in names)
+            log.log(logging.DEBUG if frozen else logging.WARNING, "train.param_groups[%d] (%r) matches no %s: no "
+                    "such group", i, rule.match, "trainable parameter" if frozen else "name in the model")  # fmt: skip
             continue
         lr = cfg.lr if rule.lr is None else rule.lr
         decay = cfg.weight_decay if rule.weight_decay is None else rule.weight_decay
