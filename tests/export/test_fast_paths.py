@@ -53,6 +53,7 @@ def test_int8_and_openvino(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert int8[1].shape == fp32[1].shape == (1, 20, 4)
     # what predict/serve say they run: the int8 graph said "fp32 (fixed at export)"
     assert (OnnxRuntimeDetector(q).precision, OnnxRuntimeDetector(onnx_path).precision) == ("int8", "fp32")
+    assert OnnxRuntimeDetector(q).class_input == 3  # quantization keeps the class_mask input and its default
     import onnx
 
     def precision_key(path: Path) -> list[str]:

@@ -155,6 +155,13 @@ def test_graph_class_filter_ranks_those_classes_over_every_query(exported: tuple
             ref = _filtered_reference(model, x, sizes, max_det, classes)
             assert all(_same(_as_numpy(g), r) for g, r in zip(got, ref)), (graph.kind, classes, max_det)
         assert [len(d["labels"]) for d in graph.detect(x, sizes, 20, {0})] == [20, 20]
+    # a graph exported for a fixed batch still takes one row of classes per image
+    fixed = OnnxRuntimeDetector(
+        export_onnx(model, tmp_path / "fixed.onnx", num_top_queries=20, dynamic_batch=False).path
+    )
+    got = fixed.detect(x, sizes, 20, [{0}, {2}])
+    ref = _filtered_reference(model, x, sizes, 20, [{0}, {2}])
+    assert all(_same(_as_numpy(g), r) for g, r in zip(got, ref))
 
 
 def test_graph_without_class_input_filters_its_own_detections(exported: tuple, tmp_path: Path) -> None:

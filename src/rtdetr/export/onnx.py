@@ -146,12 +146,9 @@ def export_onnx(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     every_class = torch.ones(1, num_classes, dtype=torch.bool)
-    axes = (
-        {"images": {0: "N"}, "orig_target_sizes": {0: "N"}, CLASS_MASK: {0: "M"}}
-        | {k: {0: "N"} for k in ("labels", "boxes", "scores")}
-        if dynamic_batch
-        else None
-    )
+    axes: dict[str, dict[int, str]] = {CLASS_MASK: {0: "M"}}  # one row for every image, or one per image
+    if dynamic_batch:
+        axes |= {k: {0: "N"} for k in ("images", "orig_target_sizes", "labels", "boxes", "scores")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about python ints taken from shapes (sizes are fixed)
         torch.onnx.export(
