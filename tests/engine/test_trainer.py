@@ -288,7 +288,16 @@ def test_a_time_budget_scales_the_warm_ups_to_the_steps_it_holds(
     assert expected_steps(tr.cfg.train, 200, 100.0) == 200  # at least the steps done
     short = Trainer(tiny_config(tiny_data, tmp_path / "s", "train.time_budget_s=2", "train.schedule_over=time",
                                 "train.epochs=100", "train.eval_interval=1000"))  # fmt: skip
+    import itertools
+    import time
+    import types
+
     from rtdetr.engine import logger as runlog
+    from rtdetr.engine import trainer as trainer_module
+
+    ticks = itertools.count()  # the trainer's clock moves 0.02 s per reading: the same steps on a loaded machine
+    clock = types.SimpleNamespace(time=lambda: 0.02 * next(ticks), strftime=time.strftime)
+    monkeypatch.setattr(trainer_module, "time", clock)
 
     labels: list[str] = []
     monkeypatch.setattr(runlog, "progress_bar", lambda total, desc, *a: labels.append(desc))
