@@ -1,0 +1,131 @@
+"""Our training augmentations against torchvision's transforms v2, which the official code runs, by distribution.
+
+The official pipeline (``configs/*/include/dataloader.yml``) is RandomPhotometricDistort(p 0.5),
+RandomZoomOut(fill 0), RandomIoUCrop wrapped to apply with p 0.8, SanitizeBoundingBoxes(min_size 1), then flip
+and resize. Ours (``rtdetr.data.transforms``) is written here without torchvision, and draws its random numbers
+in another order, so the two cannot be compared draw for draw: this script runs both many times on one image
+with boxes and compares the distributions of what comes out (two-sample Kolmogorov-Smirnov tests): the
+geometric ops' output height and width, boxes kept, their area and position; the photometric op's pixel mean,
+spread and colour balance. ``--broken crop_p=0.7`` (or ``zoom_max=3``, ``crop_min_scale=0.4``) runs a
+deliberately altered copy of ours, to show what the comparison detects.
+
+Needs torchvision, so it runs in the official code's environment (``/tmp/peer``; see ``official_parity.py``)::
+
+    PYTHONPATH=src /tmp/peer/bin/python benchmarks/official_augment_stats.py --draws 10000 \\
+        --out benchmarks/results_official_augment_stats.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import ks_2samp
+
+from rtdetr.data.transforms import PhotometricDistort, RandomIoUCrop, Sample, Sanitize, ZoomOut
+
+H, W = 120, 160
+#: xyxy pixel boxes of the test image: small, large, at the borders, the whole image
+BOXES = [[10, 10, 60, 50], [70, 20, 150, 110], [5, 80, 40, 118], [100, 5, 120, 30], [50, 50, 90, 90], [0, 0, 160, 120]]
+GEOMETRY = ("height", "width", "boxes kept", "box area / image", "mean x0 / width")
+PHOTOMETRY = ("pixel mean", "pixel std", "red - blue")
+#: a deliberately altered copy of ours: name -> what it changes
+BROKEN = {"crop_p": "IoU crop probability", "zoom_max": "zoom-out's largest side ratio", "crop_min_scale": "crop scale"}
+
+
+def geometry(h: int, w: int, boxes: torch.Tensor) -> list[float]:
+    if not len(boxes):
+        return [h, w, 0, 0.0, -1.0]
+    area = float(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sum()) / (h * w)
+    return [h, w, len(boxes), area, float(boxes[:, 0].mean()) / w]
+
+
+def photometry(img: torch.Tensor) -> list[float]:
+    return [float(img.mean()), float(img.std()), float(img[0].mean() - img[2].mean())]
+
+
+def compare(a: np.ndarray, b: np.ndarray, names: tuple[str, ...]) -> list[dict]:
+    rows = []
+    for j, name in enumerate(names):
+        test = ks_2samp(a[:, j], b[:, j])
+        rows.append({"stat": name, "torchvision_mean": float(a[:, j].mean()), "ours_mean": float(b[:, j].mean()),
+                     "ks": float(test.statistic), "p": float(test.pvalue)})  # fmt: skip
+    return rows
+
+
+def run(draws: int, seed: int, broken: dict[str, float]) -> dict:
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    img = torch.rand(3, H, W)
+    boxes = torch.tensor(BOXES, dtype=torch.float32)
+    labels = torch.arange(len(boxes))
+    crop = v2.RandomIoUCrop()
+
+    def official(d: dict) -> dict:
+        d = v2.RandomZoomOut(fill=0)(d)
+        if torch.rand(1) < 0.8:  # the official RandomIoUCrop wrapper's p
+            d = crop(d)
+        return v2.SanitizeBoundingBoxes(min_size=1)(d)
+
+    ours = [
+        ZoomOut(side_range=(1.0, broken.get("zoom_max", 4.0))),
+        RandomIoUCrop(p=broken.get("crop_p", 0.8), min_scale=broken.get("crop_min_scale", 0.3)),
+        Sanitize(),
+    ]
+    theirs_g, ours_g, theirs_p, ours_p = [], [], [], []
+    distort_t, distort_o = v2.RandomPhotometricDistort(p=0.5), PhotometricDistort()
+    for _ in range(draws):
+        box = tv_tensors.BoundingBoxes(boxes.clone(), format="XYXY", canvas_size=(H, W))
+        d = official({"image": tv_tensors.Image(img.clone()), "boxes": box, "labels": labels.clone()})
+        theirs_g.append(geometry(d["image"].shape[-2], d["image"].shape[-1], d["boxes"].as_subclass(torch.Tensor)))
+        s = Sample(img.clone(), boxes.clone(), labels.clone())
+        for op in ours:
+            s = op(s)
+        ours_g.append(geometry(s.size[0], s.size[1], s.boxes))
+        theirs_p.append(photometry(distort_t(tv_tensors.Image(img.clone())).as_subclass(torch.Tensor)))
+        ours_p.append(photometry(distort_o(Sample(img.clone(), boxes, labels)).image))
+    return {
+        "seed": seed,
+        "geometry": compare(np.array(theirs_g), np.array(ours_g), GEOMETRY),
+        "photometry": compare(np.array(theirs_p), np.array(ours_p), PHOTOMETRY),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--draws", type=int, default=10000, help="samples per pipeline and seed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--broken", nargs="*", default=[], metavar="NAME=VALUE", help=f"alter ours: {', '.join(BROKEN)}")
+    ap.add_argument("--alpha", type=float, default=0.001, help="a p-value below this counts as a difference")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    broken = {}
+    for item in args.broken:
+        name, _, value = item.partition("=")
+        if name not in BROKEN or not value:
+            ap.error(f"--broken takes NAME=VALUE with NAME one of {', '.join(BROKEN)}; got {item!r}")
+        broken[name] = float(value)
+    runs = [run(args.draws, seed, broken) for seed in args.seeds]
+    for r in runs:
+        for row in r["geometry"] + r["photometry"]:
+            print(f"seed {r['seed']} {row['stat']:18s} torchvision {row['torchvision_mean']:9.4f} ours "
+                  f"{row['ours_mean']:9.4f}  KS {row['ks']:.4f} p={row['p']:.3g}")  # fmt: skip
+    worst = min(row["p"] for r in runs for row in r["geometry"] + r["photometry"])
+    result = {"torch": torch.__version__, "draws": args.draws, "broken": broken, "alpha": args.alpha, "runs": runs,
+              "smallest_p": worst, "same_distributions": worst >= args.alpha}  # fmt: skip
+    print(f"smallest p {worst:.3g}: {'no difference found' if worst >= args.alpha else 'the distributions differ'}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
