@@ -6,13 +6,18 @@ and resize. Ours (``rtdetr.data.transforms``) is written here without torchvisio
 in another order, so the two cannot be compared draw for draw: this script runs both many times on one image
 with boxes and compares the distributions of what comes out (two-sample Kolmogorov-Smirnov tests): the
 geometric ops' output height and width, boxes kept, their area and position; the photometric op's pixel mean,
-spread and colour balance. ``--broken crop_p=0.7`` (or ``zoom_max=3``, ``crop_min_scale=0.4``) runs a
-deliberately altered copy of ours, to show what the comparison detects.
+spread and colour balance. ``--same-draws N`` checks the photometric op draw for draw instead: torchvision draws
+its parameters (which operations, their factors, the contrast's place, the channel order), ours is handed the same
+ones through its random sources, and the two images must agree pixel for pixel. ``--broken crop_p=0.7`` (or
+``zoom_max=3``, ``crop_min_scale=0.4``) runs a deliberately altered copy of ours, to show what the comparison
+detects.
 
 Needs torchvision, so it runs in the official code's environment (``/tmp/peer``; see ``official_parity.py``)::
 
     PYTHONPATH=src /tmp/peer/bin/python benchmarks/official_augment_stats.py --draws 10000 \\
         --out benchmarks/results_official_augment_stats.json
+    PYTHONPATH=src /tmp/peer/bin/python benchmarks/official_augment_stats.py --same-draws 3000 \\
+        --out benchmarks/results_official_augment_same_draws.json
 """
 
 from __future__ import annotations
@@ -99,14 +104,67 @@ def run(draws: int, seed: int, broken: dict[str, float]) -> dict:
     }
 
 
+def same_draws(draws: int, seed: int) -> dict:
+    """Ours against torchvision's RandomPhotometricDistort on the parameters torchvision drew, ``draws`` times:
+    the largest pixel difference (ours takes its coins from ``random.random``, its factors from ``_rand`` and
+    its channel order from ``torch.randperm``, which are fed torchvision's choices in the order ours asks)."""
+    import types
+
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from rtdetr.data import transforms as ours_module
+
+    torch.manual_seed(seed)
+    img = torch.rand(3, H, W)
+    theirs, ours = v2.RandomPhotometricDistort(p=0.5), PhotometricDistort()
+    sample = Sample(img, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    saved = ours_module.random, ours_module._rand, torch.randperm
+    worst = 0.0
+    try:
+        for _ in range(draws):
+            prm = theirs.make_params([tv_tensors.Image(img)])
+            want = theirs.transform(tv_tensors.Image(img.clone()), prm).as_subclass(torch.Tensor)
+            on = {k: prm[f"{k}_factor"] is not None for k in ("brightness", "contrast", "saturation", "hue")}
+            first = prm["contrast_before"]
+            order = [
+                "brightness",
+                *(["contrast"] if first else []),
+                "saturation",
+                "hue",
+                *([] if first else ["contrast"]),
+            ]
+            coins = iter([on["brightness"], first, *[on[k] for k in order[1:]], prm["channel_permutation"] is not None])
+            factors = iter([prm[f"{k}_factor"] for k in order if on[k]])
+            ours_module.random = types.SimpleNamespace(random=lambda c=coins: 0.0 if next(c) else 0.99)  # type: ignore[assignment]
+            ours_module._rand = lambda lo, hi, f=factors: next(f)  # type: ignore[assignment]
+            torch.randperm = lambda n, *a, p=prm, **k: p["channel_permutation"]  # type: ignore[assignment]
+            got = ours(sample).image
+            torch.randperm = saved[2]
+            if next(coins, None) is not None or next(factors, None) is not None:
+                raise RuntimeError("ours asked for fewer random draws than torchvision made")
+            worst = max(worst, float((got - want).abs().max()))
+    finally:
+        ours_module.random, ours_module._rand, torch.randperm = saved
+    return {"draws": draws, "seed": seed, "max_pixel_difference": worst}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=10000, help="samples per pipeline and seed")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--broken", nargs="*", default=[], metavar="NAME=VALUE", help=f"alter ours: {', '.join(BROKEN)}")
     ap.add_argument("--alpha", type=float, default=0.001, help="a p-value below this counts as a difference")
+    ap.add_argument("--same-draws", type=int, default=0, metavar="N", help="the photometric op draw for draw")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.same_draws:
+        result = {"torch": torch.__version__, "same_draws": [same_draws(args.same_draws, s) for s in args.seeds]}
+        for r in result["same_draws"]:
+            print(f"seed {r['seed']}: {r['draws']} draws, largest pixel difference {r['max_pixel_difference']:.2e}")
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+        return 0
     broken = {}
     for item in args.broken:
         name, _, value = item.partition("=")
