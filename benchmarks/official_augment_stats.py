@@ -72,13 +72,13 @@ def run(draws: int, seed: int, broken: dict[str, float]) -> dict:
     img = torch.rand(3, H, W)
     boxes = torch.tensor(BOXES, dtype=torch.float32)
     labels = torch.arange(len(boxes))
-    crop = v2.RandomIoUCrop()
+    zoom, crop, sanitize = v2.RandomZoomOut(fill=0), v2.RandomIoUCrop(), v2.SanitizeBoundingBoxes(min_size=1)
 
     def official(d: dict) -> dict:
-        d = v2.RandomZoomOut(fill=0)(d)
+        d = zoom(d)
         if torch.rand(1) < 0.8:  # the official RandomIoUCrop wrapper's p
             d = crop(d)
-        return v2.SanitizeBoundingBoxes(min_size=1)(d)
+        return sanitize(d)
 
     ours = [
         ZoomOut(side_range=(1.0, broken.get("zoom_max", 4.0))),

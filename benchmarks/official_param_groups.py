@@ -86,7 +86,8 @@ def compare_recipe(recipe: str, official_root: Path) -> dict:
     model = build_model(run.model)
     known = {n for n, _ in model.named_parameters()}
     official = official_keys_to_ours(official, known)
-    ours = by_name(model, param_groups(model, run.train))
+    groups = param_groups(model, run.train)
+    ours = by_name(model, groups)
     split = dataclasses.replace(run.train, param_groups=(), backbone_lr=float(run.train.lr or 1e-4) / 10)
     if recipe == "rtdetrv2_r18vd_120e_coco":  # the recipe's backbone lr before the rules: the detector's
         split = dataclasses.replace(split, backbone_lr=run.train.lr)
@@ -99,7 +100,7 @@ def compare_recipe(recipe: str, official_root: Path) -> dict:
         ],
         "groups_ours": [
             {"name": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"], "tensors": len(g["params"])}
-            for g in param_groups(model, run.train)
+            for g in groups
         ],
         "rules": differences(official, ours),
         "split_without_rules": differences(official, by_name(model, param_groups(model, split))),

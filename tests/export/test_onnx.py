@@ -16,6 +16,7 @@ from torch import Tensor
 from rtdetr import RTDETR
 from rtdetr.cli import main
 from rtdetr.convert import save_model
+from rtdetr.engine.predictor import filter_detections
 from rtdetr.export import OnnxRuntimeDetector, compare_detections, export_onnx
 from rtdetr.export.onnx import DeployModel
 from rtdetr.models import PostProcessor, create_model
@@ -112,11 +113,7 @@ def _filtered_reference(model: torch.nn.Module, x: Tensor, sizes: Tensor, max_de
     with torch.no_grad():
         dets = PostProcessor(3, max_det)(model(x), sizes, class_mask(classes, 3, len(x)))
     per_image = classes if isinstance(classes, list) else [classes] * len(x)
-    out = []
-    for d, c in zip(dets, per_image):
-        keep = torch.tensor([c is None or int(lb) in c for lb in d["labels"]], dtype=torch.bool)
-        out.append(tuple(d[k][keep].numpy() for k in ("labels", "boxes", "scores")))
-    return out
+    return [_as_numpy(filter_detections(d, 0.0, c)) for d, c in zip(dets, per_image)]
 
 
 def _as_numpy(det: dict[str, Tensor]) -> tuple:

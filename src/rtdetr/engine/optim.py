@@ -84,9 +84,9 @@ def rule_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
             )
         (chosen[hits[0]] if hits else rest).append(p)
     out = [{"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "others"}] if rest else []
-    names = [n.removeprefix("module.") for n, _ in [*model.named_parameters(), *model.named_buffers()]]
     for i, (rule, params) in enumerate(zip(rules, chosen)):
         if not params:
+            names = (n.removeprefix("module.") for n, _ in [*model.named_parameters(), *model.named_buffers()])
             frozen = any(patterns[i].search(n) for n in names)
             log.log(logging.DEBUG if frozen else logging.WARNING, "train.param_groups[%d] (%r) matches no %s: no "
                     "such group", i, rule.match, "trainable parameter" if frozen else "name in the model")  # fmt: skip
