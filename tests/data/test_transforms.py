@@ -1,5 +1,12 @@
-import torch
+import colorsys
+from types import SimpleNamespace
 
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageEnhance
+
+from rtdetr.data import transforms
 from rtdetr.data.transforms import (
     Compose,
     HorizontalFlip,
@@ -56,6 +63,49 @@ def test_photometric_stays_in_range_and_hsv_round_trip() -> None:
     assert torch.allclose(hsv_to_rgb(rgb_to_hsv(img)), img, atol=1e-5)
     out = PhotometricDistort(p=1.0)(Sample(img, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64))).image
     assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, img)
+
+
+def _only(op: str, factor: float, monkeypatch: pytest.MonkeyPatch, contrast_first: bool = True) -> None:
+    """Make PhotometricDistort apply ``op`` alone with ``factor`` (coins in the order it asks for them)."""
+    coins = [op == "brightness", contrast_first, *([op == "contrast"] if contrast_first else [])]
+    coins += [op == "saturation", op == "hue", *([] if contrast_first else [op == "contrast"]), False]
+    it = iter(coins)
+    monkeypatch.setattr(transforms, "random", SimpleNamespace(random=lambda: 0.0 if next(it) else 0.99))
+    monkeypatch.setattr(transforms, "_rand", lambda lo, hi: factor)
+
+
+PIL_OPS = {"brightness": ImageEnhance.Brightness, "contrast": ImageEnhance.Contrast, "saturation": ImageEnhance.Color}
+
+
+@pytest.mark.parametrize("contrast_first", [True, False])
+@pytest.mark.parametrize("factor", [0.5, 0.875, 1.125, 1.5])
+@pytest.mark.parametrize("op", sorted(PIL_OPS))
+def test_photometric_ops_match_pillow(op: str, factor: float, contrast_first: bool, monkeypatch) -> None:
+    """The official pipeline distorts PIL images, so torchvision runs Pillow's ImageEnhance there: each of our
+    ops on the float image gives Pillow's uint8 result within its rounding (clipping at 255 included)."""
+    rgb = np.random.default_rng(3).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    rgb[0, :4] = [250, 240, 5]  # saturated pixels reach the clip
+    want = np.asarray(PIL_OPS[op](Image.fromarray(rgb)).enhance(factor), dtype=np.float64)
+    _only(op, factor, monkeypatch, contrast_first)
+    img = torch.from_numpy(rgb).permute(2, 0, 1).double() / 255
+    got = PhotometricDistort()(Sample(img, torch.zeros(0, 4), torch.zeros(0))).image.permute(1, 2, 0).numpy() * 255
+    assert np.abs(got - want).max() <= 1.5, f"{op} x{factor}: largest difference {np.abs(got - want).max():.2f} levels"
+
+
+@pytest.mark.parametrize("factor", [-0.05, 0.02, 0.05])
+def test_photometric_hue_matches_colorsys(factor: float, monkeypatch) -> None:
+    img = torch.rand(3, 6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    img[:, 0, 0] = torch.tensor([0.3, 0.3, 0.3])  # grey: no hue
+    want = torch.tensor(
+        [
+            colorsys.hsv_to_rgb((h + factor) % 1.0, s, v)
+            for h, s, v in (colorsys.rgb_to_hsv(*p) for p in img.flatten(1).T.tolist())
+        ],
+        dtype=torch.float64,
+    ).T.reshape(img.shape)
+    _only("hue", factor, monkeypatch)
+    got = PhotometricDistort()(Sample(img, torch.zeros(0, 4), torch.zeros(0))).image
+    assert torch.allclose(got, want, atol=1e-9)
 
 
 def test_compose_stops_strong_ops() -> None:

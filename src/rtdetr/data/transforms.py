@@ -76,7 +76,13 @@ def hsv_to_rgb(img: Tensor) -> Tensor:
 
 
 class PhotometricDistort:
-    """Random brightness, contrast, saturation, hue and channel order, each applied with probability ``p``."""
+    """Random brightness, contrast, saturation, hue and channel order, each applied with probability ``p``.
+
+    Torchvision's ``RandomPhotometricDistort`` on a float image, the official recipe's op, with two details of the
+    official pipeline kept: contrast and saturation blend towards the grey image of ``grey`` weights, ITU-R 601
+    as Pillow's ``convert("L")`` makes it (the official images are PIL images there; torchvision's tensor kernel
+    weighs red 0.2989), and contrast blends towards that grey image's mean over the whole image.
+    """
 
     stoppable = True
 
@@ -87,11 +93,17 @@ class PhotometricDistort:
         contrast: tuple[float, float] = (0.5, 1.5),
         saturation: tuple[float, float] = (0.5, 1.5),
         hue: tuple[float, float] = (-0.05, 0.05),
+        grey: tuple[float, float, float] = (0.299, 0.587, 0.114),
     ) -> None:
         self.p, self.brightness, self.contrast, self.saturation, self.hue = p, brightness, contrast, saturation, hue
+        self.grey = grey
+
+    def _grey(self, img: Tensor) -> Tensor:
+        """``[3, H, W]`` RGB -> ``[H, W]`` grey."""
+        return self.grey[0] * img[0] + self.grey[1] * img[1] + self.grey[2] * img[2]
 
     def _contrast(self, img: Tensor) -> Tensor:
-        gray = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).mean()
+        gray = self._grey(img).mean()
         return (gray + (img - gray) * _rand(*self.contrast)).clamp(0, 1)
 
     def __call__(self, s: Sample) -> Sample:
@@ -102,7 +114,7 @@ class PhotometricDistort:
         if contrast_first and random.random() < self.p:
             img = self._contrast(img)
         if random.random() < self.p:
-            gray = 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
+            gray = self._grey(img)
             img = (gray + (img - gray) * _rand(*self.saturation)).clamp(0, 1)
         if random.random() < self.p:
             hsv = rgb_to_hsv(img)
