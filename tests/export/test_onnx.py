@@ -21,6 +21,7 @@ from rtdetr.export import OnnxRuntimeDetector, compare_detections, export_onnx
 from rtdetr.export.onnx import DeployModel
 from rtdetr.models import PostProcessor, create_model
 from rtdetr.models.postprocess import class_mask
+from tests.conftest import BENCHMARKS, load_benchmark
 
 pytest.importorskip("onnxruntime", reason="export tests need the 'onnx' extra")
 
@@ -52,6 +53,22 @@ def test_export_report_and_parity(exported: tuple) -> None:
     assert report["image_size"] == (96, 128) and report["opset"] == 17
     assert report["label_agreement"] == 1.0 and report["max_score_diff"] < 1e-4 and report["max_box_diff_px"] < 1e-2
     assert not model.deployed  # the caller's model is untouched
+
+
+def test_graph_interface_is_the_official_exports(exported: tuple) -> None:
+    """Code written for the official export (``tools/export_onnx.py``) runs our graph unchanged: the inputs a
+    caller must feed and the outputs have the official names, element types and ranks, as
+    ``benchmarks/official_export_parity.py`` recorded them from the official graphs (every variant alike; that
+    script also compares the detections of both graphs on the same weights)."""
+    import onnxruntime
+
+    recorded = json.loads((BENCHMARKS / "results_official_export_parity.json").read_text())["rows"]
+    official = {json.dumps(r["official_interface"]) for r in recorded}
+    assert len(recorded) >= 13 and len(official) == 1
+    opts = onnxruntime.SessionOptions()
+    opts.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(exported[0]), opts, providers=["CPUExecutionProvider"])
+    assert load_benchmark("official_export_parity").interface(session) == json.loads(official.pop())
 
 
 @pytest.mark.parametrize("batch", [1, 3])
