@@ -19,6 +19,23 @@ def test_sample_format(coco_dir: Path) -> None:
     assert t["orig_size"].tolist() == [64, 48] and t["size"].tolist() == [32, 32] and int(t["image_id"]) == 1
 
 
+@pytest.mark.parametrize("size", [(32, 32), (40, 96)])
+def test_validation_sees_the_pixels_of_predict_and_of_the_official_pipeline(coco_dir: Path, size: tuple) -> None:
+    """``val`` resizes as the official evaluation does (PIL images through torchvision's Resize: Pillow's
+    bilinear) and as ``predict`` does: the same pixels exactly, downscaled and upscaled."""
+    from rtdetr.engine.predictor import Predictor
+    from rtdetr.models import create_model
+
+    ds = DetectionDataset(load_index(coco_dir), build_val_transforms(size))
+    predictor = Predictor(create_model("rtdetr_r18vd", num_classes=2), ["cat", "dog"], size)
+    for i, rec in enumerate(ds.index.records):
+        img = load_image(rec.path)
+        official = torch.from_numpy(np.array(img.resize(size[::-1], Image.Resampling.BILINEAR))).permute(2, 0, 1)
+        got = ds[i][0]
+        assert torch.equal(got, official.float() / 255)
+        assert torch.equal(got, predictor.preprocess([img])[0][0])
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
 def test_odd_image_modes_load_as_rgb(tmp_path: Path, mode: str) -> None:
     p = write_image(tmp_path / "x.png", mode=mode)

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex, ImageRecord, heif_opener, is_heif, swaps_sides
-from rtdetr.data.transforms import Sample, StopsAtEpoch, normalized_cxcywh
+from rtdetr.data.transforms import Sample, StopsAtEpoch, image_to_tensor, normalized_cxcywh
 
 __all__ = [
     "BatchCollator",
@@ -172,11 +172,6 @@ def shown_rgb(image: Image.Image, turn: bool = True) -> Image.Image:
         arr = np.asarray(im, dtype=np.float32)
         im = Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8))
     return im.convert("RGB")
-
-
-def image_to_tensor(img: Image.Image) -> Tensor:
-    """PIL RGB -> float ``[3, H, W]`` in ``[0, 1]``."""
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 class DetectionDataset(Dataset):

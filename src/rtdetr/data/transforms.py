@@ -12,8 +12,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from rtdetr.ops.boxes import box_iou, box_xyxy_to_cxcywh
@@ -29,6 +31,7 @@ __all__ = [
     "ZoomOut",
     "build_train_transforms",
     "build_val_transforms",
+    "image_to_tensor",
     "rgb_to_hsv",
     "hsv_to_rgb",
 ]
@@ -44,6 +47,11 @@ class Sample:
     def size(self) -> tuple[int, int]:
         """(height, width)."""
         return int(self.image.shape[-2]), int(self.image.shape[-1])
+
+
+def image_to_tensor(img: Image.Image) -> Tensor:
+    """PIL RGB -> float ``[3, H, W]`` in ``[0, 1]``."""
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 def _rand(lo: float, hi: float) -> float:
@@ -231,16 +239,27 @@ class HorizontalFlip:
 
 
 class Resize:
-    """Resize to ``(height, width)`` without keeping the aspect ratio (bilinear with antialiasing)."""
+    """Resize to ``(height, width)`` without keeping the aspect ratio (bilinear with antialiasing).
 
-    def __init__(self, size: tuple[int, int]) -> None:
+    ``pil``: Pillow's bilinear resize of the image as uint8 (a float image is rounded to 8-bit levels first, which
+    changes nothing in an image read from a file), the pixels of the official pipeline (PIL images throughout)
+    and of ``predict``; else PyTorch's antialiased kernel on the float image (within one grey level of it).
+    """
+
+    def __init__(self, size: tuple[int, int], pil: bool = False) -> None:
         self.size = (int(size[0]), int(size[1]))
+        self.pil = pil
 
     def __call__(self, s: Sample) -> Sample:
         h, w = s.size
         if (h, w) == self.size:
             return s
-        img = F.interpolate(s.image[None], size=self.size, mode="bilinear", align_corners=False, antialias=True)[0]
+        if self.pil:
+            levels = s.image.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            resized = Image.fromarray(levels).resize(self.size[::-1], Image.Resampling.BILINEAR)
+            img = image_to_tensor(resized)
+        else:
+            img = F.interpolate(s.image[None], size=self.size, mode="bilinear", align_corners=False, antialias=True)[0]
         scale = torch.tensor([self.size[1] / w, self.size[0] / h] * 2, dtype=s.boxes.dtype)
         return Sample(img.clamp(0, 1), s.boxes * scale, s.labels)
 
@@ -286,7 +305,8 @@ def build_train_transforms(
 
 
 def build_val_transforms(size: tuple[int, int]) -> Compose:
-    return Compose([Resize(size)])
+    """Validation: Pillow's resize, as the official evaluation and ``predict`` resize."""
+    return Compose([Resize(size, pil=True)])
 
 
 def normalized_cxcywh(s: Sample) -> Tensor:

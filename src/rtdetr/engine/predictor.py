@@ -378,7 +378,8 @@ class Predictor:
         self.detector.set_decoder_depth(decoder_depth)
 
     def resize(self, image: Image.Image) -> np.ndarray:
-        """``[H, W, 3]`` uint8 at the network size (PIL bilinear, aspect ratio not kept, as in training)."""
+        """``[H, W, 3]`` uint8 at the network size (PIL bilinear, aspect ratio not kept, as ``val`` and the official
+        pipeline resize)."""
         h, w = self.image_size
         return np.asarray(_rgb(image).resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
 
