@@ -32,6 +32,7 @@ __all__ = [
     "build_train_transforms",
     "build_val_transforms",
     "image_to_tensor",
+    "resize_pil",
     "rgb_to_hsv",
     "hsv_to_rgb",
 ]
@@ -52,6 +53,12 @@ class Sample:
 def image_to_tensor(img: Image.Image) -> Tensor:
     """PIL RGB -> float ``[3, H, W]`` in ``[0, 1]``."""
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def resize_pil(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` resized to ``(height, width)`` by Pillow's bilinear filter (antialiased), aspect ratio not kept:
+    what the official pipeline's ``Resize`` does to its PIL images, and what validation and ``predict`` do."""
+    return image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
 
 
 def _rand(lo: float, hi: float) -> float:
@@ -86,10 +93,10 @@ def hsv_to_rgb(img: Tensor) -> Tensor:
 class PhotometricDistort:
     """Random brightness, contrast, saturation, hue and channel order, each applied with probability ``p``.
 
-    Torchvision's ``RandomPhotometricDistort`` on a float image, the official recipe's op, with two details of the
-    official pipeline kept: contrast and saturation blend towards the grey image of ``grey`` weights, ITU-R 601
-    as Pillow's ``convert("L")`` makes it (the official images are PIL images there; torchvision's tensor kernel
-    weighs red 0.2989), and contrast blends towards that grey image's mean over the whole image.
+    Torchvision's ``RandomPhotometricDistort`` on a float image, the official recipe's op. Contrast and saturation
+    blend towards the grey image of ``grey`` weights (contrast towards its mean over the whole image): ITU-R 601,
+    as Pillow's ``convert("L")`` makes it, because the official pipeline distorts PIL images, where torchvision
+    runs Pillow's ImageEnhance (its tensor kernel weighs red 0.2989).
     """
 
     stoppable = True
@@ -256,8 +263,7 @@ class Resize:
             return s
         if self.pil:
             levels = s.image.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-            resized = Image.fromarray(levels).resize(self.size[::-1], Image.Resampling.BILINEAR)
-            img = image_to_tensor(resized)
+            img = image_to_tensor(resize_pil(Image.fromarray(levels), self.size))
         else:
             img = F.interpolate(s.image[None], size=self.size, mode="bilinear", align_corners=False, antialias=True)[0]
         scale = torch.tensor([self.size[1] / w, self.size[0] / h] * 2, dtype=s.boxes.dtype)

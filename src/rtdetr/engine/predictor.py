@@ -26,6 +26,7 @@ from torch import Tensor
 from rtdetr.config import DataConfig
 from rtdetr.data.dataset import load_cover, load_image, load_image_covering, shown_rgb
 from rtdetr.data.records import IMAGE_SUFFIXES
+from rtdetr.data.transforms import resize_pil
 from rtdetr.data.yolo import listed_images
 from rtdetr.engine.backend import as_detector
 from rtdetr.engine.results import Results
@@ -380,8 +381,7 @@ class Predictor:
     def resize(self, image: Image.Image) -> np.ndarray:
         """``[H, W, 3]`` uint8 at the network size (PIL bilinear, aspect ratio not kept, as ``val`` and the official
         pipeline resize)."""
-        h, w = self.image_size
-        return np.asarray(_rgb(image).resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
+        return np.asarray(resize_pil(_rgb(image), self.image_size), dtype=np.uint8)
 
     def resize_tensor(self, image: np.ndarray) -> Tensor:
         """``[H0, W0, 3]`` uint8 -> ``[1, 3, H, W]`` float in ``[0, 1]`` on :attr:`resize_device`: antialiased
