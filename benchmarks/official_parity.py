@@ -4,7 +4,9 @@ offsets and boxes, spread encoder scores), save it as an official release file, 
 ``load_model`` and compare
 
 * inference outputs (float64, queries paired one-to-one, difference relative to the largest logit; the input
-  is drawn so that the top-k cut has no near-tie; at 640 px the outer stride-8 anchors are invalid);
+  is drawn so that the top-k cut has no near-tie; at 640 px the outer stride-8 anchors are invalid), also at
+  every decoder depth chosen at inference (ours' ``set_decoder_depth(d)`` against the official decoder's
+  ``eval_idx = d - 1``);
 * training-mode outputs on a batch with denoising (each model builds its own denoising groups, the official
   one with the official builder, from the same seed): every final, auxiliary, encoder and denoising prediction;
 * the criterion: ours and the official one on the same (official) outputs, every term; and, for information,
@@ -140,6 +142,24 @@ def float64_position_embeddings() -> None:
     encoder.build_2d_sincos_position_embedding = staticmethod(embedding)
 
 
+def depth_parity(official: torch.nn.Module, ours: torch.nn.Module, x: torch.Tensor) -> float:
+    """The decoder depth chosen at inference without retraining: ours run to each depth ``d``
+    (``set_decoder_depth``) against the official model evaluating its layer ``d - 1`` (its decoder's
+    ``eval_idx``); the largest difference over the depths (queries paired one-to-one). Both are left as found."""
+    inner, saved = official.decoder.decoder, (official.decoder.decoder.eval_idx, ours.decoder_depth)
+    worst = 0.0
+    try:
+        for depth in range(1, ours.num_decoder_layers + 1):
+            inner.eval_idx = depth - 1
+            ours.set_decoder_depth(depth)
+            with torch.no_grad():
+                worst = max(worst, max_query_set_diff(official(x), ours(x)))
+    finally:
+        inner.eval_idx = saved[0]
+        ours.set_decoder_depth(saved[1])
+    return worst
+
+
 def gradient_parity(official: torch.nn.Module, ours: torch.nn.Module) -> dict:
     """After each model's total training loss went backward: every parameter's gradient against the official
     one of the same name (an official HGNetv2 stem spelling read as ours), relative to that tensor's largest
@@ -208,6 +228,7 @@ def compare_variant(name: str, official_root: Path, size: int, seed: int) -> dic
         scale = max(1.0, float(ref["pred_logits"].abs().max()))
         row["inference_max_abs_diff"] = max_query_set_diff(ref, out)
         row["inference_max_diff"] = row["inference_max_abs_diff"] / scale
+        row["depth_max_diff"] = depth_parity(model, ours, x) / scale
 
         model.train(), ours.train()
         xt = untied_input(ours, (2, 3, size, size), gap=2e-4, tries=50)
@@ -276,14 +297,20 @@ def main() -> int:
     }
     rows = []
     print(
-        f"{'variant':<22}{'infer diff':>12}{'train out diff':>16}{'loss terms':>12}{'criterion rel':>15}"
-        f"{'own-loss rel':>14}{'grad rel':>10}{'s':>7}"
+        f"{'variant':<22}{'infer diff':>12}{'depths diff':>13}{'train out diff':>16}{'loss terms':>12}"
+        f"{'criterion rel':>15}{'own-loss rel':>14}{'grad rel':>10}{'s':>7}"
     )
     for name in args.variants:
         row = compare_variant(name, official, args.size, args.seed)
         # each model's loss on its own outputs is reported, not judged (a near-tied Hungarian match may flip)
         row["ok"] = (
-            max(row["inference_max_diff"], row["train_outputs_max_diff"], row["criterion_max_rel_diff"]) < args.tol
+            max(
+                row["inference_max_diff"],
+                row["depth_max_diff"],
+                row["train_outputs_max_diff"],
+                row["criterion_max_rel_diff"],
+            )
+            < args.tol
             and row["loss_keys_equal"]
             and row["grad_max_rel_diff"] < args.tol
             and not row["grad_one_sided"]
@@ -292,7 +319,8 @@ def main() -> int:
         if args.out:  # after every variant: a crash later keeps what was measured
             args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         print(
-            f"{name:<22}{row['inference_max_diff']:>12.2e}{row['train_outputs_max_diff']:>16.2e}"
+            f"{name:<22}{row['inference_max_diff']:>12.2e}{row['depth_max_diff']:>13.2e}"
+            f"{row['train_outputs_max_diff']:>16.2e}"
             f"{row['loss_terms']:>12}{row['criterion_max_rel_diff']:>15.2e}{row['loss_max_rel_diff']:>14.2e}"
             f"{row['grad_max_rel_diff']:>10.1e}"
             f"{row['seconds']:>7}  "
