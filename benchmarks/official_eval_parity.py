@@ -42,11 +42,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from official_parity import VARIANTS, official_code  # noqa: E402
+from official_parity import VARIANTS, official_code, official_config, redrawn_model, save_release  # noqa: E402
 from rtdetr import RTDETR  # noqa: E402
 from rtdetr.engine.hardware import cpu_info  # noqa: E402
 from rtdetr.export.onnx import compare_detections  # noqa: E402
-from rtdetr.ops.compare import randomize_for_parity  # noqa: E402
 
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -128,14 +127,8 @@ def official_eval(
 def official_checkpoint(root: Path, variant: str, dst: Path, seed: int) -> Path:
     """An official release file (``{"ema": {"module": ...}}``) of ``variant``, the official model built from its
     config with every weight redrawn (``randomize_for_parity``): AP near zero, detections still comparable."""
-    folder, config = VARIANTS[variant]
-    with official_code(root / folder) as off:
-        backbone = "HGNetv2" if "hgnetv2" in variant else "PResNet"
-        model = off.YAMLConfig(config, **{backbone: {"pretrained": False}}).model
-        torch.manual_seed(seed)
-        randomize_for_parity(model)
-        torch.save({"ema": {"module": model.state_dict(), "updates": 1}, "last_epoch": 71}, dst)
-    return dst
+    with official_code(root / VARIANTS[variant][0]) as off:
+        return save_release(redrawn_model(official_config(off, variant), seed), dst)
 
 
 def our_detections(predictions: Path) -> dict[int, tuple]:

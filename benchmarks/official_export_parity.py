@@ -37,11 +37,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from official_parity import VARIANTS, official_code  # noqa: E402
+from official_parity import VARIANTS, official_code, official_config, redrawn_model, save_release  # noqa: E402
 from rtdetr.convert import load_model  # noqa: E402
 from rtdetr.engine.hardware import cpu_info  # noqa: E402
 from rtdetr.export.onnx import compare_detections, export_onnx  # noqa: E402
-from rtdetr.ops.compare import randomize_for_parity, untied_input  # noqa: E402
+from rtdetr.ops.compare import untied_input  # noqa: E402
 
 #: one of each kind: v1, v2 (bilinear sampling), v2 with discrete sampling, v2 on HGNetv2
 DEFAULT_VARIANTS = ["rtdetr_r18vd", "rtdetrv2_r18vd", "rtdetrv2_r18vd_dsp", "rtdetrv2_hgnetv2_l"]
@@ -77,13 +77,9 @@ def compare(name: str, official_root: Path, size: int, seed: int, broken: str | 
     t0 = time.time()
     with official_code(official_root / folder) as off, tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        backbone = "HGNetv2" if "hgnetv2" in name else "PResNet"
-        cfg = off.YAMLConfig(config, **{backbone: {"pretrained": False}})
-        torch.manual_seed(seed)
-        model, post = cfg.model, cfg.postprocessor
-        randomize_for_parity(model)
-        path = tmp / f"{name}.pth"
-        torch.save({"ema": {"module": model.state_dict(), "updates": 1}, "last_epoch": 71}, path)
+        cfg = official_config(off, name)
+        model, post = redrawn_model(cfg, seed), cfg.postprocessor
+        path = save_release(model, tmp / f"{name}.pth")
         ours = load_model(path, variant=name if name.endswith("_dsp") else None).eval()
         x = untied_input(ours, (2, 3, size, size), gap=1e-3, tries=50)
         sizes = torch.tensor(SIZES, dtype=torch.int64)

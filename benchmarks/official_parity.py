@@ -43,6 +43,7 @@ import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -98,6 +99,28 @@ def official_code(root: Path) -> Iterator[types.ModuleType]:
     finally:
         os.chdir(cwd)
         sys.path.remove(str(root))
+
+
+def official_config(off: types.SimpleNamespace, name: str) -> Any:
+    """The official ``YAMLConfig`` of variant ``name`` (inside :func:`official_code`), backbone not pretrained
+    (nothing is downloaded); its model is built on first access to ``.model``."""
+    backbone = "HGNetv2" if "hgnetv2" in name else "PResNet"
+    return off.YAMLConfig(VARIANTS[name][1], **{backbone: {"pretrained": False}})
+
+
+def redrawn_model(cfg: Any, seed: int) -> torch.nn.Module:
+    """The config's official model, built and then every weight redrawn (``randomize_for_parity``) from ``seed``."""
+    torch.manual_seed(seed)
+    model = cfg.model
+    randomize_for_parity(model)
+    return model
+
+
+def save_release(model: torch.nn.Module, path: Path) -> Path:
+    """``model``'s weights as an official release file (``{"ema": {"module": ...}}``, as the official training
+    writes them)."""
+    torch.save({"ema": {"module": model.state_dict(), "updates": 1}, "last_epoch": 71}, path)
+    return path
 
 
 @contextlib.contextmanager
@@ -201,17 +224,13 @@ def compare_variant(name: str, official_root: Path, size: int, seed: int) -> dic
     folder, config = VARIANTS[name]
     t0 = time.time()
     with official_code(official_root / folder) as off:
-        backbone = "HGNetv2" if "hgnetv2" in name else "PResNet"
-        cfg = off.YAMLConfig(config, **{backbone: {"pretrained": False}})
-        float64_position_embeddings()
-        torch.manual_seed(seed)
-        model, criterion = cfg.model, cfg.criterion
+        cfg = official_config(off, name)
+        float64_position_embeddings()  # before the model is built: its evaluation embeddings are made then
+        model, criterion = redrawn_model(cfg, seed), cfg.criterion
         if hasattr(model, "multi_scale"):
             model.multi_scale = None  # v1 resizes its training input at random
-        randomize_for_parity(model)
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{name}.pth"
-            torch.save({"ema": {"module": model.state_dict(), "updates": 1}, "last_epoch": 71}, path)
+            path = save_release(model, Path(tmp) / f"{name}.pth")
             ours = load_model(path, variant=name if name.endswith("_dsp") else None)
         row: dict = {"variant": name, "config": f"{folder}/{config}", "our_config": ours.config.name}
 
