@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from rtdetr.data.mix import MixAugment
 from rtdetr.data.records import DatasetIndex, ImageRecord, heif_opener, is_heif, swaps_sides
-from rtdetr.data.transforms import Sample, StopsAtEpoch, image_to_tensor, normalized_cxcywh
+from rtdetr.data.transforms import Compose, Resize, Sample, StopsAtEpoch, image_to_tensor, normalized_cxcywh, resize_pil
 
 __all__ = [
     "BatchCollator",
@@ -260,6 +260,9 @@ class DetectionDataset(Dataset):
 
     def _sample(self, img: Image.Image, rec: ImageRecord, frame: tuple[int, int]) -> Sample:
         """Record ``rec``'s boxes, given in ``frame`` (w, h), on the loaded ``img``, transformed."""
+        first = self.transforms.ops[0] if isinstance(self.transforms, Compose) and self.transforms.ops else None
+        if isinstance(first, Resize) and first.pil:  # validation: Pillow resizes the uint8 image it loaded (the
+            img = resize_pil(img, first.size)  # pixels Resize(pil=True) gives, without a round trip through float)
         w, h = img.size
         s = Sample(
             image_to_tensor(img),
