@@ -393,6 +393,7 @@ class RTDETR:
         check: bool = True,
         int8: bool = False,
         calibration: str | Path | None = None,
+        class_mask_input: bool = True,
     ) -> dict[str, Any]:
         """Export the fused model with its post-processor.
 
@@ -401,7 +402,9 @@ class RTDETR:
         writes ``<stem>_int8.onnx`` calibrated on up to 64 images from ``calibration`` (an image folder or any
         dataset path). ``format="openvino"`` converts the ONNX graph to OpenVINO IR (``<stem>_openvino/<stem>.xml``,
         or exactly ``output`` when it ends in ``.xml``), and with ``int8=True`` the int8 graph too
-        (``<stem>_int8_openvino/``, or ``<stem>_int8.xml`` beside an ``.xml`` output). Returns the report.
+        (``<stem>_int8_openvino/``, or ``<stem>_int8.xml`` beside an ``.xml`` output). ``class_mask_input=False``
+        leaves out the graph's optional ``class_mask`` input: the official two-input interface (TensorRT). Returns
+        the report.
         """
         from rtdetr.export.onnx import export_onnx
 
@@ -431,6 +434,7 @@ class RTDETR:
             decoder_depth=decoder_depth,
             class_names=self.class_names,
             run_data=self._run_data_dict(),
+            class_mask_input=class_mask_input,
         ).as_dict()
         if int8:
             from rtdetr.export.quantize import quantize_onnx_int8

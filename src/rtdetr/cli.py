@@ -234,6 +234,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         check=not args.no_check,
         int8=args.int8,
         calibration=args.calib,
+        class_mask_input=not args.no_class_mask,
     )
     print(f"wrote {report['path']} (opset {report['opset']}, input {size_text(report['image_size'])})")
     if report["max_score_diff"] is not None:

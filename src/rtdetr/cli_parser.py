@@ -137,6 +137,13 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
     exp.add_argument("--decoder-depth", type=arg.positive_int, help="bake a truncated decoder into the graph")
     exp.add_argument("--simplify", action="store_true", help="run onnxslim/onnxsim if installed")
     exp.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+    exp.add_argument(
+        "--no-class-mask",
+        action="store_true",
+        help="leave out the optional class_mask input: exactly the official two inputs (images, orig_target_sizes), "
+        "for TensorRT and loaders that refuse an input with a default; a class filter then keeps those classes "
+        "among the graph's --max-det detections",
+    )
     exp.set_defaults(func=handlers["export"])
 
     bench = sub.add_parser("benchmark", help="latency split into preprocess / model / post-process")

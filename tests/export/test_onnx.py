@@ -192,7 +192,7 @@ def test_graph_without_class_input_filters_its_own_detections(exported: tuple, t
     assert ort.class_input is None
     from rtdetr.convert.summary import describe_export, format_summary  # rtdetr info old.onnx says so
 
-    said = "  class filter          among its 20 detections (exported before the class_mask input)\n"
+    said = "  class filter          among its 20 detections (no class_mask input)\n"
     assert said in format_summary(describe_export(tmp_path / "old.onnx"))
     x, sizes = torch.rand(2, 3, 96, 128), torch.tensor([[640, 480], [100, 80]])
     every = ort.detect(x, sizes)
@@ -209,6 +209,53 @@ def test_graph_without_class_input_filters_its_own_detections(exported: tuple, t
         for i, c in enumerate(entries):
             alone = ort.detect(x[i : i + 1], sizes[i : i + 1], 3, c)[0]
             assert all(torch.equal(per_image[i][k], alone[k]) for k in alone), (entries, i)
+
+
+def test_no_class_mask_export_is_the_official_interface(exported: tuple, tmp_path: Path) -> None:
+    """``rtdetr export --no-class-mask``: every input of the graph is the official export's (no third input, no
+    initializer a loader would warn about or refuse), ONNX Runtime loads it without a warning, and it gives the
+    three-input graph's detections; a class filter keeps those classes among its own detections, and OpenVINO
+    runs it without being fed a mask."""
+    import subprocess
+    import sys
+
+    import onnx
+
+    path, model, _ = exported
+    ckpt = tmp_path / "tiny.pth"
+    save_model(model, ckpt, extra={"class_names": ["a", "b", "c"]})
+    two = tmp_path / "two.onnx"
+    assert main(["export", str(ckpt), "-o", str(two), "--max-det", "20", "--no-class-mask"]) == 0
+    proto = onnx.load(str(two))
+    assert [i.name for i in proto.graph.input] == ["images", "orig_target_sizes"]
+    assert "class_mask" not in {i.name for i in proto.graph.initializer}
+    recorded = json.loads((BENCHMARKS / "results_official_export_parity.json").read_text())["rows"][0]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(two), providers=["CPUExecutionProvider"])
+    assert session.get_overridable_initializers() == []  # every input, not only the required ones
+    assert load_benchmark("official_export_parity").interface(session) == recorded["official_interface"]
+    load = "import onnxruntime, sys; onnxruntime.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
+    said = {g: subprocess.run([sys.executable, "-c", load, str(g)], capture_output=True, text=True).stderr
+            for g in (path, two)}  # fmt: skip
+    assert "class_mask" in said[path]  # ONNX Runtime's warning on the default, as a third-party loader sees it
+    assert said[two] == ""
+    x, sizes = torch.rand(2, 3, 96, 128), torch.tensor([[640, 480], [100, 80]])
+    ort = OnnxRuntimeDetector(two, threads=1)
+    assert ort.class_input is None and ort.class_names == ["a", "b", "c"]
+    three = OnnxRuntimeDetector(path, threads=1).run(x.numpy(), sizes.numpy())
+    assert all(np.array_equal(a, b) for a, b in zip(ort.run(x.numpy(), sizes.numpy()), three))
+    every = ort.detect(x, sizes)
+    for g, e in zip(ort.detect(x, sizes, 3, {1, 2}), every):
+        keep = (e["labels"] == 1) | (e["labels"] == 2)
+        assert all(torch.equal(g[k], e[k][keep][:3]) for k in ("labels", "boxes", "scores"))
+    if importlib.util.find_spec("openvino") is not None:
+        from rtdetr.export import OpenVinoDetector, to_openvino
+
+        ov = OpenVinoDetector(to_openvino(two, tmp_path / "ov"), threads=1, precision="f32")
+        assert ov.class_input is None
+        got = ov.run(x.numpy(), sizes.numpy())
+        assert compare_detections(three, got)[2] == 1.0
 
 
 def test_export_errors(tmp_path: Path) -> None:

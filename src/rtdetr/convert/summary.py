@@ -125,7 +125,7 @@ def _baked(info: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             ("class filter", "inside the graph, over every query (class_mask input)")
             if info["class_input"]
-            else ("class filter", f"among {among} detections (exported before the class_mask input)")
+            else ("class filter", f"among {among} detections (no class_mask input)")
         )
     return rows
 

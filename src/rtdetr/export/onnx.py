@@ -3,9 +3,10 @@
 Graph: inputs ``images`` ``[N, 3, H, W]`` float32 in ``[0, 1]`` and ``orig_target_sizes`` ``[N, 2]`` int64
 ``(width, height)``, and an optional third, ``class_mask`` ``[1 or N, C]`` bool (default: every class; an
 initializer that a caller may override, so a two-input caller runs as before): the top ``K`` are taken among the
-classes it marks, as :meth:`rtdetr.models.PostProcessor.detect` takes them. Outputs ``labels`` ``[N, K]`` int64,
-``boxes`` ``[N, K, 4]`` float32 xyxy pixels, ``scores`` ``[N, K]`` float32, sorted by score. The batch axis is
-dynamic; the image size is fixed at export.
+classes it marks, as :meth:`rtdetr.models.PostProcessor.detect` takes them (``class_mask_input=False``: the
+official two-input interface, without it, for loaders that take no input with a default). Outputs ``labels``
+``[N, K]`` int64, ``boxes`` ``[N, K, 4]`` float32 xyxy pixels, ``scores`` ``[N, K]`` float32, sorted by score. The
+batch axis is dynamic; the image size is fixed at export.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def export_onnx(
     check_inputs: Tensor | None = None,
     class_names: list[str] | None = None,
     run_data: dict[str, Any] | None = None,
+    class_mask_input: bool = True,
 ) -> ExportReport:
     """Export ``model`` (a copy is fused with ``deploy()``; the original is untouched) with its post-processor.
 
@@ -122,6 +124,10 @@ def export_onnx(
         run_data: the data settings (a ``DataConfig`` dict) of the training run that wrote the checkpoint,
             recorded in the metadata (``run_data``) so that evaluating the graph without data uses that run's
             validation set.
+        class_mask_input: give the graph the optional ``class_mask`` input (a class filter's top-k over every
+            query). False: exactly the official interface, ``(images, orig_target_sizes)``, for TensorRT and other
+            loaders that refuse an input with a default value or warn about it; a class filter then keeps those
+            classes among the graph's ``num_top_queries`` detections.
     """
     try:
         import onnx
@@ -146,16 +152,18 @@ def export_onnx(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     every_class = torch.ones(1, num_classes, dtype=torch.bool)
-    axes: dict[str, dict[int, str]] = {CLASS_MASK: {0: "M"}}  # one row for every image, or one per image
+    inputs: tuple[Tensor, ...] = (images, sizes, every_class) if class_mask_input else (images, sizes)
+    names = ["images", "orig_target_sizes", CLASS_MASK][: len(inputs)]
+    axes: dict[str, dict[int, str]] = {CLASS_MASK: {0: "M"}} if class_mask_input else {}  # one row, or one per image
     if dynamic_batch:
         axes |= {k: {0: "N"} for k in ("images", "orig_target_sizes", "labels", "boxes", "scores")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about python ints taken from shapes (sizes are fixed)
         torch.onnx.export(
             wrapper,
-            (images, sizes, every_class),
+            inputs,
             str(out),
-            input_names=["images", "orig_target_sizes", CLASS_MASK],
+            input_names=names,
             output_names=["labels", "boxes", "scores"],
             dynamic_axes=axes,
             opset_version=opset,
@@ -177,7 +185,7 @@ def export_onnx(
     }
     if run_data:  # the training run's data settings: `rtdetr val best.onnx` finds its validation set
         meta["run_data"] = json.dumps(run_data)
-    set_metadata(out, meta, defaults={CLASS_MASK: every_class.numpy()})
+    set_metadata(out, meta, defaults={CLASS_MASK: every_class.numpy()} if class_mask_input else None)
     if simplify:
         report.simplified = _simplify(out)
     if check:
@@ -191,7 +199,7 @@ def export_onnx(
         half = (torch.arange(num_classes) + torch.arange(x.shape[0])[:, None]) % 2 == 0
         half[:, 0] = True
         found = []
-        for mask in (None, half):
+        for mask in (None, half) if class_mask_input else (None,):
             with torch.no_grad():
                 ref = tuple(t.numpy() for t in wrapper(x, s, mask))
             got = graph.run(x.numpy(), s.numpy(), None if mask is None else mask.numpy())
