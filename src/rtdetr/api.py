@@ -403,7 +403,7 @@ class RTDETR:
         dataset path). ``format="openvino"`` converts the ONNX graph to OpenVINO IR (``<stem>_openvino/<stem>.xml``,
         or exactly ``output`` when it ends in ``.xml``), and with ``int8=True`` the int8 graph too
         (``<stem>_int8_openvino/``, or ``<stem>_int8.xml`` beside an ``.xml`` output). ``class_mask_input=False``
-        leaves out the graph's optional ``class_mask`` input: the official two-input interface (TensorRT). Returns
+        leaves out the graph's optional ``class_mask`` input: the official two-input interface. Returns
         the report.
         """
         from rtdetr.export.onnx import export_onnx

@@ -141,7 +141,7 @@ def build_parser(handlers: Mapping[str, Handler]) -> argparse.ArgumentParser:
         "--no-class-mask",
         action="store_true",
         help="leave out the optional class_mask input: exactly the official two inputs (images, orig_target_sizes), "
-        "for TensorRT and loaders that refuse an input with a default; a class filter then keeps those classes "
+        "for tools written for the official export's exact inputs; a class filter then keeps those classes "
         "among the graph's --max-det detections",
     )
     exp.set_defaults(func=handlers["export"])

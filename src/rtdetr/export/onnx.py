@@ -125,9 +125,9 @@ def export_onnx(
             recorded in the metadata (``run_data``) so that evaluating the graph without data uses that run's
             validation set.
         class_mask_input: give the graph the optional ``class_mask`` input (a class filter's top-k over every
-            query). False: exactly the official interface, ``(images, orig_target_sizes)``, for TensorRT and other
-            loaders that refuse an input with a default value or warn about it; a class filter then keeps those
-            classes among the graph's ``num_top_queries`` detections.
+            query). False: exactly the official interface, ``(images, orig_target_sizes)``, for deploy tools
+            written for the official export's exact inputs, with no input default for a loader to warn about or
+            refuse; a class filter then keeps those classes among the graph's ``num_top_queries`` detections.
     """
     try:
         import onnx
