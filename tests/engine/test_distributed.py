@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,25 @@ EXACT = [
 ]
 
 
+#: What torch's gloo teardown prints when a rank aborts at process exit after its run has finished (SIGABRT; the
+#: main thread past its last Python frame). Measured with a 15-line DDP script under torchrun on a 2-core Zen 4: 9 of
+#: 226 launches, with or without DistributedDataParallel, also with ``os._exit``; none with only init, barrier and
+#: ``destroy_process_group``. Not this project's code: such a run is launched once more.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def _torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """``torchrun`` of ``rtdetr train`` with 2 CPU processes; once more, in a fresh output folder, where the first
+    launch finished (its last line printed) and a rank then aborted in torch's teardown (:data:`TEARDOWN_ABORT`)."""
+    proc = _launch(args, timeout)
+    if proc.returncode != 0 and "outputs in " in proc.stdout and TEARDOWN_ABORT in proc.stderr:
+        out = next(Path(a.split("=", 1)[1]) for a in args if a.startswith("train.output_dir="))
+        shutil.rmtree(out)
+        proc = _launch(args, timeout)
+    return proc
+
+
+def _launch(args: list[str], timeout: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [
         sys.executable,
