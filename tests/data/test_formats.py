@@ -69,6 +69,33 @@ def test_synthetic_dataset_is_deterministic(tmp_path: Path) -> None:
     assert load_index(a["val"]).num_classes == 4
 
 
+def test_a_yolo_val_folder_without_names_takes_the_training_sets(
+    tmp_path: Path, yolo_dir: Path, coco_dir: Path
+) -> None:
+    """``--data data.yaml --val images/val`` (a folder holding no names: coco128's layout) stopped with "class names
+    unknown" although the training set named the same ids; now the folder takes the training set's names, with a
+    note. Names a folder has of its own are still read and compared, a COCO training set lends none, and a broken
+    val source's error says how to give another."""
+    from rtdetr.config import ConfigError, DataConfig
+    from rtdetr.data.detect import load_run_sets
+    from tests.data.conftest import write_image
+
+    other = tmp_path / "held_out"
+    write_image(other / "images" / "d.jpg", (100, 50))
+    (other / "labels").mkdir()
+    (other / "labels" / "d.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    train, val = load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml"), val=str(other / "images")))
+    assert val is not None and val.class_names == train.class_names == ["car", "bus"]
+    assert val.records[0].labels.tolist() == [1]
+    assert any("no class names beside the images; the training set's 2 are used" in n for n in val.notes)
+    (other / "labels" / "classes.txt").write_text("bus\ncar\n")  # its own names, in another order: an error
+    with pytest.raises(ConfigError, match="train and val class names differ"):
+        load_run_sets(DataConfig(train=str(yolo_dir / "data.yaml"), val=str(other / "images")))
+    (other / "labels" / "classes.txt").unlink()
+    with pytest.raises(DataError, match=r"^data\.val: .*class names unknown .*\(--val PATH validates on another set\)"):
+        load_run_sets(DataConfig(train=str(coco_dir), val=str(other / "images")))
+
+
 def test_run_validates_on_the_sources_own_val_split(
     tmp_path: Path, yolo_dir: Path, voc_dir: Path, coco_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

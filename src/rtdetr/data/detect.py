@@ -113,14 +113,16 @@ def load_index(
     image_dir: str | Path | None = None,
     class_names: list[str] | None = None,
     allow_empty: bool = False,
+    fallback_names: list[str] | None = None,
 ) -> DatasetIndex:
-    """Parse the dataset at ``path`` (format auto-detected unless given) for ``split``.
+    """Parse the dataset at ``path`` (format auto-detected unless given) for ``split``. ``class_names`` fixes a VOC
+    set's label order and a YOLO folder's names; ``fallback_names`` names a YOLO folder that has none of its own.
 
     Raises:
         DataError: the format cannot be told or parsed, or (unless ``allow_empty``, as ``check-data`` does) no
             image is left to use, with the notes and first problems saying why.
     """
-    index = _load(Path(path), split, format, class_names, image_dir)
+    index = _load(Path(path), split, format, class_names, image_dir, fallback_names)
     _drop_missing_files(index)
     if not index.records and not allow_empty:
         why = "; ".join([*index.notes, *index.problems[:3]]) or "no images"
@@ -139,7 +141,7 @@ def load_run_sets(
         train = _load_setting("data.train", data.train, data.train_split, data.format)
     if val is None and data.val:
         names = train.class_names if train.format == "voc" else None  # VOC: the train set's order
-        val = _load_setting("data.val", data.val, data.val_split, data.format, names)
+        val = _load_setting("data.val", data.val, data.val_split, data.format, names, _yolo_names(train))
     elif val is None and data.val is None and data.auto_val and data.train:
         val = own_val_split(data, train)
     if val is not None and val.class_names != train.class_names:
@@ -156,7 +158,7 @@ def own_val_split(data: DataConfig, train: DatasetIndex) -> DatasetIndex | None:
     failed: Exception | None = None
     try:
         names = train.class_names if train.format == "voc" else None
-        val = load_index(data.train, data.val_split, data.format, class_names=names)
+        val = load_index(data.train, data.val_split, data.format, class_names=names, fallback_names=_yolo_names(train))
     except (DataError, OSError) as e:
         failed = e
     finally:
@@ -203,13 +205,24 @@ def _yaml_names_split(path: str, split: str) -> bool:
         return False
 
 
+def _yolo_names(train: DatasetIndex) -> list[str] | None:
+    """The names a YOLO validation folder without its own takes: its YOLO training set's (the same class ids)."""
+    return train.class_names if train.format == "yolo" else None
+
+
 def _load_setting(
-    setting: str, path: str, split: str, format: DatasetFormat, class_names: list[str] | None = None
+    setting: str,
+    path: str,
+    split: str,
+    format: DatasetFormat,
+    class_names: list[str] | None = None,
+    fallback_names: list[str] | None = None,
 ) -> DatasetIndex:
     try:
-        return load_index(path, split, format, class_names=class_names)
+        return load_index(path, split, format, class_names=class_names, fallback_names=fallback_names)
     except DataError as e:
-        raise DataError(f"{setting}: {e}") from None
+        hint = " (--val PATH validates on another set)" if setting == "data.val" else ""
+        raise DataError(f"{setting}: {e}{hint}") from None
 
 
 def _drop_missing_files(index: DatasetIndex) -> None:
@@ -231,7 +244,12 @@ def _drop_missing_files(index: DatasetIndex) -> None:
 
 
 def _load(
-    p: Path, split: str, format: DatasetFormat, class_names: list[str] | None, image_dir: str | Path | None
+    p: Path,
+    split: str,
+    format: DatasetFormat,
+    class_names: list[str] | None,
+    image_dir: str | Path | None,
+    fallback_names: list[str] | None = None,
 ) -> DatasetIndex:
     fmt = detect_format(p) if format == "auto" else format
     if fmt == "coco":
@@ -240,10 +258,10 @@ def _load(
     if fmt == "voc":
         return load_voc(p, split, class_names)
     if p.is_dir() and (p / "data.yaml").is_file():
-        return load_yolo(p / "data.yaml", split, class_names)
+        return load_yolo(p / "data.yaml", split, class_names, fallback_names)
     if p.is_dir() and not find_images(p):  # a root: its split's images, or (Label Studio) all of images/
         flat = [p / "images"] if (p / "images").is_dir() and find_images(p / "images") else []
         for cand in (p / "images" / split, p / split, *flat):
             if cand.is_dir():
-                return load_yolo(cand, split, class_names)
-    return load_yolo(p, split, class_names)
+                return load_yolo(cand, split, class_names, fallback_names)
+    return load_yolo(p, split, class_names, fallback_names)

@@ -126,13 +126,17 @@ def label_dir_for(image_dir: Path) -> Path:
     )
 
 
-def load_yolo(source: str | Path, split: str = "train", names: list[str] | None = None) -> DatasetIndex:
+def load_yolo(
+    source: str | Path, split: str = "train", names: list[str] | None = None, fallback_names: list[str] | None = None
+) -> DatasetIndex:
     """Parse a YOLO dataset from a ``data.yaml`` (``split`` selects ``train``/``val``/``test``) or an images folder.
 
     A split entry of the yaml is a folder of images, a ``.txt`` list of image paths (one per line, relative to the
     list's folder or the dataset root) or a list of these, as in Ultralytics. Labels are found by the
     ``images`` -> ``labels`` convention. Images without a label file are background images. Bad lines (wrong field
-    count, non-numbers, class ids out of range) are dropped and reported as ``file:line``.
+    count, non-numbers, class ids out of range) are dropped and reported as ``file:line``. ``names`` replaces
+    the names found beside the images (a data.yaml's own win); ``fallback_names`` is used only where none are
+    found (a validation images folder takes its training set's names, with a note).
     """
     src = Path(source)
     if src.suffix in (".yaml", ".yml"):
@@ -172,6 +176,9 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
                 names = read_data_yaml(cand)["names"] if cand.suffix == ".yaml" else cand.read_text().split("\n")
                 names = [n.strip() for n in names if n.strip()]
                 break
+    fallback = not names and bool(fallback_names)
+    if fallback:
+        names = fallback_names
     if not names:
         named = _yaml_with_names({c.parent for c in looked} - {label_dir})  # e.g. coco128's yolo_classes.yaml
         dirs_of: dict[str, list[str]] = {}
@@ -184,6 +191,8 @@ def load_yolo(source: str | Path, split: str = "train", names: list[str] | None 
             f" order, to {label_dir / 'classes.txt'}"
         )
     index = DatasetIndex([], list(names), "yolo", str(src))
+    if fallback:
+        index.notes.append(f"{image_dir}: no class names beside the images; the training set's {len(names)} are used")
     if moved:
         index.notes.append(f"{src}: '{split}' names a folder that is not there; read {', '.join(moved)} instead")
     polygons = scored = 0
