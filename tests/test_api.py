@@ -268,6 +268,43 @@ def test_val_labels_follow_the_model_class_names(tmp_path: Path, caplog: pytest.
     assert "1: 'cat' in the data, 'bee' in the model; 2: 'bee' in the data, 'cat' in the model" in caplog.text
 
 
+def test_val_on_data_of_other_classes_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A VOC folder whose classes the model does not have (a COCO model on BCCD) dropped every object silently and
+    printed AP -1 and rows of nan; now it is an error naming both class lists. Where some classes are the model's,
+    the objects of the others are left out with a note that counts them by name, and the pr curve of a set with
+    no scored class draws no empty legend (matplotlib warned)."""
+    import warnings
+
+    from tests.data.conftest import write_image
+
+    root = tmp_path / "voc"
+    (root / "Annotations").mkdir(parents=True)
+    obj = "<object><name>{}</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax></bndbox></object>"
+    for i, classes in enumerate([["RBC", "WBC"], ["RBC"]]):
+        body = "".join(obj.format(c) for c in classes)
+        (root / "Annotations" / f"{i}.xml").write_text(
+            f"<annotation><filename>{i}.jpg</filename><size><width>64</width><height>48</height></size>{body}"
+            "</annotation>"
+        )
+        write_image(root / "JPEGImages" / f"{i}.jpg")
+    det = RTDETR("rtdetr_r18vd", class_names=["ant", "bee", "cat"], num_classes=3, **TINY_MODEL)
+    with pytest.raises(ValueError, match=r"none of its objects is of a class this model detects: its classes are "
+                       r"'RBC' \(2\), 'WBC' \(1\); the model's 3 are ant, bee, cat"):  # fmt: skip
+        det.val(root, split=None, batch=2)  # type: ignore[arg-type]
+    (root / "Annotations" / "1.xml").write_text((root / "Annotations" / "1.xml").read_text().replace("RBC", "cat"))
+    with caplog.at_level("WARNING"):
+        res = det.val(root, split=None, batch=2)  # type: ignore[arg-type]
+    assert res["per_class"]["cat"]["AP"] >= 0 and np.isnan(res["per_class"]["ant"]["AP"])
+    assert "2 objects of classes not in the class list (['ant', 'bee', 'cat']) were left out: 'RBC' (1), 'WBC' (1)" \
+        in caplog.text  # fmt: skip
+    for x in (root / "Annotations").glob("*.xml"):  # background images only: no class to draw a curve of
+        x.write_text(x.read_text().split("<object>")[0] + "</annotation>")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend"
+        res = det.val(root, split=None, batch=2, output=tmp_path / "report")  # type: ignore[arg-type]
+    assert res["stats"]["AP"] == -1 and (tmp_path / "report" / "pr_curve.png").is_file()
+
+
 def test_predict_label_files_and_crops_need_an_output_folder() -> None:
     det = RTDETR("rtdetr_r18vd", num_classes=2, **TINY_MODEL)
     for kwargs in ({"save_txt": True}, {"save_conf": True}, {"save_crop": True}):

@@ -253,6 +253,7 @@ class RTDETR:
         ``data.val``, else its training source's own val split), read from the working folder."""
         from rtdetr.data import load_index
         from rtdetr.engine.evaluator import validate
+        from rtdetr.engine.logger import log_index
 
         named = self.class_names if any(not n.isdigit() for n in self.class_names) else None
         try:
@@ -265,6 +266,14 @@ class RTDETR:
         index = (
             self._run_val_set(run) if data is None else load_index(data, split, format, class_names=named)  # type: ignore[arg-type]
         )
+        if index.unknown_classes and not index.num_boxes() and not any(len(r.ignore_labels) for r in index.records):
+            theirs = ", ".join(f"{n!r} ({c})" for n, c in index.unknown_classes.most_common(10))
+            raise ValueError(
+                f"{index.source}: none of its objects is of a class this model detects: its classes are {theirs}; "
+                f"the model's {len(self.class_names)} are {', '.join(self.class_names[:10])}"
+                f"{', ...' if len(self.class_names) > 10 else ''} (a model trained on this data evaluates on it)"
+            )
+        log_index("val", index)  # its size, and what was left out (an object of a class the model lacks, say)
         differ = [
             (i, a, b) for i, (a, b) in enumerate(zip(named or [], index.class_names)) if class_key(a) != class_key(b)
         ]

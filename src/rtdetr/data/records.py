@@ -89,6 +89,8 @@ class DatasetIndex:
     """What the parser decided for the user (a split it made, files it did not use, likely typos)."""
     adjusted: Counter = field(default_factory=Counter)
     """Count of kept entries the parser changed, by reason (e.g. boxes clipped to the image)."""
+    unknown_classes: Counter = field(default_factory=Counter)
+    """Objects left out because their class name is not in :attr:`class_names`, by that name (VOC)."""
 
     @property
     def num_classes(self) -> int:

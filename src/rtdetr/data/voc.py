@@ -187,7 +187,8 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
         for k, obj in enumerate(node.iter("object")):
             name = _text(obj, "name")
             if name not in label_of:
-                index.drop("unknown class", f"{x}: object {k} has class {name!r} not in {class_names}")
+                index.unknown_classes[name or ""] += 1
+                index.drop("unknown class", f"{x}: object {k} has class {name!r} not in {_listed(class_names)}")
                 continue
             bb = obj.find("bndbox")
             texts = {t: _text(bb, t) for t in ("xmin", "ymin", "xmax", "ymax")} if bb is not None else {}
@@ -229,4 +230,15 @@ def load_voc(root: str | Path, split: str | None = "train", class_names: list[st
             f"{len(renamed)} annotations name an image file that is not in {img_dir}; the image with the "
             f"annotation's name (any image extension) was used, e.g. {renamed[:3]}"
         )
+    if index.unknown_classes:
+        counts = ", ".join(f"{n!r} ({c})" for n, c in index.unknown_classes.most_common(10))
+        index.notes.append(
+            f"{sum(index.unknown_classes.values())} objects of classes not in the class list "
+            f"({_listed(class_names)}) were left out: {counts}"
+        )
     return index
+
+
+def _listed(names: list[str], first: int = 10) -> str:
+    """A class list for a message: ``['cell', 'rbc']``, or its first ``first`` names and the count."""
+    return str(names) if len(names) <= first else f"[{', '.join(map(repr, names[:first]))}, ...] ({len(names)} in all)"
