@@ -389,7 +389,16 @@ _HANDLERS: dict[str, Handler] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 ok, 1 failure, 2 usage error)."""
+    """Entry point; returns the process exit code (0 ok, 1 failure, 2 usage error). A torchrun process ends here,
+    after its run, without the interpreter's finalization (see :func:`exit_skipping_finalization`)."""
+    code = _run(argv)
+    distributed = sys.modules.get("rtdetr.engine.distributed")  # not imported: no group joined (and no torch import)
+    if distributed is not None and distributed.joined_a_group():
+        distributed.exit_skipping_finalization(code)
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser(_HANDLERS)
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "demo":  # what parse_args says; the demo parses its own

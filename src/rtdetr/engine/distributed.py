@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -14,10 +17,12 @@ __all__ = [
     "all_objects",
     "barrier",
     "cleanup",
+    "exit_skipping_finalization",
     "get_rank",
     "get_world_size",
     "init_distributed",
     "is_main_process",
+    "joined_a_group",
     "rank0_decides",
     "rank0_flags",
 ]
@@ -38,7 +43,39 @@ def init_distributed(device: str) -> tuple[int, int, torch.device]:
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+    global _joined
+    _joined = True
     return dist.get_rank(), dist.get_world_size(), dev
+
+
+#: whether :func:`init_distributed` joined a process group in this process (under torchrun)
+_joined = False
+
+
+def joined_a_group() -> bool:
+    """Whether this process joined a process group through :func:`init_distributed` (a torchrun process)."""
+    return _joined
+
+
+def exit_skipping_finalization(code: int) -> NoReturn:
+    """End a torchrun process that has left its group (:func:`cleanup`) with ``code``, without the interpreter's
+    finalization: the log handlers are closed and stdout/stderr flushed first.
+
+    Why: torch's gloo backend keeps its worker threads after ``destroy_process_group``, and such a thread destroys
+    the work of the last collective (a barrier holding the broadcast before it) a moment after the collective has
+    returned. Where that work holds a tensor whose Python object it owns, the thread takes the GIL to release it;
+    during finalization taking the GIL ends the thread, and the unwinding through a ``noexcept`` destructor calls
+    ``std::terminate``: "terminate called without an active exception", SIGABRT, and torchrun returns 1 after a
+    finished run (a core dump's stacks: ``ProcessGroupGloo::runLoop`` -> ``~AsyncBarrierWork`` ->
+    ``~AsyncBroadcastWork`` -> ``TensorImpl::decref_pyobject`` -> ``take_gil`` -> ``pthread_exit``, while the main
+    thread is in ``Py_FinalizeEx``). Measured with a 20-line DDP script under torchrun on a 2-core Zen 4 (torch 2.13):
+    5 of 80 launches aborted ending normally, 0 of 80 ending with ``os._exit`` after the same teardown; torch 2.14.1
+    aborted too (2 of 60)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more can reach the reader
+            stream.flush()
+    os._exit(code)
 
 
 def resolve_device(device: str) -> torch.device:
