@@ -26,10 +26,11 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: chromium/chromedriver missing and not root: the web-page test will be skipped"; fi
 
-## Lint, type-check and the test suite without the tests marked slow (under 10 minutes on 2 cores, AVX2 included).
+## Lint, type-check and the tests not marked slow, in two processes (about 9 minutes on a 2-core AVX2 Zen 3).
 test: install browser lint pytest
 
-## The tests marked slow (DDP, SIGKILL-resume, load test, R101 parity, torch.compile): CI runs them after `make test`.
+## The tests marked slow (DDP, SIGKILL-resume, load test, R34/R50/R101 parity, torch.compile): CI runs them after
+## `make test`, in one process (the DDP tests take a fixed port).
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
@@ -39,7 +40,7 @@ lint: install
 	$(BIN)/mypy
 
 pytest: install
-	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist worksteal --durations=15
 
 bench: install
 	$(BIN)/python benchmarks/model_zoo.py

@@ -15,13 +15,21 @@ import torch
 from rtdetr.engine import hardware
 from rtdetr.engine.hardware import parse_cpuinfo
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s two processes: one thread each, subprocesses too
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_restore() -> None:
+    """Each test starts from seed 0 and leaves the default dtype and PyTorch's thread count as it found them:
+    ``--threads 2`` of a CLI test run in process must not stay (beside the other test process, two threads each
+    on two cores made a later 40 s test take 290 s)."""
     torch.manual_seed(0)
-    dtype = torch.get_default_dtype()
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     yield
     torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
 
 
 #: the CPU every test sees unless it says otherwise: AVX2 without bf16/VNNI, so ``precision="auto"`` means fp32

@@ -102,8 +102,10 @@ def _compare(hf, ours, x: torch.Tensor, check_coverage: bool = True) -> float:  
 @pytest.mark.parametrize("version", ["v1", "v2"])
 @pytest.mark.parametrize(
     "arch",
-    # R101 (about 20 s a version on 2 cores) adds no code path R50 lacks beyond its depth: `make test-slow` runs it
-    [pytest.param(a, marks=pytest.mark.slow) if a == "r101vd" else a for a in _BACKBONES],
+    # R34 and R101 add no code path R18 and R50 lack beyond their depth, nor R50 one that R50-m (its backbone)
+    # and the denoising-loss test below (its full-width encoder) lack; 15-40 s a version on a 2-core AVX2 CPU:
+    # `make test-slow` runs them
+    [pytest.param(a, marks=pytest.mark.slow) if a in ("r34vd", "r50vd", "r101vd") else a for a in _BACKBONES],
 )
 def test_adversarial_weights_match_hf(version: str, arch: str) -> None:
     hf = _hf_model(version, arch)
