@@ -22,8 +22,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `make test`'s two processes:
 
 @pytest.fixture(autouse=True)
 def _seed_and_restore() -> None:
-    """Each test starts from seed 0 and leaves the default dtype and PyTorch's thread count as it found them:
-    ``--threads 2`` of a CLI test run in process must not stay (beside the other test process, two threads each
+    """Each test starts from seed 0 and leaves the default dtype and PyTorch's thread count as it found them: the
+    2 threads that ``rtdetr demo`` run in process sets must not stay (beside the other test process, two threads
     on two cores made a later 40 s test take 290 s)."""
     torch.manual_seed(0)
     dtype, threads = torch.get_default_dtype(), torch.get_num_threads()

@@ -56,12 +56,20 @@ def quantize_onnx_int8(
     image_size: tuple[int, int],
     per_channel: bool = True,
     decoder_fp32: bool = True,
+    reduce_range: bool = True,
 ) -> Path:
     """Write an int8 (QDQ) copy of ``onnx_path``: convolutions and matrix products are quantized with activation
     ranges calibrated on ``calibration_images`` (paths or PIL images, 32-100 is typical); the deformable-sampling,
     top-k and post-processing ops stay in fp32, and with ``decoder_fp32`` (default) so do the decoder layers'
     matrix products other than the value projections (:func:`decoder_nodes_kept_fp32`: most of int8's AP loss,
-    little of its time)."""
+    little of its time).
+
+    ``reduce_range`` (default) stores the weights in 7 bits (-64..63): a CPU without VNNI multiplies uint8
+    activations by int8 weights in pairs summed into int16 (``vpmaddubsw``), which saturates with 8-bit weights.
+    Full-range weights lost 19-23 AP points on BCCD on an AVX2 Zen 3 (ONNX Runtime 0.254, OpenVINO 0.211, against
+    fp32 0.446); 7-bit ones 0.441 and 0.444 (``rtdetr_r18vd`` at 320, 2026-12-08,
+    ``benchmarks/results_fast_path_accuracy_zen3_full_range.json`` for the former). The graph runs on any CPU, so
+    the default holds wherever it is made."""
     try:
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -104,6 +112,7 @@ def quantize_onnx_int8(
         op_types_to_quantize=list(_QUANTIZED_OPS),
         calibrate_method=CalibrationMethod.MinMax,
         nodes_to_exclude=kept,
+        reduce_range=reduce_range,
     )
     if prep != src:
         prep.unlink(missing_ok=True)
