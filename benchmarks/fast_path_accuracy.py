@@ -3,9 +3,9 @@ change of COCO AP.
 
 Paths: the plain fp32 model (reference), the default predict path (fused + channels_last), bf16 autocast, the
 same compiled (``compile="default"``, weights frozen; each new batch shape compiles first; in fp32 on a CPU
-without native bf16), ONNX Runtime fp32 and
-int8, OpenVINO on the fp32 graph (its default precision) and on the int8 graph; and the int8 graph with the
-decoder layers quantized too (``quantize_onnx_int8(decoder_fp32=False)``, the default before 2026-12-06).
+without native bf16), ONNX Runtime fp32 and int8, OpenVINO on the fp32 graph (its default precision) and on the
+int8 graph; and the int8 graph with the decoder layers quantized too (``quantize_onnx_int8(decoder_fp32=False)``,
+the default before 2026-12-06).
 Deviation: every detection the reference reports at score >= --score-floor (what a user sees) is looked up
 in the path's output (same class, IoU >= 0.5): the fraction found, the |score diff| and the largest coordinate
 difference in pixels of the found pairs (mean / p95 / max), and the confident detections the path adds that

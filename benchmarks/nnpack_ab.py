@@ -35,15 +35,10 @@ SETTINGS = {  # name: environment added to the run's
 }
 
 
-def _median_ms(fn, n: int = 15, warm: int = 2) -> float:  # type: ignore[no-untyped-def]
-    for _ in range(warm):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+def _median_ms(fn, runs: int = 15, warmup: int = 2) -> float:  # type: ignore[no-untyped-def]
+    from rtdetr.bench.profile import measure_latency
+
+    return measure_latency(fn, warmup, runs).median_ms
 
 
 def one_run(mode: str, variant: str, size: int) -> dict:

@@ -162,29 +162,38 @@ def test_device_names_are_checked(monkeypatch: pytest.MonkeyPatch, capsys: pytes
         resolve_device("cuda")
 
 
-def _two_processes(rank: int, init: str, out: str) -> None:
-    import torch
+def _two_processes(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from rtdetr.engine.distributed import all_objects, rank0_flags
+    from rtdetr.engine.distributed import all_objects, init_distributed, joined_a_group, rank0_flags
 
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    # what torchrun sets for each process; init_distributed joins through them, as `rtdetr train` does
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    _, _, device = init_distributed("cpu")
     try:
-        flags = rank0_flags([rank == 0, rank == 1], torch.device("cpu"))
-        Path(out, f"{rank}.json").write_text(json.dumps({"flags": flags, "objects": all_objects({"rank": rank})}))
+        flags = rank0_flags([rank == 0, rank == 1], device)
+        got = {"flags": flags, "objects": all_objects({"rank": rank}), "joined": joined_a_group()}
+        Path(out, f"{rank}.json").write_text(json.dumps(got))
     finally:
         dist.destroy_process_group()
 
 
 def test_process_0_decides_for_every_process(tmp_path: Path) -> None:
     """Two gloo processes that see a decision differently both take process 0's; every process's object
-    reaches every process, in rank order."""
+    reaches every process, in rank order. Each joined through ``init_distributed``, which records it (the CLI then
+    ends the process without finalization)."""
+    import socket
+
     import torch.multiprocessing as mp
 
-    mp.spawn(_two_processes, args=(f"file://{tmp_path / 'store'}", str(tmp_path)), nprocs=2)
+    with socket.socket() as s:  # a free port: `make test` runs two test processes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_two_processes, args=(port, str(tmp_path)), nprocs=2)
     for rank in (0, 1):
         got = json.loads((tmp_path / f"{rank}.json").read_text())
-        assert got == {"flags": [True, False], "objects": [{"rank": 0}, {"rank": 1}]}, rank
+        assert got == {"flags": [True, False], "objects": [{"rank": 0}, {"rank": 1}], "joined": True}, rank
 
 
 def test_the_time_budget_and_periodic_saves_follow_process_0(

@@ -28,6 +28,10 @@ __all__ = [
 ]
 
 
+#: whether :func:`init_distributed` joined a process group in this process (under torchrun)
+_joined = False
+
+
 def init_distributed(device: str) -> tuple[int, int, torch.device]:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1).
 
@@ -46,10 +50,6 @@ def init_distributed(device: str) -> tuple[int, int, torch.device]:
     global _joined
     _joined = True
     return dist.get_rank(), dist.get_world_size(), dev
-
-
-#: whether :func:`init_distributed` joined a process group in this process (under torchrun)
-_joined = False
 
 
 def joined_a_group() -> bool:
